@@ -1,0 +1,83 @@
+"""The Backend protocol: the adapter for one kind of provider.
+
+Every launch carries (job_id, attempt), so after a crash the control loop can ask a backend what is
+really running and reconcile: nothing lost, nothing running twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from overcast.placement.pool import Pool
+from overcast.spec.models import JobSpec
+
+
+class CapacityError(Exception):
+    """The provider said "out of capacity" for this pool (learned health: cooldown with backoff)."""
+
+
+class ProviderDown(Exception):
+    """The provider cannot be reached at all."""
+
+
+class EventKind(StrEnum):
+    STARTED = "started"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # the job itself failed (non-zero exit, not preempted)
+    PREEMPTED = "preempted"  # spot reclaim, node loss, drain: not the job's fault
+    PROVIDER_DOWN = "provider-down"
+    CAPACITY_ERROR = "capacity-error"
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchRequest:
+    job_id: str
+    attempt: int
+    pool: Pool
+    num_nodes: int
+    spec: JobSpec
+    env: dict[str, str] = field(default_factory=dict)  # the OVERCAST_* contract, filled by the loop
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    job_id: str
+    attempt: int
+    backend: str
+    handle: str  # backend's own id: process group ids, a Slurm job id, instance ids...
+
+
+@dataclass(frozen=True, slots=True)
+class BackendEvent:
+    kind: EventKind
+    job_id: str
+    attempt: int
+    at: float
+    detail: str = ""
+    exit_code: int | None = None
+
+
+class Backend(Protocol):
+    name: str
+
+    def pools(self) -> list[Pool]:
+        """Capacity this backend knows about, with current use."""
+        ...
+
+    def launch(self, request: LaunchRequest) -> Allocation:
+        """Start every node of the gang or none; raise CapacityError / ProviderDown."""
+        ...
+
+    def stop(self, job_id: str, attempt: int, grace_seconds: float) -> None:
+        """SIGTERM (or the provider's equivalent), wait up to the grace period, then kill."""
+        ...
+
+    def poll(self) -> list[BackendEvent]:
+        """Events since the last poll."""
+        ...
+
+    def active(self) -> list[tuple[str, int]]:
+        """(job_id, attempt) of everything this backend is running now: the truth after a crash."""
+        ...

@@ -1,0 +1,103 @@
+"""Workload specs: what a user asks for, independent of where it runs.
+
+These pydantic models are the contract between the YAML loader (``spec.loader``), the SkyPilot
+importer (``spec.skypilot``), the placement engine and the control loop.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SpotPolicy(StrEnum):
+    NEVER = "never"  # on-demand or reserved only
+    ALLOWED = "allowed"  # spot if it is cheaper after its preemption risk
+    REQUIRED = "required"  # spot only
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AcceleratorRequest(Strict):
+    """``H100:8`` per node. Names are normalised catalog names (see ``catalog.accelerators``)."""
+
+    name: str
+    count: int = Field(ge=1)
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.count}"
+
+
+class Resources(Strict):
+    # Acceptable alternatives per node; empty means CPU only. With ``ordered`` the first feasible
+    # alternative wins regardless of price (SkyPilot's ``ordered``); otherwise the cheapest wins.
+    accelerators: tuple[AcceleratorRequest, ...] = ()
+    ordered: bool = False
+    cpus: float | None = Field(default=None, ge=0)
+    memory_gib: float | None = Field(default=None, ge=0)
+    disk_gib: float | None = Field(default=None, ge=0)
+    ports: tuple[int, ...] = ()
+    instance_type: str | None = None
+    spot: SpotPolicy = SpotPolicy.NEVER
+    providers: tuple[str, ...] = ()  # allow list; empty = any
+    deny_providers: tuple[str, ...] = ()
+    regions: tuple[str, ...] = ()  # allow list; empty = any
+    deny_regions: tuple[str, ...] = ()
+    zones: tuple[str, ...] = ()
+    max_price_per_hour: float | None = Field(default=None, gt=0)  # whole job, all nodes, $/h
+
+
+class JobSpec(Strict):
+    name: str = Field(min_length=1, max_length=128)
+    resources: Resources = Resources()
+    num_nodes: int = Field(default=1, ge=1, le=4096)
+    setup: str | None = None
+    run: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    workdir: str | None = None
+    checkpoint_dir: str | None = None  # path or fsspec URL that survives moving between providers
+    priority: int = Field(default=0, ge=-1000, le=1000)
+    team: str = "default"
+    max_restarts: int = Field(default=10, ge=0)  # restarts after preemption / node or provider loss
+    max_retries_on_failure: int = Field(default=0, ge=0)  # restarts after the job itself fails
+    expected_hours: float = Field(default=1.0, gt=0)  # for cost estimates; SkyPilot assumes 1 h too
+
+
+class ReadinessProbe(Strict):
+    path: str = "/"
+    initial_delay_seconds: float = Field(default=5.0, ge=0)
+    timeout_seconds: float = Field(default=2.0, gt=0)
+    period_seconds: float = Field(default=2.0, gt=0)
+
+
+class Autoscaling(Strict):
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int | None = Field(default=None, ge=1)
+    target_rps_per_replica: float | None = Field(default=None, gt=0)
+    upscale_delay_seconds: float = Field(default=30.0, ge=0)
+    downscale_delay_seconds: float = Field(default=300.0, ge=0)
+
+
+class SpotHedge(Strict):
+    """Spot replicas with an on-demand base and on-demand fallback (SkyServe's SpotHedge idea)."""
+
+    base_on_demand: int = Field(default=0, ge=0)
+    dynamic_fallback: bool = True
+
+
+class ServiceSpec(Strict):
+    name: str = Field(min_length=1, max_length=128)
+    resources: Resources = Resources()
+    replicas: Autoscaling = Autoscaling()
+    readiness_probe: ReadinessProbe = ReadinessProbe()
+    port: int = Field(default=8080, ge=1, le=65535)
+    setup: str | None = None
+    run: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    max_share_per_provider: float = Field(default=1.0, gt=0, le=1)  # spread across providers
+    spot_hedge: SpotHedge | None = None
+    team: str = "default"
+    priority: int = Field(default=0, ge=-1000, le=1000)

@@ -1,0 +1,1 @@
+"""Shared test fixtures. Component fixtures (PostgreSQL, Slurm) live in tests/fixtures/."""
