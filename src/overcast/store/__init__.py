@@ -1,1 +1,21 @@
+"""Persistent state: SQLAlchemy Core + Alembic; SQLite by default, PostgreSQL for production."""
 
+from overcast.store.engine import StoreConfigError, default_url, overcast_home
+from overcast.store.records import EventRecord, JobRecord, LaunchRecord, PoolHealthRecord
+from overcast.store.states import ACTIVE_STATES, TERMINAL_STATES, JobState
+from overcast.store.store import Store, new_job_id
+
+__all__ = [
+    "ACTIVE_STATES",
+    "TERMINAL_STATES",
+    "EventRecord",
+    "JobRecord",
+    "JobState",
+    "LaunchRecord",
+    "PoolHealthRecord",
+    "Store",
+    "StoreConfigError",
+    "default_url",
+    "new_job_id",
+    "overcast_home",
+]

@@ -1,0 +1,82 @@
+"""Database URL resolution and engine creation (SQLite by default, PostgreSQL for production)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.pool import StaticPool
+
+SQLITE_BUSY_TIMEOUT_S = 30.0
+
+
+class StoreConfigError(ValueError):
+    """The database URL is malformed or names a database we do not support."""
+
+
+def overcast_home() -> Path:
+    return Path(os.environ.get("OVERCAST_HOME") or Path.home() / ".overcast").expanduser()
+
+
+def default_url() -> str:
+    """OVERCAST_DATABASE_URL, else the SQLite file $OVERCAST_HOME/overcast.db."""
+    url = os.environ.get("OVERCAST_DATABASE_URL")
+    if url:
+        return url
+    return f"sqlite:///{overcast_home() / 'overcast.db'}"
+
+
+def make_engine(url: str) -> Engine:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise StoreConfigError(f"invalid database URL {url!r}: {exc}") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return _sqlite_engine(url, parsed.database)
+    if backend == "postgresql":
+        if parsed.drivername == "postgresql":  # bare postgresql:// would pick psycopg2; we ship psycopg 3
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return create_engine(parsed, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    raise StoreConfigError(
+        f"unsupported database {backend!r} in {url!r}: use sqlite:/// or postgresql+psycopg://"
+    )
+
+
+def _sqlite_engine(url: str, database: str | None) -> Engine:
+    in_memory = not database or database == ":memory:"
+    if in_memory:
+        # One shared connection, otherwise every pooled connection would see its own empty database.
+        engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
+    else:
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
+            pool_size=8,
+            max_overflow=16,
+        )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+        # Take over transaction control from pysqlite so that "begin" below decides how to BEGIN.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        if not in_memory:
+            cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+            cursor.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; safe with WAL
+        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn) -> None:  # type: ignore[no-untyped-def]
+        # Writers take the lock up front (BEGIN IMMEDIATE) so a read-then-write transaction never
+        # fails with "database is locked" halfway; plain readers use a deferred BEGIN.
+        mode = "DEFERRED" if conn.get_execution_options().get("readonly") else "IMMEDIATE"
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine

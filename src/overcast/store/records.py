@@ -1,0 +1,55 @@
+"""What the store returns: plain immutable values, never ORM objects or rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from overcast.spec.models import JobSpec
+from overcast.store.states import JobState
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    id: str
+    team: str
+    name: str
+    spec: JobSpec
+    state: JobState
+    priority: int
+    attempt: int  # attempts launched so far (0 before the first launch)
+    pool_id: str | None
+    backend: str | None
+    nodes: int | None
+    restarts: int  # preemption-type restarts used
+    failures: int  # self-failure retries used
+    submitted_at: float
+    updated_at: float
+    started_at: float | None
+    ended_at: float | None
+    cancel_requested: bool
+    reason: str | None  # last reason (why pending, why failed)
+
+
+class EventRecord(NamedTuple):
+    id: int
+    job_id: str | None
+    at: float
+    kind: str
+    detail: str
+
+
+class LaunchRecord(NamedTuple):
+    job_id: str
+    attempt: int
+    pool_id: str
+    backend: str
+    handle: str
+    ended: bool
+
+
+class PoolHealthRecord(NamedTuple):
+    health: str  # a placement.pool.Health value
+    until: float | None
+    failures: int
+    detail: str

@@ -1,0 +1,382 @@
+"""The Store: jobs, events, launches, pool health, leases and team tokens in one database.
+
+Every public method is one short transaction and returns plain records. State changes go through
+``transition``, a compare-and-set (``UPDATE ... WHERE state IN (...)``), so two control loops on one
+PostgreSQL can never both move a job PENDING -> LAUNCHING: the database decides which UPDATE matched.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from overcast.spec.models import JobSpec
+from overcast.store import migrate, tokens
+from overcast.store.engine import default_url, make_engine
+from overcast.store.records import EventRecord, JobRecord, LaunchRecord, PoolHealthRecord
+from overcast.store.states import TERMINAL_STATES, JobState
+from overcast.store.tables import events, jobs, launches, leases, pool_health, teams
+from overcast.store.tables import tokens as tokens_table
+
+_ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"  # URL-safe, no look-alikes (l/1, o/0)
+_TEAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Columns a caller may set through transition(); state and updated_at are set by the store itself.
+TRANSITION_FIELDS = frozenset(
+    {
+        "priority", "attempt", "pool_id", "backend", "nodes", "restarts", "failures",
+        "started_at", "ended_at", "cancel_requested", "reason",
+    }
+)  # fmt: skip
+
+
+def new_job_id() -> str:
+    return "j-" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(10))
+
+
+class Store:
+    def __init__(self, url: str | None = None, *, clock: Callable[[], float] = time.time) -> None:
+        """Open (and migrate to head) the database at ``url``, default: see ``engine.default_url``."""
+        self.url = url or default_url()
+        self.engine = make_engine(self.url)
+        self.clock = clock
+        migrate.upgrade(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            conn.execution_options(readonly=True)
+            with conn.begin():
+                yield conn
+
+    # -- teams and tokens ----------------------------------------------------------------------
+
+    def create_team(self, name: str, *, admin: bool = False) -> str:
+        """Create the team (or add a token to an existing one) and return a new plaintext token."""
+        if not _TEAM_NAME.match(name):
+            raise ValueError(f"invalid team name {name!r}: use 1-64 letters, digits, '_', '.', '-'")
+        token = tokens.new_token()
+        now = self.clock()
+        with self._write() as conn:
+            existing = conn.execute(select(teams.c.admin).where(teams.c.name == name)).first()
+            if existing is None:
+                conn.execute(insert(teams).values(name=name, admin=admin, created_at=now))
+            elif admin and not existing.admin:
+                conn.execute(update(teams).where(teams.c.name == name).values(admin=True))
+            conn.execute(
+                insert(tokens_table).values(
+                    id=token.token_id,
+                    team=name,
+                    salt=token.salt,
+                    secret_hash=token.secret_hash,
+                    created_at=now,
+                )
+            )
+        return token.plaintext
+
+    def team_for_token(self, token: str) -> tuple[str, bool] | None:
+        """(team, is_admin) for a valid token, else None."""
+        parts = tokens.split_token(token)
+        if parts is None:
+            return None
+        token_id, secret = parts
+        query = (
+            select(tokens_table.c.salt, tokens_table.c.secret_hash, teams.c.name, teams.c.admin)
+            .join(teams, teams.c.name == tokens_table.c.team)
+            .where(tokens_table.c.id == token_id)
+        )
+        with self._read() as conn:
+            row = conn.execute(query).first()
+        if row is None or not tokens.matches(row.salt, secret, row.secret_hash):
+            return None
+        return row.name, bool(row.admin)
+
+    # -- jobs ------------------------------------------------------------------------------------
+
+    def submit(self, team: str, spec: JobSpec) -> JobRecord:
+        """Store a new PENDING job owned by ``team`` (the spec's team field is set to match)."""
+        if spec.team != team:
+            spec = spec.model_copy(update={"team": team})
+        now = self.clock()
+        values: dict[str, Any] = {
+            "id": new_job_id(), "team": team, "name": spec.name, "spec": spec.model_dump_json(),
+            "state": JobState.PENDING.value, "priority": spec.priority, "attempt": 0, "pool_id": None,
+            "backend": None, "nodes": None, "restarts": 0, "failures": 0, "submitted_at": now,
+            "updated_at": now, "started_at": None, "ended_at": None, "cancel_requested": False,
+            "reason": None,
+        }  # fmt: skip
+        with self._write() as conn:
+            conn.execute(insert(jobs).values(values))
+            conn.execute(
+                insert(events).values(job_id=values["id"], team=team, at=now, kind="submitted", detail="")
+            )
+        return _job_record(values, spec)
+
+    def get(self, job_id: str, *, team: str | None = None) -> JobRecord | None:
+        """The job, or None if it does not exist or belongs to another team (team=None: admin view)."""
+        query = select(jobs).where(jobs.c.id == job_id)
+        if team is not None:
+            query = query.where(jobs.c.team == team)
+        with self._read() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else _job_record(row._mapping)
+
+    def list(
+        self,
+        *,
+        team: str | None = None,
+        states: Iterable[JobState] | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[JobRecord]:
+        """Jobs in submission order (oldest first)."""
+        query = (
+            select(jobs).order_by(jobs.c.submitted_at, jobs.c.id).limit(max(0, limit)).offset(max(0, offset))
+        )
+        if team is not None:
+            query = query.where(jobs.c.team == team)
+        if states is not None:
+            query = query.where(jobs.c.state.in_([JobState(s).value for s in states]))
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        return [_job_record(row._mapping) for row in rows]
+
+    def count_by_state(self) -> dict[JobState, int]:
+        from sqlalchemy import func
+
+        with self._read() as conn:
+            rows = conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state)).all()
+        return {JobState(state): count for state, count in rows}
+
+    def request_cancel(self, job_id: str, *, team: str | None = None) -> JobRecord | None:
+        """Flag the job for cancellation; a PENDING job (nothing launched) is cancelled at once.
+
+        Running jobs keep their state: the control loop sees ``cancel_requested`` and stops them.
+        Returns None if the job does not exist (or belongs to another team).
+        """
+        now = self.clock()
+        where = jobs.c.id == job_id
+        if team is not None:
+            where = and_(where, jobs.c.team == team)
+        with self._write() as conn:
+            row = conn.execute(select(jobs.c.state, jobs.c.cancel_requested).where(where)).first()
+            if row is None:
+                return None
+            if JobState(row.state) not in TERMINAL_STATES and not row.cancel_requested:
+                changes: dict[str, Any] = {"cancel_requested": True, "updated_at": now}
+                if row.state == JobState.PENDING:
+                    changes |= {
+                        "state": JobState.CANCELLED.value,
+                        "ended_at": now,
+                        "reason": "cancelled by user",
+                    }
+                conn.execute(update(jobs).where(jobs.c.id == job_id).values(changes))
+                conn.execute(
+                    insert(events).values(
+                        job_id=job_id, team=_team_of(job_id), at=now, kind="cancel-requested", detail=""
+                    )
+                )
+            fresh = conn.execute(select(jobs).where(jobs.c.id == job_id)).one()
+        return _job_record(fresh._mapping)
+
+    def transition(
+        self, job_id: str, from_states: Iterable[JobState], to: JobState, **fields: Any
+    ) -> JobRecord | None:
+        """Compare-and-set in one transaction: only if the job is in one of from_states, else None.
+
+        ``fields`` may set any of TRANSITION_FIELDS. Moving to RUNNING sets started_at and moving to
+        a terminal state sets ended_at, unless given.
+        """
+        unknown = set(fields) - TRANSITION_FIELDS
+        if unknown:
+            raise ValueError(
+                f"transition() cannot set {sorted(unknown)}; allowed: {sorted(TRANSITION_FIELDS)}"
+            )
+        to = JobState(to)
+        now = self.clock()
+        changes: dict[str, Any] = {"state": to.value, "updated_at": now, **fields}
+        if to is JobState.RUNNING:
+            changes.setdefault("started_at", now)
+        if to in TERMINAL_STATES:
+            changes.setdefault("ended_at", now)
+        allowed = [JobState(s).value for s in from_states]
+        with self._write() as conn:
+            result = conn.execute(
+                update(jobs).where(jobs.c.id == job_id, jobs.c.state.in_(allowed)).values(changes)
+            )
+            if result.rowcount != 1:
+                return None
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).one()
+        return _job_record(row._mapping)
+
+    # -- events ----------------------------------------------------------------------------------
+
+    def add_event(self, job_id: str | None, kind: str, detail: str = "", *, at: float | None = None) -> None:
+        with self._write() as conn:
+            conn.execute(
+                insert(events).values(
+                    job_id=job_id,
+                    team=_team_of(job_id) if job_id else None,
+                    at=self.clock() if at is None else at,
+                    kind=kind,
+                    detail=detail,
+                )
+            )
+
+    def events(
+        self, *, job_id: str | None = None, team: str | None = None, after_id: int = 0, limit: int = 1000
+    ) -> list[EventRecord]:
+        """Events with id > after_id, oldest first. With ``team``, only that team's jobs' events."""
+        query = (
+            select(events.c.id, events.c.job_id, events.c.at, events.c.kind, events.c.detail)
+            .where(events.c.id > after_id)
+            .order_by(events.c.id)
+            .limit(max(0, limit))
+        )
+        if job_id is not None:
+            query = query.where(events.c.job_id == job_id)
+        if team is not None:
+            query = query.where(events.c.team == team)
+        with self._read() as conn:
+            return [EventRecord(*row) for row in conn.execute(query)]
+
+    # -- launches --------------------------------------------------------------------------------
+
+    def record_launch(self, job_id: str, attempt: int, pool_id: str, backend: str, handle: str) -> None:
+        """Remember that (job, attempt) was applied to a backend; recording it again updates it."""
+        values = {
+            "job_id": job_id, "attempt": attempt, "pool_id": pool_id, "backend": backend, "handle": handle,
+            "launched_at": self.clock(), "ended": False, "ended_at": None, "outcome": None,
+        }  # fmt: skip
+        with self._write() as conn:
+            self._upsert(conn, launches, ("job_id", "attempt"), values)
+
+    def launches(self, *, active_only: bool = True) -> list[LaunchRecord]:
+        query = select(
+            launches.c.job_id, launches.c.attempt, launches.c.pool_id, launches.c.backend,
+            launches.c.handle, launches.c.ended,
+        ).order_by(launches.c.launched_at, launches.c.job_id, launches.c.attempt)  # fmt: skip
+        if active_only:
+            query = query.where(launches.c.ended.is_(False))
+        with self._read() as conn:
+            return [LaunchRecord(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in conn.execute(query)]
+
+    def end_launch(self, job_id: str, attempt: int, outcome: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                update(launches)
+                .where(launches.c.job_id == job_id, launches.c.attempt == attempt)
+                .values(ended=True, ended_at=self.clock(), outcome=outcome)
+            )
+
+    # -- pool health -----------------------------------------------------------------------------
+
+    def pool_health(self) -> dict[str, PoolHealthRecord]:
+        c = pool_health.c
+        query = select(c.pool_id, c.health, c.until, c.failures, c.detail)
+        with self._read() as conn:
+            return {r[0]: PoolHealthRecord(r[1], r[2], r[3], r[4]) for r in conn.execute(query)}
+
+    def set_pool_health(
+        self, pool_id: str, health: str, *, until: float | None, failures: int, detail: str = ""
+    ) -> None:
+        values = {
+            "pool_id": pool_id, "health": str(health), "until": until, "failures": failures,
+            "detail": detail, "updated_at": self.clock(),
+        }  # fmt: skip
+        with self._write() as conn:
+            self._upsert(conn, pool_health, ("pool_id",), values)
+
+    # -- leadership ------------------------------------------------------------------------------
+
+    def try_acquire_lease(self, name: str, holder: str, ttl_seconds: float) -> bool:
+        """Take or renew the lease ``name`` for ``holder``: True while nobody else holds an unexpired one."""
+        now = self.clock()
+        with self._write() as conn:
+            renewed = conn.execute(
+                update(leases)
+                .where(leases.c.name == name, or_(leases.c.holder == holder, leases.c.expires_at <= now))
+                .values(holder=holder, expires_at=now + ttl_seconds)
+            )
+            if renewed.rowcount == 1:
+                return True
+            # RETURNING, not rowcount: drivers disagree on rowcount for INSERT .. ON CONFLICT DO NOTHING.
+            inserted = conn.execute(
+                self._insert_ignore(leases, ("name",))
+                .values(name=name, holder=holder, expires_at=now + ttl_seconds)
+                .returning(leases.c.name)
+            )
+            return inserted.first() is not None
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                update(leases).where(leases.c.name == name, leases.c.holder == holder).values(expires_at=0.0)
+            )
+
+    def lease_holder(self, name: str) -> str | None:
+        with self._read() as conn:
+            row = conn.execute(
+                select(leases.c.holder, leases.c.expires_at).where(leases.c.name == name)
+            ).first()
+        return row.holder if row is not None and row.expires_at > self.clock() else None
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _dialect_insert(self, table: Any) -> Any:
+        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
+    def _insert_ignore(self, table: Any, keys: tuple[str, ...]) -> Any:
+        return self._dialect_insert(table).on_conflict_do_nothing(index_elements=list(keys))
+
+    def _upsert(self, conn: Connection, table: Any, keys: tuple[str, ...], values: Mapping[str, Any]) -> None:
+        stmt = self._dialect_insert(table).values(dict(values))
+        rest = {k: stmt.excluded[k] for k in values if k not in keys}
+        conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=rest))
+
+
+def _team_of(job_id: str) -> Any:
+    """Scalar subquery: the job's team, so events carry it without a second round trip."""
+    return select(jobs.c.team).where(jobs.c.id == job_id).scalar_subquery()
+
+
+def _job_record(row: Mapping[str, Any] | Row[Any], spec: JobSpec | None = None) -> JobRecord:
+    m = row if isinstance(row, Mapping) else row._mapping
+    return JobRecord(
+        id=m["id"],
+        team=m["team"],
+        name=m["name"],
+        spec=spec if spec is not None else JobSpec.model_validate_json(m["spec"]),
+        state=JobState(m["state"]),
+        priority=m["priority"],
+        attempt=m["attempt"],
+        pool_id=m["pool_id"],
+        backend=m["backend"],
+        nodes=m["nodes"],
+        restarts=m["restarts"],
+        failures=m["failures"],
+        submitted_at=m["submitted_at"],
+        updated_at=m["updated_at"],
+        started_at=m["started_at"],
+        ended_at=m["ended_at"],
+        cancel_requested=bool(m["cancel_requested"]),
+        reason=m["reason"],
+    )

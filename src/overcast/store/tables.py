@@ -1,0 +1,112 @@
+"""Table definitions (SQLAlchemy Core). The schema itself is created by the Alembic migrations.
+
+Core tables rather than ORM classes: the store returns plain records and runs one statement per
+step, so there is no identity map to keep in sync and the submit path stays short.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+teams = Table(
+    "teams",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("admin", Boolean, nullable=False, default=False),
+    Column("created_at", Float, nullable=False),
+)
+
+# A token is "oc_<token_id>_<secret>": the id finds the row, the secret is only stored as
+# sha256(salt + secret), so a leaked database does not leak usable tokens.
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("team", String(64), ForeignKey("teams.name"), nullable=False, index=True),
+    Column("salt", String(64), nullable=False),
+    Column("secret_hash", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("team", String(64), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("spec", Text, nullable=False),  # JobSpec as JSON
+    Column("state", String(16), nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("attempt", Integer, nullable=False, default=0),
+    Column("pool_id", String(256)),
+    Column("backend", String(128)),
+    Column("nodes", Integer),
+    Column("restarts", Integer, nullable=False, default=0),
+    Column("failures", Integer, nullable=False, default=0),
+    Column("submitted_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("ended_at", Float),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("reason", Text),
+    Index("ix_jobs_state", "state"),
+    Index("ix_jobs_team_submitted", "team", "submitted_at"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(32), index=True),
+    Column("team", String(64), index=True),  # copied from the job so a team's timeline needs no join
+    Column("at", Float, nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("detail", Text, nullable=False, default=""),
+)
+
+launches = Table(
+    "launches",
+    metadata,
+    Column("job_id", String(32), primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    Column("pool_id", String(256), nullable=False),
+    Column("backend", String(128), nullable=False),
+    Column("handle", Text, nullable=False),
+    Column("launched_at", Float, nullable=False),
+    Column("ended", Boolean, nullable=False, default=False),
+    Column("ended_at", Float),
+    Column("outcome", String(64)),
+    Index("ix_launches_ended", "ended"),
+)
+
+pool_health = Table(
+    "pool_health",
+    metadata,
+    Column("pool_id", String(256), primary_key=True),
+    Column("health", String(32), nullable=False),
+    Column("until", Float),
+    Column("failures", Integer, nullable=False, default=0),
+    Column("detail", Text, nullable=False, default=""),
+    Column("updated_at", Float, nullable=False),
+)
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(128), nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
