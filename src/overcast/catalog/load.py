@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from collections import Counter
 from functools import cache
 from pathlib import Path
@@ -67,6 +68,12 @@ def catalog_info() -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort "tpu-v4-8" before "tpu-v4-16", case-insensitively."""
+    parts = re.split(r"(\d+)", name.lower())
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts if p)
+
+
 @cache
 def accelerator_names() -> list[str]:
     """Sorted canonical accelerator names in the shipped catalog; empty when the data is missing."""
@@ -74,7 +81,7 @@ def accelerator_names() -> list[str]:
         offers = _offers()
     except CatalogMissingError:
         return []
-    return sorted({o.accelerator for o in offers}, key=str.lower)
+    return sorted({o.accelerator for o in offers}, key=natural_key)
 
 
 @cache
