@@ -1,0 +1,359 @@
+"""The local backend: each node of a job is a real process group on this machine.
+
+A local provider (``azure-local``, ``oci-local``...) is a named set of nodes with GPU slots and a price;
+several can run side by side, each as its own backend ``local:<name>`` with one pool ``local/<name>``.
+
+All state lives on disk under ``$OVERCAST_HOME/local/<name>/`` so a backend started after a crash knows
+what runs (``active()`` tells the truth):
+
+    launches/<job>--<attempt>/launch.json   nodes given to the launch, written before any process starts
+    launches/<job>--<attempt>/node-R.pid    runner pid + start time (tells a pid from its reuse)
+    launches/<job>--<attempt>/node-R.exit   exit status, written by the runner when the command ends
+    launches/<job>--<attempt>/stopped       the control loop stopped it: no more events
+    launches/<job>--<attempt>/reported      its terminal event was delivered (and acknowledged)
+    faults.json                             injected faults: provider down, out of capacity
+
+Events are acknowledged implicitly: ``poll()`` first records the events it returned last time (the loop
+has handled them by then), so a loop that crashes while handling events sees them again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from overcast.backends import local_runner
+from overcast.backends.base import (
+    Allocation,
+    BackendEvent,
+    CapacityError,
+    EventKind,
+    LaunchRequest,
+    ProviderDown,
+)
+from overcast.backends.local_procs import alive, real_gpu_count, signal_group, terminate_groups
+from overcast.backends.local_runner import process_start_time, write_json_atomic
+from overcast.placement.pool import Health, Pool, Purchase
+
+STARTING_SECONDS = 5.0  # a node with no pid file yet is still starting for this long (crash mid-launch)
+
+
+@dataclass(frozen=True, slots=True)
+class LocalCluster:
+    """One local provider: ``nodes`` nodes of ``gpus_per_node`` GPU slots each."""
+
+    name: str
+    nodes: int = 2
+    gpus_per_node: int = 1
+    accelerator: str = "H100"
+    price_per_node_hour: float = 1.0
+    purchase: Purchase = Purchase.ON_DEMAND
+    region: str = "local"
+
+
+@dataclass(frozen=True, slots=True)
+class _Launch:
+    job_id: str
+    attempt: int
+    path: Path
+    node_ids: tuple[int, ...]
+    created_at: float
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.node_ids)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def overcast_home() -> Path:
+    return Path(os.environ.get("OVERCAST_HOME") or Path.home() / ".overcast")
+
+
+class LocalBackend:
+    """Backend protocol for one local provider, plus fault injection (``set_down``, ``set_capacity_error``,
+    ``preempt``)."""
+
+    def __init__(self, cluster: LocalCluster, home: Path | None = None, head_addr: str = "127.0.0.1") -> None:
+        if cluster.nodes < 1 or cluster.gpus_per_node < 0:
+            raise ValueError(f"local cluster {cluster.name!r}: needs nodes >= 1 and gpus_per_node >= 0")
+        self.cluster = cluster
+        self.name = f"local:{cluster.name}"
+        self.pool_id = f"local/{cluster.name}"
+        self.home = home or overcast_home()
+        self.dir = self.home / "local" / cluster.name
+        self.launches_dir = self.dir / "launches"
+        self.launches_dir.mkdir(parents=True, exist_ok=True)
+        self.head_addr = head_addr
+        self._lock = threading.RLock()
+        self._children: dict[Path, list[subprocess.Popen]] = {}
+        self._unacked: list[Path] = []
+
+    # -- faults -------------------------------------------------------------------------------------
+
+    def faults(self) -> dict[str, bool]:
+        found = _read_json(self.dir / "faults.json") or {}
+        return {"down": bool(found.get("down")), "capacity": bool(found.get("capacity"))}
+
+    def _set_fault(self, key: str, value: bool) -> None:
+        faults = self.faults()
+        faults[key] = value
+        write_json_atomic(self.dir / "faults.json", faults)
+
+    def set_down(self, down: bool) -> list[tuple[str, int]]:
+        """Take the provider down (every process is killed at once, no notice) or bring it back.
+
+        Returns the (job, attempt) launches that were lost."""
+        with self._lock:
+            self._set_fault("down", down)
+            if not down:
+                return []
+            lost = []
+            for launch in self._launches():
+                if self._stopped(launch) or not self._live_nodes(launch):
+                    continue
+                (launch.path / "provider-down").touch()
+                for pgid in self._running_pgids(launch):
+                    signal_group(pgid, signal.SIGKILL)
+                lost.append((launch.job_id, launch.attempt))
+            return lost
+
+    def set_capacity_error(self, on: bool) -> None:
+        """Make launches fail with "out of capacity" (as a cloud API does when a zone is sold out)."""
+        with self._lock:
+            self._set_fault("capacity", on)
+
+    def preempt(self, job_id: str, rank: int = 0, notice_seconds: float = 2.0) -> int:
+        """Reclaim one node of the job's running launch, as a spot reclaim does: SIGTERM, a short notice,
+        then SIGKILL. Returns the attempt preempted; KeyError when the job runs nowhere here."""
+        with self._lock:
+            running = [
+                launch
+                for launch in self._launches()
+                if launch.job_id == job_id and not self._stopped(launch) and self._live_nodes(launch)
+            ]
+            if not running:
+                raise KeyError(f"job {job_id} is not running on {self.cluster.name}")
+            launch = max(running, key=lambda item: item.attempt)
+            if not 0 <= rank < launch.num_nodes:
+                raise KeyError(f"job {job_id} has no node {rank} (it has {launch.num_nodes})")
+            pid = (_read_json(launch.path / f"node-{rank}.pid") or {}).get("pid")
+            children = self._children.get(launch.path, [])
+        if pid is not None:
+            reap = [proc for proc in children if proc.pid == pid]
+            terminate_groups([pid], notice_seconds, reap=reap)
+        return launch.attempt
+
+    # -- the Backend protocol -----------------------------------------------------------------------
+
+    def pools(self) -> list[Pool]:
+        with self._lock:
+            used = sum(launch.num_nodes for launch in self._launches() if self._live_nodes(launch))
+            down = self.faults()["down"]
+        c = self.cluster
+        return [
+            Pool(
+                id=self.pool_id,
+                provider=c.name,
+                region=c.region,
+                zone=None,
+                instance_type=f"local-{c.gpus_per_node}x{c.accelerator}" if c.gpus_per_node else "local-cpu",
+                accelerator=c.accelerator if c.gpus_per_node else "",
+                gpus_per_node=c.gpus_per_node,
+                purchase=c.purchase,
+                price_per_node_hour=c.price_per_node_hour,
+                capacity_nodes=c.nodes,
+                used_nodes=min(used, c.nodes),
+                backend=self.name,
+                health=Health.DOWN if down else Health.OK,
+                labels={"local": "true"},
+            )
+        ]
+
+    def launch(self, request: LaunchRequest) -> Allocation:
+        faults = self.faults()
+        if faults["down"]:
+            raise ProviderDown(f"{self.cluster.name} is down")
+        if faults["capacity"]:
+            raise CapacityError(f"{self.cluster.name}: out of capacity")
+        if request.pool.id != self.pool_id:
+            raise ValueError(f"pool {request.pool.id} does not belong to backend {self.name}")
+        with self._lock:
+            path = self.launches_dir / f"{request.job_id}--{request.attempt}"
+            if path.exists():  # the same attempt again (a retried apply): launching is idempotent
+                return self._allocation(request.job_id, request.attempt, path)
+            free = self._free_node_ids()
+            if len(free) < request.num_nodes:
+                raise CapacityError(
+                    f"{self.cluster.name}: {len(free)} free nodes, {request.num_nodes} requested"
+                )
+            node_ids = tuple(free[: request.num_nodes])
+            path.mkdir(parents=True)
+            info = {"job_id": request.job_id, "attempt": request.attempt, "node_ids": list(node_ids)}
+            write_json_atomic(path / "launch.json", info | {"created_at": time.time()})
+            try:
+                self._start_nodes(request, path, node_ids)
+            except OSError as exc:
+                pgids = [p["pid"] for r in range(len(node_ids)) if (p := _read_json(path / f"node-{r}.pid"))]
+                terminate_groups(pgids, 0.0, reap=self._children.pop(path, []))
+                shutil.rmtree(path, ignore_errors=True)
+                raise RuntimeError(f"could not start job {request.job_id}: {exc}") from exc
+            return self._allocation(request.job_id, request.attempt, path)
+
+    def stop(self, job_id: str, attempt: int, grace_seconds: float) -> None:
+        with self._lock:
+            path = self.launches_dir / f"{job_id}--{attempt}"
+            launch = self._load(path)
+            if launch is None:
+                return
+            (path / "stopped").touch()
+            pgids = self._running_pgids(launch)
+            children = self._children.get(path, [])
+        terminate_groups(pgids, grace_seconds, reap=children)
+
+    def poll(self) -> list[BackendEvent]:
+        with self._lock:
+            for marker in self._unacked:
+                if marker.parent.exists():
+                    marker.touch()
+            self._unacked = []
+            events = []
+            for launch in self._launches():
+                running = bool(self._live_nodes(launch))
+                if self._stopped(launch) or (launch.path / "reported").exists():
+                    if not running:
+                        self._forget(launch)
+                    continue
+                event = self._terminal_event(launch)
+                if event is not None:
+                    events.append(event)
+                    self._unacked.append(launch.path / "reported")
+                elif not (launch.path / "started").exists():
+                    events.append(BackendEvent(EventKind.STARTED, launch.job_id, launch.attempt, time.time()))
+                    self._unacked.append(launch.path / "started")
+            return events
+
+    def active(self) -> list[tuple[str, int]]:
+        with self._lock:
+            return [(ln.job_id, ln.attempt) for ln in self._launches() if self._live_nodes(ln)]
+
+    # -- internals ----------------------------------------------------------------------------------
+
+    def _allocation(self, job_id: str, attempt: int, path: Path) -> Allocation:
+        return Allocation(job_id, attempt, self.name, handle=str(path))
+
+    def _start_nodes(self, request: LaunchRequest, path: Path, node_ids: tuple[int, ...]) -> None:
+        spec = request.spec
+        script = path / "node.sh"
+        setup = f"( set -e\n{spec.setup}\n) || exit $?\n" if spec.setup else ""
+        script.write_text(setup + (spec.run or "true") + "\n")
+        log_dir = self.home / "logs" / request.job_id / str(request.attempt)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        cwd = os.path.expanduser(spec.workdir) if spec.workdir else None
+        children = self._children.setdefault(path, [])
+        for rank, node_id in enumerate(node_ids):
+            env = os.environ | spec.env | request.env
+            env |= {
+                "OVERCAST_NUM_NODES": str(request.num_nodes),
+                "OVERCAST_NODE_RANK": str(rank),
+                "OVERCAST_HEAD_ADDR": self.head_addr,
+                "CUDA_VISIBLE_DEVICES": self._visible_devices(node_id),
+            }
+            prefix = path / f"node-{rank}"
+            runner = [sys.executable, local_runner.__file__, str(prefix), "--", "bash", str(script)]
+            with open(log_dir / f"node-{rank}.log", "ab") as log:
+                proc = subprocess.Popen(
+                    runner, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=True, env=env, cwd=cwd,
+                )  # fmt: skip
+            children.append(proc)
+            pid_info = {"pid": proc.pid, "start": process_start_time(proc.pid)}
+            write_json_atomic(prefix.with_suffix(".pid"), pid_info)
+
+    def _visible_devices(self, node_id: int) -> str:
+        per = self.cluster.gpus_per_node
+        slots = range(node_id * per, (node_id + 1) * per)
+        real = real_gpu_count()  # real GPUs are shared round-robin when fewer than the configured slots
+        return ",".join(str(slot % real if real else slot) for slot in slots)
+
+    def _load(self, path: Path) -> _Launch | None:
+        info = _read_json(path / "launch.json")
+        if info is None:
+            return None
+        return _Launch(info["job_id"], info["attempt"], path, tuple(info["node_ids"]), info["created_at"])
+
+    def _launches(self) -> list[_Launch]:
+        found = (self._load(path) for path in sorted(self.launches_dir.iterdir()) if path.is_dir())
+        return [launch for launch in found if launch is not None]
+
+    def _stopped(self, launch: _Launch) -> bool:
+        return (launch.path / "stopped").exists()
+
+    def _node_state(self, launch: _Launch, rank: int) -> tuple[str, dict | None]:
+        """("running" | "exited" | "lost", exit info)."""
+        for proc in self._children.get(launch.path, []):
+            proc.poll()  # reap our own children
+        pid = _read_json(launch.path / f"node-{rank}.pid")
+        if pid is not None and alive(pid["pid"], pid.get("start")):
+            return "running", None
+        exit_info = _read_json(launch.path / f"node-{rank}.exit")
+        if exit_info is not None:
+            return "exited", exit_info
+        if pid is None and time.time() - launch.created_at < STARTING_SECONDS:
+            return "running", None
+        return "lost", None
+
+    def _live_nodes(self, launch: _Launch) -> dict[int, int | None]:
+        """rank -> process group id of every node still running (None: still starting, nothing to signal)."""
+        live = {}
+        for rank in range(launch.num_nodes):
+            if self._node_state(launch, rank)[0] == "running":
+                pid = _read_json(launch.path / f"node-{rank}.pid")
+                live[rank] = None if pid is None else pid["pid"]
+        return live
+
+    def _running_pgids(self, launch: _Launch) -> list[int]:
+        return [pgid for pgid in self._live_nodes(launch).values() if pgid is not None]
+
+    def _free_node_ids(self) -> list[int]:
+        busy = {n for launch in self._launches() if self._live_nodes(launch) for n in launch.node_ids}
+        return [n for n in range(self.cluster.nodes) if n not in busy]
+
+    def _terminal_event(self, launch: _Launch) -> BackendEvent | None:
+        states = [self._node_state(launch, rank) for rank in range(launch.num_nodes)]
+        now = time.time()
+        lost = [rank for rank, (state, _) in enumerate(states) if state == "lost"]
+        if lost:
+            down = (launch.path / "provider-down").exists()
+            kind = EventKind.PROVIDER_DOWN if down else EventKind.PREEMPTED
+            why = f"{self.cluster.name} went down" if down else f"node {lost[0]} lost"
+            return BackendEvent(kind, launch.job_id, launch.attempt, now, why)
+        ended = [(rank, info) for rank, (state, info) in enumerate(states) if state == "exited" and info]
+        for rank, info in ended:
+            if info["code"] != 0 and info.get("sigterm"):
+                why = f"node {rank} terminated (SIGTERM), exit {info['code']}"
+                return BackendEvent(EventKind.PREEMPTED, launch.job_id, launch.attempt, now, why)
+        for rank, info in ended:
+            if info["code"] != 0:
+                why = f"node {rank} exited with {info['code']}"
+                return BackendEvent(EventKind.FAILED, launch.job_id, launch.attempt, now, why, info["code"])
+        if len(ended) == launch.num_nodes:
+            return BackendEvent(EventKind.SUCCEEDED, launch.job_id, launch.attempt, now, "", 0)
+        return None
+
+    def _forget(self, launch: _Launch) -> None:
+        self._children.pop(launch.path, None)
+        shutil.rmtree(launch.path, ignore_errors=True)

@@ -1,0 +1,118 @@
+"""The local backend with real processes: launch, events, stop, faults, and a restart after a crash."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from overcast.backends.base import BackendEvent, CapacityError, EventKind, LaunchRequest, ProviderDown
+from overcast.backends.local import LocalBackend, LocalCluster
+from overcast.spec.models import JobSpec
+
+
+def request(backend: LocalBackend, job: str, run: str, nodes: int = 1, attempt: int = 1) -> LaunchRequest:
+    spec = JobSpec(name=job, run=run, num_nodes=nodes)
+    env = {"OVERCAST_JOB_ID": job, "OVERCAST_ATTEMPT": str(attempt)}
+    return LaunchRequest(job, attempt, backend.pools()[0], nodes, spec, env)
+
+
+def wait_events(backend: LocalBackend, want: int = 1, timeout: float = 10.0) -> list[BackendEvent]:
+    """Poll until ``want`` non-STARTED events arrived (bounded)."""
+    found: list[BackendEvent] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found += [e for e in backend.poll() if e.kind is not EventKind.STARTED]
+        if len(found) >= want:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"only {found} after {timeout}s")
+
+
+@pytest.fixture
+def backend(tmp_path: Path) -> LocalBackend:
+    return LocalBackend(LocalCluster("azure-local", nodes=3, gpus_per_node=2), home=tmp_path)
+
+
+def test_two_node_job_gets_the_contract_and_succeeds(backend: LocalBackend, tmp_path: Path) -> None:
+    run = 'echo "rank=$OVERCAST_NODE_RANK of $OVERCAST_NUM_NODES head=$OVERCAST_HEAD_ADDR"'
+    run += ' "gpus=$CUDA_VISIBLE_DEVICES"'
+    alloc = backend.launch(request(backend, "j-a", run, nodes=2))
+    assert alloc.backend == "local:azure-local"
+    events = wait_events(backend)
+    assert [(e.kind, e.job_id, e.attempt) for e in events] == [(EventKind.SUCCEEDED, "j-a", 1)]
+    logs = [(tmp_path / "logs" / "j-a" / "1" / f"node-{r}.log").read_text() for r in (0, 1)]
+    assert logs[0].strip() == "rank=0 of 2 head=127.0.0.1 gpus=0,1"
+    assert logs[1].strip() == "rank=1 of 2 head=127.0.0.1 gpus=2,3"
+    assert backend.poll() == [] and backend.active() == []
+
+
+def test_nonzero_exit_is_failed_with_its_code(backend: LocalBackend) -> None:
+    backend.launch(request(backend, "j-f", "exit 3"))
+    (event,) = wait_events(backend)
+    assert event.kind is EventKind.FAILED and event.exit_code == 3
+
+
+def test_slots_are_counted_and_exhaustion_is_a_capacity_error(backend: LocalBackend) -> None:
+    backend.launch(request(backend, "j-1", "sleep 30", nodes=2))
+    assert backend.pools()[0].used_nodes == 2
+    with pytest.raises(CapacityError, match="1 free nodes, 2 requested"):
+        backend.launch(request(backend, "j-2", "sleep 30", nodes=2))
+    backend.stop("j-1", 1, grace_seconds=1.0)
+    assert backend.active() == [] and backend.pools()[0].used_nodes == 0
+    assert [e for e in backend.poll() if e.kind is not EventKind.STARTED] == []  # a stop is not an event
+
+
+def test_stop_sends_sigterm_and_waits_for_the_save(backend: LocalBackend, tmp_path: Path) -> None:
+    marker = tmp_path / "saved"
+    run = f"trap 'echo saved > {marker}; exit 143' TERM; while true; do sleep 0.05; done"
+    backend.launch(request(backend, "j-t", run))
+    time.sleep(0.3)
+    backend.stop("j-t", 1, grace_seconds=5.0)
+    assert marker.read_text().strip() == "saved"
+    assert backend.active() == []
+
+
+def test_injected_faults(backend: LocalBackend) -> None:
+    backend.launch(request(backend, "j-d", "sleep 30"))
+    backend.set_capacity_error(True)
+    with pytest.raises(CapacityError):
+        backend.launch(request(backend, "j-c", "true"))
+    backend.set_capacity_error(False)
+    assert backend.set_down(True) == [("j-d", 1)]
+    (event,) = wait_events(backend)
+    assert event.kind is EventKind.PROVIDER_DOWN and backend.pools()[0].health == "down"
+    with pytest.raises(ProviderDown):
+        backend.launch(request(backend, "j-e", "true"))
+    backend.set_down(False)
+    assert backend.pools()[0].health == "ok"
+
+
+def test_preempting_one_node_preempts_the_job(backend: LocalBackend) -> None:
+    backend.launch(request(backend, "j-p", "sleep 30", nodes=2))
+    assert backend.preempt("j-p", rank=1, notice_seconds=0.5) == 1
+    (event,) = wait_events(backend)
+    assert event.kind is EventKind.PREEMPTED and "node 1" in event.detail
+    backend.stop("j-p", 1, grace_seconds=0.5)  # the loop stops the rest of the gang
+    assert backend.active() == []
+    with pytest.raises(KeyError):
+        backend.preempt("j-p")
+
+
+def test_a_new_instance_finds_processes_and_unacknowledged_events(tmp_path: Path) -> None:
+    cluster = LocalCluster("oci-local", nodes=2)
+    first = LocalBackend(cluster, home=tmp_path)
+    first.launch(request(first, "j-r", "sleep 0.5"))
+    first.launch(request(first, "j-q", "sleep 30"))
+    del first  # the control loop crashed
+    second = LocalBackend(cluster, home=tmp_path)
+    assert sorted(second.active()) == [("j-q", 1), ("j-r", 1)]
+    (event,) = wait_events(second)
+    assert (event.kind, event.job_id) == (EventKind.SUCCEEDED, "j-r")
+    third = LocalBackend(cluster, home=tmp_path)  # crashed again before handling the event: it comes back
+    assert [(e.kind, e.job_id) for e in wait_events(third)] == [(EventKind.SUCCEEDED, "j-r")]
+    third.poll()
+    assert [e for e in third.poll() if e.kind is not EventKind.STARTED] == []  # acknowledged now
+    third.stop("j-q", 1, grace_seconds=0.5)
+    assert third.active() == []
