@@ -73,18 +73,25 @@ def plan_replicas(
     want_spot = target - want_od
     per_provider = Counter(r.provider for r in current)  # spread counts the current version only
     cap = _provider_cap(spec, target)
+    taken: Counter[str] = Counter()  # nodes this plan takes per pool
 
     def choose(spot: bool, reason: str, fallback: bool = False) -> bool:
-        for pool in pools:
-            if (pool.purchase is Purchase.SPOT) != spot:
-                continue
-            if per_provider[pool.provider] >= cap:
-                continue
-            if pool.free_nodes is not None and pool.free_nodes <= 0:
-                continue
-            per_provider[pool.provider] += 1
-            plan.launch.append(Launch(pool.id, version, fallback, reason))
-            return True
+        # Spread first; if every pool that still has room is on a provider at its share (the others are
+        # down or full), availability wins over spread and the plan says so.
+        for relax in (False, True):
+            for pool in pools:
+                if (pool.purchase is Purchase.SPOT) != spot:
+                    continue
+                if not relax and per_provider[pool.provider] >= cap:
+                    continue
+                if pool.free_nodes is not None and pool.free_nodes - taken[pool.id] <= 0:
+                    continue
+                per_provider[pool.provider] += 1
+                taken[pool.id] += 1
+                plan.launch.append(Launch(pool.id, version, fallback, reason))
+                if relax:
+                    plan.problems.append(f"spread relaxed: {pool.provider} above its share ({reason})")
+                return True
         plan.problems.append(f"no pool for a {'spot' if spot else 'on-demand'} replica ({reason})")
         return False
 
