@@ -1,0 +1,246 @@
+"""The fleet file: the lab's own capacity and rules on top of the public catalog.
+
+```yaml
+reservations:            # committed capacity: already paid for, RESERVED pools
+  - {provider: oci, region: us-ashburn-1, accelerator: H100, gpus: 512,
+     price_per_gpu_hour: 2.10, until: 2027-06-30}
+clusters:                # private clusters: a Slurm cluster or local processes
+  - {name: oci-hpc, slurm: {conf: /etc/slurm/slurm.conf}, nodes: 64, gpus_per_node: 8,
+     accelerator: H100, price_per_gpu_hour: 1.20}
+  - {name: azure-local, local: {}, nodes: 2, gpus_per_node: 4, accelerator: A100, price_per_gpu_hour: 2.0}
+quotas:                  # at most this many GPUs in use at once
+  - {provider: aws, region: us-east-1, max_gpus: 256}
+disabled_providers: [gcp]
+spot_preemptions_per_hour: {aws: 0.08}
+```
+
+Every model forbids unknown fields, and ``load_fleet`` reports mistakes as ``file:line: field: problem``
+using the YAML node marks, so a typo never silently drops capacity.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from overcast.catalog.accelerators import canonical_name, suggest
+
+Name = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _accelerator(value: str) -> str:
+    name = canonical_name(value)
+    if name is None:
+        hint = suggest(value)
+        raise ValueError(
+            f"unknown accelerator {value!r}" + (f" (did you mean {', '.join(hint)}?)" if hint else "")
+        )
+    return name
+
+
+class Reservation(_Strict):
+    """Committed capacity at a provider: ``gpus`` GPUs until ``until`` (inclusive) at a per-GPU-hour price."""
+
+    provider: Name
+    region: str = Field(min_length=1)
+    zone: str | None = None
+    accelerator: str
+    gpus: int = Field(gt=0)
+    price_per_gpu_hour: float = Field(ge=0)
+    until: dt.date | dt.datetime
+    since: dt.date | dt.datetime | None = None
+    instance_type: str | None = None  # default: the catalog's largest instance with this accelerator there
+    gpus_per_node: int | None = Field(default=None, gt=0)  # default: from the catalog instance
+
+    @field_validator("accelerator")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        return _accelerator(value)
+
+    @model_validator(mode="after")
+    def _whole_nodes(self) -> Self:
+        if self.gpus_per_node and self.gpus % self.gpus_per_node:
+            raise ValueError(f"gpus ({self.gpus}) is not a multiple of gpus_per_node ({self.gpus_per_node})")
+        return self
+
+    def active(self, now: float) -> bool:
+        start = _epoch(self.since, end_of_day=False) if self.since is not None else float("-inf")
+        return start <= now < _epoch(self.until, end_of_day=True)
+
+
+class SlurmCluster(_Strict):
+    conf: Path | None = None  # slurm.conf; None: the default the Slurm tools find
+    partition: str | None = None
+
+
+class LocalProcesses(_Strict):
+    home: Path | None = None  # where the local backend keeps its state; None: $OVERCAST_HOME
+
+
+class Cluster(_Strict):
+    """A private cluster: exactly one of ``slurm`` or ``local`` says which backend runs it."""
+
+    name: Name
+    slurm: SlurmCluster | None = None
+    local: LocalProcesses | None = None
+    nodes: int = Field(gt=0)
+    gpus_per_node: int = Field(ge=0)
+    accelerator: str = ""  # empty for a CPU-only cluster
+    price_per_gpu_hour: float = Field(default=0.0, ge=0)  # the internal cost accounting charges
+    price_per_node_hour: float | None = Field(default=None, ge=0)  # instead of the per-GPU price
+    purchase: str = Field(default="reserved", pattern="^(reserved|on-demand)$")
+    provider: str | None = None  # default: the cluster name
+    region: str | None = None  # default: "local" for local processes, the cluster name for Slurm
+
+    @field_validator("accelerator")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        return _accelerator(value) if value else value
+
+    @model_validator(mode="after")
+    def _one_backend(self) -> Self:
+        if (self.slurm is None) == (self.local is None):
+            raise ValueError("give exactly one of 'slurm' or 'local'")
+        if self.gpus_per_node and not self.accelerator:
+            raise ValueError("'accelerator' is required when gpus_per_node > 0")
+        return self
+
+    @property
+    def backend(self) -> str:
+        return f"{'slurm' if self.slurm is not None else 'local'}:{self.name}"
+
+    @property
+    def node_price(self) -> float:
+        if self.price_per_node_hour is not None:
+            return self.price_per_node_hour
+        return self.price_per_gpu_hour * self.gpus_per_node
+
+
+class QuotaRule(_Strict):
+    provider: Name
+    region: str | None = None  # None: the whole provider
+    max_gpus: int = Field(ge=0)
+
+
+class Fleet(_Strict):
+    reservations: list[Reservation] = []
+    clusters: list[Cluster] = []
+    quotas: list[QuotaRule] = []
+    disabled_providers: list[Name] = []
+    spot_preemptions_per_hour: dict[str, Annotated[float, Field(ge=0)]] = {}
+
+    @model_validator(mode="after")
+    def _unique_cluster_names(self) -> Self:
+        names = [c.name for c in self.clusters]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"cluster names must be unique: {', '.join(dupes)}")
+        return self
+
+
+class FleetError(ValueError):
+    """A fleet file that cannot be used; the message names the file, line and field of each problem."""
+
+
+def _epoch(value: dt.date | dt.datetime, *, end_of_day: bool) -> float:
+    if isinstance(value, dt.datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).timestamp()
+    day = value + dt.timedelta(days=1) if end_of_day else value
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()
+
+
+def _node_at(node: yaml.Node | None, loc: tuple[int | str, ...]) -> yaml.Node | None:
+    """The YAML node for ``loc``: the key node for its last part (where a typo is), or the deepest parent."""
+    for i, part in enumerate(loc):
+        if isinstance(node, yaml.MappingNode):
+            pair = next(((k, v) for k, v in node.value if k.value == str(part)), None)
+            if pair is None:
+                return node  # a missing field: point at the mapping that lacks it
+            node = pair[0] if i == len(loc) - 1 else pair[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            return node
+    return node
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model class whose field ``loc[-1]`` is (for "did you mean" on unknown fields)."""
+    model: Any = Fleet
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return None
+        model = model.model_fields[part].annotation
+        # unwrap list[X] and X | None to X
+        while typing.get_origin(model) in (list, typing.Union, types.UnionType):
+            model = next(a for a in typing.get_args(model) if a is not type(None))
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _describe(error: Any, root: yaml.Node | None, path: Path) -> str:
+    loc = tuple(error["loc"])
+    field = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[") or "(top)"
+    node = _node_at(root, loc)
+    line = node.start_mark.line + 1 if node is not None else 1
+    if error["type"] == "extra_forbidden":
+        model = _model_at(loc)
+        known = list(model.model_fields) if model else []
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else f" (known fields: {', '.join(known)})"
+        return f"{path}:{line}: {field}: unknown field{hint}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "missing":
+        return f"{path}:{line}: {field}: required field is missing"
+    got = "" if error["type"] == "value_error" else f" (got {error.get('input')!r})"
+    return f"{path}:{line}: {field}: {message}{got}"
+
+
+def _line_of(problem: str) -> int:
+    parts = problem.split(":")
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+
+def parse_fleet(text: str, path: Path | str = "<fleet>") -> Fleet:
+    """Validate fleet YAML text; raise FleetError naming file, line and field of each problem."""
+    path = Path(path)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise FleetError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        return Fleet()
+    if not isinstance(data, dict):
+        raise FleetError(
+            f"{path}:1: a fleet file is a mapping (reservations:, clusters:, ...), got {type(data).__name__}"
+        )
+    try:
+        return Fleet.model_validate(data)
+    except ValidationError as exc:
+        problems = sorted((_describe(e, root, path) for e in exc.errors()), key=_line_of)
+        raise FleetError("\n".join(problems)) from None
+
+
+def load_fleet(path: str | Path) -> Fleet:
+    """Read and validate a fleet file (see the module docstring for the format)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise FleetError(f"{path}: cannot read fleet file: {exc.strerror or exc}") from None
+    return parse_fleet(text, path)
