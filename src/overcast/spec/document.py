@@ -1,0 +1,141 @@
+"""A parsed YAML document -> the keyword arguments of JobSpec or ServiceSpec.
+
+One format serves both: overcast's own keys (docs/spec.md) and SkyPilot's task YAML, so a SkyPilot
+file loads unchanged and overcast's extensions (``spot: allowed``, ``providers``, ``checkpoint_dir``,
+``team`` ...) sit beside SkyPilot's keys. ``kind: job|service`` is optional: a ``service:`` section
+makes a service.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import PurePath
+from typing import Any
+
+from overcast.spec import fields as F
+from overcast.spec.context import Context, kind_of
+from overcast.spec.models import JobSpec, ServiceSpec
+from overcast.spec.resources import build_resources
+from overcast.spec.service import build_service
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+KINDS = ("job", "service")
+
+
+def translate(ctx: Context, source: str) -> tuple[type[JobSpec] | type[ServiceSpec], dict[str, Any] | None]:
+    """The model to build and its fields; None when the document is not a spec at all."""
+    for path, line in ctx.doc.duplicates:
+        ctx.error(path, f"given twice (first on line {ctx.doc.lines.get(path)}, again on line {line})")
+    data = ctx.doc.data
+    if data is None:
+        ctx.error((), "the file is empty; a spec needs at least a run command")
+        return JobSpec, None
+    top = ctx.mapping(data, (), "a spec")
+    if top is None:
+        return JobSpec, None
+    ctx.check_keys(top, (), F.TOP)
+    model = _kind(ctx, top)
+    out: dict[str, Any] = {}
+
+    def take(key: str, name: str | None = None) -> None:
+        if key in top:
+            out[name or key] = top[key]
+            ctx.record((name or key,), (key,))
+
+    if "name" in top:
+        take("name")
+    elif not source.startswith("<"):
+        out["name"] = PurePath(source).stem
+    else:
+        ctx.error(("name",), "missing field")
+    for key in ("setup", "run", "team", "priority"):
+        take(key)
+    env = _env(ctx, top)
+    if env is not None:
+        out["env"] = env
+
+    num_nodes = top.get("num_nodes", 1)
+    nodes = (
+        num_nodes if isinstance(num_nodes, int) and not isinstance(num_nodes, bool) and num_nodes > 0 else 1
+    )
+    parts = build_resources(ctx, top.get("resources"), nodes)
+    if parts.resources:
+        out["resources"] = parts.resources
+    if parts.priority is not None:
+        value, path = parts.priority
+        if "priority" in top and top["priority"] != value:
+            ctx.error(path, f"contradicts priority: {top['priority']} given at the top level")
+        out["priority"] = value
+        ctx.record(("priority",), path)
+
+    if model is ServiceSpec:
+        _service_only(ctx, top, num_nodes)
+        out.update(build_service(ctx, top.get("service"), parts.resources.get("ports", ())))
+        return model, out
+
+    take("num_nodes")
+    for key in F.JOB_ONLY:
+        take(key)
+    if "workdir" in top:
+        if isinstance(top["workdir"], dict):
+            ctx.warn(("workdir",), "not acted on: git workdirs are not fetched; clone it in setup")
+        else:
+            take("workdir")
+    if parts.max_retries_on_failure is not None:
+        value, path = parts.max_retries_on_failure
+        if "max_retries_on_failure" in top:
+            ctx.error(path, "contradicts max_retries_on_failure at the top level; use one")
+        out["max_retries_on_failure"] = value
+        ctx.record(("max_retries_on_failure",), path)
+    return model, out
+
+
+def _kind(ctx: Context, top: dict[str, Any]) -> type[JobSpec] | type[ServiceSpec]:
+    kind = top.get("kind")
+    if kind is None:
+        return ServiceSpec if "service" in top else JobSpec
+    if kind not in KINDS:
+        ctx.error(
+            ("kind",), f"expected job or service, got {kind!r}", [k for k in KINDS if k[0] == str(kind)[:1]]
+        )
+        return ServiceSpec if "service" in top else JobSpec
+    if kind == "job" and "service" in top:
+        ctx.error(("service",), "a job cannot have a service section; use kind: service")
+    return ServiceSpec if kind == "service" else JobSpec
+
+
+def _service_only(ctx: Context, top: dict[str, Any], num_nodes: Any) -> None:
+    for key in F.JOB_ONLY:
+        if key in top:
+            ctx.error((key,), "applies to jobs only, not services")
+    if num_nodes != 1:
+        ctx.error(("num_nodes",), "multi-node replicas are not supported; each replica is one node")
+    if "workdir" in top:
+        ctx.warn(("workdir",), "not acted on: services do not sync a workdir yet; fetch code in setup")
+
+
+def _env(ctx: Context, top: dict[str, Any]) -> dict[str, str] | None:
+    keys = [k for k in ("env", "envs") if k in top]
+    if not keys:
+        return None
+    if len(keys) == 2:
+        ctx.error(("envs",), "use either env or envs, not both")
+    key = keys[0]
+    section = ctx.mapping(top[key], (key,), key)
+    if section is None:
+        return None
+    env: dict[str, str] = {}
+    for name, value in section.items():
+        where = (key, name)
+        if not _ENV_NAME.match(name):
+            ctx.error(
+                where, "not a valid environment variable name (letters, digits and _; no leading digit)"
+            )
+        elif value is None:
+            ctx.warn(where, "has no value and is left unset (SkyPilot reads it from --env; overcast cannot)")
+        elif isinstance(value, dict | list):
+            ctx.error(where, f"an environment variable must be a string or a number, got {kind_of(value)}")
+        else:
+            env[name] = str(value).lower() if isinstance(value, bool) else str(value)
+    ctx.record(("env",), (key,))
+    return env

@@ -1,0 +1,71 @@
+"""Errors for bad workload specs: every problem names the file, the line and the field.
+
+A user's mistake in a YAML file must read like a compiler error, never like a traceback:
+``job.yaml:12: resources.accelerators: unknown accelerator 'H1OO' (did you mean H100?)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a spec. ``field`` is the dotted path as the user wrote it."""
+
+    message: str
+    line: int | None = None
+    field: str | None = None
+    suggestions: tuple[str, ...] = ()
+
+    def render(self, source: str) -> str:
+        where = source if self.line is None else f"{source}:{self.line}"
+        text = self.message
+        if self.suggestions:
+            text += f" (did you mean {', '.join(self.suggestions)}?)"
+        return f"{where}: {self.field}: {text}" if self.field else f"{where}: {text}"
+
+
+class FieldError(ValueError):
+    """A problem with one value; whoever catches it knows which field and line it came from."""
+
+    def __init__(self, message: str, suggestions: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.suggestions = tuple(suggestions)
+
+
+class SpecError(ValueError):
+    """A spec that cannot be loaded. ``str()`` is the first problem; ``problems`` holds them all."""
+
+    def __init__(self, source: str, problems: Iterable[Problem]) -> None:
+        self.problems: list[Problem] = list(problems) or [Problem("invalid spec")]
+        first = self.problems[0]
+        self.source = source
+        self.line: int | None = first.line
+        self.field: str | None = first.field
+        self.message: str = first.message
+        self.suggestions: list[str] = list(first.suggestions)
+        super().__init__(first.render(source))
+
+    def __str__(self) -> str:
+        return self.problems[0].render(self.source)
+
+    def render_all(self) -> str:
+        """Every problem, one per line, in file order (for the CLI)."""
+        return "\n".join(p.render(self.source) for p in self.problems)
+
+
+@dataclass(slots=True)
+class Report:
+    """Problems and warnings collected while reading one spec, so several are reported at once."""
+
+    source: str
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+
+    def raise_if_any(self) -> None:
+        if self.problems:
+            ordered = sorted(self.problems, key=lambda p: (p.line is None, p.line or 0))
+            raise SpecError(self.source, ordered)

@@ -1,0 +1,81 @@
+"""Load a workload spec: YAML file or text -> JobSpec / ServiceSpec, plus warnings.
+
+The pipeline: parse (YAML nodes -> data + path->line map), translate (SkyPilot and overcast keys ->
+model fields, remembering where each came from), validate (pydantic). Every problem found on the way
+is collected and raised together as one SpecError naming file, line and field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from overcast.spec.accelerators import parse_accelerators
+from overcast.spec.context import Context, Loc, dotted
+from overcast.spec.document import translate
+from overcast.spec.errors import Problem, Report, SpecError
+from overcast.spec.models import JobSpec, ServiceSpec
+from overcast.spec.yamldoc import parse_yaml
+
+__all__ = ["LoadedSpec", "load_spec", "load_spec_text", "parse_accelerators"]
+
+
+@dataclass(slots=True)
+class LoadedSpec:
+    spec: JobSpec | ServiceSpec
+    warnings: list[str] = field(default_factory=list)  # "file.yaml:7: file_mounts: not acted on: ..."
+    source: str = "<string>"
+
+
+def load_spec(path: str | Path) -> LoadedSpec:
+    """Read and validate one spec file. Raises SpecError (a ValueError) for any problem in it."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(source, [Problem("no such file")]) from None
+    except IsADirectoryError:
+        raise SpecError(source, [Problem("is a directory, not a spec file")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(source, [Problem(f"cannot read: {exc}")]) from None
+    return load_spec_text(text, source)
+
+
+def load_spec_text(text: str, source: str = "<string>") -> LoadedSpec:
+    """Validate spec text; ``source`` names it in messages (and gives the default job name)."""
+    doc = parse_yaml(text, source)
+    report = Report(source)
+    ctx = Context(doc, report)
+    model, fields = translate(ctx, source)
+    if fields is None:
+        report.raise_if_any()
+    try:
+        spec = model.model_validate(fields)
+    except ValidationError as exc:
+        # Fields that failed translation were left out, so pydantic sees only the rest; skip what
+        # it says about a field already reported (a missing name, say).
+        seen = {p.field for p in report.problems}
+        report.problems.extend(p for p in map(partial(_problem, ctx), exc.errors()) if p.field not in seen)
+        report.raise_if_any()
+        raise  # unreachable: a ValidationError always has errors
+    report.raise_if_any()
+    warnings = [w.render(source) for w in sorted(report.warnings, key=lambda p: p.line or 0)]
+    return LoadedSpec(spec=spec, warnings=warnings, source=source)
+
+
+def _problem(ctx: Context, err: Any) -> Problem:
+    """One pydantic error -> a Problem at the YAML line the offending field came from."""
+    loc: Loc = tuple(err["loc"])
+    prefix = loc
+    while prefix and prefix not in ctx.origin:
+        prefix = prefix[:-1]
+    path = ctx.origin.get(prefix, tuple(str(p) for p in loc))
+    message = err["msg"].replace("Input should be", "must be").replace("Field required", "missing field")
+    message = message.replace("Value error, ", "")
+    if err["type"] != "missing" and not isinstance(err.get("input"), dict):
+        message += f" (got {err['input']!r})"
+    return Problem(message, ctx.doc.line(path), dotted(path) or None)

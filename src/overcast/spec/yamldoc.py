@@ -1,0 +1,79 @@
+"""YAML text -> plain Python data plus a map from each field path to its line in the file.
+
+PyYAML composes the text into nodes (which carry marks) before it builds Python objects. We keep both:
+the objects for translation and validation, and ``path -> line`` so that any later error, including
+one pydantic raises deep inside a model, can point at the line the user wrote.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from overcast.spec.errors import Problem, SpecError
+
+Path = tuple[str | int, ...]
+
+
+@dataclass(slots=True)
+class Document:
+    data: Any
+    lines: dict[Path, int] = field(default_factory=dict)  # 1-based line of each key or list item
+    duplicates: list[tuple[Path, int]] = field(default_factory=list)  # repeated keys: path, line
+
+    def line(self, path: Path) -> int | None:
+        """The line of ``path``, or of its nearest ancestor that has one."""
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return self.lines.get(())
+
+
+def parse_yaml(text: str, source: str) -> Document:
+    """Parse one YAML document. Malformed YAML raises SpecError with the parser's line."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        what = exc.problem or exc.context or "malformed YAML"
+        if exc.problem and exc.context and exc.context_mark is not None:
+            what += f" ({exc.context} started on line {exc.context_mark.line + 1})"
+        raise SpecError(source, [Problem(f"invalid YAML: {what}", line=line)]) from None
+    except yaml.YAMLError as exc:  # e.g. a second document in the file
+        raise SpecError(source, [Problem(f"invalid YAML: {exc}")]) from None
+    finally:
+        loader.dispose()
+    doc = Document(data=data)
+    if node is not None:
+        doc.lines[()] = node.start_mark.line + 1
+        _walk(node, (), doc, depth=0)
+    return doc
+
+
+def _walk(node: yaml.Node, path: Path, doc: Document, depth: int) -> None:
+    if depth > 64:  # self-referencing anchors; nothing sane is this deep
+        return
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = key_node.value
+            child = (*path, key)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                doc.duplicates.append((child, line))
+            seen.add(key)
+            doc.lines.setdefault(child, line)
+            _walk(value_node, child, doc, depth + 1)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            child = (*path, index)
+            doc.lines.setdefault(child, item.start_mark.line + 1)
+            _walk(item, child, doc, depth + 1)
