@@ -57,6 +57,7 @@ class LocalCluster:
     price_per_node_hour: float = 1.0
     purchase: Purchase = Purchase.ON_DEMAND
     region: str = "local"
+    provider: str | None = None  # default: the cluster name
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +168,7 @@ class LocalBackend:
         return [
             Pool(
                 id=self.pool_id,
-                provider=c.name,
+                provider=c.provider or c.name,
                 region=c.region,
                 zone=None,
                 instance_type=f"local-{c.gpus_per_node}x{c.accelerator}" if c.gpus_per_node else "local-cpu",

@@ -1,0 +1,100 @@
+"""Step (e) of a tick: apply decide()'s decisions to backends and the store.
+
+Place: CAS PENDING -> LAUNCHING (the guard against double launches, even by a stale leader), record the
+launch, then ``backend.launch``. A capacity error puts the pool on cooldown and the job back in the
+queue with that pool avoided, so the next tick places it on the next best pool: failover across zones,
+regions and providers. Preempt: stop with the grace period, then requeue.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from overcast.backends.base import CapacityError, LaunchRequest, ProviderDown
+from overcast.control.env import job_env
+from overcast.control.health import record_failure, record_success
+from overcast.control.requeue import finish_stop
+from overcast.control.runtime import Runtime
+from overcast.placement.pool import Health, Pool
+from overcast.scheduler.snapshot import Decisions, Place, Preempt
+from overcast.store import JobState, PoolHealthRecord
+
+log = logging.getLogger(__name__)
+
+
+def apply_decisions(
+    rt: Runtime,
+    decisions: Decisions,
+    pools: dict[str, Pool],
+    health: dict[str, PoolHealthRecord],
+    still_leader: Callable[[], bool],
+) -> None:
+    for preempt in decisions.preempt:
+        if not still_leader():
+            return
+        apply_preempt(rt, preempt)
+    for place in decisions.place:
+        if not still_leader():  # renewed before every launch: a stale leader stops here
+            return
+        apply_place(rt, place, pools, health)
+
+
+def apply_place(
+    rt: Runtime, place: Place, pools: dict[str, Pool], health: dict[str, PoolHealthRecord]
+) -> None:
+    store = rt.store
+    pool = pools.get(place.pool_id)
+    backend = rt.backend(pool.backend if pool else None)
+    job = store.get(place.job_id)
+    if pool is None or backend is None or job is None or job.state is not JobState.PENDING:
+        return
+    attempt = job.attempt + 1
+    claimed = store.transition(
+        job.id, [JobState.PENDING], JobState.LAUNCHING,
+        attempt=attempt, pool_id=pool.id, backend=pool.backend, nodes=place.nodes, reason=place.reason,
+    )  # fmt: skip
+    if claimed is None:
+        return  # someone else moved it (cancelled, or another loop took it)
+    store.record_launch(job.id, attempt, pool.id, pool.backend, handle="")
+    store.add_event(job.id, "placed", f"attempt {attempt} on {pool.id} ({place.nodes} nodes): {place.reason}")
+    env = job_env(job.id, attempt, place.nodes, job.spec, rt.home)
+    request = LaunchRequest(job.id, attempt, pool, place.nodes, job.spec, env)
+    try:
+        allocation = backend.launch(request)
+    except (CapacityError, ProviderDown) as exc:
+        kind = Health.DOWN if isinstance(exc, ProviderDown) else Health.OUT_OF_CAPACITY
+        learned = record_failure(store, pool.id, kind, str(exc), rt.clock(), rt.backoff)
+        outcome = "capacity-error" if kind is Health.OUT_OF_CAPACITY else "provider-down"
+        store.end_launch(job.id, attempt, outcome)
+        rt.avoid.setdefault(job.id, set()).add(pool.id)
+        cooldown = learned.until - rt.clock() if learned.until else 0.0
+        why = f"{pool.id}: {exc}; cooling down {cooldown:.0f}s (failure {learned.failures} in a row)"
+        store.add_event(None, "pool-cooldown", why)
+        if store.transition(job.id, [JobState.LAUNCHING], JobState.PENDING, reason=f"{pool.id}: {exc}"):
+            store.add_event(job.id, outcome, f"attempt {attempt} on {pool.id}: {exc}; trying elsewhere")
+        return
+    except Exception as exc:  # the job cannot start at all (bad workdir...): its own failure
+        log.warning("launch of %s attempt %d failed: %s", job.id, attempt, exc)
+        store.end_launch(job.id, attempt, "launch-error")
+        if store.transition(job.id, [JobState.LAUNCHING], JobState.FAILED, reason=f"launch failed: {exc}"):
+            store.add_event(job.id, "failed", f"attempt {attempt} could not start on {pool.id}: {exc}")
+        return
+    store.record_launch(job.id, attempt, pool.id, pool.backend, handle=allocation.handle)
+    store.add_event(job.id, "launched", f"attempt {attempt} on {pool.id}")
+    record_success(store, pool.id, health)
+    rt.avoid.pop(job.id, None)
+
+
+def apply_preempt(rt: Runtime, preempt: Preempt) -> None:
+    store = rt.store
+    job = store.get(preempt.job_id)
+    if job is None:
+        return
+    live = [JobState.LAUNCHING, JobState.RUNNING]
+    stopping = store.transition(job.id, live, JobState.STOPPING, reason=f"preempted: {preempt.reason}")
+    if stopping is None:
+        return
+    store.add_event(job.id, "preempting", f"attempt {job.attempt}: {preempt.reason}")
+    rt.stop(job.backend, job.id, job.attempt)
+    finish_stop(rt, stopping, f"preempted by the scheduler: {preempt.reason}")

@@ -1,0 +1,70 @@
+"""Step (a) of a tick: what backends report becomes store transitions and timeline events."""
+
+from __future__ import annotations
+
+import logging
+
+from overcast.backends.base import BackendEvent, EventKind
+from overcast.control.requeue import requeue_after_loss, retry_after_failure
+from overcast.control.runtime import Runtime
+from overcast.store import JobState
+
+log = logging.getLogger(__name__)
+
+ACTIVE = (JobState.LAUNCHING, JobState.RUNNING)
+
+
+def poll_all(rt: Runtime) -> int:
+    """Poll every backend and handle its events; returns how many were handled."""
+    handled = 0
+    for name, backend in rt.backends.items():
+        try:
+            events = backend.poll()
+        except Exception as exc:  # one broken backend must not stop the loop for the others
+            log.warning("poll of %s failed: %s", name, exc)
+            continue
+        for event in events:
+            handle_event(rt, name, event)
+            handled += 1
+    return handled
+
+
+def handle_event(rt: Runtime, backend_name: str, event: BackendEvent) -> None:
+    store = rt.store
+    job = store.get(event.job_id)
+    current = job is not None and job.attempt == event.attempt and job.backend == backend_name
+    if job is None or not current or job.state not in ACTIVE:
+        # A stale attempt (or one being stopped): whatever it does, it must not run.
+        being_stopped = current and job is not None and job.state is JobState.STOPPING
+        if event.kind is EventKind.STARTED and not being_stopped:
+            rt.stop(backend_name, event.job_id, event.attempt, grace=0.0)
+            store.end_launch(event.job_id, event.attempt, "stale")
+            store.add_event(event.job_id, "stale-stopped", f"attempt {event.attempt} on {backend_name}")
+        return
+    where = job.pool_id or backend_name
+    detail = f"attempt {job.attempt} on {where}" + (f": {event.detail}" if event.detail else "")
+    if event.kind is EventKind.STARTED:
+        if store.transition(job.id, [JobState.LAUNCHING], JobState.RUNNING, reason=None):
+            store.add_event(job.id, "started", detail, at=event.at)
+    elif event.kind is EventKind.SUCCEEDED:
+        if store.transition(job.id, ACTIVE, JobState.SUCCEEDED, reason=None):
+            store.end_launch(job.id, job.attempt, "succeeded")
+            store.add_event(job.id, "succeeded", detail, at=event.at)
+    elif event.kind is EventKind.FAILED:
+        rt.stop(backend_name, job.id, job.attempt, grace=0.0)  # the rest of the gang
+        store.end_launch(job.id, job.attempt, "failed")
+        store.add_event(job.id, "attempt-failed", detail, at=event.at)
+        retry_after_failure(rt, job, ACTIVE, event.detail or "failed")
+    elif event.kind in (EventKind.PREEMPTED, EventKind.PROVIDER_DOWN):
+        rt.stop(backend_name, job.id, job.attempt, grace=rt.grace_seconds)
+        store.end_launch(job.id, job.attempt, event.kind.value)
+        store.add_event(job.id, event.kind.value, detail, at=event.at)
+        if job.pool_id:
+            rt.avoid.setdefault(job.id, set()).add(job.pool_id)
+        requeue_after_loss(rt, job, ACTIVE, f"{event.kind.value} on {where}")
+    elif event.kind is EventKind.CAPACITY_ERROR:  # an asynchronous refusal (e.g. a queued cloud request)
+        store.end_launch(job.id, job.attempt, "capacity-error")
+        if job.pool_id:
+            rt.avoid.setdefault(job.id, set()).add(job.pool_id)
+        if store.transition(job.id, ACTIVE, JobState.PENDING, reason=f"capacity error on {where}"):
+            store.add_event(job.id, "capacity-error", detail, at=event.at)

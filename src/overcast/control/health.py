@@ -1,0 +1,50 @@
+"""Learned pool health: a pool that answers "out of capacity" cools down, with exponential backoff.
+
+The store keeps (health, until, failures) per pool so every control loop, and ``overcast pools``, sees
+the same cooldowns, and a restarted loop does not hammer a pool that just refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from overcast.placement.pool import Health, Pool
+from overcast.store import PoolHealthRecord, Store
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    base_seconds: float = 30.0
+    cap_seconds: float = 600.0
+
+    def cooldown(self, failures: int) -> float:
+        """Seconds to wait after the ``failures``-th failure in a row: base, 2x base, 4x base... capped."""
+        return min(self.cap_seconds, self.base_seconds * 2 ** max(0, failures - 1))
+
+
+def record_failure(
+    store: Store, pool_id: str, health: Health, detail: str, now: float, backoff: Backoff
+) -> PoolHealthRecord:
+    previous = store.pool_health().get(pool_id)
+    failures = (previous.failures if previous else 0) + 1
+    until = now + backoff.cooldown(failures)
+    store.set_pool_health(pool_id, health.value, until=until, failures=failures, detail=detail)
+    return PoolHealthRecord(health.value, until, failures, detail)
+
+
+def record_success(store: Store, pool_id: str, known: dict[str, PoolHealthRecord]) -> None:
+    """A launch worked: forget the pool's failures (written only when there were some)."""
+    previous = known.get(pool_id)
+    if previous is not None and (previous.failures or previous.health != Health.OK):
+        store.set_pool_health(pool_id, Health.OK.value, until=None, failures=0)
+
+
+def apply_learned(pools: list[Pool], known: dict[str, PoolHealthRecord], now: float) -> None:
+    """Overlay learned cooldowns on what backends report; a backend's own DOWN always wins."""
+    for pool in pools:
+        record = known.get(pool.id)
+        if pool.health is Health.DOWN or record is None or record.until is None or record.until <= now:
+            continue
+        if record.health in (Health.OUT_OF_CAPACITY, Health.DOWN):
+            pool.health = Health.OUT_OF_CAPACITY  # usable again at ``until``, whatever the cause
+            pool.unhealthy_until = record.until

@@ -1,0 +1,155 @@
+"""The control loop: the only place with side effects. Each tick:
+
+0. lease: only the holder of the ``control-loop`` lease goes on (renewed before every launch);
+   a loop that just became leader reconciles the store with what backends run first
+a. poll backends -> events -> store transitions (started, succeeded, failed, preempted...)
+b. cancel requests -> stop with grace -> cancelled
+c. snapshot: pools from backends + learned health from the store; pending and running jobs
+d. decide(snapshot) -> decisions (the pure scheduler)
+e. apply: place (CAS PENDING -> LAUNCHING, record, launch; failover on capacity errors), preempt
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from overcast.backends.base import Backend
+from overcast.control.apply import apply_decisions
+from overcast.control.events import poll_all
+from overcast.control.health import Backoff
+from overcast.control.reconcile import ReconcileReport, reconcile
+from overcast.control.requeue import finish_stop
+from overcast.control.runtime import Runtime
+from overcast.control.snapshot import build_snapshot
+from overcast.scheduler.snapshot import Decisions, Snapshot
+from overcast.store import JobState, Store
+
+log = logging.getLogger(__name__)
+
+LEASE_NAME = "control-loop"
+
+
+@dataclass
+class TickReport:
+    leader: bool
+    events: int = 0
+    placed: int = 0
+    preempted: int = 0
+    unplaced: dict[str, str] = field(default_factory=dict)
+    reconciled: ReconcileReport | None = None
+    seconds: float = 0.0
+
+
+class ControlLoop:
+    def __init__(
+        self,
+        store: Store,
+        backends: Iterable[Backend],
+        *,
+        home: Path,
+        grace_seconds: float = 10.0,
+        backoff: Backoff | None = None,
+        lease_ttl: float = 15.0,
+        reconcile_every: int = 20,
+        holder: str | None = None,
+        decide: Callable[[Snapshot], Decisions] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if decide is None:
+            from overcast.scheduler.decide import decide
+        self.rt = Runtime(
+            store, {b.name: b for b in backends}, home, grace_seconds, backoff or Backoff(), clock=clock
+        )
+        self.decide = decide
+        self.lease_ttl = lease_ttl
+        self.reconcile_every = reconcile_every
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.leader = False
+        self.ticks = 0
+        self._reasons: dict[str, str] = {}
+        self._lock = threading.Lock()  # one tick at a time (the API thread may ask for one)
+
+    @property
+    def store(self) -> Store:
+        return self.rt.store
+
+    @property
+    def backends(self) -> dict[str, Backend]:
+        return self.rt.backends
+
+    def renew_lease(self) -> bool:
+        self.leader = self.store.try_acquire_lease(LEASE_NAME, self.holder, self.lease_ttl)
+        return self.leader
+
+    def tick(self) -> TickReport:
+        with self._lock:
+            return self._tick()
+
+    def _tick(self) -> TickReport:
+        start = time.perf_counter()
+        was_leader = self.leader
+        if not self.renew_lease():
+            return TickReport(leader=False)
+        report = TickReport(leader=True)
+        report.events = poll_all(self.rt)  # (a)
+        self.ticks += 1
+        if not was_leader or self.ticks % self.reconcile_every == 0:
+            report.reconciled = reconcile(self.rt)
+        self._cancels()  # (b)
+        now = self.rt.clock()
+        health = self.store.pool_health()
+        snapshot = build_snapshot(self.rt, now, health)  # (c)
+        decisions = self.decide(snapshot)  # (d)
+        pools = {pool.id: pool for pool in snapshot.pools}
+        apply_decisions(self.rt, decisions, pools, health, self.renew_lease)  # (e)
+        self._note_unplaced(decisions.unplaced)
+        report.placed, report.preempted = len(decisions.place), len(decisions.preempt)
+        report.unplaced = dict(decisions.unplaced)
+        report.seconds = time.perf_counter() - start
+        return report
+
+    def _cancels(self) -> None:
+        store = self.store
+        for job in store.list(states=[JobState.LAUNCHING, JobState.RUNNING], limit=1_000_000):
+            if not job.cancel_requested:
+                continue
+            stopping = store.transition(job.id, [job.state], JobState.STOPPING, reason="cancel requested")
+            if stopping is None:
+                continue
+            self.rt.stop(job.backend, job.id, job.attempt)
+            finish_stop(self.rt, stopping, "cancelled")
+        for job in store.list(states=[JobState.PENDING], limit=1_000_000):
+            if job.cancel_requested and store.transition(
+                job.id, [JobState.PENDING], JobState.CANCELLED, reason="cancelled by user"
+            ):
+                store.add_event(job.id, "cancelled", "while pending")
+
+    def _note_unplaced(self, unplaced: dict[str, str]) -> None:
+        """Say why a job waits, once per change of reason (not every tick)."""
+        for job_id, why in unplaced.items():
+            if self._reasons.get(job_id) != why:
+                self._reasons[job_id] = why
+                if self.store.transition(job_id, [JobState.PENDING], JobState.PENDING, reason=why):
+                    self.store.add_event(job_id, "waiting", why)
+        for job_id in set(self._reasons) - set(unplaced):
+            del self._reasons[job_id]
+
+    def run(self, stop: threading.Event, interval: float = 0.5) -> None:
+        """Tick until ``stop`` is set; a failing tick is logged and retried, never fatal."""
+        while not stop.is_set():
+            try:
+                self.tick()
+            except Exception:
+                log.exception("control loop tick failed")
+            stop.wait(interval)
+        if self.leader:
+            self.store.release_lease(LEASE_NAME, self.holder)
+            self.leader = False

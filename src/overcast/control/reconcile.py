@@ -1,0 +1,73 @@
+"""Crash safety: make the store and what backends really run agree.
+
+Run when a loop becomes leader (after a crash or a failover) and every few ticks. The backends' events
+are handled first (a job that ended while nobody watched is finished, not requeued). Then:
+  - a LAUNCHING/RUNNING job whose (job, attempt) no backend runs is requeued: nothing is lost;
+  - a (job, attempt) a backend runs that the store does not expect there is stopped: nothing runs twice;
+  - a STOPPING job (a stop interrupted by the crash) is stopped again and finished;
+  - launch records of attempts that are no longer current are closed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from overcast.control.requeue import finish_stop
+from overcast.control.runtime import Runtime
+from overcast.store import JobState
+
+log = logging.getLogger(__name__)
+
+LIVE = (JobState.LAUNCHING, JobState.RUNNING, JobState.STOPPING)
+
+
+@dataclass
+class ReconcileReport:
+    requeued: list[str] = field(default_factory=list)
+    stopped: list[tuple[str, int]] = field(default_factory=list)
+    finished_stops: list[str] = field(default_factory=list)
+
+
+def reconcile(rt: Runtime) -> ReconcileReport:
+    report = ReconcileReport()
+    store = rt.store
+    active: dict[str, set[tuple[str, int]]] = {}
+    for name, backend in rt.backends.items():
+        try:
+            active[name] = set(backend.active())
+        except Exception as exc:  # unknown truth: leave this backend's jobs alone this time
+            log.warning("active() of %s failed: %s", name, exc)
+    jobs = store.list(states=LIVE, limit=1_000_000)
+    expected: set[tuple[str, str, int]] = set()  # (backend, job, attempt) that should run
+    keep: set[tuple[str, int]] = set()  # launch records still current
+    for job in jobs:
+        if job.backend not in active:  # backend unknown or it failed to answer: cannot judge now
+            keep.add((job.id, job.attempt))
+            continue
+        live = (job.id, job.attempt) in active[job.backend]
+        if job.state is JobState.STOPPING:
+            if live:
+                rt.stop(job.backend, job.id, job.attempt)
+            finish_stop(rt, job, job.reason or "stopped")
+            report.finished_stops.append(job.id)
+        elif live:
+            expected.add((job.backend, job.id, job.attempt))
+            keep.add((job.id, job.attempt))
+        else:
+            store.end_launch(job.id, job.attempt, "lost")
+            why = f"attempt {job.attempt} not running on {job.backend}"
+            if store.transition(job.id, [job.state], JobState.PENDING, reason=f"requeued: {why}"):
+                store.add_event(job.id, "requeued", f"{why} (found by reconcile)")
+                report.requeued.append(job.id)
+    for name, pairs in active.items():
+        for job_id, attempt in sorted(pairs):
+            if (name, job_id, attempt) not in expected:
+                rt.stop(name, job_id, attempt)
+                store.end_launch(job_id, attempt, "orphan")
+                store.add_event(job_id, "orphan-stopped", f"attempt {attempt} on {name}: not expected there")
+                report.stopped.append((job_id, attempt))
+    for launch in store.launches(active_only=True):
+        if (launch.job_id, launch.attempt) not in keep:
+            store.end_launch(launch.job_id, launch.attempt, "stale")
+    return report
