@@ -1,0 +1,395 @@
+"""The Slurm backend: one overcast job attempt = one Slurm batch job, through Slurm's own commands.
+
+Why the CLI (``sbatch --parsable``, ``squeue --json``, ``sinfo --json``, ``scancel``) and not slurmrestd: it
+needs nothing running beyond slurmctld, no JWT key or extra daemon, and it is what every Slurm site has.
+Each call is bounded by a timeout; a cluster that does not answer is "down" (PROVIDER_DOWN for its jobs,
+ProviderDown on launch) and is asked again only after ``down_retry_s``, so one dead cluster cannot stall
+the control loop on every call.
+
+Naming convention (what makes reconcile after a crash work): the Slurm job name is
+``<prefix>.<attempt>.<job id>``, so ``active()`` rebuilds (job id, attempt) from ``squeue`` alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from overcast.backends.base import (
+    Allocation,
+    BackendEvent,
+    CapacityError,
+    EventKind,
+    LaunchRequest,
+    ProviderDown,
+)
+from overcast.backends.slurm_cli import SlurmCommands, SlurmError, SlurmUnreachable
+from overcast.backends.slurm_pools import pools_from_nodes
+from overcast.backends.slurm_script import write_attempt
+from overcast.backends.slurm_states import (
+    RUNNING_STATES,
+    WAITING_STATES,
+    hopeless_reason,
+    is_running,
+    is_waiting,
+    terminal_outcome,
+    was_requeued,
+)
+from overcast.placement.pool import Health, Pool
+
+log = logging.getLogger(__name__)
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+_LIVE_STATES = RUNNING_STATES | WAITING_STATES
+
+
+@dataclass(frozen=True, slots=True)
+class SlurmCluster:
+    """One Slurm cluster overcast may use: its own provider name and internal cost."""
+
+    name: str  # e.g. "oci-hpc"; the backend is "slurm:<name>"
+    conf: str | None = None  # its slurm.conf (SLURM_CONF); None: the machine's default cluster
+    provider: str | None = None  # provider name in pools and accounting; default: name
+    region: str | None = None  # default: name
+    price_per_node_hour: float = 0.0  # internal cost of a node-hour (what accounting charges)
+    work_dir: str = "~/.overcast/slurm"  # job scripts and logs; must be shared with the nodes
+    partitions: tuple[str, ...] = ()  # partitions overcast may use; empty: all
+    accelerator_names: dict[str, str] = field(default_factory=dict)  # GRES type -> catalog name
+    time_limit_minutes: int | None = None  # sbatch --time; None: the partition's default
+    requeue: bool = False  # let Slurm requeue in place on node failure (else overcast relaunches)
+    job_prefix: str = "ovc"  # job-name prefix: separates overcast's jobs from everyone else's
+    command_timeout_s: float = 10.0
+    down_retry_s: float = 5.0  # after a failed call, treat the cluster as down this long
+    pending_timeout_s: float | None = 600.0  # give up (CAPACITY_ERROR) on a job waiting this long
+
+    def __post_init__(self) -> None:
+        if not self.name or _SAFE.search(self.name):
+            raise ValueError(f"Slurm cluster name {self.name!r}: use letters, digits, '_', '.', '-'")
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", self.job_prefix):
+            raise ValueError(f"job_prefix {self.job_prefix!r}: use letters, digits, '_', '-'")
+        if self.price_per_node_hour < 0:
+            raise ValueError(f"cluster {self.name}: price_per_node_hour must be >= 0")
+
+
+@dataclass(slots=True)
+class _Tracked:
+    slurm_id: int
+    submitted_at: float
+    started: bool = False
+    finished: bool = False  # a terminal event was reported (or it is not ours to report any more)
+    stopping: bool = False  # overcast asked to stop it: its end is not news
+    restarts: int = 0
+
+
+class SlurmBackend:
+    """The Backend protocol over one Slurm cluster. Make one per cluster (see ``slurm_backends``)."""
+
+    def __init__(self, cluster: SlurmCluster, clock: Callable[[], float] = time.time) -> None:
+        self.cluster = cluster
+        self.name = f"slurm:{cluster.name}"
+        self.cli = SlurmCommands(conf=cluster.conf, timeout_s=cluster.command_timeout_s)
+        self.work_dir = Path(cluster.work_dir).expanduser() / cluster.name
+        self._clock = clock
+        self._jobs: dict[tuple[str, int], _Tracked] = {}
+        self._abandoned: dict[tuple[str, int], int] = {}  # reported PROVIDER_DOWN; cancel if seen again
+        self._pools: list[Pool] = []
+        self._down_until = 0.0
+        self._down_reason = ""
+        self._name_re = re.compile(rf"^{re.escape(cluster.job_prefix)}\.(\d+)\.(.+)$")
+
+    # --- naming ---------------------------------------------------------------------------------------
+
+    def job_name(self, job_id: str, attempt: int) -> str:
+        return f"{self.cluster.job_prefix}.{attempt}.{job_id}"
+
+    def parse_job_name(self, name: str) -> tuple[str, int] | None:
+        m = self._name_re.match(name or "")
+        return (m.group(2), int(m.group(1))) if m else None
+
+    def attempt_dir(self, job_id: str, attempt: int) -> Path:
+        return self.work_dir / _SAFE.sub("_", job_id) / f"attempt-{attempt}"
+
+    def log_path(self, job_id: str, attempt: int, node_rank: int) -> Path:
+        return self.attempt_dir(job_id, attempt) / "logs" / f"node-{node_rank}.log"
+
+    def slurm_job_id(self, job_id: str, attempt: int) -> int | None:
+        tracked = self._jobs.get((job_id, attempt))
+        return tracked.slurm_id if tracked else None
+
+    # --- calls to the cluster, with "down" bookkeeping ----------------------------------------------------
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        now = self._clock()
+        if now < self._down_until:
+            raise SlurmUnreachable(self._down_reason)
+        try:
+            return fn(*args)
+        except SlurmUnreachable as e:
+            self._down_until = self._clock() + self.cluster.down_retry_s
+            self._down_reason = f"cluster {self.cluster.name} unreachable: {e}"
+            raise SlurmUnreachable(self._down_reason) from e
+
+    @property
+    def reachable(self) -> bool:
+        return self._clock() >= self._down_until
+
+    # --- Backend protocol --------------------------------------------------------------------------------
+
+    def pools(self) -> list[Pool]:
+        try:
+            nodes = self._call(self.cli.sinfo_nodes)
+        except SlurmUnreachable:
+            for pool in self._pools:  # keep what we knew, marked down, so placement avoids it
+                pool.health = Health.DOWN
+            return list(self._pools)
+        c = self.cluster
+        self._pools = pools_from_nodes(
+            nodes,
+            cluster=c.name,
+            provider=c.provider or c.name,
+            region=c.region or c.name,
+            price_per_node_hour=c.price_per_node_hour,
+            accelerator_names=c.accelerator_names,
+            partitions=c.partitions,
+        )
+        return list(self._pools)
+
+    def launch(self, request: LaunchRequest) -> Allocation:
+        pool = request.pool
+        if pool.backend != self.name:
+            raise ValueError(f"pool {pool.id} belongs to backend {pool.backend!r}, not {self.name!r}")
+        if pool.capacity_nodes is not None and request.num_nodes > pool.capacity_nodes:
+            raise CapacityError(
+                f"{self.name}: a gang of {request.num_nodes} nodes does not fit in {pool.id} "
+                f"({pool.capacity_nodes} usable nodes)"
+            )
+        key = (request.job_id, request.attempt)
+        if key in self._jobs and not self._jobs[key].finished:
+            raise ValueError(f"job {request.job_id} attempt {request.attempt} is already on {self.name}")
+        attempt_dir = self.attempt_dir(request.job_id, request.attempt)
+        script = write_attempt(attempt_dir, request.spec, self._job_env(request))
+        try:
+            slurm_id = self._call(self.cli.sbatch, str(script), self._sbatch_args(request, attempt_dir))
+        except SlurmUnreachable as e:
+            raise ProviderDown(str(e)) from e
+        except SlurmError as e:  # slurmctld refused: this pool cannot take the job as asked
+            raise CapacityError(f"{self.name}: {e}") from e
+        self._jobs[key] = _Tracked(slurm_id=slurm_id, submitted_at=self._clock())
+        return Allocation(request.job_id, request.attempt, self.name, f"{self.cluster.name}:{slurm_id}")
+
+    def stop(self, job_id: str, attempt: int, grace_seconds: float) -> None:
+        """SIGTERM to every task on every node, wait up to the grace period, then cancel (SIGKILL).
+
+        Never raises for a cluster that is down: the job is remembered and cancelled as soon as the
+        cluster answers again, so it cannot keep running next to its relaunch."""
+        key = (job_id, attempt)
+        try:
+            tracked = self._jobs.get(key) or self._find(job_id, attempt)
+        except SlurmUnreachable:
+            return
+        if tracked is None:
+            return
+        tracked.stopping = True
+        try:
+            state = self._call(self.cli.job_state, tracked.slurm_id)
+            if grace_seconds > 0 and state == "RUNNING":
+                self._call(self.cli.scancel, [tracked.slurm_id], "TERM")  # the job steps, not the batch shell
+                deadline = time.monotonic() + grace_seconds
+                while state in ("RUNNING", "COMPLETING") and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                    state = self._call(self.cli.job_state, tracked.slurm_id)
+            if state in _LIVE_STATES:
+                self._call(self.cli.scancel, [tracked.slurm_id])
+        except SlurmUnreachable:
+            self._abandoned[key] = tracked.slurm_id
+        except SlurmError as e:  # it ended between our look and our cancel: nothing left to stop
+            log.info("stop of %s attempt %d on %s: %s", job_id, attempt, self.name, e)
+
+    def active(self) -> list[tuple[str, int]]:
+        """(job id, attempt) of every overcast job slurmctld has queued or running, ours or not."""
+        try:
+            jobs = self._call(self.cli.squeue)
+        except SlurmUnreachable as e:
+            raise ProviderDown(str(e)) from e
+        found = []
+        for job in jobs:
+            key = self.parse_job_name(str(job.get("name") or ""))
+            if key and (is_running(job) or is_waiting(job)):
+                found.append(key)
+        return sorted(set(found))
+
+    def poll(self) -> list[BackendEvent]:
+        try:
+            jobs = self._call(self.cli.squeue)
+        except SlurmUnreachable as e:
+            return self._provider_down(str(e))
+        events: list[BackendEvent] = []
+        seen: set[tuple[str, int]] = set()
+        to_cancel: list[int] = []
+        for job in jobs:
+            key = self.parse_job_name(str(job.get("name") or ""))
+            if key is None:
+                continue
+            slurm_id = int(job["job_id"])
+            if self._abandoned.get(key) == slurm_id:
+                if is_running(job) or is_waiting(job):  # came back after we gave up on it: not twice
+                    to_cancel.append(slurm_id)
+                else:
+                    del self._abandoned[key]
+                continue
+            tracked = self._jobs.get(key)
+            if tracked is None or tracked.slurm_id != slurm_id:
+                if not (is_running(job) or is_waiting(job)):
+                    continue  # finished before we knew it (e.g. a previous process of ours reported it)
+                tracked = self._jobs[key] = _Tracked(slurm_id, float(job.get("submit_time") or 0))
+            seen.add(key)
+            events.extend(self._job_events(key, tracked, job, to_cancel))
+        for key, tracked in list(self._jobs.items()):
+            if key in seen:
+                continue
+            if not tracked.finished and not tracked.stopping:
+                events.append(self._event(EventKind.PREEMPTED, key, "job vanished from the Slurm queue"))
+            del self._jobs[key]  # slurmctld forgot it (MinJobAge): so do we
+        if to_cancel:
+            with contextlib.suppress(SlurmUnreachable):  # the next poll tries again
+                self._call(self.cli.scancel, to_cancel)
+        return events
+
+    # --- helpers -----------------------------------------------------------------------------------------
+
+    def _job_events(
+        self, key: tuple[str, int], tracked: _Tracked, job: dict[str, Any], to_cancel: list[int]
+    ) -> list[BackendEvent]:
+        if tracked.finished:
+            return []
+        events = []
+        if is_running(job) and not tracked.started:
+            tracked.started = True
+            events.append(self._event(EventKind.STARTED, key, f"running on {job.get('nodes')}"))
+        if was_requeued(job, tracked.restarts):
+            tracked.restarts = int(job.get("restart_cnt") or 0)
+            tracked.started = False
+            if not self.cluster.requeue:  # overcast owns restarts: end this attempt, relaunch elsewhere
+                tracked.finished = True
+                to_cancel.append(tracked.slurm_id)
+                return [*events, self._event(EventKind.PREEMPTED, key, "requeued by Slurm")]
+            return events
+        outcome = terminal_outcome(job, tracked.stopping)
+        if outcome is not None:
+            tracked.finished = True
+            at = float(job.get("end_time") or 0) or self._clock()
+            return [*events, self._event(outcome.kind, key, outcome.detail, outcome.exit_code, at)]
+        if not (is_running(job) or is_waiting(job)):
+            tracked.finished = True  # ended after a stop we asked for
+            return events
+        hopeless = hopeless_reason(job)
+        waited = self._clock() - tracked.submitted_at
+        timeout = self.cluster.pending_timeout_s
+        if hopeless is None and is_waiting(job) and timeout is not None and waited > timeout:
+            hopeless = f"still pending after {waited:.0f}s ({job.get('state_reason')})"
+        if hopeless is not None:
+            tracked.finished = tracked.stopping = True
+            to_cancel.append(tracked.slurm_id)
+            events.append(self._event(EventKind.CAPACITY_ERROR, key, f"cannot start here: {hopeless}"))
+        return events
+
+    def _provider_down(self, why: str) -> list[BackendEvent]:
+        events = []
+        for key, tracked in list(self._jobs.items()):
+            if not tracked.finished and not tracked.stopping:
+                events.append(self._event(EventKind.PROVIDER_DOWN, key, why))
+                self._abandoned[key] = tracked.slurm_id
+            del self._jobs[key]
+        return events
+
+    def _find(self, job_id: str, attempt: int) -> _Tracked | None:
+        """A job we did not launch in this process (after a restart): look it up by name."""
+        jobs = self._call(self.cli.squeue)
+        for job in jobs:
+            if self.parse_job_name(str(job.get("name") or "")) == (job_id, attempt) and (
+                is_running(job) or is_waiting(job)
+            ):
+                tracked = self._jobs[(job_id, attempt)] = _Tracked(int(job["job_id"]), self._clock())
+                return tracked
+        return None
+
+    def _event(
+        self,
+        kind: EventKind,
+        key: tuple[str, int],
+        detail: str,
+        exit_code: int | None = None,
+        at: float | None = None,
+    ) -> BackendEvent:
+        return BackendEvent(kind, key[0], key[1], at or self._clock(), f"{self.name}: {detail}", exit_code)
+
+    def _job_env(self, request: LaunchRequest) -> dict[str, str]:
+        env = dict(request.spec.env)
+        env.update(request.env)
+        env.setdefault("OVERCAST_JOB_ID", request.job_id)
+        env.setdefault("OVERCAST_ATTEMPT", str(request.attempt))
+        env.setdefault("OVERCAST_NUM_NODES", str(request.num_nodes))
+        checkpoint = request.spec.checkpoint_dir
+        if checkpoint and "OVERCAST_CHECKPOINT_DIR" not in env:
+            env["OVERCAST_CHECKPOINT_DIR"] = checkpoint
+        env["OVERCAST_PROVIDER"] = self.name
+        return env
+
+    def _gres_type(self, accelerator: str) -> str:
+        """The cluster's GRES type for an accelerator (for pools from a fleet file, which lack it)."""
+        for pool in self._pools or self.pools():
+            if pool.accelerator == accelerator and pool.labels.get("gres_type"):
+                return pool.labels["gres_type"]
+        return accelerator.lower()
+
+    def _sbatch_args(self, request: LaunchRequest, attempt_dir: Path) -> list[str]:
+        pool = request.pool
+        args = [
+            f"--job-name={self.job_name(request.job_id, request.attempt)}",
+            f"--comment=overcast job={request.job_id} attempt={request.attempt}",
+            f"--nodes={request.num_nodes}",
+            "--ntasks-per-node=1",
+            "--exclusive",
+            f"--chdir={attempt_dir}",
+            f"--output={attempt_dir}/logs/batch.log",
+            "--requeue" if self.cluster.requeue else "--no-requeue",
+        ]
+        if pool.labels.get("partition"):
+            args.append(f"--partition={pool.labels['partition']}")
+        count = _gpus_per_node(request)
+        if count:
+            gres_type = pool.labels.get("gres_type") or self._gres_type(pool.accelerator)
+            args.append(f"--gres=gpu:{gres_type}:{count}" if gres_type else f"--gres=gpu:{count}")
+        if self.cluster.time_limit_minutes:
+            args.append(f"--time={self.cluster.time_limit_minutes}")
+        return args
+
+
+def _gpus_per_node(request: LaunchRequest) -> int:
+    """GPUs per node the job asked for on this pool's accelerator (all of the node's if it did not say)."""
+    wanted = request.spec.resources.accelerators
+    if not wanted or not request.pool.gpus_per_node:
+        return 0
+    for alt in wanted:
+        if alt.name.upper() == request.pool.accelerator.upper():
+            return alt.count
+    raise CapacityError(
+        f"pool {request.pool.id} has {request.pool.accelerator} GPUs; the job asks for "
+        + " or ".join(str(a) for a in wanted)
+    )
+
+
+def slurm_backends(clusters: Iterable[SlurmCluster]) -> list[SlurmBackend]:
+    """One backend per cluster; names must be unique (they are the backends' names in pools)."""
+    backends: dict[str, SlurmBackend] = {}
+    for cluster in clusters:
+        if cluster.name in backends:
+            raise ValueError(f"Slurm cluster {cluster.name!r} is declared twice")
+        backends[cluster.name] = SlurmBackend(cluster)
+    return list(backends.values())

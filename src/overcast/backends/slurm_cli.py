@@ -1,0 +1,118 @@
+"""The Slurm commands overcast uses, each call bounded by a timeout.
+
+Debian 12 ships Slurm 22.05: ``squeue --json`` and ``sinfo --json`` work (OpenAPI v0.0.38 JSON), but
+``scontrol --json`` does not exist, and ``squeue --json`` ignores ``-j``/``-u`` filters. A command against a
+cluster whose slurmctld is gone retries for a few seconds and then fails; ``squeue --json`` even exits 0 with
+the failure in its ``errors`` list. Both cases become :class:`SlurmUnreachable`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from typing import Any
+
+# Messages Slurm prints when it cannot reach slurmctld at all (as opposed to rejecting a request).
+_UNREACHABLE = (
+    "unable to contact slurm controller",
+    "connect failure",
+    "connection refused",
+    "socket timed out",
+    "zero bytes were transmitted or received",
+    "communication connection failure",
+)
+
+
+class SlurmError(Exception):
+    """slurmctld answered and refused the request (bad partition, impossible node configuration...)."""
+
+
+class SlurmUnreachable(Exception):
+    """slurmctld did not answer in time, or the command could not talk to it at all."""
+
+
+@dataclass(frozen=True, slots=True)
+class SlurmCommands:
+    """Runs Slurm's client commands against one cluster (its slurm.conf), with a timeout per call."""
+
+    conf: str | None = None  # path to the cluster's slurm.conf; None: the environment's default
+    timeout_s: float = 10.0
+    bin_dir: str | None = None  # where sbatch & co live; None: PATH
+
+    def run(self, *args: str, stdin: str | None = None) -> str:
+        env = dict(os.environ)
+        if self.conf:
+            env["SLURM_CONF"] = self.conf
+        cmd = [os.path.join(self.bin_dir, args[0]) if self.bin_dir else args[0], *args[1:]]
+        try:
+            proc = subprocess.run(
+                cmd, input=stdin, capture_output=True, text=True, env=env, timeout=self.timeout_s, check=False
+            )
+        except subprocess.TimeoutExpired as e:
+            raise SlurmUnreachable(f"{args[0]} did not answer within {self.timeout_s:g}s") from e
+        except FileNotFoundError as e:
+            raise SlurmUnreachable(f"{cmd[0]} not found: is Slurm installed on this machine?") from e
+        if proc.returncode != 0:
+            message = (proc.stderr.strip() or proc.stdout.strip() or f"exit status {proc.returncode}")[-500:]
+            if any(m in message.lower() for m in _UNREACHABLE):
+                raise SlurmUnreachable(f"{args[0]}: {message}")
+            raise SlurmError(f"{args[0]}: {message}")
+        return proc.stdout
+
+    def _json(self, *args: str, key: str) -> list[dict[str, Any]]:
+        out = self.run(*args, "--json")
+        try:
+            data = json.loads(out)
+        except json.JSONDecodeError as e:
+            raise SlurmError(f"{args[0]} --json printed something that is not JSON: {out[:200]!r}") from e
+        errors = data.get("errors") or []
+        if errors:
+            text = "; ".join(str(e.get("description") or e.get("error") or e) for e in errors)
+            if any(m in text.lower() for m in _UNREACHABLE):
+                raise SlurmUnreachable(f"{args[0]}: {text}")
+            raise SlurmError(f"{args[0]}: {text}")
+        return list(data.get(key) or [])
+
+    def squeue(self) -> list[dict[str, Any]]:
+        """Every job slurmctld still knows, finished ones included (until MinJobAge)."""
+        return self._json("squeue", key="jobs")
+
+    def sinfo_nodes(self) -> list[dict[str, Any]]:
+        return self._json("sinfo", key="nodes")
+
+    def sbatch(self, script_path: str, args: list[str]) -> int:
+        out = self.run("sbatch", "--parsable", *args, script_path).strip()
+        job_id = out.split(";", 1)[0]  # --parsable prints "id" or "id;cluster"
+        if not job_id.isdigit():
+            raise SlurmError(f"sbatch printed {out!r}, expected a job id")
+        return int(job_id)
+
+    def scancel(self, job_ids: list[int], signal: str | None = None, full: bool = False) -> None:
+        if not job_ids:
+            return
+        args = ["scancel"]
+        if signal:
+            args.append(f"--signal={signal}")
+        if full:
+            args.append("--full")
+        self.run(*args, *map(str, job_ids))
+
+    def job_state(self, job_id: int) -> str | None:
+        """One job's state (cheaper than the whole queue); None once slurmctld forgot it."""
+        try:
+            out = self.run("squeue", "-h", "-t", "all", "-j", str(job_id), "-o", "%T")
+        except SlurmError as e:
+            if "invalid job id" in str(e).lower():
+                return None
+            raise
+        return out.strip() or None
+
+
+def decode_exit_status(status: int | None) -> int | None:
+    """Slurm reports the raw wait status (768 = exit 3, 9 = SIGKILL); return a shell-style exit code."""
+    if status is None:
+        return None
+    signal = status & 0x7F
+    return 128 + signal if signal else (status >> 8) & 0xFF

@@ -1,0 +1,71 @@
+"""The files one attempt runs on a Slurm cluster: a batch script and a per-node wrapper.
+
+The batch script runs on the first node of the allocation. It finds the head address and starts one task
+per node with ``srun``; each task runs ``node.sh``, which turns Slurm's per-node variables into the
+OVERCAST_* contract (OVERCAST_NODE_RANK from SLURM_NODEID; CUDA_VISIBLE_DEVICES comes from Slurm's GRES),
+writes its own log and runs the job's setup and run commands. The attempt directory must be on a file
+system the nodes share with the submitting host (as Slurm's home directories usually are).
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from overcast.spec.models import JobSpec
+
+
+def _exports(env: dict[str, str]) -> str:
+    lines = []
+    for key, value in sorted(env.items()):
+        if not key.isidentifier():
+            raise ValueError(f"environment variable name {key!r} is not a valid shell name")
+        lines.append(f"export {key}={shlex.quote(value)}")
+    return "\n".join(lines)
+
+
+def batch_script(attempt_dir: Path, env: dict[str, str]) -> str:
+    d = shlex.quote(str(attempt_dir))
+    return f"""#!/bin/bash
+# overcast: one attempt of a job; generated, do not edit.
+{_exports(env)}
+# The head address: the first node of the allocation, as its NodeAddr (the node name on most clusters).
+head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+addr=$(scontrol show node -o "$head" 2>/dev/null | sed -n 's/.* NodeAddr=\\([^ ]*\\).*/\\1/p')
+export OVERCAST_HEAD_ADDR=${{addr:-$head}}
+export OVERCAST_NUM_NODES=${{OVERCAST_NUM_NODES:-$SLURM_JOB_NUM_NODES}}
+# One task per node; if one node's task fails, the others are stopped (a gang lives or dies together).
+exec srun --ntasks-per-node=1 --kill-on-bad-exit=1 --export=ALL bash {d}/node.sh
+"""
+
+
+def node_script(attempt_dir: Path, spec: JobSpec) -> str:
+    d = shlex.quote(str(attempt_dir))
+    workdir = f"cd {shlex.quote(spec.workdir)} || exit 1" if spec.workdir else ""
+    setup = (
+        f'bash {d}/setup.sh || {{ echo "overcast: setup failed ($?)" >&2; exit 1; }}' if spec.setup else ""
+    )
+    return f"""#!/bin/bash
+# overcast: per-node wrapper; generated, do not edit.
+export OVERCAST_NODE_RANK=$SLURM_NODEID
+exec >{d}/logs/node-$SLURM_NODEID.log 2>&1
+{workdir}
+{setup}
+exec bash {d}/run.sh
+"""
+
+
+def write_attempt(attempt_dir: Path, spec: JobSpec, env: dict[str, str]) -> Path:
+    """Write batch.sh, node.sh, setup.sh, run.sh and logs/ under attempt_dir; return batch.sh."""
+    (attempt_dir / "logs").mkdir(parents=True, exist_ok=True)
+    files = {
+        "batch.sh": batch_script(attempt_dir, env),
+        "node.sh": node_script(attempt_dir, spec),
+        "setup.sh": (spec.setup or "") + "\n",
+        "run.sh": (spec.run or "true") + "\n",
+    }
+    for name, text in files.items():
+        path = attempt_dir / name
+        path.write_text(text)
+        path.chmod(0o755)
+    return attempt_dir / "batch.sh"
