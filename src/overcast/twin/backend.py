@@ -46,6 +46,12 @@ class PoolState:
     available: int  # what the provider would give now
     provision_seconds: float
     runs: dict[str, Run] = field(default_factory=dict)
+    offered_node_seconds: float = 0.0  # integral of ``available`` over time, up to ``offered_to``
+    offered_to: float = 0.0
+
+    def offered(self, now: float) -> float:
+        """Node-seconds the provider would have given from time 0 to ``now``."""
+        return self.offered_node_seconds + self.available * max(0.0, now - self.offered_to)
 
 
 @dataclass(slots=True)
@@ -181,7 +187,9 @@ class TwinBackend:
     def set_available(self, pool_id: str, share: float) -> None:
         """Spot or stock-out change: the provider gives ``share`` of nominal capacity; reclaim the rest."""
         s = self.state[pool_id]
-        s.available = int(math.floor(s.nodes * share + 1e-9))
+        now = self.clock.now
+        s.offered_node_seconds, s.offered_to = s.offered(now), now
+        s.available = math.floor(s.nodes * share + 1e-9)
         if s.pool.purchase != "spot":
             return  # on-demand instances already running are not taken back in a stock-out
         # newest runs are reclaimed first (a deterministic stand-in for the provider's choice)
@@ -205,7 +213,7 @@ class TwinBackend:
     def schedule_trace(self, pool_id: str, trace: AvailabilityTrace, offset: float, horizon: float) -> None:
         """Replay ``trace`` (looped) from ``offset`` seconds into it, up to ``horizon``."""
         t0 = -(offset % trace.period)
-        loops = int(math.ceil((horizon - t0) / trace.period)) + 1
+        loops = math.ceil((horizon - t0) / trace.period) + 1
         for k in range(loops):
             base = t0 + k * trace.period
             for t, share in zip(trace.times, trace.share, strict=True):

@@ -22,7 +22,8 @@ def find_offer(spec: PoolSpec, offers: list[Offer]) -> Offer:
         matches = [o for o in matches if o.zone == spec.zone] or matches
     if not matches:
         raise ScenarioError(
-            f"pool {pool_id(spec)}: no catalog offer for {spec.provider} {spec.instance_type} in {spec.region}"
+            f"pool {pool_id(spec)}: no catalog offer for {spec.provider} {spec.instance_type} "
+            f"in {spec.region}"
         )
     # several zones can list the same type: take the cheapest list price, deterministically
     return min(matches, key=lambda o: (o.price or float("inf"), o.spot_price or float("inf"), o.zone or ""))
@@ -43,10 +44,11 @@ def build_pools(scenario: Scenario, offers: list[Offer]) -> list[tuple[Pool, Poo
             raise ScenarioError(
                 f"pool {pid}: the catalog has no {spec.purchase.value} price; set price_per_node_hour"
             )
-        gpus = int(round(offer.accelerator_count))
+        gpus = round(offer.accelerator_count)
         if gpus != scenario.workload.gpus_per_node:
             raise ScenarioError(
-                f"pool {pid}: {gpus} GPUs per node, but the workload uses {scenario.workload.gpus_per_node}-GPU nodes"
+                f"pool {pid}: {gpus} GPUs per node, but the workload uses "
+                f"{scenario.workload.gpus_per_node}-GPU nodes"
             )
         pool = Pool(
             id=pid,

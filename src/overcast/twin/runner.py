@@ -135,7 +135,7 @@ def run_policy(
             round((r.end - r.job.submit) / 3600.0, 4) for r in engine.records.values() if r.end is not None
         ),
     }
-    return PolicyRun(policy_name, summarize(engine, duration), series, wall_metrics(engine, wall))
+    return PolicyRun(policy_name, summarize(engine, horizon), series, wall_metrics(engine, wall))
 
 
 def run_scenario(
