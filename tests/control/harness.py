@@ -38,15 +38,15 @@ def job(name: str, run: str, nodes: int = 1, **fields) -> JobSpec:
 
 
 def train_command(steps: int = 120, step_seconds: float = 0.02, every: int = 10) -> str:
-    return f"{sys.executable} {TRAIN} --steps {steps} --step-seconds {step_seconds} --checkpoint-every {every}"
+    args = f"--steps {steps} --step-seconds {step_seconds} --checkpoint-every {every}"
+    return f"{sys.executable} {TRAIN} {args}"
 
 
 def reference_result(tmp: Path, steps: int = 120) -> str:
     """The uninterrupted run's RESULT line."""
-    out = subprocess.run(
-        [sys.executable, str(TRAIN), "--steps", str(steps), "--step-seconds", "0", "--checkpoint-dir", str(tmp)],
-        capture_output=True, text=True, check=True, timeout=60,
-    ).stdout  # fmt: skip
+    args = ["--steps", str(steps), "--step-seconds", "0", "--checkpoint-dir", str(tmp)]
+    done = subprocess.run([sys.executable, str(TRAIN), *args], capture_output=True, text=True, timeout=60)
+    out = done.stdout
     return next(line for line in out.splitlines() if line.startswith("RESULT"))
 
 

@@ -6,7 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from overcast.store import JobState, Store
-from tests.control.harness import job, make_loop, reference_result, result_lines, run_until, state, train_command
+from tests.control.harness import (
+    job,
+    make_loop,
+    reference_result,
+    result_lines,
+    run_until,
+    state,
+    train_command,
+)
 
 
 def test_provider_down_resumes_on_the_other_provider_with_the_same_result(tmp_path: Path) -> None:
@@ -26,3 +34,36 @@ def test_provider_down_resumes_on_the_other_provider_with_the_same_result(tmp_pa
     assert kinds.index("provider-down") < kinds.index("requeued") < kinds.index("succeeded")
     logs = (tmp_path / "logs" / record.id / str(final.attempt) / "node-0.log").read_text()
     assert "resumed from checkpoint" in logs
+
+
+def test_capacity_error_fails_over_and_puts_the_pool_on_cooldown(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    loop = make_loop(tmp_path, store)
+    loop.backends["local:azure-local"].set_capacity_error(True)
+    first = store.submit("default", job("a", "true"))
+    run_until(loop, lambda: state(store, first.id).state is JobState.SUCCEEDED)
+    assert state(store, first.id).pool_id == "local/oci-local"
+    health = store.pool_health()["local/azure-local"]
+    assert (health.health, health.failures) == ("out-of-capacity", 1)
+    assert 50 < health.until - loop.rt.clock() <= 60  # the first cooldown is the base (60 s here)
+    kinds = [e.kind for e in store.events(job_id=first.id)]
+    assert kinds.count("capacity-error") == 1 and kinds[-1] == "succeeded"
+    # While it cools down, new work goes straight to the next best pool: no second refusal.
+    second = store.submit("default", job("b", "true"))
+    run_until(loop, lambda: state(store, second.id).state is JobState.SUCCEEDED)
+    assert state(store, second.id).pool_id == "local/oci-local"
+    assert "capacity-error" not in [e.kind for e in store.events(job_id=second.id)]
+
+
+def test_preempted_node_resumes_from_checkpoint_with_identical_result(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    loop = make_loop(tmp_path, store)
+    record = store.submit("default", job("train", train_command(), nodes=2))
+    ckpt = tmp_path / "checkpoints" / record.id / "checkpoint.npz"
+    run_until(loop, lambda: state(store, record.id).state is JobState.RUNNING and ckpt.exists())
+    loop.backends["local:azure-local"].preempt(record.id, rank=1, notice_seconds=1.0)
+    run_until(loop, lambda: state(store, record.id).state.terminal)
+    final = state(store, record.id)
+    assert (final.state, final.restarts, final.attempt) == (JobState.SUCCEEDED, 1, 2)
+    assert result_lines(tmp_path, record.id) == [reference_result(tmp_path / "ref")] * 2
+    assert "preempted" in [e.kind for e in store.events(job_id=record.id)]
