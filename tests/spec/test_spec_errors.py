@@ -193,3 +193,10 @@ def test_contradictions_between_spellings():
     assert error("name: x\npriority: 1\nresources:\n  priority: 2\n").field == "resources.priority"
     err = error("name: x\nresources:\n  spot: sometimes\n")
     assert err.suggestions == ["never", "allowed", "required"]
+
+
+def test_booleans_are_not_numbers():
+    err = error("name: x\nnum_nodes: true\n")
+    assert (err.line, err.field, err.message) == (2, "num_nodes", "expected a whole number, got true")
+    err = error("name: x\nservice:\n  replica_policy:\n    min_replicas: yes\n")
+    assert (err.line, err.field) == (4, "service.replica_policy.min_replicas")

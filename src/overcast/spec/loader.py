@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from overcast.spec.accelerators import parse_accelerators
 from overcast.spec.context import Context, Loc, dotted
@@ -53,18 +53,46 @@ def load_spec_text(text: str, source: str = "<string>") -> LoadedSpec:
     model, fields = translate(ctx, source)
     if fields is None:
         report.raise_if_any()
+    else:
+        _reject_bools(ctx, model, fields, ())
     try:
         spec = model.model_validate(fields)
     except ValidationError as exc:
         # Fields that failed translation were left out, so pydantic sees only the rest; skip what
         # it says about a field already reported (a missing name, say).
         seen = {p.field for p in report.problems}
-        report.problems.extend(p for p in map(partial(_problem, ctx), exc.errors()) if p.field not in seen)
+        for problem in map(partial(_problem, ctx), exc.errors()):
+            if problem.field not in seen:  # one problem per field (max and min of "replicas: -1")
+                seen.add(problem.field)
+                report.problems.append(problem)
         report.raise_if_any()
         raise  # unreachable: a ValidationError always has errors
     report.raise_if_any()
     warnings = [w.render(source) for w in sorted(report.warnings, key=lambda p: p.line or 0)]
     return LoadedSpec(spec=spec, warnings=warnings, source=source)
+
+
+def _reject_bools(ctx: Context, model: type[BaseModel], data: dict[str, Any], loc: Loc) -> None:
+    """pydantic reads ``num_nodes: true`` as 1; YAML users mean no such thing. Drop it and say so."""
+    for name, value in list(data.items()):
+        info = model.model_fields.get(name)
+        if info is None:
+            continue
+        kind = info.annotation
+        nested = next(
+            (t for t in (kind, *get_args(kind)) if isinstance(t, type) and issubclass(t, BaseModel)), None
+        )
+        if isinstance(value, dict) and nested is not None:
+            _reject_bools(ctx, nested, value, (*loc, name))
+        elif isinstance(value, bool) and kind is not bool:
+            path = ctx.origin.get((*loc, name), (*loc, name))
+            ctx.error(path, f"expected a {_expected(kind)}, got {str(value).lower()}")
+            del data[name]
+
+
+def _expected(kind: Any) -> str:
+    names = {int: "whole number", float: "number", str: "string"}
+    return next((names[t] for t in (kind, *get_args(kind)) if t in names), "value of another type")
 
 
 def _problem(ctx: Context, err: Any) -> Problem:
@@ -74,8 +102,9 @@ def _problem(ctx: Context, err: Any) -> Problem:
     while prefix and prefix not in ctx.origin:
         prefix = prefix[:-1]
     path = ctx.origin.get(prefix, tuple(str(p) for p in loc))
-    message = err["msg"].replace("Input should be", "must be").replace("Field required", "missing field")
-    message = message.replace("Value error, ", "")
+    message = err["msg"].replace("Input should", "must").replace("String should", "must")
+    message = message.replace("Field required", "missing field").replace("Value error, ", "")
     if err["type"] != "missing" and not isinstance(err.get("input"), dict):
-        message += f" (got {err['input']!r})"
+        given = repr(err["input"])
+        message += f" (got {given if len(given) <= 40 else given[:37] + '...'})"
     return Problem(message, ctx.doc.line(path), dotted(path) or None)
