@@ -1,0 +1,82 @@
+"""The Slurm backend against two real local Slurm clusters: pools, the job contract, stop, reconcile."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from overcast.backends.base import EventKind
+from overcast.backends.slurm import SlurmBackend
+from overcast.placement.pool import Health, Purchase
+from tests.fixtures.slurm import LocalSlurm
+from tests.slurm.helpers import Events, node_log, pool_of, request, reference_result, train_spec, wait_until
+
+pytestmark = pytest.mark.slurm
+
+
+def test_pools_read_nodes_gpus_and_use_from_each_cluster(slurm_backends: dict[str, SlurmBackend]) -> None:
+    oci, azure = slurm_backends["oci-hpc"], slurm_backends["azure-hpc"]
+    pools = {p.backend: p for b in (oci, azure) for p in b.pools()}
+    assert set(pools) == {"slurm:oci-hpc", "slurm:azure-hpc"}
+    for name, nodes, price in (("oci-hpc", 8, 16.0), ("azure-hpc", 4, 24.0)):
+        pool = pools[f"slurm:{name}"]
+        assert (pool.id, pool.provider, pool.purchase) == (f"slurm/{name}", name, Purchase.RESERVED)
+        assert (pool.accelerator, pool.gpus_per_node, pool.capacity_nodes) == ("H100", 8, nodes)
+        assert (pool.used_nodes, pool.price_per_node_hour, pool.health) == (0, price, Health.OK)
+
+
+def test_two_node_job_gets_the_overcast_contract_on_every_node(
+    slurm_backends: dict[str, SlurmBackend], tmp_path: Path
+) -> None:
+    oci = slurm_backends["oci-hpc"]
+    spec = train_spec("contract", nodes=2, ckpt=tmp_path / "ckpt", steps=60, step_seconds=0.02)
+    allocation = oci.launch(request(oci, "contract", 1, spec))
+    assert allocation.handle.startswith("oci-hpc:")
+    events = Events([oci])
+    started = events.wait(EventKind.STARTED, "contract", 1)
+    assert "oci-hpc" in started.detail
+    assert pool_of(oci).used_nodes == 2  # read back from sinfo while it runs
+    assert oci.active() == [("contract", 1)]
+    done = events.wait(EventKind.SUCCEEDED, "contract", 1)
+    assert done.exit_code == 0
+    result = reference_result(tmp_path / "ref", steps=60)
+    for rank in (0, 1):
+        log = node_log(oci, "contract", 1, rank)
+        assert f"job=contract attempt=1 rank={rank}/2 head=127.0.0.1 gpus=0,1,2,3,4,5,6,7" in log
+        assert result in log
+    assert oci.active() == []
+
+
+def test_stop_sends_sigterm_waits_for_the_checkpoint_then_cleans_up(
+    slurm_backends: dict[str, SlurmBackend], slurm_clusters: dict[str, LocalSlurm], tmp_path: Path
+) -> None:
+    azure = slurm_backends["azure-hpc"]
+    spec = train_spec("stopme", nodes=2, ckpt=tmp_path / "ckpt", steps=10_000, step_seconds=0.02)
+    azure.launch(request(azure, "stopme", 1, spec))
+    events = Events([azure])
+    events.wait(EventKind.STARTED, "stopme", 1)
+    wait_until(lambda: "rank=1/2" in node_log(azure, "stopme", 1, 1), what="trainer up")
+    azure.stop("stopme", 1, grace_seconds=10)
+    assert "SIGTERM: saved at step" in node_log(azure, "stopme", 1, 0)
+    assert (tmp_path / "ckpt" / "checkpoint.npz").exists()
+    slurm_id = azure.slurm_job_id("stopme", 1)
+    squeue = slurm_clusters["azure-hpc"].command("squeue", "-h", "-j", str(slurm_id), "-o", "%T")
+    assert squeue.strip() in ("", "COMPLETED", "CANCELLED", "FAILED")  # nothing left running
+    assert azure.active() == []
+    events.poll()
+    assert events.kinds("stopme") == [(EventKind.STARTED, 1)]  # a stop we asked for is not news
+
+
+def test_a_restarted_backend_finds_its_jobs_by_name_and_can_stop_them(
+    slurm_backends: dict[str, SlurmBackend], tmp_path: Path
+) -> None:
+    oci = slurm_backends["oci-hpc"]
+    spec = train_spec("crash", nodes=1, ckpt=tmp_path / "ckpt", steps=10_000)
+    oci.launch(request(oci, "crash", 3, spec))
+    Events([oci]).wait(EventKind.STARTED, "crash", 3)
+    fresh = SlurmBackend(oci.cluster)  # the control loop crashed and came back: no memory of the job
+    assert fresh.active() == [("crash", 3)]
+    assert [(e.kind, e.job_id, e.attempt) for e in fresh.poll()] == [(EventKind.STARTED, "crash", 3)]
+    fresh.stop("crash", 3, grace_seconds=0)
+    wait_until(lambda: fresh.active() == [], timeout=15, what="job gone from squeue")
