@@ -10,7 +10,7 @@ from overcast.backends.base import EventKind
 from overcast.backends.slurm import SlurmBackend
 from overcast.placement.pool import Health, Purchase
 from tests.fixtures.slurm import LocalSlurm
-from tests.slurm.helpers import Events, node_log, pool_of, request, reference_result, train_spec, wait_until
+from tests.slurm.helpers import Events, node_log, pool_of, reference_result, request, train_spec, wait_until
 
 pytestmark = pytest.mark.slurm
 
