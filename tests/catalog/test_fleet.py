@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from overcast.catalog.fleet import Fleet, FleetError, load_fleet, parse_fleet
+from tests.catalog.builders import write_fleet
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+GOOD = """\
+reservations:
+  - provider: oci
+    region: us-ashburn-1
+    accelerator: nvidia-h100
+    gpus: 512
+    price_per_gpu_hour: 2.10
+    until: 2027-06-30
+clusters:
+  - {name: oci-hpc, slurm: {conf: /etc/slurm/slurm.conf}, nodes: 4, gpus_per_node: 8, accelerator: H100}
+  - {name: azure-local, local: {}, nodes: 2, gpus_per_node: 1, accelerator: A100, price_per_gpu_hour: 2}
+quotas:
+  - {provider: aws, region: us-east-1, max_gpus: 256}
+disabled_providers: [gcp]
+spot_preemptions_per_hour: {aws: 0.2}
+"""
+
+
+def _error(tmp_path: Path, text: str) -> str:
+    with pytest.raises(FleetError) as info:
+        load_fleet(write_fleet(tmp_path, text))
+    return str(info.value)
+
+
+def test_good_fleet(tmp_path: Path) -> None:
+    fleet = load_fleet(write_fleet(tmp_path, GOOD))
+    r = fleet.reservations[0]
+    assert (r.provider, r.accelerator, r.gpus, r.until) == ("oci", "H100", 512, dt.date(2027, 6, 30))
+    assert [c.backend for c in fleet.clusters] == ["slurm:oci-hpc", "local:azure-local"]
+    assert fleet.clusters[1].node_price == 2.0
+    assert fleet.disabled_providers == ["gcp"] and fleet.spot_preemptions_per_hour == {"aws": 0.2}
+
+
+def test_empty_file_is_an_empty_fleet(tmp_path: Path) -> None:
+    assert load_fleet(write_fleet(tmp_path, "")) == Fleet()
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("fleet*.yaml")), ids=lambda p: p.name)
+def test_examples_load(path: Path) -> None:
+    assert load_fleet(path).clusters or load_fleet(path).reservations
+
+
+def test_unknown_field_names_file_line_and_suggestion(tmp_path: Path) -> None:
+    text = GOOD.replace("    gpus: 512", "    gpu: 512")
+    message = _error(tmp_path, text)
+    path = tmp_path / "fleet.yaml"
+    assert f"{path}:5: reservations[0].gpu: unknown field (did you mean 'gpus'?)" in message
+    assert f"{path}:2: reservations[0].gpus: required field is missing" in message
+
+
+def test_unknown_nested_and_top_level_fields(tmp_path: Path) -> None:
+    text = GOOD.replace("conf: /etc", "cnf: /etc").replace("quotas:", "quota:")
+    message = _error(tmp_path, text)
+    assert ":9: clusters[0].slurm.cnf: unknown field (did you mean 'conf'?)" in message
+    assert ":11: quota: unknown field (did you mean 'quotas'?)" in message
+
+
+def test_wrong_type_names_the_value(tmp_path: Path) -> None:
+    message = _error(tmp_path, GOOD.replace("gpus: 512", "gpus: lots"))
+    assert ":5: reservations[0].gpus: Input should be a valid integer" in message and "'lots'" in message
+
+
+def test_unknown_accelerator_suggests(tmp_path: Path) -> None:
+    message = _error(tmp_path, GOOD.replace("accelerator: nvidia-h100", "accelerator: H10"))
+    assert ":4: reservations[0].accelerator: unknown accelerator 'H10' (did you mean H100" in message
+
+
+def test_cluster_needs_exactly_one_backend(tmp_path: Path) -> None:
+    message = _error(tmp_path, GOOD.replace("slurm: {conf: /etc/slurm/slurm.conf}, ", ""))
+    assert "clusters[0]: give exactly one of 'slurm' or 'local'" in message
+
+
+def test_whole_nodes_and_unique_names() -> None:
+    text = "reservations: [{provider: aws, region: r, accelerator: H100, gpus: 12, gpus_per_node: 8, "
+    text += "price_per_gpu_hour: 1, until: 2030-01-01}]"
+    with pytest.raises(FleetError, match="not a multiple of gpus_per_node"):
+        parse_fleet(text)
+    twice = "{name: a, local: {}, nodes: 1, gpus_per_node: 1, accelerator: T4}"
+    with pytest.raises(FleetError, match="cluster names must be unique: a"):
+        parse_fleet(f"clusters: [{twice}, {twice}]")
+
+
+def test_bad_yaml_and_wrong_shape_and_missing_file(tmp_path: Path) -> None:
+    assert ":3: not valid YAML" in _error(tmp_path, "reservations:\n  - [unclosed\n")
+    assert "a fleet file is a mapping" in _error(tmp_path, "- 1\n- 2\n")
+    with pytest.raises(FleetError, match="cannot read fleet file"):
+        load_fleet(tmp_path / "nope.yaml")

@@ -1,0 +1,105 @@
+"""The shipped prices are the source rows' prices: read the raw CSVs here, independently, and compare."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from overcast.catalog.load import catalog_info, load_offers
+from overcast.cli.main import app
+from tests.catalog.builders import NO_SOURCE, SOURCE_DIR
+
+needs_source = pytest.mark.skipif(not SOURCE_DIR.exists(), reason=NO_SOURCE)
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader)
+        # Azure's unquoted "V1,V2" spills into an extra field after the last column: drop it
+        return [dict(zip(header, row[: len(header)], strict=False)) for row in reader if row]
+
+
+def _price(text: str) -> float | None:
+    return float(text) if text.strip() and float(text) > 0 else None
+
+
+def _source_prices() -> dict[tuple[str, str, str, str], tuple[float | None, float | None]]:
+    """(provider, region, zone or '', instance type) -> (price, spot) for every non-GCP source row."""
+    out = {}
+    for entry in catalog_info()["files"]:
+        if entry["provider"] == "gcp":
+            continue
+        for r in _rows(SOURCE_DIR / entry["file"]):
+            key = (entry["provider"], r.get("Region", ""), r.get("AvailabilityZone", ""), r["InstanceType"])
+            out.setdefault(key, (_price(r.get("Price", "")), _price(r.get("SpotPrice", ""))))
+    return out
+
+
+def _gcp_price(region: str, zone: str, instance: str, gpu: str, count: float) -> tuple[float | None, ...]:
+    """GCP: the GPU row plus its host VM row, both read from the raw file."""
+    rows = [r for r in _rows(SOURCE_DIR / "anycloud-sh/gcp_vms.csv") if r["AvailabilityZone"] == zone]
+    host_type = instance.split("+", 1)[0]
+    host = next(r for r in rows if r["InstanceType"] == host_type and not r["AcceleratorName"])
+    gpu_row = next(
+        r
+        for r in rows
+        if not r["InstanceType"] and r["AcceleratorName"] == gpu and float(r["AcceleratorCount"]) == count
+    )
+    return tuple(
+        float(gpu_row[c]) + float(host[c]) if gpu_row[c] and host[c] else None for c in ("Price", "SpotPrice")
+    )
+
+
+@needs_source
+def test_every_shipped_offer_has_its_source_price() -> None:
+    source = _source_prices()
+    checked = 0
+    for o in load_offers():
+        if o.provider == "gcp":
+            continue
+        price, spot = source[(o.provider, o.region, o.zone or "", o.instance_type)]
+        assert (o.price, o.spot_price) == (price, spot), o
+        checked += 1
+    assert checked > 4000
+
+
+@needs_source
+def test_h100x8_from_ten_providers_at_source_prices() -> None:
+    result = CliRunner().invoke(app, ["gpus", "H100:8", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    providers = {r["provider"] for r in rows}
+    assert len(providers) >= 10
+    assert {"azure", "oci", "aws", "gcp"} <= providers
+    source = _source_prices()
+    for r in rows:
+        assert r["accelerator"] == "H100" and r["accelerator_count"] == 8
+        if r["provider"] == "gcp":
+            expected = _gcp_price(r["region"], r["zone"], r["instance_type"], "H100", 8)
+            assert math.isclose(r["price"], expected[0], rel_tol=1e-9)
+            assert math.isclose(r["spot_price"], expected[1], rel_tol=1e-9)
+        else:
+            key = (r["provider"], r["region"], r["zone"] or "", r["instance_type"])
+            assert (r["price"], r["spot_price"]) == source[key]
+        assert math.isclose(r["price_per_gpu"], r["price"] / 8)
+
+
+@needs_source
+def test_cheapest_per_provider_is_really_the_cheapest() -> None:
+    rows = json.loads(CliRunner().invoke(app, ["gpus", "H100:8", "--json"]).output)
+    for r in rows:
+        others = [
+            o.price_per_gpu
+            for o in load_offers()
+            if o.provider == r["provider"]
+            and o.accelerator == "H100"
+            and o.accelerator_count == 8
+            and o.price
+        ]
+        assert r["price_per_gpu"] == min(others)
