@@ -200,3 +200,8 @@ def test_booleans_are_not_numbers():
     assert (err.line, err.field, err.message) == (2, "num_nodes", "expected a whole number, got true")
     err = error("name: x\nservice:\n  replica_policy:\n    min_replicas: yes\n")
     assert (err.line, err.field) == (4, "service.replica_policy.min_replicas")
+
+
+def test_a_second_yaml_document_is_an_error():
+    err = error("name: a\n---\nname: b\n")
+    assert err.line == 2 and "single document" in err.message

@@ -42,7 +42,9 @@ def parse_yaml(text: str, source: str) -> Document:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
         what = exc.problem or exc.context or "malformed YAML"
-        if exc.problem and exc.context and exc.context_mark is not None:
+        if exc.problem and exc.context and exc.problem.startswith("but "):  # "expected X, but found Y"
+            what = f"{exc.context}, {exc.problem}"
+        elif exc.problem and exc.context and exc.context_mark is not None:
             what += f" ({exc.context} started on line {exc.context_mark.line + 1})"
         raise SpecError(source, [Problem(f"invalid YAML: {what}", line=line)]) from None
     except yaml.YAMLError as exc:  # e.g. a second document in the file
