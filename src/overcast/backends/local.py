@@ -107,11 +107,15 @@ class LocalBackend:
 
     def faults(self) -> dict[str, bool]:
         found = _read_json(self.dir / "faults.json") or {}
-        return {"down": bool(found.get("down")), "capacity": bool(found.get("capacity"))}
+        until = found.get("capacity_until")
+        capacity = bool(found.get("capacity")) and (until is None or time.time() < until)
+        return {"down": bool(found.get("down")), "capacity": capacity}
 
-    def _set_fault(self, key: str, value: bool) -> None:
-        faults = self.faults()
+    def _set_fault(self, key: str, value: bool, until: float | None = None) -> None:
+        faults = _read_json(self.dir / "faults.json") or {}
         faults[key] = value
+        if key == "capacity":
+            faults["capacity_until"] = until
         write_json_atomic(self.dir / "faults.json", faults)
 
     def set_down(self, down: bool) -> list[tuple[str, int]]:
@@ -132,10 +136,11 @@ class LocalBackend:
                 lost.append((launch.job_id, launch.attempt))
             return lost
 
-    def set_capacity_error(self, on: bool) -> None:
-        """Make launches fail with "out of capacity" (as a cloud API does when a zone is sold out)."""
+    def set_capacity_error(self, on: bool, until: float | None = None) -> None:
+        """Make launches fail with "out of capacity" (as a cloud API does when a zone is sold out),
+        until the epoch time ``until`` (None: until turned off)."""
         with self._lock:
-            self._set_fault("capacity", on)
+            self._set_fault("capacity", on, until)
 
     def preempt(self, job_id: str, rank: int = 0, notice_seconds: float = 2.0) -> int:
         """Reclaim one node of the job's running launch, as a spot reclaim does: SIGTERM, a short notice,

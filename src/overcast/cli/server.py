@@ -1,9 +1,132 @@
-"""CLI commands (module owner fills this in)."""
+"""``overcast up`` (API server + control loop in one process) and ``overcast demo`` (the main demo)."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
 
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    raise typer.Exit(1)
+
+
+def _admin_token(store: Any, home: Path) -> str:
+    """The admin token in $OVERCAST_HOME/token (mode 600), created at the first ``up``."""
+    path = home / "token"
+    if path.exists():
+        token = path.read_text().strip()
+        found = store.team_for_token(token)
+        if found is not None and found[1]:
+            return token
+    token = store.create_team("admin", admin=True)
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(token + "\n")
+    return token
+
+
+def up(
+    fleet: Annotated[Path | None, typer.Option(help="fleet file; default: two local providers")] = None,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8765,
+    grace: Annotated[float, typer.Option(help="seconds between SIGTERM and SIGKILL when stopping")] = 10.0,
+) -> None:
+    """Run the API server and the control loop (in a thread) in this process."""
+    import threading
+
+    import uvicorn
+
+    from overcast.api.app import create_app
+    from overcast.catalog.fleet import FleetError, load_fleet
+    from overcast.control.controller import LoopController
+    from overcast.control.demo import DEMO_CLUSTERS
+    from overcast.control.loop import ControlLoop
+    from overcast.control.setup import backends_from_fleet
+    from overcast.store import Store, StoreConfigError, default_url, overcast_home
+
+    home = overcast_home()
+    home.mkdir(parents=True, exist_ok=True)
+    try:
+        store = Store()
+    except StoreConfigError as exc:
+        _fail(str(exc))
+    if fleet is not None:
+        try:
+            backends = backends_from_fleet(load_fleet(fleet), home)
+        except (FleetError, OSError) as exc:
+            _fail(str(exc))
+        if not backends:
+            _fail(f"{fleet}: no local clusters to run jobs on (add one under 'clusters:' with 'local: {{}}')")
+    else:
+        from overcast.backends.local import LocalBackend
+
+        backends = [LocalBackend(cluster, home=home) for cluster in DEMO_CLUSTERS]
+    _admin_token(store, home)
+    loop = ControlLoop(store, backends, home=home, grace_seconds=grace)
+    stop = threading.Event()
+    thread = threading.Thread(target=loop.run, args=(stop,), name="control-loop", daemon=True)
+    thread.start()
+    names = ", ".join(b.name for b in backends)
+    typer.echo(f"overcast: http://{host}:{port}  store {default_url()}  backends {names}")
+    typer.echo(f"admin token in {home / 'token'}")
+    try:
+        uvicorn.run(create_app(store, LoopController(loop)), host=host, port=port, log_level="warning")
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+
+
+def demo(
+    keep: Annotated[bool, typer.Option(help="keep the demo's OVERCAST_HOME (logs, database)")] = False,
+) -> None:
+    """The main demo: a 2-node training job survives the loss of its provider (about 15 s)."""
+    import shutil
+    import tempfile
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from overcast.control.demo import run_demo
+
+    console = Console(highlight=False)
+    home = Path(tempfile.mkdtemp(prefix="overcast-demo-"))
+    start_at: list[float] = []
+
+    def on_event(event: Any) -> None:
+        start_at.append(start_at[0] if start_at else event.at)
+        job = event.job_id or "-"
+        console.print(
+            f"  [dim]{event.at - start_at[0]:6.2f}s[/] {job:<13} [bold]{event.kind:<15}[/] {event.detail}"
+        )
+
+    console.print(f"[bold]overcast demo[/]: OVERCAST_HOME={home} (SQLite, local backend, real processes)")
+    try:
+        result = run_demo(home, say=lambda text: console.print(f"[cyan]>[/] {text}"), on_event=on_event)
+    except (TimeoutError, FileNotFoundError, OSError) as exc:
+        _fail(f"demo failed: {exc} (logs under {home})")
+    table = Table("", "result")
+    table.add_row("uninterrupted reference", result.reference)
+    for rank, line in enumerate(result.results):
+        table.add_row(f"managed job, node {rank}", line)
+    console.print(table)
+    moved = " -> ".join(result.pools)
+    verdict = "SAME result" if result.same and result.job_state == "succeeded" else "DIFFERENT result"
+    if result.resumed:
+        console.print(f"last attempt on {result.pools[-1]}: {result.resumed}")
+    seconds = f"{result.seconds:.1f}s"
+    console.print(f"job {result.job_state} on {moved}: {verdict} as the uninterrupted run ({seconds})")
+    if keep:
+        console.print(f"kept {home}")
+    else:
+        shutil.rmtree(home, ignore_errors=True)
+    if verdict != "SAME result":
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the main app."""
+    app.command()(up)
+    app.command()(demo)
