@@ -128,6 +128,20 @@ def test_any_of_over_accelerators_and_ordered_over_accelerators():
     assert res.accelerators == acc(("H100", 8), ("A100", 8)) and res.ordered
 
 
+def test_a_shared_accelerator_list_stays_ordered_across_locations():
+    res = load(
+        """
+        name: x
+        resources:
+          accelerators: [H100:8, A100:8]
+          any_of:
+            - infra: aws
+            - infra: gcp
+        """
+    )
+    assert res.spec.resources.ordered and res.spec.resources.providers == ("aws", "gcp")
+
+
 def test_any_of_over_spot_means_spot_allowed():
     res = load(
         "name: x\nresources:\n  accelerators: H100:8\n  any_of:\n    - use_spot: true\n    - use_spot: no\n"

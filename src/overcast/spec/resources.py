@@ -179,7 +179,8 @@ def _to_fields(ctx: Context, cands: list[Candidate], path: Path, *, ordered: boo
         if ordered:
             ctx.warn(path, "the order between locations is not kept; overcast picks the cheapest that fits")
     out = {k: v for k, v in out.items() if v not in ((), None)}
-    out["ordered"] = cands[0].accelerators_ordered if len(cands) == 1 else ordered and "accelerators" in dims
+    # a varying accelerator follows the list's kind; a shared one keeps its own (a YAML list is ordered)
+    out["ordered"] = ordered if "accelerators" in dims else cands[0].accelerators_ordered
     origin = cands[0].paths if len(cands) == 1 else {}
     for name in out:
         ctx.record(("resources", name), origin.get(name, path))
