@@ -112,6 +112,8 @@ def _summary(findings: list[Finding]) -> dict[str, Any]:
 def source_record(result: BuildResult) -> dict[str, Any]:
     return {
         "license": LICENSE,
+        "dates": "date = the day the upstream file version was made, where the source says so; the code "
+        "index the skypilot-catalog files were read from does not expose it (see PROVENANCE.md there)",
         "files": result.files,
         "totals": {
             "offers": len(result.offers),
