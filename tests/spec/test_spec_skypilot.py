@@ -180,6 +180,15 @@ def test_alternatives_that_would_lose_their_pairing_are_errors():
     assert "differ in cpus" in error("name: x\nresources:\n  any_of:\n    - cpus: 4\n    - cpus: 8\n").message
     mixed = error("name: x\nresources:\n  any_of:\n    - infra: aws\n    - infra: gcp/us-central1\n")
     assert "regions" in mixed.message
+    cpu_or_gpu = error("name: x\nresources:\n  any_of:\n    - accelerators: H100:1\n    - {}\n")
+    assert "others for none" in cpu_or_gpu.message
+
+
+def test_base_keys_are_reported_once_however_many_alternatives():
+    loaded = load("name: x\nresources:\n  cloud: awz\n  any_of:\n    - region: a\n    - region: b\n")
+    assert len(loaded.warnings) == 1
+    err = error("name: x\nresources:\n  cpus: lots\n  any_of:\n    - region: a\n    - region: b\n")
+    assert len(err.problems) == 1 and err.line == 3
 
 
 def test_service_file():

@@ -32,10 +32,13 @@ class Context:
 
     def error(self, path: Path, message: str, suggestions: tuple[str, ...] | list[str] = ()) -> None:
         problem = Problem(message, self.doc.line(path), dotted(path) or None, tuple(suggestions))
-        self.report.problems.append(problem)
+        if problem not in self.report.problems:  # base keys are read once per any_of entry
+            self.report.problems.append(problem)
 
     def warn(self, path: Path, message: str) -> None:
-        self.report.warnings.append(Problem(message, self.doc.line(path), dotted(path) or None))
+        warning = Problem(message, self.doc.line(path), dotted(path) or None)
+        if warning not in self.report.warnings:
+            self.report.warnings.append(warning)
 
     def attempt(self, path: Path, parse: Callable[..., T], *args: Any) -> T | None:
         """Run one value parser; a FieldError becomes a problem at ``path`` and the value None."""

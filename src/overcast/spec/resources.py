@@ -163,6 +163,10 @@ def _to_fields(ctx: Context, cands: list[Candidate], path: Path, *, ordered: boo
                   "overcast can only vary one of them (split the workload or pick one)")  # fmt: skip
         return {}
     if "accelerators" in dims:
+        if not all(row["accelerators"] for row in rows):
+            ctx.error(path, "some alternatives ask for accelerators and others for none; overcast cannot "
+                      "express that (make a CPU-only workload separately)")  # fmt: skip
+            return {}
         out["accelerators"] = tuple(dict.fromkeys(a for row in rows for a in row["accelerators"]))
     if "spot" in dims:
         out["spot"] = SpotPolicy.ALLOWED
