@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import datetime as dt
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from overcast.catalog.fleet import parse_fleet
 from overcast.catalog.load import load_offers
 from overcast.catalog.pools import (
@@ -105,3 +108,40 @@ def test_whole_catalog_pool_ids_are_unique() -> None:
     assert len(pools) > 5000
     assert len({p.id for p in pools}) == len(pools)
     assert all(p.gpus_per_node >= 1 and p.price_per_node_hour > 0 for p in pools)
+
+
+@st.composite
+def _offers(draw: st.DrawFn) -> list:
+    keys = draw(
+        st.lists(
+            st.tuples(st.sampled_from(["aws", "gcp", "oci", "vast"]), st.sampled_from(["r1", "r2"]),
+                      st.sampled_from([None, "z1"]), st.sampled_from(["a", "b", "c"])),
+            unique=True, max_size=12,
+        )
+    )  # fmt: skip
+    price = st.none() | st.floats(0.01, 100)
+    return [
+        make_offer(p, "H100", draw(st.sampled_from([0.25, 0.5, 1, 2, 8])), region=r, zone=z, instance_type=i,
+                   price=draw(price), spot=draw(price))
+        for p, r, z, i in keys
+    ]  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None)
+@given(offers=_offers(), disabled=st.lists(st.sampled_from(["aws", "gcp", "oci", "vast"]), max_size=2))
+def test_pool_invariants(offers: list, disabled: list[str]) -> None:
+    fleet = parse_fleet(f"disabled_providers: {disabled}")
+    pools = build_pools(offers, fleet, now=NOW)
+    assert len({p.id for p in pools}) == len(pools)
+    by_key = {(o.provider, o.region, o.zone, o.instance_type): o for o in offers}
+    for p in pools:
+        offer = by_key[(p.provider, p.region, p.zone, p.instance_type)]
+        assert p.provider not in disabled and p.gpus_per_node == offer.accelerator_count >= 1
+        expected = offer.spot_price if p.purchase is Purchase.SPOT else offer.price
+        assert p.price_per_node_hour == expected and p.capacity_nodes is None
+    wanted = sum(
+        (o.price is not None) + (o.spot_price is not None)
+        for o in offers
+        if o.provider not in disabled and o.accelerator_count >= 1
+    )
+    assert len(pools) == wanted

@@ -128,7 +128,7 @@ def _print_offers(title: str, offers: list[Offer]) -> None:
 
 def gpus(
     name: Annotated[
-        str | None, typer.Argument(metavar="[NAME[:COUNT]]", help="Accelerator, e.g. H100 or H100:8.")
+        str | None, typer.Argument(metavar="NAME[:COUNT]", help="Accelerator, e.g. H100 or H100:8.")
     ] = None,
     provider: Annotated[
         list[str] | None, typer.Option("--provider", "-p", help="Only this provider (repeatable).")
