@@ -1,0 +1,158 @@
+"""/v1/jobs: submit, list, show, cancel, logs. A team sees only its own jobs (others' are 404)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import yaml
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, status
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel
+
+from overcast.api import metrics
+from overcast.api.auth import Auth, Principal
+from overcast.api.errors import ERRORS
+from overcast.api.logs import stream_log
+from overcast.api.schemas import ErrorOut, JobList, JobOut, SubmitYaml
+from overcast.api.text import check_text
+from overcast.spec.errors import Problem, SpecError
+from overcast.spec.models import JobSpec
+from overcast.store import JobRecord, JobState, Store
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERRORS)
+JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="a job id such as j-4kq2m9x7ab")]
+NOT_FOUND = {404: {"model": ErrorOut, "description": "no such job (or another team's)"}}
+
+
+def _store(request: Request) -> Store:
+    return request.app.state.store
+
+
+def _json(model: BaseModel, code: int = 200) -> Response:
+    # Serialise once with pydantic's Rust core instead of FastAPI's validate-then-serialise round.
+    return Response(model.model_dump_json(), status_code=code, media_type="application/json")
+
+
+def _visible(request: Request, who: Principal, job_id: str) -> JobRecord:
+    job = _store(request).get(job_id, team=who.scope)
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id} not found")
+    return job
+
+
+def _parse_yaml(text: str) -> tuple[JobSpec, list[str]]:
+    """(spec, loader warnings); raises SpecError for a bad spec (answered as 422 by ``submit``)."""
+    from overcast.spec.loader import load_spec_text
+
+    check_text(text, "yaml")
+    try:
+        loaded = load_spec_text(text, "job.yaml")
+    except yaml.YAMLError as err:  # the loader reports most YAML errors itself; this catches the rest
+        mark = getattr(err, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise SpecError(
+            "job.yaml", [Problem(f"invalid YAML: {str(err).splitlines()[0]}", line=line)]
+        ) from None
+    if not isinstance(loaded.spec, JobSpec):
+        raise HTTPException(
+            422,
+            detail=f"this is a {type(loaded.spec).__name__}, not a job spec: only jobs can be submitted here",
+        )
+    return loaded.spec, loaded.warnings
+
+
+def _spec_error(err: SpecError) -> Response:
+    body = ErrorOut(
+        detail=str(err), line=err.line, field=err.field, problems=[p.render(err.source) for p in err.problems]
+    )
+    return _json(body, 422)
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=JobOut,
+)
+def submit(
+    request: Request,
+    who: Auth,
+    body: Annotated[SubmitYaml | JobSpec, Body(description="{'yaml': '<job file text>'} or a JobSpec")],
+) -> Response:
+    """Submit a job. The job belongs to the caller's team; an admin may name another in ``team``.
+
+    Warnings from the YAML loader (keys overcast does not act on) go to the job's events.
+    """
+    try:
+        spec, warnings = _parse_yaml(body.yaml) if isinstance(body, SubmitYaml) else (body, [])
+    except SpecError as err:
+        return _spec_error(err)
+    check_text(spec.model_dump(), "spec")
+    team = spec.team if who.admin and spec.team != "default" else who.team
+    store = _store(request)
+    job = store.submit(team, spec)
+    for warning in warnings:  # e.g. "job.yaml:7: file_mounts: not acted on" -> the job's timeline
+        store.add_event(job.id, "spec-warning", warning)
+    metrics.SUBMISSIONS.labels(team=team).inc()
+    return _json(JobOut.of(job), 201)
+
+
+@router.get("", response_model=JobList)
+def list_jobs(
+    request: Request,
+    who: Auth,
+    state: Annotated[list[JobState] | None, Query(description="only these states (repeatable)")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> Response:
+    """The caller's jobs (an admin sees all), oldest first."""
+    jobs = _store(request).list(team=who.scope, states=state, limit=limit, offset=offset)
+    return _json(JobList(jobs=[JobOut.of(j) for j in jobs], limit=limit, offset=offset))
+
+
+@router.get("/{job_id}", response_model=JobOut, responses=NOT_FOUND)
+def show(request: Request, who: Auth, job_id: JobId) -> Response:
+    return _json(JobOut.of(_visible(request, who, job_id)))
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut, responses=NOT_FOUND)
+def cancel(request: Request, who: Auth, job_id: JobId) -> Response:
+    """Cancel: a pending job is cancelled at once; a running one is stopped by the control loop."""
+    job = _store(request).request_cancel(job_id, team=who.scope)
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id} not found")
+    return _json(JobOut.of(job))
+
+
+@router.get(
+    "/{job_id}/logs",
+    response_class=StreamingResponse,
+    responses={**NOT_FOUND, 200: {"content": {"text/plain": {}}, "description": "the log text"}},
+)
+def logs(
+    request: Request,
+    who: Auth,
+    job_id: JobId,
+    rank: Annotated[int, Query(ge=0, le=100_000)] = 0,
+    attempt: Annotated[int | None, Query(ge=1, le=1_000_000, description="default: the latest")] = None,
+    follow: bool = False,
+) -> StreamingResponse:
+    """The log of one rank of one attempt; with ``follow=true`` it streams until that attempt ends."""
+    job = _visible(request, who, job_id)
+    attempt = attempt or job.attempt
+    controller = request.app.state.controller
+    path = controller.log_path(job_id, attempt, rank) if controller is not None and attempt >= 1 else None
+    if path is None or not path.exists():
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, detail=f"no log for job {job_id} attempt {attempt} rank {rank} (yet)"
+        )
+    store = _store(request)
+
+    def attempt_over() -> bool:
+        now = store.get(job_id)
+        return (
+            now is None
+            or now.state in {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
+            or (now.attempt > attempt)
+        )
+
+    return StreamingResponse(stream_log(path, follow=follow, done=attempt_over), media_type="text/plain")

@@ -1,0 +1,101 @@
+"""Request and response bodies of the REST API (these make up /openapi.json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from overcast.api.controller import ChaosAction
+from overcast.spec.models import JobSpec
+from overcast.store import EventRecord, JobRecord, JobState
+
+
+class SubmitYaml(BaseModel):
+    """A job spec as YAML text, exactly as in a job file."""
+
+    model_config = ConfigDict(extra="forbid")
+    yaml: str = Field(max_length=1_000_000)
+
+
+class JobOut(BaseModel):
+    id: str
+    team: str
+    name: str
+    state: JobState
+    priority: int
+    attempt: int
+    pool_id: str | None
+    backend: str | None
+    nodes: int | None
+    restarts: int
+    failures: int
+    submitted_at: float
+    updated_at: float
+    started_at: float | None
+    ended_at: float | None
+    cancel_requested: bool
+    reason: str | None
+    spec: JobSpec
+
+    @classmethod
+    def of(cls, job: JobRecord) -> JobOut:
+        return cls.model_construct(**{name: getattr(job, name) for name in cls.model_fields})
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+    limit: int
+    offset: int
+
+
+class EventOut(BaseModel):
+    id: int
+    job_id: str | None
+    at: float
+    kind: str
+    detail: str
+
+    @classmethod
+    def of(cls, event: EventRecord) -> EventOut:
+        return cls.model_construct(**event._asdict())
+
+
+class EventList(BaseModel):
+    events: list[EventOut]
+    last_id: int  # pass as ?after= to get only newer events
+
+
+class ChaosIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    provider: str = Field(min_length=1, max_length=128)
+    action: ChaosAction
+    job_id: str | None = Field(default=None, max_length=64)
+    duration_s: float | None = Field(default=None, ge=0, le=7 * 24 * 3600)
+
+
+class ChaosOut(BaseModel):
+    result: str
+
+
+class PoolsOut(BaseModel):
+    pools: list[dict[str, Any]]
+
+
+class ProvidersOut(BaseModel):
+    providers: list[dict[str, Any]]
+
+
+class Health(BaseModel):
+    status: str
+    database: str
+
+
+class ErrorOut(BaseModel):
+    """Every error has this shape: ``detail`` is one readable line; the rest is there when it applies."""
+
+    detail: str  # "job.yaml:12: resources.accelerators: unknown accelerator 'H1OO' (did you mean H100?)"
+    line: int | None = None  # spec errors: the line in the YAML text
+    field: str | None = None  # spec errors: the dotted field
+    problems: list[str] | None = None  # spec errors: every problem, one line each
+    errors: list[dict[str, Any]] | None = None  # request validation: pydantic's errors (loc, msg, type)
