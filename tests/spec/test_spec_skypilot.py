@@ -56,12 +56,28 @@ def test_parse_accelerators_public_function():
             ("arn:aws:eks:us-east-1:1:cluster/a",),
             (),
         ),
-        ("slurm/hpc/gpu", ("slurm",), ("hpc",), ("gpu",)),
+        ("slurm/oci-hpc", ("oci-hpc",), (), ()),  # a cluster's pools carry its name as provider
+        ("do/nyc3", ("digitalocean",), ("nyc3",), ()),
     ],
 )
 def test_infra_forms(infra, providers, regions, zones):
-    res = load(f"name: x\nresources:\n  infra: '{infra}'\n").spec.resources
+    loaded = load(f"name: x\nresources:\n  infra: '{infra}'\n")
+    res = loaded.spec.resources
     assert (res.providers, res.regions, res.zones) == (providers, regions, zones)
+    assert loaded.warnings == []
+
+
+@pytest.mark.parametrize("infra", ["slurm", "slurm/oci-hpc/gpu", "aws/a/b/c", "aws//x"])
+def test_infra_that_cannot_be_expressed_is_an_error(infra):
+    err = error(f"name: x\nresources:\n  infra: '{infra}'\n")
+    assert (err.line, err.field) == (3, "resources.infra")
+
+
+def test_every_catalog_provider_is_known():
+    from overcast.catalog.load import load_offers
+    from overcast.spec.infra import KNOWN_PROVIDERS
+
+    assert {offer.provider for offer in load_offers()} <= set(KNOWN_PROVIDERS)
 
 
 def test_legacy_cloud_region_zone():

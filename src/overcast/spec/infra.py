@@ -1,8 +1,10 @@
 """Where a workload may run: SkyPilot's ``infra`` strings and ``cloud``/``region``/``zone``.
 
 ``infra`` is ``cloud[/region[/zone]]`` with ``*`` as a wildcard, ``k8s[/context]`` (a context may
-contain slashes) or ``slurm[/cluster[/partition]]``. overcast names a Kubernetes context or a Slurm
-cluster as the region of provider ``kubernetes`` or ``slurm``, and a Slurm partition as its zone.
+contain slashes) or ``slurm/cluster``. A Kubernetes context is the region of provider ``kubernetes``.
+A Slurm cluster's pools carry the cluster's name as their provider (``catalog.pools.cluster_pool``), so
+``slurm/oci-hpc`` means provider ``oci-hpc``; "any Slurm cluster" and partitions have no equivalent
+in ``Resources`` and are rejected rather than guessed.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ from overcast.spec.errors import FieldError
 # Provider names overcast knows (SkyPilot's clouds plus on-prem kinds). An unknown name is a warning,
 # not an error: a lab may name its own pools.
 KNOWN_PROVIDERS = (
-    "aws", "azure", "gcp", "oci", "lambda", "nebius", "runpod", "vast", "fluidstack", "cudo", "paperspace",
-    "ibm", "do", "scp", "vsphere", "hyperbolic", "hyperstack", "jarvislabs", "lium", "mithril", "verda",
-    "seeweb", "shadeform", "yotta", "primeintellect", "coreweave", "crusoe", "together", "ovhcloud",
-    "scaleway", "kubernetes", "slurm", "ssh", "local", "twin",
+    "aws", "azure", "gcp", "oci", "lambda", "nebius", "runpod", "vast", "fluidstack", "cudo",
+    "paperspace", "ibm", "digitalocean", "scp", "vsphere", "hyperbolic", "hyperstack", "jarvislabs",
+    "lium", "mithril", "verda", "seeweb", "shadeform", "yotta", "primeintellect", "coreweave", "crusoe",
+    "together", "ovhcloud", "scaleway", "kubernetes", "ssh", "local", "twin",
 )  # fmt: skip
-_ALIASES = {"k8s": "kubernetes", "datacrunch": "verda", "digitalocean": "do", "oracle": "oci"}
+_ALIASES = {"k8s": "kubernetes", "datacrunch": "verda", "do": "digitalocean", "oracle": "oci"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +30,7 @@ class Location:
     provider: str | None = None
     region: str | None = None
     zone: str | None = None
+    cluster: bool = False  # the provider is a private cluster's name, not a provider overcast knows
 
 
 def provider_name(raw: str) -> str:
@@ -50,6 +53,11 @@ def parse_infra(text: str) -> Location:
     provider = provider_name(head)
     if provider == "kubernetes":  # the context is everything after the first slash
         return Location("kubernetes", _wild(rest) if rest else None, None)
+    if provider == "slurm":
+        cluster, _, partition = rest.partition("/")
+        if not _wild(cluster) or partition:
+            raise FieldError(f"use 'slurm/<cluster>' (the cluster's name in the fleet file), got {text!r}")
+        return Location(cluster.strip(), None, None, cluster=True)
     parts = rest.split("/") if rest else []
     if len(parts) > 2 or any(not p.strip() for p in parts):
         raise FieldError(f"expected 'cloud[/region[/zone]]', got {text!r}")

@@ -242,12 +242,17 @@ def _location(ctx: Context, items: dict[str, tuple[Any, Path]]) -> Location:
             if legacy in items:
                 ctx.error(items[legacy][1], f"use either infra or {legacy}, not both")
         loc = ctx.attempt(path, parse_infra, value) or Location()
+    elif given := [k for k in LEGACY if k in items]:
+        parts = {k: ctx.attempt(items[k][1], _string, items[k][0]) for k in given}
+        if None in parts.values():
+            return Location()
+        # the legacy keys spell the same thing as infra: "aws" + "us-east-1" is "aws/us-east-1"
+        text = "/".join([parts.get("cloud", "*"), parts.get("region", "*"), parts.get("zone", "*")])
+        path = items[given[0]][1]
+        loc = ctx.attempt(path, parse_infra, text.removesuffix("/*").removesuffix("/*")) or Location()
     else:
-        parts = {k: ctx.attempt(items[k][1], _string, items[k][0]) for k in LEGACY if k in items}
-        cloud = parts.get("cloud")
-        loc = Location(provider_name(cloud) if cloud else None, parts.get("region"), parts.get("zone"))
-        path = items["cloud"][1] if "cloud" in items else ("resources",)
-    if loc.provider is not None:
+        return Location()
+    if loc.provider is not None and not loc.cluster:
         hint = unknown_provider_hint(loc.provider)
         if hint is not None:
             did = f" (did you mean {', '.join(hint)}?)" if hint else ""
