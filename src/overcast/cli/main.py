@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "overcast.cli.jobs",  # overcast launch / status / logs / cancel / events / pools / chaos
     "overcast.cli.server",  # overcast up
     "overcast.cli.twin",  # overcast twin run
+    "overcast.cli.serve",  # overcast serve
 )
 
 

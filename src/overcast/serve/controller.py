@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import socket
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -154,6 +155,7 @@ class ServiceController:
         )
         env = {"OVERCAST_REPLICA_PORT": str(port), "OVERCAST_REPLICA_ID": rid, "OVERCAST_JOB_ID": job_id}
         env["OVERCAST_SERVICE_VERSION"] = str(self.version)
+        env["OVERCAST_PYTHON"] = sys.executable  # lets a replica's run line use overcast's interpreter
         try:
             self.backends[pool.backend].launch(LaunchRequest(job_id, 1, pool, 1, job, env))
         except (CapacityError, ProviderDown) as exc:

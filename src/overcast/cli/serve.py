@@ -1,0 +1,101 @@
+"""``overcast serve FILE``: run one inference service on this machine's providers.
+
+The load balancer listens on --port; the replica manager launches replicas through the fleet's local
+backends, replaces lost ones and autoscales on the load balancer's request rate. Runs until Ctrl-C (or
+--duration seconds), then stops every replica.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def serve(
+    file: Annotated[
+        Path, typer.Argument(help="service spec (overcast or SkyPilot YAML with a service: section)")
+    ],
+    fleet: Annotated[Path | None, typer.Option(help="fleet file; default: two local providers")] = None,
+    port: Annotated[int, typer.Option(help="load balancer port")] = 8780,
+    duration: Annotated[float, typer.Option(help="stop after this many seconds (0: run until Ctrl-C)")] = 0.0,
+) -> None:
+    """Run an inference service: load balancer + replica manager over the local providers."""
+    import asyncio
+    import signal
+    import tempfile
+    import threading
+    import time
+
+    from aiohttp import web
+    from rich.console import Console
+
+    from overcast.backends.local import LocalBackend
+    from overcast.catalog.fleet import FleetError, load_fleet
+    from overcast.control.demo import DEMO_CLUSTERS
+    from overcast.control.setup import backends_from_fleet
+    from overcast.serve.controller import ServiceController
+    from overcast.serve.lb import LoadBalancer
+    from overcast.spec.errors import SpecError
+    from overcast.spec.loader import load_spec
+    from overcast.spec.models import ServiceSpec
+
+    console = Console()
+    try:
+        spec = load_spec(file).spec
+        fleet_doc = load_fleet(fleet) if fleet else None
+    except (SpecError, FleetError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    except OSError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    if not isinstance(spec, ServiceSpec):
+        console.print(f"[red]error:[/] {file} is a job, not a service (add a service: section)")
+        raise typer.Exit(2)
+    home = Path(tempfile.mkdtemp(prefix="overcast-serve-"))
+    if fleet_doc is None:
+        backends = [LocalBackend(cluster, home=home) for cluster in DEMO_CLUSTERS]
+    else:
+        backends = backends_from_fleet(fleet_doc, home)
+    if not backends:
+        console.print("[red]error:[/] the fleet has no local providers to run replicas on")
+        raise typer.Exit(2)
+    lb = LoadBalancer(spec.name)
+    ctl = ServiceController(
+        spec, backends, lb, log=lambda msg: console.print(f"[dim]{time.strftime('%X')}[/] {msg}")
+    )
+    stop = threading.Event()
+
+    def control() -> None:
+        while not stop.is_set():
+            ctl.tick()
+            stop.wait(0.5)
+
+    async def main() -> None:
+        runner = web.AppRunner(lb.app(), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        console.print(f"service [bold]{spec.name}[/] on http://127.0.0.1:{port} (metrics: /-/metrics)")
+        thread = threading.Thread(target=control, daemon=True)
+        thread.start()
+        done = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):  # stop replicas on the way out, never orphan them
+            asyncio.get_running_loop().add_signal_handler(sig, done.set)
+        try:
+            await asyncio.wait_for(done.wait(), timeout=duration or None)
+        except TimeoutError:
+            pass
+        finally:
+            stop.set()
+            await asyncio.to_thread(thread.join, 10)
+            ctl.shutdown()
+            await runner.cleanup()
+
+    asyncio.run(main())
+    console.print("stopped")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)
