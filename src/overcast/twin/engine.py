@@ -47,6 +47,8 @@ class EngineStats:
     decisions: int = 0
     launch_failures: int = 0
     scheduler_preemptions: int = 0
+    successes: int = 0
+    max_overcommit: int = 0  # most nodes a pool ever held beyond its nominal capacity (must stay 0)
 
 
 class Engine:
@@ -189,7 +191,11 @@ class Engine:
         for ev in events:
             if ev.kind is EventKind.SUCCEEDED:
                 self.running.pop(ev.job_id, None)
-                self.records[ev.job_id].end = ev.at
+                rec = self.records[ev.job_id]
+                if rec.end is not None:  # conservation: a job ends exactly once
+                    raise RuntimeError(f"job {ev.job_id} succeeded twice")
+                rec.end = ev.at
+                self.stats.successes += 1
             elif ev.kind is EventKind.PREEMPTED:
                 self._requeue(ev.job_id)
         return bool(events)
@@ -244,6 +250,9 @@ class Engine:
                 pool.health, pool.unhealthy_until = Health.OUT_OF_CAPACITY, now + self.cooldown
             self._set_avoid(job.id, {**self.avoid.get(job.id, {}), pool.id: now + self.cooldown})
             return
+        if pool.capacity_nodes is not None:
+            over = pool.used_nodes - pool.capacity_nodes
+            self.stats.max_overcommit = max(self.stats.max_overcommit, over)
         rec.attempts = attempt
         rec.pools.append(pool.id)
         if rec.first_launch is None:

@@ -146,6 +146,7 @@ def summarize(engine: Engine, horizon_s: float) -> dict:
         "team_share": {k: _r(v / useful_gpu_h if useful_gpu_h else 0.0) for k, v in sorted(team_h.items())},
         "preemptions": {"provider": ledger.preemptions, "scheduler": engine.stats.scheduler_preemptions},
         "launch_failures": engine.stats.launch_failures,
+        "max_overcommit_nodes": engine.stats.max_overcommit,
         "restarts": sum(max(0, r.attempts - 1) for r in engine.records.values()),
         "cycles": engine.stats.cycles,
         "decisions": engine.stats.decisions,

@@ -65,7 +65,7 @@ def scale_jobs(
             if len(out) >= target:
                 break
             j = jobs[i]
-            t = (base[i] + offset) % duration if copy else base[i]
+            t = (base[i] + offset) % duration
             out.append(TraceJob(f"{j.name}#{copy}" if copy else j.name, float(t), j.gpus, j.duration, j.team))
     out.sort(key=lambda j: (j.submit, j.name))
     return out

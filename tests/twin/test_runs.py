@@ -1,0 +1,91 @@
+"""Whole runs of the small scenario: conservation, determinism, the bound, a policy comparison, the CLI."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from overcast.cli.main import app
+from overcast.twin.report import deterministic_part, report_data, write_report
+from overcast.twin.runner import run_scenario
+from overcast.twin.scenario import ScenarioError, load_scenario
+from tests.twin.helpers import EXAMPLES, needs_data, small_scenario
+
+pytestmark = needs_data
+POLICIES = ["overcast", "single-provider", "spillover", "cheapest-first"]
+
+
+@pytest.fixture(scope="module")
+def scenario():
+    return small_scenario(jobs=80)
+
+
+@pytest.fixture(scope="module")
+def runs(scenario):
+    return {r.policy: r for r in run_scenario(scenario, POLICIES)}
+
+
+def test_every_job_ends_exactly_once_and_paid_covers_used(scenario, runs):
+    for name, run in runs.items():
+        m = run.metrics
+        assert m["jobs"] == 80 and m["finished"] + m["unfinished"] == 80, name
+        assert m["unfinished"] == 0, name  # the drain is long enough for this load
+        gpu_h = m["gpu_hours"]
+        assert gpu_h["paid"] >= gpu_h["useful"] + gpu_h["lost_to_preemption"] - 1e-6, name
+        assert 0 < m["goodput"] <= 1, name
+        assert len(run.series["jct_hours"]) == 80, name
+
+
+def test_no_pool_ever_holds_more_than_its_capacity(runs):
+    assert {name: r.metrics["max_overcommit_nodes"] for name, r in runs.items()} == dict.fromkeys(runs, 0)
+
+
+def test_same_seed_gives_the_same_json_apart_from_wall_time(scenario, runs):
+    again = run_scenario(scenario, POLICIES)
+    first = deterministic_part(report_data(scenario, scenario.seed, list(runs.values())))
+    second = deterministic_part(report_data(scenario, scenario.seed, again))
+    assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
+
+
+def test_a_different_seed_gives_a_different_run(scenario, runs):
+    other = run_scenario(scenario, ["spillover"], seed=scenario.seed + 1)[0]
+    assert other.metrics != runs["spillover"].metrics
+
+
+def test_cost_never_beats_the_lower_bound(runs):
+    for name, run in runs.items():
+        assert run.metrics["cost_over_lower_bound"] >= 1.0, name
+
+
+def test_more_providers_cut_queueing_against_one_provider(runs):
+    single = runs["single-provider"].metrics
+    for name in ("overcast", "spillover", "cheapest-first"):
+        m = runs[name].metrics
+        assert m["queue_delay_hours"]["mean"] < single["queue_delay_hours"]["mean"], name
+        assert len(m["paid_gpu_hours_by_provider"]) > 1, name
+    assert list(single["paid_gpu_hours_by_provider"]) == ["azure"]
+
+
+def test_report_files(tmp_path, scenario, runs):
+    data = write_report(scenario, scenario.seed, list(runs.values()), tmp_path, plots=True)
+    assert set(data["policies"]) == set(POLICIES)
+    text = (tmp_path / "report.md").read_text()
+    assert "| overcast |" in text and "![jct_cdf.png](jct_cdf.png)" in text
+    for png in ("cost.png", "queue.png", "gpus_by_provider.png", "jct_cdf.png"):
+        assert (tmp_path / png).stat().st_size > 1000
+
+
+def test_bundled_scenarios_validate():
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        load_scenario(path)
+
+
+def test_bad_scenario_is_one_clear_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((EXAMPLES / "small.yaml").read_text().replace("duration_days: 1", "duration_days: -1"))
+    with pytest.raises(ScenarioError, match=r"bad.yaml: duration_days: Input should be greater than 0"):
+        load_scenario(bad)
+    result = CliRunner().invoke(app, ["twin", "run", str(bad)])
+    assert result.exit_code == 2 and "duration_days" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(app, ["twin", "run", str(EXAMPLES / "small.yaml"), "-p", "random"])
+    assert result.exit_code == 2 and "unknown policy 'random'" in result.output
