@@ -21,7 +21,12 @@ MUNGE_DIR=${OVERCAST_MUNGE_DIR:-/tmp/overcast-munge}   # shared munged: pid file
 WAIT_S=${SLURM_START_TIMEOUT:-30}
 
 q() { "$@" </dev/null >/dev/null 2>&1; }   # daemons must not inherit the caller's stdout (it would hang)
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# A dead daemon stays a zombie until PID 1 reaps it, which on some machines is never: that is dead.
+running() { kill -0 "$1" 2>/dev/null && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
+alive() {  # the pid file's process runs
+  local p
+  p=$(cat "$1" 2>/dev/null) && [ -n "$p" ] && running "$p"
+}
 
 stop_pids() {  # TERM, wait up to 5 s, then KILL: a slurmd whose munged is gone ignores TERM
   local pids="$*" left i p
@@ -29,7 +34,7 @@ stop_pids() {  # TERM, wait up to 5 s, then KILL: a slurmd whose munged is gone 
   kill $pids 2>/dev/null || true
   for i in $(seq 50); do
     left=""
-    for p in $pids; do kill -0 "$p" 2>/dev/null && left="$left $p"; done
+    for p in $pids; do running "$p" && left="$left $p"; done
     [ -z "$left" ] && return 0
     sleep 0.1
   done
@@ -65,13 +70,47 @@ munge_acquire() {  # reuse a working munged (ours or the system's), else start o
   ) 9>"$MUNGE_DIR/lock"
 }
 
+leftovers() {  # processes of this cluster that outlive their slurmd: stepds (files under BASE) + children
+  local p ps_out found="" more changed
+  for p in /proc/[0-9]*; do
+    p=${p#/proc/}
+    [ "$p" = $$ ] && continue
+    if [[ "$(readlink "/proc/$p/cwd" 2>/dev/null)" == "$BASE"/* ]] ||
+      find "/proc/$p/fd" -maxdepth 1 -lname "$BASE/*" 2>/dev/null | grep -q .; then
+      found="$found $p"
+    fi
+  done
+  [ -n "$found" ] || return 0
+  ps_out=$(ps -e -o pid=,ppid=)
+  changed=1
+  while [ -n "$changed" ]; do  # add descendants until nothing new (bounded by the process count)
+    changed=""
+    more=$(echo "$ps_out" | awk -v set=" $found " 'index(set, " " $2 " ") && !index(set, " " $1 " ") {print $1}')
+    [ -n "$more" ] && { found="$found $(echo $more)"; changed=1; }
+  done
+  echo $found
+}
+
 if [ "$CMD" = stop ]; then
-  # slurmd first, then slurmctld, then munged: a slurmd without munged hangs on the way down.
+  # Jobs first, while slurmctld can still end them cleanly on their nodes (bounded wait).
+  if alive "$BASE/run/slurmctld.pid"; then
+    jobs=$(timeout 10 squeue -h -t PD,R,CG,CF,S -o %i 2>/dev/null || true)
+    if [ -n "$jobs" ]; then
+      timeout 10 scancel $jobs >/dev/null 2>&1 || true
+      for _ in $(seq 100); do
+        [ -z "$(timeout 5 squeue -h -t R,CG,CF -o %i 2>/dev/null)" ] && break
+        sleep 0.1
+      done
+    fi
+  fi
+  # Then slurmd, slurmctld and munged, in that order: a slurmd without munged hangs on the way down.
   nodes=""
   for f in "$BASE"/run/slurmd-*.pid; do alive "$f" && nodes="$nodes $(cat "$f")"; rm -f "$f"; done
   stop_pids $nodes
   if alive "$BASE/run/slurmctld.pid"; then stop_pids "$(cat "$BASE/run/slurmctld.pid")"; fi
   rm -f "$BASE/run/slurmctld.pid"
+  left=$(leftovers)  # job steps of a cluster whose slurmctld was already gone: orphans, no grace
+  [ -z "$left" ] || kill -9 $left 2>/dev/null || true
   munge_release
   exit 0
 fi
@@ -136,8 +175,20 @@ AutoDetect=off
 NodeName=$PREFIX[01-$NN] Name=gpu Type=$GPU_TYPE File=$BASE/dev/nvidia[0-$LAST]
 CONF
 
+start_ctld() {  # right after a slurmctld was killed its port can still be taken for a moment: retry
+  local try i
+  for try in 1 2 3 4 5; do
+    q slurmctld -f "$SLURM_CONF"
+    for i in $(seq 20); do alive "$BASE/run/slurmctld.pid" && return 0; sleep 0.1; done
+    sleep 1
+  done
+  echo "slurmctld of $NAME did not start; last log lines:" >&2
+  tail -5 "$BASE/log/slurmctld.log" >&2 || true
+  exit 1
+}
+
 munge_acquire
-alive "$BASE/run/slurmctld.pid" || q slurmctld -f "$SLURM_CONF"
+alive "$BASE/run/slurmctld.pid" || start_ctld
 for i in $(seq 1 "$N"); do
   node=$PREFIX$(printf '%02d' "$i")
   alive "$BASE/run/slurmd-$node.pid" || q slurmd -f "$SLURM_CONF" -N "$node"
@@ -145,7 +196,7 @@ done
 
 deadline=$((SECONDS + WAIT_S))
 until [ "$(timeout 5 sinfo -h -N -t idle,alloc,mix -o %N 2>/dev/null | wc -l)" -ge "$N" ]; do
-  if ! alive "$BASE/run/slurmctld.pid" && [ $((SECONDS + WAIT_S - deadline)) -ge 3 ]; then
+  if ! alive "$BASE/run/slurmctld.pid"; then
     echo "slurmctld of $NAME is not running; last log lines:" >&2
     tail -5 "$BASE/log/slurmctld.log" >&2 || true
     exit 1

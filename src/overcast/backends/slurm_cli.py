@@ -62,17 +62,20 @@ class SlurmCommands:
         return proc.stdout
 
     def _json(self, *args: str, key: str) -> list[dict[str, Any]]:
-        out = self.run(*args, "--json")
+        """A read-only query. Any failure to read means we cannot see the cluster: SlurmUnreachable
+        (after a slurmctld dies, squeue sometimes reports only "Failed while looking for jobs")."""
+        try:
+            out = self.run(*args, "--json")
+        except SlurmError as e:
+            raise SlurmUnreachable(str(e)) from e
         try:
             data = json.loads(out)
         except json.JSONDecodeError as e:
-            raise SlurmError(f"{args[0]} --json printed something that is not JSON: {out[:200]!r}") from e
+            raise SlurmUnreachable(f"{args[0]} --json printed no JSON: {out[:200]!r}") from e
         errors = data.get("errors") or []
         if errors:
             text = "; ".join(str(e.get("description") or e.get("error") or e) for e in errors)
-            if any(m in text.lower() for m in _UNREACHABLE):
-                raise SlurmUnreachable(f"{args[0]}: {text}")
-            raise SlurmError(f"{args[0]}: {text}")
+            raise SlurmUnreachable(f"{args[0]}: {text}")
         return list(data.get(key) or [])
 
     def squeue(self) -> list[dict[str, Any]]:
