@@ -73,7 +73,7 @@ def terminal_outcome(job: dict[str, Any], stopped_by_us: bool) -> Outcome | None
     state = base_state(job)
     exit_code = decode_exit_status(job.get("exit_code"))
     if state == "CANCELLED":
-        return Outcome(EventKind.PREEMPTED, "cancelled on the cluster outside overcast", exit_code)
+        return Outcome(EventKind.PREEMPTED, "cancelled on the cluster outside overcast")
     if state not in _TERMINAL:
         return None
     kind, detail = _TERMINAL[state]
