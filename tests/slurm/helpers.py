@@ -17,14 +17,16 @@ ROOT = Path(__file__).resolve().parents[2]
 TRAIN = ROOT / "examples" / "train" / "train.py"
 
 
-def train_spec(name: str, nodes: int, ckpt: Path, steps: int = 100, step_seconds: float = 0.02) -> JobSpec:
+def train_spec(
+    name: str, nodes: int, ckpt: Path | None, steps: int = 100, step_seconds: float = 0.02
+) -> JobSpec:
     """A job running the example checkpointing trainer on ``nodes`` nodes x 8 H100."""
     args = f"--steps {steps} --step-seconds {step_seconds} --checkpoint-every 10"
     return JobSpec(
         name=name,
         num_nodes=nodes,
         run=f"{sys.executable} {TRAIN} {args}",
-        checkpoint_dir=str(ckpt),
+        checkpoint_dir=str(ckpt) if ckpt else None,  # None: the control loop picks one
         resources=Resources(accelerators=(AcceleratorRequest(name="H100", count=8),)),
     )
 
