@@ -70,3 +70,4 @@ class Decisions:
     preempt: list[Preempt] = field(default_factory=list)
     unplaced: dict[str, str] = field(default_factory=dict)  # job id -> why it stays pending
     seconds: float = 0.0  # time the decide step took
+    step_seconds: dict[str, float] = field(default_factory=dict)  # time per numbered step of decide()

@@ -1,0 +1,136 @@
+"""Batch adapter: many pending jobs competing for capacity -> one BatchProblem per priority level.
+
+Why per level: the solver trades jobs against each other by value, and a strict priority order must not
+be traded away, so decide() solves each level on the capacity the levels above it left (highest first).
+Within a level the solver maximises placed GPU-hours minus expected cost; leaving a job out costs more
+than any pool it could use, so it places whatever fits. The solver knows nothing about quotas or the
+soft ``avoid_pools`` rule: every assignment is re-checked here in queue order against the live
+``Usage`` (capacity and quota), and jobs the solver left out or that fail the check get one
+single-job placement on what is left, which also yields their "why not" text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from overcast.placement import score
+from overcast.placement.batch.problem import BatchProblem
+from overcast.placement.filters import Request, run_filters
+from overcast.placement.index import PoolIndex, Usage
+from overcast.placement.single import place_job
+from overcast.scheduler.preemption import RELAXED_STEPS
+from overcast.scheduler.snapshot import PendingJob, Place
+
+AVOID_SURCHARGE = 1.0  # x the job's dearest pool cost, added to pools the job should avoid
+
+
+def place_level(
+    jobs: list[PendingJob], index: PoolIndex, usage: Usage, *, now: float, time_budget_s: float
+) -> tuple[list[Place], list[tuple[PendingJob, str]]]:
+    """Place one priority level's ``jobs`` (in queue order) with the batch solver. Mutates ``usage``."""
+    placed: list[Place] = []
+    unplaced: list[tuple[PendingJob, str]] = []
+    assignment = _solve_level(jobs, index, usage, now=now, time_budget_s=time_budget_s)
+    for job, position in zip(jobs, assignment, strict=True):
+        nodes = job.spec.num_nodes
+        if position >= 0 and _fits(index, usage, position, nodes):
+            usage.take(index, position, nodes)
+            pool = index.pools[position]
+            reason = (
+                f"batch solver over {len(jobs)} jobs of priority {job.spec.priority}: "
+                f"{pool.purchase.value} in {pool.provider}/{pool.region}, "
+                f"${pool.marginal_price_per_node_hour * nodes:,.2f}/h"
+            )
+            placed.append(Place(job.id, pool.id, nodes, reason))
+            continue
+        result = place_job(
+            job.spec, index, now=now, usage=usage, avoid=job.avoid_pools, top=1, explain_ranks=False
+        )
+        if result.best is None:
+            unplaced.append((job, result.summary()))
+        else:
+            usage.take(index, result.best.position, nodes)
+            placed.append(Place(job.id, result.best.pool.id, nodes, result.best.reason))
+    return placed, unplaced
+
+
+def _fits(index: PoolIndex, usage: Usage, position: int, nodes: int) -> bool:
+    pos = np.array([position])
+    if index.free_nodes(pos, usage)[0] < nodes:
+        return False
+    return bool(index.quota_gpus_left(pos, usage)[0] >= nodes * index.gpus[position])
+
+
+def _solve_level(
+    jobs: list[PendingJob], index: PoolIndex, usage: Usage, *, now: float, time_budget_s: float
+) -> np.ndarray:
+    """Pool position per job (-1: left out) from the batch solver."""
+    try:
+        from overcast.placement.batch import solve
+    except ImportError:  # solver not installed: every job gets the single-job fallback below
+        return np.full(len(jobs), -1)
+    problem, pools = build_problem(jobs, index, usage, now=now)
+    if problem.n_pairs == 0:
+        return np.full(len(jobs), -1)
+    solution = solve(problem, time_budget_s=time_budget_s)
+    return np.where(solution.assignment >= 0, pools[np.maximum(solution.assignment, 0)], -1)
+
+
+def build_problem(
+    jobs: Iterable[PendingJob], index: PoolIndex, usage: Usage, *, now: float
+) -> tuple[BatchProblem, np.ndarray]:
+    """The BatchProblem for ``jobs`` on what ``usage`` leaves free, and the index position of each of
+    its pools. Jobs with the same request share one filter run."""
+    jobs = list(jobs)
+    rows: list[tuple[np.ndarray, np.ndarray]] = []
+    penalty = np.zeros(len(jobs))
+    cache: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+    for j, job in enumerate(jobs):
+        spec = job.spec
+        key = (spec.resources, spec.num_nodes, spec.expected_hours, bool(spec.checkpoint_dir))
+        if key not in cache:
+            positions = _compatible(Request.of(spec), index, usage, now=now)
+            cache[key] = (positions, score.expected_cost(index, positions, spec))
+        positions, cost = cache[key]
+        dearest = float(cost.max()) if len(cost) else 0.0
+        if job.avoid_pools and len(positions):
+            avoid = np.isin(positions, [index.position_of.get(p, -1) for p in job.avoid_pools])
+            cost = cost + avoid * (AVOID_SURCHARGE * dearest + 1.0)
+        rows.append((positions, cost))
+        gpu_hours = spec.num_nodes * max((a.count for a in spec.resources.accelerators), default=0)
+        gpu_hours *= spec.expected_hours
+        penalty[j] = 2 * (AVOID_SURCHARGE + 1) * dearest + gpu_hours + 1.0
+    used = np.unique(np.concatenate([r[0] for r in rows])) if rows else np.zeros(0, dtype=np.int64)
+    compact = {int(p): i for i, p in enumerate(used)}
+    indptr = np.zeros(len(jobs) + 1, dtype=np.int64)
+    np.cumsum([len(r[0]) for r in rows], out=indptr[1:])
+    pool = np.fromiter((compact[int(p)] for r in rows for p in r[0]), dtype=np.int64, count=int(indptr[-1]))
+    cost = np.concatenate([r[1] for r in rows]) if rows else np.zeros(0)
+    problem = BatchProblem(
+        job_nodes=np.array([job.spec.num_nodes for job in jobs], dtype=np.int64),
+        job_gpus=np.array(
+            [max((a.count for a in job.spec.resources.accelerators), default=0) for job in jobs],
+            dtype=np.int64,
+        ),
+        job_penalty=penalty,
+        job_priority=np.array([job.spec.priority for job in jobs], dtype=np.int64),
+        compat_indptr=indptr,
+        compat_pool=pool,
+        compat_cost=cost,
+        pool_capacity=np.floor(index.free_nodes(used, usage)),
+    )
+    return problem, used
+
+
+def _compatible(request: Request, index: PoolIndex, usage: Usage, *, now: float) -> np.ndarray:
+    """Pools passing every hard filter but capacity and quota (the solver and the re-check handle
+    those), narrowed to pools with room for the whole gang now."""
+    trace, _ = run_filters(request, index, now=now, usage=usage)
+    positions = trace.start
+    for name, _, after in trace.steps:
+        if name in RELAXED_STEPS:
+            break
+        positions = after
+    return positions[index.free_nodes(positions, usage) >= request.nodes]

@@ -1,0 +1,164 @@
+"""decide(snapshot) -> Decisions: the scheduler's one pure step, used by the control loop and the twin.
+
+No side effects, no clock, no I/O: the same snapshot always gives the same decisions. The cycle is a
+numbered recipe (Kueue style); each step's time lands in ``Decisions.step_seconds``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from itertools import groupby
+from time import perf_counter
+
+from overcast.placement.index import PoolIndex, Usage
+from overcast.placement.single import place_job
+from overcast.scheduler.batch_adapter import place_level
+from overcast.scheduler.preemption import find_eviction
+from overcast.scheduler.queue import order_queue
+from overcast.scheduler.snapshot import Decisions, PendingJob, Place, Preempt, RunningJob, Snapshot
+
+BATCH_THRESHOLD = 200  # more pending jobs than this compete for capacity: use the batch solver
+TIME_BUDGET_S = 2.0  # for the batch solver
+
+
+def decide(
+    snapshot: Snapshot,
+    *,
+    batch_threshold: int = BATCH_THRESHOLD,
+    time_budget_s: float = TIME_BUDGET_S,
+    fair_share: bool = False,
+) -> Decisions:
+    start = perf_counter()
+    decisions = Decisions()
+    timer = _StepTimer(decisions.step_seconds)
+
+    # 1. Order the queue: priority desc, then submit time (optionally fair share between teams).
+    #    A job already running, or listed twice, is considered once.
+    running_ids = {r.id for r in snapshot.running}
+    queue: list[PendingJob] = []
+    seen: set[str] = set()
+    for job in order_queue(snapshot.pending, fair_share=fair_share, team_gpus=_team_gpus(snapshot)):
+        if job.id in running_ids:
+            decisions.unplaced[job.id] = "already running"
+        elif job.id not in seen:
+            seen.add(job.id)
+            queue.append(job)
+    timer.lap("1-order-queue")
+
+    # 2. Free capacity: pool capacity minus running use (the larger of what the pool reports and
+    #    what our running jobs hold, so neither convention double counts), and quota GPUs left.
+    index, running_by_pool = _index(snapshot)
+    usage = index.new_usage()
+    timer.lap("2-free-capacity")
+
+    # 3. Place, one priority level at a time (highest first): few pending jobs -> single-job placement
+    #    in queue order; many competing jobs -> the batch solver for the level.
+    # 4. Preempt, right after each level, so the lower levels cannot take what it frees or holds:
+    #    a job that could not be placed may stop strictly lower-priority running jobs in one pool
+    #    where that frees enough nodes. It waits for them to stop; the free nodes it will use are
+    #    held for it this cycle, and the victims' nodes stay counted as used until they are gone.
+    levels = [list(jobs) for _, jobs in groupby(queue, key=lambda j: j.spec.priority)]
+    use_batch = len(queue) > batch_threshold
+    preempted: set[str] = set()
+    for jobs in levels:
+        if use_batch:
+            budget = time_budget_s / len(levels)
+            placed, unplaced = place_level(jobs, index, usage, now=snapshot.now, time_budget_s=budget)
+        else:
+            placed, unplaced = _place_in_order(jobs, index, usage, now=snapshot.now)
+        decisions.place.extend(placed)
+        timer.lap("3-place", add=True)
+        for job, why in unplaced:
+            decisions.unplaced[job.id] = why
+            if running_by_pool:
+                _preempt_for(job, index, running_by_pool, usage, snapshot.now, preempted, decisions)
+        timer.lap("4-preempt", add=True)
+
+    # 5. Decisions: places, preemptions and why each other job stays pending.
+    decisions.seconds = perf_counter() - start
+    return decisions
+
+
+def _place_in_order(
+    jobs: list[PendingJob], index: PoolIndex, usage: Usage, *, now: float
+) -> tuple[list[Place], list[tuple[PendingJob, str]]]:
+    placed: list[Place] = []
+    unplaced: list[tuple[PendingJob, str]] = []
+    for job in jobs:
+        result = place_job(
+            job.spec, index, now=now, usage=usage, avoid=job.avoid_pools, top=1, explain_ranks=False
+        )
+        best = result.best
+        if best is None:
+            unplaced.append((job, result.summary()))
+            continue
+        usage.take(index, best.position, best.nodes)
+        placed.append(Place(job.id, best.pool.id, best.nodes, best.reason))
+    return placed, unplaced
+
+
+def _preempt_for(
+    job: PendingJob,
+    index: PoolIndex,
+    running_by_pool: dict[int, list[RunningJob]],
+    usage: Usage,
+    now: float,
+    preempted: set[str],
+    decisions: Decisions,
+) -> None:
+    eviction = find_eviction(job, index, running_by_pool, now=now, usage=usage, already_preempted=preempted)
+    if eviction is None:
+        return
+    pool = index.pools[eviction.position]
+    for victim in eviction.victims:
+        preempted.add(victim.id)
+        decisions.preempt.append(
+            Preempt(
+                victim.id,
+                f"make room for {job.id} (priority {job.spec.priority}) on {pool.id}; "
+                f"{victim.id} has priority {victim.spec.priority}",
+            )
+        )
+    hold = min(eviction.free_before, job.spec.num_nodes)
+    if hold > 0:
+        usage.take(index, eviction.position, hold)
+    names = ", ".join(v.id for v in eviction.victims)
+    decisions.unplaced[job.id] = f"waiting for {pool.id}: preempting {names}"
+
+
+def _index(snapshot: Snapshot) -> tuple[PoolIndex, dict[int, list[RunningJob]]]:
+    held: dict[str, int] = defaultdict(int)
+    for r in snapshot.running:
+        held[r.pool_id] += r.nodes
+    used = {p.id: max(p.used_nodes, held.get(p.id, 0)) for p in snapshot.pools}
+    index = PoolIndex.build(
+        snapshot.pools,
+        quotas=snapshot.quotas,
+        disabled_providers=snapshot.disabled_providers,
+        used_nodes=used,
+    )
+    by_pool: dict[int, list[RunningJob]] = defaultdict(list)
+    for r in snapshot.running:
+        pos = index.position_of.get(r.pool_id)
+        if pos is not None:
+            by_pool[pos].append(r)
+    return index, dict(by_pool)
+
+
+def _team_gpus(snapshot: Snapshot) -> dict[str, int]:
+    gpus_per_node = {p.id: p.gpus_per_node for p in snapshot.pools}
+    teams: dict[str, int] = defaultdict(int)
+    for r in snapshot.running:
+        teams[r.spec.team] += r.nodes * gpus_per_node.get(r.pool_id, 0)
+    return teams
+
+
+class _StepTimer:
+    def __init__(self, into: dict[str, float]) -> None:
+        self.into = into
+        self.last = perf_counter()
+
+    def lap(self, step: str, *, add: bool = False) -> None:
+        now = perf_counter()
+        self.into[step] = (self.into.get(step, 0.0) if add else 0.0) + now - self.last
+        self.last = now

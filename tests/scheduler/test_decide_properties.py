@@ -1,0 +1,245 @@
+"""Invariants of decide() over random small worlds (Hypothesis).
+
+The oracle here is written independently of the placement code: a plain predicate says whether a pool
+could take a job at all, and the checks only use what Decisions exposes.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from overcast.placement.pool import Health, Pool, Purchase
+from overcast.scheduler.decide import decide
+from overcast.scheduler.queue import queue_key
+from overcast.scheduler.snapshot import Quota, Snapshot
+from overcast.spec.models import JobSpec, SpotPolicy
+from tests.scheduler.builders import make_job, make_pool, make_snapshot
+
+PROVIDERS = ("aws", "gcp", "oci")
+REGIONS = ("r1", "r2")
+ACCELS = ("H100", "A100")
+NOW = 1000.0
+
+# strategies built once: building them per draw costs more than the scheduler itself
+PROVIDER = st.sampled_from(PROVIDERS)
+REGION = st.sampled_from(REGIONS)
+ACCEL = st.sampled_from(ACCELS)
+GPUS = st.sampled_from([4, 8])
+PURCHASE = st.sampled_from(list(Purchase))
+SPOT = st.sampled_from([SpotPolicy.ALLOWED, SpotPolicy.ALLOWED, SpotPolicy.NEVER, SpotPolicy.REQUIRED])
+RARELY = st.integers(0, 4).map(lambda i: i == 0)  # constraints are drawn rarely so that jobs compete
+HEALTH = st.sampled_from([Health.OK, Health.OK, Health.OK, Health.OUT_OF_CAPACITY, Health.DOWN])
+UNTIL = st.sampled_from([None, NOW - 1, NOW + 1])
+RATE = st.sampled_from([0.0, 0.2])
+TEAM = st.sampled_from(["a", "b"])
+PRIORITY = st.integers(-2, 2)
+NODES = st.integers(1, 4)
+ACCEL_LIST = st.lists(ACCEL, min_size=1, max_size=2, unique=True)
+PROVIDER_ALLOW = st.lists(PROVIDER, min_size=1, unique=True)
+PROVIDER_DENY = st.lists(PROVIDER, max_size=2, unique=True)
+
+
+@st.composite
+def pools(draw) -> list[Pool]:
+    out = []
+    for i in range(draw(st.integers(1, 7))):
+        capacity = None if draw(RARELY) else draw(st.integers(0, 6))
+        health = draw(HEALTH)
+        out.append(
+            make_pool(
+                id=f"p{i}",
+                provider=draw(PROVIDER),
+                region=draw(REGION),
+                accelerator=draw(ACCEL),
+                gpus=8 if draw(st.booleans()) else draw(GPUS),
+                purchase=draw(PURCHASE),
+                price=draw(st.floats(1, 100)),
+                capacity=capacity,
+                used=0 if capacity is None else draw(st.integers(0, capacity + 1)),
+                health=health,
+                unhealthy_until=draw(UNTIL),
+                preemptions_per_hour=draw(RATE),
+            )
+        )
+    return out
+
+
+def job_builder(draw, name: str):
+    b = make_job(name).nodes(draw(NODES)).priority(draw(PRIORITY))
+    for accel in draw(ACCEL_LIST):
+        b.gpus(accel, 8 if draw(st.booleans()) else draw(GPUS))
+    b.spot(draw(SPOT))
+    b.team(draw(TEAM))
+    if draw(RARELY):
+        b.with_(providers=tuple(draw(PROVIDER_ALLOW)))
+    if draw(RARELY):
+        b.with_(deny_providers=tuple(draw(PROVIDER_DENY)))
+    if draw(RARELY):
+        b.with_(deny_regions=(draw(REGION),))
+    return b
+
+
+@st.composite
+def snapshots(draw, with_quotas: bool = False) -> Snapshot:
+    world = draw(pools())
+    running = []
+    for i in range(draw(st.integers(0, 6))):
+        pool = draw(st.sampled_from(world))
+        running.append(job_builder(draw, f"run{i}").running(pool, started_at=draw(st.floats(0, NOW))))
+    pending = []
+    for i in range(draw(st.integers(0, 10))):
+        avoid = frozenset(draw(st.lists(st.sampled_from([p.id for p in world]), max_size=2)))
+        pending.append(
+            job_builder(draw, f"job{i}").pending(submitted_at=draw(st.integers(0, 5)), avoid_pools=avoid)
+        )
+    if draw(st.booleans()) and pending:
+        pending.append(pending[0])  # listed twice: must still be placed at most once
+    quotas = []
+    if with_quotas:
+        for provider in draw(st.lists(PROVIDER, max_size=3, unique=True)):
+            region = draw(st.sampled_from([None, *REGIONS]))
+            quotas.append(Quota(provider, region, draw(st.integers(0, 48))))
+    disabled = frozenset(draw(st.lists(PROVIDER, max_size=1)))
+    return make_snapshot(world, pending, running, quotas, disabled, now=NOW)
+
+
+def could_take(pool: Pool, spec: JobSpec, snapshot: Snapshot) -> bool:
+    """Every hard constraint but capacity and quota, written out plainly."""
+    res = spec.resources
+    if pool.provider in snapshot.disabled_providers or pool.provider in res.deny_providers:
+        return False
+    if res.providers and pool.provider not in res.providers:
+        return False
+    if pool.region in res.deny_regions or (res.regions and pool.region not in res.regions):
+        return False
+    if not any(a.name == pool.accelerator and a.count == pool.gpus_per_node for a in res.accelerators):
+        return False
+    if res.spot is SpotPolicy.NEVER and pool.purchase is Purchase.SPOT:
+        return False
+    if res.spot is SpotPolicy.REQUIRED and pool.purchase is not Purchase.SPOT:
+        return False
+    return pool.usable(snapshot.now)
+
+
+def used_at_start(snapshot: Snapshot) -> dict[str, int]:
+    held: dict[str, int] = defaultdict(int)
+    for r in snapshot.running:
+        held[r.pool_id] += r.nodes
+    return {p.id: max(p.used_nodes, held[p.id]) for p in snapshot.pools}
+
+
+def run(snapshot: Snapshot, batch: bool):
+    return decide(snapshot, batch_threshold=0 if batch else 1000, time_budget_s=0.5)
+
+
+SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@SETTINGS
+@given(snapshots(), st.booleans())
+def test_safety(snapshot: Snapshot, batch: bool) -> None:
+    """No job placed twice, gangs whole, no pool over capacity, constraints honoured."""
+    d = run(snapshot, batch)
+    pools = {p.id: p for p in snapshot.pools}
+    specs = {j.id: j.spec for j in snapshot.pending}
+    placed_ids = [p.job_id for p in d.place]
+    assert len(placed_ids) == len(set(placed_ids)), "a job was placed twice"
+    assert not set(placed_ids) & set(d.unplaced), "a job is both placed and unplaced"
+    assert set(placed_ids) | set(d.unplaced) == set(specs), "every pending job gets an answer"
+    used = used_at_start(snapshot)
+    added: dict[str, int] = defaultdict(int)
+    for place in d.place:
+        spec, pool = specs[place.job_id], pools[place.pool_id]
+        assert place.nodes == spec.num_nodes, "gang split or resized"
+        assert could_take(pool, spec, snapshot), f"{place.job_id} placed on a pool it excludes"
+        added[pool.id] += place.nodes
+    for pool_id, nodes in added.items():
+        cap = pools[pool_id].capacity_nodes
+        assert cap is None or nodes <= max(0, cap - used[pool_id]), f"{pool_id} over capacity"
+
+
+@SETTINGS
+@given(snapshots(with_quotas=True), st.booleans())
+def test_quotas_never_exceeded(snapshot: Snapshot, batch: bool) -> None:
+    d = run(snapshot, batch)
+    pools = {p.id: p for p in snapshot.pools}
+    used = used_at_start(snapshot)
+    for quota in snapshot.quotas:
+
+        def covered(pool: Pool, q: Quota = quota) -> bool:
+            return pool.provider == q.provider and q.region in (None, pool.region)
+
+        before = sum(used[p.id] * p.gpus_per_node for p in snapshot.pools if covered(p))
+        new = sum(x.nodes * pools[x.pool_id].gpus_per_node for x in d.place if covered(pools[x.pool_id]))
+        assert new == 0 or before + new <= quota.max_gpus, f"quota {quota} exceeded"
+
+
+@SETTINGS
+@given(snapshots(), st.booleans())
+def test_priority_never_inverted_and_preemption_complete(snapshot: Snapshot, batch: bool) -> None:
+    """A job left waiting could not use the nodes that lower-priority jobs got or keep.
+
+    For an unplaced job J (not waiting on preemptions) and any pool P it could use: P's free nodes at
+    the end + nodes placed in P for lower-priority jobs + nodes of lower-priority jobs still running in
+    P must stay below J's gang size, else J was skipped in favour of less important work.
+    """
+    d = run(snapshot, batch)
+    specs = {j.id: j.spec for j in snapshot.pending}
+    used = used_at_start(snapshot)
+    preempted = {p.job_id for p in d.preempt}
+    for place in d.place:
+        used[place.pool_id] += place.nodes
+    # a job waiting for preemptions holds free nodes of its pool; the hold may explain why others lost
+    held_for = defaultdict(list)
+    for job_id, why in d.unplaced.items():
+        if why.startswith("waiting for "):
+            held_for[why.removeprefix("waiting for ").split(":", 1)[0]].append(specs[job_id].priority)
+    for job_id, why in d.unplaced.items():
+        if why.startswith("waiting for"):
+            continue
+        spec = specs[job_id]
+        for pool in snapshot.pools:
+            if pool.capacity_nodes is None or not could_take(pool, spec, snapshot):
+                continue
+            if any(p >= spec.priority for p in held_for[pool.id]):
+                continue
+            free = max(0, pool.capacity_nodes - used[pool.id])
+            lower_placed = sum(
+                x.nodes for x in d.place if x.pool_id == pool.id and specs[x.job_id].priority < spec.priority
+            )
+            lower_running = sum(
+                r.nodes
+                for r in snapshot.running
+                if r.pool_id == pool.id and r.spec.priority < spec.priority and r.id not in preempted
+            )
+            assert free + lower_placed + lower_running < spec.num_nodes, (
+                f"{job_id} (priority {spec.priority}) left out of {pool.id}: {free} free, "
+                f"{lower_placed} placed and {lower_running} running for lower priorities; {why}"
+            )
+
+
+@SETTINGS
+@given(snapshots(), st.booleans())
+def test_preemption_only_of_lower_priority(snapshot: Snapshot, batch: bool) -> None:
+    d = run(snapshot, batch)
+    running = {r.id: r for r in snapshot.running}
+    specs = {j.id: j.spec for j in snapshot.pending}
+    victims = [p.job_id for p in d.preempt]
+    assert len(victims) == len(set(victims)), "a job preempted twice"
+    for p in d.preempt:
+        assert p.job_id in running, "preempted a job that is not running"
+        for_job = p.reason.removeprefix("make room for ").split(" ", 1)[0]
+        assert specs[for_job].priority > running[p.job_id].spec.priority
+        assert d.unplaced[for_job].startswith("waiting for"), "preemptor must wait for its victims"
+
+
+def test_queue_order_is_priority_then_submit_time() -> None:
+    jobs = [
+        make_job("late-high").gpus("H100", 8).priority(5).pending(submitted_at=9),
+        make_job("early-low").gpus("H100", 8).priority(0).pending(submitted_at=1),
+        make_job("early-high").gpus("H100", 8).priority(5).pending(submitted_at=2),
+    ]
+    assert [j.id for j in sorted(jobs, key=queue_key)] == ["early-high", "late-high", "early-low"]
