@@ -71,6 +71,9 @@ def test_bad_count_provider_and_region() -> None:
     for args, message in [
         (["H100:x"], "bad count 'x'"),
         (["H100:0"], "bad count '0'"),
+        (["H100:nan"], "bad count 'nan'"),
+        (["H100:inf"], "bad count 'inf'"),
+        ([":8"], "no accelerator name in ':8'"),
         (["--provider", "awz"], "unknown provider 'awz'; did you mean aws?"),
         (["--region", "us-eats-1"], "no offers in region 'us-eats-1'; did you mean us-east-1"),
     ]:

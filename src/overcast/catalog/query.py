@@ -6,6 +6,7 @@ Pure functions over ``Offer`` lists, so the CLI only parses and renders.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -37,6 +38,8 @@ class AcceleratorSummary:
 def parse_request(text: str) -> Request:
     """ "H100:8" -> Request("H100", 8.0); unknown names raise QueryError with suggestions."""
     raw, _, count_text = text.partition(":")
+    if not raw.strip():
+        raise QueryError(f"no accelerator name in {text!r}: write NAME or NAME:COUNT, e.g. H100:8")
     name = canonical_name(raw)
     if name is None:
         hint = suggest(raw)
@@ -48,7 +51,7 @@ def parse_request(text: str) -> Request:
         count = float(count_text)
     except ValueError:
         count = -1.0
-    if count <= 0:
+    if not 0 < count < math.inf:  # also rejects "nan" and "inf", which float() accepts
         raise QueryError(
             f"bad count {count_text!r} in {text!r}: write NAME:COUNT with COUNT > 0, e.g. H100:8"
         )
