@@ -84,6 +84,8 @@ def test_wrong_type_of_section():
         ("resources:\n  cpus: -2\n", 3, "resources.cpus", "negative"),
         ("priority: 5000\n", 2, "priority", "less than or equal to 1000"),
         ("resources:\n  accelerators: T4:0.5\n", 3, "resources.accelerators", "fractional"),
+        ("resources:\n  accelerators: {H100: 8, A100: 0.5}\n", 3, "resources.accelerators", "('A100: 0.5')"),
+        ("resources:\n  accelerators: {A100: true}\n", 3, "resources.accelerators", "'A100: True'"),
     ],
 )
 def test_impossible_values(body, line, field, words):

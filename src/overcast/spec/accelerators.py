@@ -65,7 +65,7 @@ def _one(text: str, count: Any) -> AcceleratorRequest:
     elif count is None:
         count = 1
     else:
-        count = _count(count, raw)
+        count = _count(count, f"{raw}: {count}")  # the mapping form: name the entry as written
     name = name.strip()
     canonical = canonical_name(name)
     if canonical is None:
