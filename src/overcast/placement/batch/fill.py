@@ -1,0 +1,106 @@
+"""Greedy fill with priority repair, on class counts.
+
+Classes are visited by priority (high first), then value density (penalty per node), then size. Each
+left-out member goes to the cheapest column with free room. If none has room but some pool would have
+room after removing lower-priority jobs, those jobs are evicted (lowest priority, lowest density first)
+and re-queued; they are visited later because they rank lower. At the end no left-out job fits a pool
+that pays off for it, even counting capacity held by lower-priority jobs (the checker's rule).
+
+From y = 0 this is the fallback greedy; from a rounded LP or an LNS result it is the repair step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from overcast.placement.batch.classes import ClassModel
+
+# The (pool x priority level) usage matrix is dense; beyond this many cells, callers use the greedy from 0
+# (which never needs to evict) instead of repairing.
+MAX_LEVEL_CELLS = 20_000_000
+
+
+def visit_order(cm: ClassModel) -> np.ndarray:
+    return np.lexsort((-cm.nodes, -cm.density(), -cm.priority))
+
+
+def priority_ranks(cm: ClassModel) -> tuple[np.ndarray, int]:
+    levels, rank = np.unique(cm.priority, return_inverse=True)
+    return rank.astype(np.int64), max(int(levels.size), 1)
+
+
+def fill(
+    cm: ClassModel, y: np.ndarray | None = None, prefer: np.ndarray | None = None, order: str = "density"
+) -> np.ndarray:
+    """Return integer class counts: ``y`` (or zeros) completed and repaired as described above.
+    ``prefer`` (one value per column, e.g. the LP solution) makes each class try its columns in
+    decreasing preference before cost; ``order="value"`` visits classes by penalty, not density."""
+    y = np.zeros(cm.n_cols, dtype=np.int64) if y is None else np.asarray(y, dtype=np.int64).copy()
+    cls = cm.col_class
+    rank, n_levels = priority_ranks(cm)
+    n_pools = cm.capacity.shape[0]
+    evict = n_levels > 1 and n_pools * n_levels <= MAX_LEVEL_CELLS
+    placed = np.bincount(cls, weights=y, minlength=cm.n_classes).astype(np.int64)
+    used = cm.usage(y)
+    free = cm.capacity - used
+    if evict:
+        level_use = np.zeros((n_pools, n_levels))
+        np.add.at(level_use, (cm.col_pool, rank[cls]), y * cm.nodes[cls])
+        pool_cols = np.argsort(cm.col_pool, kind="stable")
+        pool_ptr = np.searchsorted(cm.col_pool[pool_cols], np.arange(n_pools + 1))
+        density = cm.density()
+    indptr, nodes, count = cm.col_indptr, cm.nodes, cm.count
+    if prefer is None:
+        perm = np.arange(cm.n_cols)
+    else:
+        perm = np.lexsort((np.arange(cm.n_cols), -np.round(prefer, 9), cls))
+    col_pool = cm.col_pool[perm]
+    visit = visit_order(cm) if order == "density" else np.lexsort((-cm.penalty, -cm.priority))
+    for k in visit.tolist():
+        rem = int(count[k] - placed[k])
+        if rem <= 0:
+            continue
+        a, b = indptr[k], indptr[k + 1]
+        if a == b:
+            continue
+        n = nodes[k]
+        pools = col_pool[a:b]
+        fits = np.floor(free[pools] / n)
+        if fits.max(initial=0) >= 1:
+            fits = np.minimum(fits, rem).astype(np.int64)
+            take = np.clip(rem - (np.cumsum(fits) - fits), 0, fits)
+            y[perm[a:b]] += take
+            free[pools] -= take * n
+            placed[k] += int(take.sum())
+            rem -= int(take.sum())
+            if evict:
+                level_use[pools, rank[k]] += take * n
+        if rem <= 0 or not evict or rank[k] == 0:
+            continue
+        # Evict lower-priority jobs, one member at a time, in the cheapest pool where that makes room.
+        while rem > 0:
+            lower = level_use[pools, : rank[k]].sum(axis=1)
+            ok = np.flatnonzero(free[pools] + lower >= n)
+            if ok.size == 0:
+                break
+            i = int(ok[0])
+            p = int(pools[i])
+            cols = pool_cols[pool_ptr[p] : pool_ptr[p + 1]]
+            cols = cols[(y[cols] > 0) & (rank[cls[cols]] < rank[k])]
+            cols = cols[np.lexsort((density[cls[cols]], rank[cls[cols]]))]
+            for c in cols.tolist():
+                if free[p] >= n:
+                    break
+                victim = cls[c]
+                need = int(np.ceil((n - free[p]) / nodes[victim]))
+                out = min(need, int(y[c]))
+                y[c] -= out
+                placed[victim] -= out
+                free[p] += out * nodes[victim]
+                level_use[p, rank[victim]] -= out * nodes[victim]
+            y[perm[a + i]] += 1
+            placed[k] += 1
+            free[p] -= n
+            level_use[p, rank[k]] += n
+            rem -= 1
+    return y

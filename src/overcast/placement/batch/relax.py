@@ -1,0 +1,164 @@
+"""The LP relaxation as a min-cost flow (transportation problem), solved by OR-Tools.
+
+Written in node units the class LP is a flow: each class supplies count x nodes units; a unit goes to a
+pool (unit cost = cost per job / nodes, arc capacity nodes x min(count, floor(capacity / nodes)), which
+makes the flow LP exactly as tight as the class LP) or straight to the sink (unit cost = penalty / nodes).
+Pools drain into the sink up to their capacity.
+
+Large models are solved by column generation: a min-cost flow over the cheapest columns of each class,
+then node potentials (shortest distances to the sink in the residual graph, by vectorised Bellman-Ford)
+price every left-out column; columns with negative reduced cost join and the flow is solved again. When
+none is left the restricted optimum is the optimum of the full LP.
+
+Costs must be integers: they are scaled and rounded DOWN, so the flow optimum is a rigorous lower bound
+on the true LP value (and so on every integer solution).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from ortools.graph.python import min_cost_flow
+
+from overcast.placement.batch.classes import ClassModel
+
+# Largest scaled unit cost x sqrt(total flow); keeps cost scaling (which multiplies costs by about the
+# node count) and the objective sum inside int64.
+_COST_RANGE = 2.0**43
+FULL_LP_MAX_COLS = 150_000  # below this, one flow over all columns beats column generation
+_START_COLS = 10  # cheapest columns per class in the first restricted flow
+_ADD_COLS = 8  # most negative reduced-cost columns added per class and round
+
+
+class RelaxationError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Relaxation:
+    y: np.ndarray  # (N,) fractional class counts per column
+    bound: float  # rigorous lower bound on the objective of the restricted problem
+    rounds: int = 1  # flows solved (column generation rounds)
+    cols: int = 0  # columns in the last flow
+
+
+def solve_relaxation(
+    cm: ClassModel,
+    count: np.ndarray | None = None,
+    capacity: np.ndarray | None = None,
+    cols: np.ndarray | None = None,
+    *,
+    start: np.ndarray | None = None,
+) -> Relaxation:
+    """LP relaxation for ``count`` jobs per class and ``capacity`` nodes per pool (defaults: the model's)
+    over the columns ``cols`` (default: all). ``start`` (column indices) seeds column generation, e.g.
+    with the columns of a greedy solution. Returns y over all columns (0 outside ``cols``)."""
+    count = cm.count if count is None else np.asarray(count, dtype=np.int64)
+    capacity = cm.capacity if capacity is None else np.asarray(capacity, dtype=np.float64)
+    net = _Network(cm, count, capacity)
+    if net.total == 0:
+        return Relaxation(np.zeros(cm.n_cols), 0.0, 0, 0)
+    cls = cm.col_class
+    allowed = np.zeros(cm.n_cols, dtype=bool)
+    if cols is None:
+        allowed[:] = True
+    else:
+        allowed[np.asarray(cols, dtype=np.int64)] = True
+    allowed &= count[cls] > 0
+    if np.count_nonzero(allowed) <= FULL_LP_MAX_COLS:
+        flow, cost = net.solve(np.flatnonzero(allowed))
+        return Relaxation(net.y(flow), cost, 1, int(np.count_nonzero(allowed)))
+    # Column generation.
+    rank = np.arange(cm.n_cols) - cm.col_indptr[cls]
+    active = allowed & (rank < _START_COLS)
+    if start is not None:
+        active[np.asarray(start, dtype=np.int64)] = True
+        active &= allowed
+    rounds = 0
+    while True:
+        rounds += 1
+        use = np.flatnonzero(active)
+        flow, cost = net.solve(use)
+        dist = net.distances_to_sink(use, flow)
+        reduced = net.w_col + dist[net.n_cls + cm.col_pool] - dist[cls]
+        new = np.flatnonzero(allowed & ~active & (reduced < 0))
+        if new.size == 0:
+            return Relaxation(net.y(flow), cost, rounds, int(use.size))
+        order = np.lexsort((reduced[new], cls[new]))
+        new = new[order]
+        first = np.searchsorted(cls[new], cls[new])
+        active[new[np.arange(new.size) - first < _ADD_COLS]] = True
+
+
+class _Network:
+    """Nodes: classes 0..K-1, pools K..K+P-1, sink K+P. Arcs: chosen columns, then K unplaced arcs
+    (class -> sink), then P drain arcs (pool -> sink)."""
+
+    def __init__(self, cm: ClassModel, count: np.ndarray, capacity: np.ndarray) -> None:
+        self.cm = cm
+        self.n_cls, self.n_pools = cm.n_classes, capacity.shape[0]
+        self.sink = self.n_cls + self.n_pools
+        cls = cm.col_class
+        self.cls = cls
+        nodes = cm.nodes.astype(np.int64)
+        self.supply = count * nodes
+        self.total = int(self.supply.sum())
+        cap_fin = np.where(np.isfinite(capacity), np.maximum(capacity, 0), self.total)
+        fit = np.floor(cap_fin[cm.col_pool] / nodes[cls]).astype(np.int64)
+        self.col_cap = nodes[cls] * np.minimum(count[cls], fit)
+        self.drain_cap = np.minimum(cap_fin, self.total).astype(np.int64)
+        unit_col = cm.col_cost / nodes[cls]
+        unit_pen = cm.penalty / nodes
+        top = max(float(unit_col.max(initial=0.0)), float(unit_pen.max(initial=0.0)), 1e-12)
+        self.scale = min(_COST_RANGE / top / max(self.total, 1) ** 0.5, 1e9)
+        self.w_col = np.floor(unit_col * self.scale)
+        self.w_pen = np.floor(unit_pen * self.scale)
+        self.seconds = 0.0
+
+    def arcs(self, use: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        n_cls, n_pools, sink = self.n_cls, self.n_pools, self.sink
+        tails = np.concatenate((self.cls[use], np.arange(n_cls), n_cls + np.arange(n_pools)))
+        heads = np.concatenate((n_cls + self.cm.col_pool[use], np.full(n_cls, sink), np.full(n_pools, sink)))
+        caps = np.concatenate((self.col_cap[use], self.supply, self.drain_cap))
+        costs = np.concatenate((self.w_col[use], self.w_pen, np.zeros(n_pools))).astype(np.int64)
+        return tails, heads, caps, costs
+
+    def solve(self, use: np.ndarray) -> tuple[np.ndarray, float]:
+        t0 = time.perf_counter()
+        tails, heads, caps, costs = self.arcs(use)
+        solver = min_cost_flow.SimpleMinCostFlow()
+        arcs = solver.add_arcs_with_capacity_and_unit_cost(tails, heads, caps, costs)
+        supplies = np.concatenate((self.supply, np.zeros(self.n_pools, dtype=np.int64), [-self.total]))
+        solver.set_nodes_supplies(np.arange(self.sink + 1), supplies)
+        status = solver.solve()
+        if status != solver.OPTIMAL:
+            raise RelaxationError(f"min-cost flow returned status {status}")
+        flow = solver.flows(arcs)
+        self.use = use
+        self.seconds += time.perf_counter() - t0
+        return flow, float(solver.optimal_cost()) / self.scale
+
+    def y(self, flow: np.ndarray) -> np.ndarray:
+        y = np.zeros(self.cm.n_cols)
+        y[self.use] = flow[: self.use.size] / self.cm.nodes[self.cls[self.use]]
+        return y
+
+    def distances_to_sink(self, use: np.ndarray, flow: np.ndarray) -> np.ndarray:
+        """Shortest distance from every node to the sink in the residual graph (no negative cycles at
+        an optimum). Vectorised Bellman-Ford: a few dozen sweeps on these shallow graphs."""
+        tails, heads, caps, costs = self.arcs(use)
+        fwd, bwd = flow < caps, flow > 0
+        src = np.concatenate((tails[fwd], heads[bwd]))
+        dst = np.concatenate((heads[fwd], tails[bwd]))
+        w = np.concatenate((costs[fwd], -costs[bwd])).astype(np.float64)
+        dist = np.full(self.sink + 1, np.inf)
+        dist[self.sink] = 0.0
+        for _ in range(self.sink + 1):
+            nxt = dist.copy()
+            np.minimum.at(nxt, src, w + dist[dst])
+            if np.array_equal(nxt, dist):
+                break
+            dist = nxt
+        return dist

@@ -1,0 +1,121 @@
+"""``solve``: the batch placement pipeline, each step timed.
+
+1. classes   prune pairs that never pay off; merge identical jobs into classes (exact)
+2. greedy    priority, then value density; always available, always checked (the fallback)
+3. lp        min-cost-flow LP relaxation; its value is the lower bound reported with every solution
+4. round     LP-guided greedy: visit order by priority and value, pools by LP value (rounding.py)
+5. milp      small models: exact HiGHS class MILP warm-started from the best so far, within the budget
+   lns       large models: HiGHS sub-MILPs over neighbourhoods of related pools, within the budget
+6. check     independent checker; a solution that fails is never returned (greedy instead)
+
+Priority is a constraint, not a weight: a left-out job never fits a pool that pays off for it, even
+counting the capacity held there by lower-priority jobs (see check.py). Greedy and fill guarantee it by
+construction, the MILPs carry it as constraints, and the checker verifies it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from overcast.placement.batch.check import InvalidSolution, check_solution
+from overcast.placement.batch.classes import build_classes
+from overcast.placement.batch.fill import fill
+from overcast.placement.batch.lns import improve
+from overcast.placement.batch.milp import solve_milp
+from overcast.placement.batch.problem import BatchProblem, BatchSolution
+from overcast.placement.batch.relax import solve_relaxation
+from overcast.placement.batch.rounding import round_relaxation
+
+METHODS = ("auto", "milp", "lp", "greedy")
+MILP_MAX_COLS = 60_000  # class columns up to which the exact MILP is the improvement step
+
+
+def solve(
+    problem: BatchProblem, *, time_budget_s: float = 1.5, method: str = "auto", seed: int = 0
+) -> BatchSolution:
+    """Place the jobs of ``problem``. ``method``: "auto" (size decides MILP or LNS), "milp" (exact MILP
+    whatever the size), "lp" (LP + rounding, no improvement), "greedy" (fallback only). The LP and the
+    rounding always run to completion; improvement stops at ``time_budget_s`` after the start."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if not np.isfinite(time_budget_s) or time_budget_s < 0:
+        raise ValueError(f"time_budget_s must be a finite number >= 0, got {time_budget_s!r}")
+    start = time.perf_counter()
+    deadline = start + time_budget_s
+    timings: dict[str, float] = {}
+    clock = _Clock(timings)
+    total_penalty = float(problem.job_penalty.sum())
+    cm = build_classes(problem)
+    clock.lap("classes")
+    y_greedy = fill(cm)
+    greedy_obj = cm.objective(y_greedy)
+    clock.lap("greedy")
+    best, best_obj, how, status = y_greedy, greedy_obj, "greedy", "feasible"
+    bound = float("nan")
+    if method != "greedy" and cm.n_cols:
+        rel = solve_relaxation(cm, start=np.flatnonzero(y_greedy))
+        bound = rel.bound
+        clock.lap("lp")
+        y, order = round_relaxation(cm, rel)
+        obj = cm.objective(y)
+        clock.lap("round")
+        if obj < best_obj:
+            best, best_obj, how = y, obj, f"lp-round({order})"
+        left = deadline - time.perf_counter()
+        if method == "milp" or (method == "auto" and cm.n_cols <= MILP_MAX_COLS):
+            res = solve_milp(
+                cm, np.arange(cm.n_cols), cm.count, cm.capacity, time_limit=max(left, 0.05), warm=best
+            )
+            if res.y is not None:
+                y = fill(cm, res.y)  # restores maximality if HiGHS stopped within its gap
+                obj = cm.objective(y)
+                if obj <= best_obj:
+                    best, best_obj, how = y, obj, "milp"
+                    status = "optimal" if res.optimal and obj <= cm.objective(res.y) + 1e-9 else status
+            clock.lap("milp")
+        elif method == "auto" and left > 0.05:
+            y, stats = improve(cm, best, deadline, seed=seed)
+            y = fill(cm, y)
+            obj = cm.objective(y)
+            if obj < best_obj:
+                best, best_obj, how = y, obj, f"lp-round+lns({stats.accepted}/{stats.steps})"
+            clock.lap("lns")
+    assignment = cm.to_assignment(best, problem.n_jobs)
+    objective = problem.objective(assignment)
+    errors = check_solution(problem, assignment, objective)
+    if errors and how != "greedy":
+        assignment = cm.to_assignment(y_greedy, problem.n_jobs)
+        objective = problem.objective(assignment)
+        how, status = f"greedy (fallback: {how} failed the check: {errors[0]})", "fallback"
+        errors = check_solution(problem, assignment, objective)
+    clock.lap("check")
+    if errors:
+        raise InvalidSolution("greedy fallback failed the check: " + "; ".join(errors))
+    timings["total"] = time.perf_counter() - start
+    return BatchSolution(
+        assignment=assignment,
+        objective=objective,
+        lower_bound=bound,
+        status=status if problem.n_jobs else "empty",
+        method=how,
+        timings=timings,
+        total_penalty=total_penalty,
+    )
+
+
+def greedy(problem: BatchProblem) -> BatchSolution:
+    """The fallback alone: priority, then value density, cheapest pool with room (checked)."""
+    return solve(problem, time_budget_s=0.0, method="greedy")
+
+
+class _Clock:
+    def __init__(self, timings: dict[str, float]) -> None:
+        self.timings = timings
+        self.last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = now - self.last
+        self.last = now
