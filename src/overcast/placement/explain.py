@@ -93,3 +93,16 @@ def candidate_reason(
     if pool.capacity_nodes is not None:
         parts.append(f"{candidate.free_nodes:g} free")
     return "; ".join(parts)
+
+
+def candidate_note(candidate: Candidate, rank: int) -> str:
+    """The part of the reason a price table does not already show."""
+    pool = candidate.pool
+    notes = ["cheapest"] if rank == 1 else []
+    if pool.purchase is Purchase.RESERVED:
+        notes.append("reserved: already paid")
+    elif candidate.risk_factor > 1.0:
+        notes.append(f"+{(candidate.risk_factor - 1) * 100:.0f}% preemption risk")
+    if pool.capacity_nodes is not None:
+        notes.append(f"{candidate.free_nodes:g} free")
+    return ", ".join(notes)

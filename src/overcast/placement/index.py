@@ -92,9 +92,11 @@ class PoolIndex:
         quotas: Iterable[Quota] = (),
         disabled_providers: Iterable[str] = (),
         used_nodes: Mapping[str, int] | None = None,
+        providers: Iterable[str] = (),
     ) -> PoolIndex:
         """Index ``pools``. ``used_nodes`` (pool id -> nodes) overrides ``Pool.used_nodes`` without
-        mutating the pools, so a pure scheduler step can account for running jobs."""
+        mutating the pools, so a pure scheduler step can account for running jobs. ``providers``: more
+        provider names to explain exclusions for (when ``pools`` is a subset of the catalog)."""
         pools = sorted(pools, key=lambda p: (p.accelerator.lower(), p.id))
         used = [p.used_nodes if used_nodes is None else used_nodes.get(p.id, p.used_nodes) for p in pools]
         accels = [p.accelerator.lower() for p in pools]
@@ -102,7 +104,7 @@ class PoolIndex:
         for i, name in enumerate(accels):
             start, _ = groups.get(name, (i, i))
             groups[name] = (start, i + 1)
-        providers = Vocabulary(p.provider for p in pools)
+        providers = Vocabulary([*(p.provider for p in pools), *providers])
         regions = Vocabulary(p.region for p in pools)
         zones = Vocabulary(p.zone for p in pools if p.zone is not None)
         instance_types = Vocabulary(p.instance_type for p in pools)
