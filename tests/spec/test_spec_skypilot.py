@@ -200,6 +200,19 @@ def test_alternatives_that_would_lose_their_pairing_are_errors():
     assert "others for none" in cpu_or_gpu.message
 
 
+def test_merged_locations_may_not_admit_places_no_alternative_named():
+    # aws and lambda both sell in us-east-1 and us-west-2: one provider list and one region list would
+    # let the job run on aws/us-east-1, which the user never offered
+    err = error("name: x\nresources:\n  any_of:\n    - infra: aws/us-west-2\n    - infra: lambda/us-east-1\n")
+    assert (err.line, err.field) == (3, "resources.any_of")
+    assert "would also allow aws/us-east-1, lambda/us-west-2, which none" in err.message
+    # the same shape is fine where the crossed pairs are not places the catalog sells
+    fine = load("name: x\nresources:\n  any_of:\n    - infra: aws/us-east-1\n    - infra: gcp/us-east4\n")
+    assert fine.spec.resources.regions == ("us-east-1", "us-east4")
+    k8s = load("name: x\nresources:\n  any_of:\n    - infra: k8s/a\n    - infra: aws/b\n")
+    assert k8s.spec.resources.providers == ("kubernetes", "aws")
+
+
 def test_base_keys_are_reported_once_however_many_alternatives():
     loaded = load("name: x\nresources:\n  cloud: awz\n  any_of:\n    - region: a\n    - region: b\n")
     assert len(loaded.warnings) == 1

@@ -9,6 +9,7 @@ H100 is not "A100 or H100, spot or not"), which changes placement: that is an er
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,6 +181,12 @@ def _to_fields(ctx: Context, cands: list[Candidate], path: Path, *, ordered: boo
                           "express that (give every alternative the same level of infra)")  # fmt: skip
                 return {}
             out[name] = tuple(dict.fromkeys(x for v in values for x in v))
+        if unnamed := _unnamed_locations(rows):
+            shown = ", ".join(unnamed[:3]) + (f" and {len(unnamed) - 3} more" if len(unnamed) > 3 else "")
+            ctx.error(path, f"merged, the alternatives would also allow {shown}, which none of them "
+                      "names (overcast keeps one list of providers and one of regions); split the "
+                      "workload or choose locations no other listed provider has")  # fmt: skip
+            return {}
         if ordered:
             ctx.warn(path, "the order between locations is not kept; overcast picks the cheapest that fits")
     out = {k: v for k, v in out.items() if v not in ((), None)}
@@ -189,6 +196,39 @@ def _to_fields(ctx: Context, cands: list[Candidate], path: Path, *, ordered: boo
     for name in out:
         ctx.record(("resources", name), origin.get(name, path))
     return out
+
+
+def _unnamed_locations(rows: list[dict[str, Any]]) -> list[str]:
+    """Catalog locations that the merged allow lists admit but no alternative named, as infra strings.
+
+    Providers, regions and zones are separate allow lists, so merging "aws/us-west-2" with
+    "lambda/us-east-1" also admits aws/us-east-1 and lambda/us-west-2: both real places. Pairs that the
+    catalog does not offer (a Kubernetes context under aws, say) cannot change placement and pass.
+    """
+    levels = ("providers", "regions", "zones")
+
+    def combos(lists: list[tuple[str, ...]]) -> set[tuple[str | None, ...]]:
+        return set(itertools.product(*(values or (None,) for values in lists)))
+
+    named = set().union(*(combos([row.get(n, ()) for n in levels]) for row in rows))
+    merged = combos([tuple(dict.fromkeys(x for row in rows for x in row.get(n, ()))) for n in levels])
+    extra = merged - named
+    if not extra:
+        return []
+    from overcast.catalog.load import CatalogMissingError, load_offers  # only this rare case needs it
+
+    try:
+        offered = {(o.provider, o.region, o.zone) for o in load_offers()}
+    except CatalogMissingError:
+        return []
+
+    def sold(want: tuple[str | None, ...]) -> bool:
+        return any(all(w is None or w == h for w, h in zip(want, have, strict=True)) for have in offered)
+
+    def infra(c: tuple[str | None, ...]) -> str:
+        return "/".join(part or "*" for part in c).removesuffix("/*").removesuffix("/*")
+
+    return sorted(infra(c) for c in extra if sold(c))
 
 
 def _row(ctx: Context, cand: Candidate) -> dict[str, Any]:
