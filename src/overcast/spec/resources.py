@@ -134,10 +134,7 @@ def _candidate(ctx: Context, items: dict[str, tuple[Any, Path]], num_nodes: int)
         ctx.error(items["max_price_per_hour"][1], "use either max_price_per_hour or max_hourly_cost")
     for key in ("providers", "deny_providers"):
         for name in cand.values.get(key, ()):
-            hint = unknown_provider_hint(name)
-            if hint is not None:
-                did = f" (did you mean {', '.join(hint)}?)" if hint else ""
-                ctx.warn(cand.paths[key], f"provider '{name}' is not one overcast knows{did}")
+            _warn_if_unknown(ctx, cand.paths[key], name)
     cand.spot = _spot(ctx, items)
     cand.location = _location(ctx, items)
     return cand
@@ -293,11 +290,16 @@ def _location(ctx: Context, items: dict[str, tuple[Any, Path]]) -> Location:
     else:
         return Location()
     if loc.provider is not None and not loc.cluster:
-        hint = unknown_provider_hint(loc.provider)
-        if hint is not None:
-            did = f" (did you mean {', '.join(hint)}?)" if hint else ""
-            ctx.warn(path, f"provider '{loc.provider}' is not one overcast knows{did}")
+        _warn_if_unknown(ctx, path, loc.provider)
     return loc
+
+
+def _warn_if_unknown(ctx: Context, path: Path, provider: str) -> None:
+    """A warning, not an error: a lab may name its own pools' provider."""
+    hint = unknown_provider_hint(provider)
+    if hint is not None:
+        did = f" (did you mean {', '.join(hint)}?)" if hint else ""
+        ctx.warn(path, f"provider '{provider}' is not one overcast knows{did}")
 
 
 def _job_recovery(ctx: Context, value: Any, path: Path) -> tuple[int, Path] | None:
