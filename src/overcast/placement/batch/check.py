@@ -45,9 +45,8 @@ def check_solution(
     over = used > problem.pool_capacity + 1e-9
     if np.any(over):
         p = int(np.flatnonzero(over)[0])
-        errors.append(
-            f"{int(over.sum())} pool(s) over capacity, e.g. pool {p}: {used[p]:g} > {problem.pool_capacity[p]:g}"
-        )
+        cap = problem.pool_capacity[p]
+        errors.append(f"{int(over.sum())} pool(s) over capacity, e.g. pool {p}: {used[p]:g} > {cap:g}")
     if not errors:
         errors += _priority_violations(problem, a, used)
         if objective is not None:

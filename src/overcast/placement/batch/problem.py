@@ -29,9 +29,12 @@ def _as_int(name: str, values: object, size: int | None = None) -> np.ndarray:
     if size is not None and arr.shape[0] != size:
         raise BatchProblemError(f"{name} has {arr.shape[0]} entries, expected {size}")
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-            bad = int(np.flatnonzero(~np.isfinite(arr) | (arr != np.round(arr)))[0])
-            raise BatchProblemError(f"{name}[{bad}] = {arr[bad]!r} is not an integer")
+        if arr.dtype.kind not in "fb":
+            raise BatchProblemError(f"{name} must hold numbers, got dtype {arr.dtype}")
+        wrong = ~np.isfinite(arr) | (arr != np.round(arr))
+        if np.any(wrong):
+            bad = int(np.flatnonzero(wrong)[0])
+            raise BatchProblemError(f"{name}[{bad}] = {arr[bad].item()!r} is not an integer")
     return arr.astype(np.int64, copy=False)
 
 
@@ -177,7 +180,7 @@ class BatchProblem:
 def _require(ok: np.ndarray, name: str, arr: np.ndarray, what: str) -> None:
     if not np.all(ok):
         bad = int(np.flatnonzero(~ok)[0])
-        raise BatchProblemError(f"{name}[{bad}] = {arr[bad]!r} {what}")
+        raise BatchProblemError(f"{name}[{bad}] = {arr[bad].item()!r} {what}")
 
 
 @dataclass

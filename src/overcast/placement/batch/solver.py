@@ -54,6 +54,8 @@ def solve(
     clock.lap("greedy")
     best, best_obj, how, status = y_greedy, greedy_obj, "greedy", "feasible"
     bound = float("nan")
+    if method != "greedy" and not cm.n_cols:
+        bound, status = greedy_obj, "optimal"  # nothing can pay off anywhere: leaving all out is optimal
     if method != "greedy" and cm.n_cols:
         rel = solve_relaxation(cm, start=np.flatnonzero(y_greedy))
         bound = rel.bound
