@@ -17,7 +17,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from overcast.backends.base import (
     ProviderDown,
 )
 from overcast.backends.slurm_cli import SlurmCommands, SlurmError, SlurmUnreachable
+from overcast.backends.slurm_config import SAFE_NAME, SlurmCluster, slurm_cluster_from_fleet
 from overcast.backends.slurm_pools import pools_from_nodes
 from overcast.backends.slurm_script import write_attempt
 from overcast.backends.slurm_states import (
@@ -43,38 +44,12 @@ from overcast.backends.slurm_states import (
 )
 from overcast.placement.pool import Health, Pool
 
+__all__ = ["SlurmBackend", "SlurmCluster", "slurm_backends", "slurm_cluster_from_fleet"]
+
 log = logging.getLogger(__name__)
 
-_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+_SAFE = SAFE_NAME
 _LIVE_STATES = RUNNING_STATES | WAITING_STATES
-
-
-@dataclass(frozen=True, slots=True)
-class SlurmCluster:
-    """One Slurm cluster overcast may use: its own provider name and internal cost."""
-
-    name: str  # e.g. "oci-hpc"; the backend is "slurm:<name>"
-    conf: str | None = None  # its slurm.conf (SLURM_CONF); None: the machine's default cluster
-    provider: str | None = None  # provider name in pools and accounting; default: name
-    region: str | None = None  # default: name
-    price_per_node_hour: float = 0.0  # internal cost of a node-hour (what accounting charges)
-    work_dir: str = "~/.overcast/slurm"  # job scripts and logs; must be shared with the nodes
-    partitions: tuple[str, ...] = ()  # partitions overcast may use; empty: all
-    accelerator_names: dict[str, str] = field(default_factory=dict)  # GRES type -> catalog name
-    time_limit_minutes: int | None = None  # sbatch --time; None: the partition's default
-    requeue: bool = False  # let Slurm requeue in place on node failure (else overcast relaunches)
-    job_prefix: str = "ovc"  # job-name prefix: separates overcast's jobs from everyone else's
-    command_timeout_s: float = 10.0
-    down_retry_s: float = 5.0  # after a failed call, treat the cluster as down this long
-    pending_timeout_s: float | None = 600.0  # give up (CAPACITY_ERROR) on a job waiting this long
-
-    def __post_init__(self) -> None:
-        if not self.name or _SAFE.search(self.name):
-            raise ValueError(f"Slurm cluster name {self.name!r}: use letters, digits, '_', '.', '-'")
-        if not re.fullmatch(r"[A-Za-z0-9_-]+", self.job_prefix):
-            raise ValueError(f"job_prefix {self.job_prefix!r}: use letters, digits, '_', '-'")
-        if self.price_per_node_hour < 0:
-            raise ValueError(f"cluster {self.name}: price_per_node_hour must be >= 0")
 
 
 @dataclass(slots=True)
@@ -115,8 +90,13 @@ class SlurmBackend:
     def attempt_dir(self, job_id: str, attempt: int) -> Path:
         return self.work_dir / _SAFE.sub("_", job_id) / f"attempt-{attempt}"
 
+    def log_dir(self, job_id: str, attempt: int) -> Path:
+        if self.cluster.logs_dir:
+            return Path(self.cluster.logs_dir).expanduser() / _SAFE.sub("_", job_id) / str(attempt)
+        return self.attempt_dir(job_id, attempt) / "logs"
+
     def log_path(self, job_id: str, attempt: int, node_rank: int) -> Path:
-        return self.attempt_dir(job_id, attempt) / "logs" / f"node-{node_rank}.log"
+        return self.log_dir(job_id, attempt) / f"node-{node_rank}.log"
 
     def slurm_job_id(self, job_id: str, attempt: int) -> int | None:
         tracked = self._jobs.get((job_id, attempt))
@@ -173,7 +153,8 @@ class SlurmBackend:
         if key in self._jobs and not self._jobs[key].finished:
             raise ValueError(f"job {request.job_id} attempt {request.attempt} is already on {self.name}")
         attempt_dir = self.attempt_dir(request.job_id, request.attempt)
-        script = write_attempt(attempt_dir, request.spec, self._job_env(request))
+        log_dir = self.log_dir(request.job_id, request.attempt)
+        script = write_attempt(attempt_dir, request.spec, self._job_env(request), log_dir)
         try:
             slurm_id = self._call(self.cli.sbatch, str(script), self._sbatch_args(request, attempt_dir))
         except SlurmUnreachable as e:
@@ -357,7 +338,7 @@ class SlurmBackend:
             "--ntasks-per-node=1",
             "--exclusive",
             f"--chdir={attempt_dir}",
-            f"--output={attempt_dir}/logs/batch.log",
+            f"--output={attempt_dir}/batch.log",
             "--requeue" if self.cluster.requeue else "--no-requeue",
         ]
         if pool.labels.get("partition"):

@@ -39,8 +39,9 @@ exec srun --ntasks-per-node=1 --kill-on-bad-exit=1 --export=ALL bash {d}/node.sh
 """
 
 
-def node_script(attempt_dir: Path, spec: JobSpec) -> str:
+def node_script(attempt_dir: Path, spec: JobSpec, log_dir: Path) -> str:
     d = shlex.quote(str(attempt_dir))
+    logs = shlex.quote(str(log_dir))
     workdir = f"cd {shlex.quote(spec.workdir)} || exit 1" if spec.workdir else ""
     setup = (
         f'bash {d}/setup.sh || {{ echo "overcast: setup failed ($?)" >&2; exit 1; }}' if spec.setup else ""
@@ -48,19 +49,21 @@ def node_script(attempt_dir: Path, spec: JobSpec) -> str:
     return f"""#!/bin/bash
 # overcast: per-node wrapper; generated, do not edit.
 export OVERCAST_NODE_RANK=$SLURM_NODEID
-exec >{d}/logs/node-$SLURM_NODEID.log 2>&1
+exec >{logs}/node-$SLURM_NODEID.log 2>&1
 {workdir}
 {setup}
 exec bash {d}/run.sh
 """
 
 
-def write_attempt(attempt_dir: Path, spec: JobSpec, env: dict[str, str]) -> Path:
-    """Write batch.sh, node.sh, setup.sh, run.sh and logs/ under attempt_dir; return batch.sh."""
-    (attempt_dir / "logs").mkdir(parents=True, exist_ok=True)
+def write_attempt(attempt_dir: Path, spec: JobSpec, env: dict[str, str], log_dir: Path) -> Path:
+    """Write batch.sh, node.sh, setup.sh and run.sh under attempt_dir (node-<rank>.log files will be in
+    log_dir); return batch.sh."""
+    attempt_dir.mkdir(parents=True, exist_ok=True)
+    log_dir.mkdir(parents=True, exist_ok=True)
     files = {
         "batch.sh": batch_script(attempt_dir, env),
-        "node.sh": node_script(attempt_dir, spec),
+        "node.sh": node_script(attempt_dir, spec, log_dir),
         "setup.sh": (spec.setup or "") + "\n",
         "run.sh": (spec.run or "true") + "\n",
     }
