@@ -1,0 +1,122 @@
+"""decide() on small hand-made snapshots: placement order, preemption choices, avoid_pools, fair share."""
+
+from __future__ import annotations
+
+from overcast.placement.pool import Purchase
+from overcast.scheduler.decide import decide
+from overcast.scheduler.queue import order_queue
+from overcast.scheduler.snapshot import Quota
+from tests.scheduler.builders import make_job, make_pool, make_snapshot
+
+
+def test_places_in_priority_order_on_the_cheapest_pool_with_room() -> None:
+    reserved = make_pool("oci", purchase=Purchase.RESERVED, price=80, capacity=4)
+    public = make_pool("aws", price=98)
+    pending = [
+        make_job("low").gpus("H100", 8).nodes(3).pending(submitted_at=1),
+        make_job("high").gpus("H100", 8).nodes(3).priority(5).pending(submitted_at=2),
+    ]
+    d = decide(make_snapshot([reserved, public], pending))
+    assert {(p.job_id, p.pool_id) for p in d.place} == {("high", reserved.id), ("low", public.id)}
+    assert d.unplaced == {}
+    assert set(d.step_seconds) == {"1-order-queue", "2-free-capacity", "3-place", "4-preempt"}
+    assert d.seconds >= sum(d.step_seconds.values()) * 0.5
+
+
+def test_running_jobs_use_capacity_and_are_not_placed_again() -> None:
+    pool = make_pool("oci", capacity=4)
+    running = [make_job("r").gpus("H100", 8).nodes(3).running(pool)]
+    pending = [
+        make_job("r").gpus("H100", 8).nodes(3).pending(),  # the same id, still listed as pending
+        make_job("new").gpus("H100", 8).nodes(2).pending(),
+    ]
+    d = decide(make_snapshot([pool], pending, running))
+    assert d.place == []
+    assert d.unplaced["r"] == "already running"
+    assert "none with 2 free node(s) in one pool (most free: 1)" in d.unplaced["new"]
+
+
+def test_preemption_takes_lowest_priority_newest_first_and_no_more_than_needed() -> None:
+    pool = make_pool("oci", capacity=6)
+    running = [
+        make_job("p1-old").gpus("H100", 8).nodes(2).priority(1).running(pool, started_at=10),
+        make_job("p0-old").gpus("H100", 8).nodes(2).priority(0).running(pool, started_at=20),
+        make_job("p0-new").gpus("H100", 8).nodes(2).priority(0).running(pool, started_at=30),
+    ]
+    urgent = make_job("urgent").gpus("H100", 8).nodes(2).priority(9).pending()
+    d = decide(make_snapshot([pool], [urgent], running))
+    assert [p.job_id for p in d.preempt] == ["p0-new"]
+    assert d.preempt[0].reason == (f"make room for urgent (priority 9) on {pool.id}; p0-new has priority 0")
+    assert d.unplaced["urgent"] == f"waiting for {pool.id}: preempting p0-new"
+
+
+def test_minimal_victim_set_drops_a_victim_made_redundant_by_a_bigger_one() -> None:
+    pool = make_pool("oci", capacity=5)
+    running = [
+        make_job("small").gpus("H100", 8).nodes(1).priority(0).running(pool, started_at=30),
+        make_job("big").gpus("H100", 8).nodes(4).priority(0).running(pool, started_at=20),
+    ]
+    urgent = make_job("urgent").gpus("H100", 8).nodes(4).priority(9).pending()
+    d = decide(make_snapshot([pool], [urgent], running))
+    assert [p.job_id for p in d.preempt] == ["big"], "small alone is not enough, and big alone is"
+
+
+def test_no_preemption_of_equal_priority_and_held_nodes_are_not_given_away() -> None:
+    pool = make_pool("oci", capacity=4)
+    running = [make_job("peer").gpus("H100", 8).nodes(3).priority(5).running(pool)]
+    pending = [make_job("same").gpus("H100", 8).nodes(2).priority(5).pending()]
+    d = decide(make_snapshot([pool], pending, running))
+    assert d.preempt == [] and "same" in d.unplaced
+
+    running = [make_job("victim").gpus("H100", 8).nodes(3).priority(0).running(pool)]
+    pending = [
+        make_job("urgent").gpus("H100", 8).nodes(2).priority(5).pending(),
+        make_job("filler").gpus("H100", 8).nodes(1).priority(1).pending(),
+    ]
+    d = decide(make_snapshot([pool], pending, running))
+    assert [p.job_id for p in d.preempt] == ["victim"]
+    assert d.place == [], "the one free node is held for urgent, not given to filler"
+
+
+def test_avoid_pools_respected_when_another_pool_fits() -> None:
+    cheap, dear = make_pool("aws", price=10), make_pool("gcp", price=20)
+    job = make_job("j").gpus("H100", 8).pending(avoid_pools=frozenset({cheap.id}))
+    assert decide(make_snapshot([cheap, dear], [job])).place[0].pool_id == dear.id
+    only = make_job("j").gpus("H100", 8).pending(avoid_pools=frozenset({cheap.id, dear.id}))
+    assert decide(make_snapshot([cheap, dear], [only])).place[0].pool_id == cheap.id
+
+
+def test_quota_spans_placements_in_one_cycle() -> None:
+    pools = [make_pool("aws", region="us-east-1"), make_pool("aws", region="us-west-2")]
+    pending = [make_job(f"j{i}").gpus("H100", 8).pending(submitted_at=i) for i in range(3)]
+    d = decide(make_snapshot(pools, pending, quotas=[Quota("aws", None, 16)]))
+    assert [p.job_id for p in d.place] == ["j0", "j1"]
+    assert "quota" in d.unplaced["j2"]
+
+
+def test_batch_path_places_many_jobs_without_overfilling() -> None:
+    pools = [
+        make_pool("oci", purchase=Purchase.RESERVED, price=80, capacity=10),
+        make_pool("aws", price=98, capacity=20),
+    ]
+    pending = [make_job(f"j{i}").gpus("H100", 8).nodes(1 + i % 4).pending(submitted_at=i) for i in range(20)]
+    d = decide(make_snapshot(pools, pending), batch_threshold=5, time_budget_s=0.5)
+    used = {p.id: 0 for p in pools}
+    for place in d.place:
+        used[place.pool_id] += place.nodes
+    assert used[pools[0].id] <= 10 and used[pools[1].id] <= 20
+    assert sum(used.values()) >= 28, "the solver fills most of the 30 nodes"
+    assert any(p.reason.startswith("batch solver") for p in d.place)
+    assert len(d.place) + len(d.unplaced) == 20
+
+
+def test_fair_share_interleaves_teams_of_equal_priority() -> None:
+    pool = make_pool("aws")
+    pending = [make_job(f"a{i}").gpus("H100", 8).team("a").pending(submitted_at=i) for i in range(3)]
+    pending += [make_job(f"b{i}").gpus("H100", 8).team("b").pending(submitted_at=10 + i) for i in range(2)]
+    running = [make_job("a-run").gpus("H100", 8).team("a").running(pool)]
+    order = order_queue(pending, fair_share=True, team_gpus={"a": 8})
+    assert [j.id for j in order] == ["b0", "a0", "b1", "a1", "a2"]
+    assert [j.id for j in order_queue(pending)] == ["a0", "a1", "a2", "b0", "b1"]
+    d = decide(make_snapshot([pool], pending, running), fair_share=True)
+    assert [p.job_id for p in d.place] == ["b0", "a0", "b1", "a1", "a2"]
