@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,3 +56,14 @@ def test_missing_data_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(CatalogMissingError, match=r"run scripts/build_catalog\.py"):
         read_offers(tmp_path)
+
+
+def test_loading_offers_and_pools_stays_lean() -> None:
+    # pools from offers alone need neither pydantic nor yaml (~150 ms of imports in a cold process)
+    code = (
+        "import sys; from overcast.catalog.load import load_offers; "
+        "from overcast.catalog.pools import build_pools; build_pools(load_offers(), now=0); "
+        "print(sorted(m for m in ('pydantic', 'yaml', 'rich', 'typer') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -8,14 +8,18 @@ reservation (RESERVED, with capacity), one per private cluster. Pool ids are sta
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from overcast.catalog.accelerators import memory_gib
-from overcast.catalog.fleet import Cluster, Fleet, Reservation
 from overcast.catalog.offer import Offer
 from overcast.placement.pool import Pool, Purchase
-from overcast.scheduler.snapshot import Quota
+
+if TYPE_CHECKING:  # fleet and snapshot pull in pydantic and yaml, which pools from offers alone never need
+    from overcast.catalog.fleet import Cluster, Fleet, Reservation
+    from overcast.scheduler.snapshot import Quota
 
 # Assumed spot preemptions per node-hour when the fleet file gives none. AWS and GCP are measured from
 # the SkyPilot "Can't Be Late" traces (/work/shared/data/skypilot-spot-traces, preemption/1-node: up->down
@@ -94,7 +98,7 @@ def reservation_offer(reservation: Reservation, offers: Sequence[Offer]) -> Offe
     if here:
         # most GPUs per node (a reservation is usually whole 8-GPU machines), then a stable name order
         best = min(here, key=lambda o: (-o.accelerator_count, o.instance_type, o.zone or ""))
-        return Offer(**{**_fields(best), "zone": r.zone})
+        return dataclasses.replace(best, zone=r.zone)
     if r.instance_type and r.gpus_per_node:
         # capacity the public catalog does not list: trust the fleet file
         return Offer(r.provider, r.region, r.zone, r.instance_type, r.accelerator, r.gpus_per_node,
@@ -105,10 +109,6 @@ def reservation_offer(reservation: Reservation, offers: Sequence[Offer]) -> Offe
     raise ValueError(
         f"reservation {wanted}: no such instance in the catalog; give instance_type and gpus_per_node"
     )
-
-
-def _fields(offer: Offer) -> dict[str, object]:
-    return {name: getattr(offer, name) for name in Offer.__dataclass_fields__}
 
 
 def reservation_pools(fleet: Fleet, offers: Sequence[Offer], now: float) -> list[Pool]:
@@ -170,4 +170,6 @@ def build_pools(
 
 def quotas(fleet: Fleet) -> list[Quota]:
     """The fleet file's GPU quotas, for ``Snapshot.quotas``."""
+    from overcast.scheduler.snapshot import Quota
+
     return [Quota(provider=q.provider, region=q.region, max_gpus=q.max_gpus) for q in fleet.quotas]
