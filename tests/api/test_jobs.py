@@ -54,7 +54,7 @@ def test_invalid_json_spec_is_422_naming_the_field(api: Api) -> None:
     assert resp.status_code == 422
     assert "num_nodes" in resp.text
     resp = api.client.post("/v1/jobs", json={"name": "a\x00b"}, headers=api.auth("ml"))
-    assert resp.status_code == 422 and "name contains a NUL" in resp.json()["detail"]
+    assert resp.status_code == 422 and "spec contains a NUL" in resp.json()["detail"]
 
 
 @pytest.mark.skipif(

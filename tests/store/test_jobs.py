@@ -125,3 +125,12 @@ def test_pool_health_upserts(store: Store) -> None:
     store.set_pool_health("oci/a", "out-of-capacity", until=1120.0, failures=2)
     health = store.pool_health()["oci/a"]
     assert (health.health, health.until, health.failures, health.detail) == ("out-of-capacity", 1120.0, 2, "")
+
+
+def test_submit_many_is_one_batch_in_order(store: Store) -> None:
+    jobs = store.submit_many("ml", [make_spec(f"j{i}") for i in range(5)])
+    assert [j.name for j in jobs] == [f"j{i}" for i in range(5)]
+    assert len({j.id for j in jobs}) == 5
+    assert [j.id for j in store.list()] == [j.id for j in jobs]
+    assert len(store.events()) == 5
+    assert store.submit_many("ml", []) == []

@@ -14,6 +14,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from overcast.store import Store
 
@@ -39,13 +40,15 @@ class TokenCache:
         self._lock = threading.Lock()
         self._entries: dict[str, tuple[float, Principal]] = {}
 
+    def cached(self, token: str) -> Principal | None:
+        hit = self._entries.get(_key(token))
+        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+
     def lookup(self, token: str) -> Principal | None:
-        key = hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
-        now = time.monotonic()
-        with self._lock:
-            hit = self._entries.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        """From the cache, else from the store (a database round trip)."""
+        hit = self.cached(token)
+        if hit is not None:
+            return hit
         found = self.store.team_for_token(token)
         if found is None:
             return None
@@ -53,20 +56,28 @@ class TokenCache:
         with self._lock:
             if len(self._entries) > 10_000:
                 self._entries.clear()
-            self._entries[key] = (now + self.ttl, principal)
+            self._entries[_key(token)] = (time.monotonic() + self.ttl, principal)
         return principal
+
+
+def _key(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _unauthorized(message: str) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail=message, headers={"WWW-Authenticate": "Bearer"})
 
 
-def principal(
+async def principal(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
+    # async: a cache hit costs no thread hop; only a miss goes to the database in a worker thread.
     if credentials is None:
         raise _unauthorized("missing token: send 'Authorization: Bearer <token>'")
-    found = request.app.state.tokens.lookup(credentials.credentials)
+    tokens: TokenCache = request.app.state.tokens
+    found = tokens.cached(credentials.credentials) or await run_in_threadpool(
+        tokens.lookup, credentials.credentials
+    )
     if found is None:
         raise _unauthorized("unknown or invalid token")
     return found

@@ -14,7 +14,7 @@ from overcast.api.auth import Auth, Principal
 from overcast.api.errors import ERRORS
 from overcast.api.logs import stream_log
 from overcast.api.schemas import ErrorOut, JobList, JobOut, SubmitYaml
-from overcast.api.text import check_text
+from overcast.api.text import check_model, check_text
 from overcast.spec.errors import Problem, SpecError
 from overcast.spec.models import JobSpec
 from overcast.store import JobRecord, JobState, Store
@@ -86,7 +86,7 @@ def submit(
         spec, warnings = _parse_yaml(body.yaml) if isinstance(body, SubmitYaml) else (body, [])
     except SpecError as err:
         return _spec_error(err)
-    check_text(spec.model_dump(), "spec")
+    check_model(spec, "spec")
     team = spec.team if who.admin and spec.team != "default" else who.team
     store = _store(request)
     job = store.submit(team, spec)

@@ -22,7 +22,7 @@ from overcast.api.schemas import (
     PoolsOut,
     ProvidersOut,
 )
-from overcast.api.text import check_text
+from overcast.api.text import check_model, check_text
 from overcast.store import Store
 
 router = APIRouter(responses=ERRORS)
@@ -76,7 +76,7 @@ def providers(request: Request, who: Auth) -> ProvidersOut:
 def chaos(request: Request, who: Auth, body: ChaosIn) -> ChaosOut:
     """Inject a failure: a provider goes down/up, runs out of capacity, or preempts a job (admin only)."""
     require_admin(who)
-    check_text(body.model_dump(), "chaos")
+    check_model(body, "chaos")
     controller = _controller(request)
     try:
         result = controller.chaos(body.provider, body.action, job_id=body.job_id, duration_s=body.duration_s)

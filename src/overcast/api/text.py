@@ -2,38 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Any
+import re
 
 from fastapi import HTTPException
+from pydantic import BaseModel
+from pydantic_core import PydanticSerializationError
+
+# In JSON a NUL is always the escape \u0000, i.e. a backslash that is not itself escaped.
+_NUL_ESCAPE = re.compile(r"(?:^|[^\\])(?:\\\\)*\\u0000")
 
 
-def bad_text(value: Any, path: str = "") -> str | None:
-    """The dotted path of the first string that contains NUL or is not valid Unicode, else None."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            return path or "value"
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return path or "value"
-        return None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            found = bad_text(key, path) or bad_text(item, f"{path}.{key}" if path else str(key))
-            if found:
-                return found
-    elif isinstance(value, list | tuple):
-        for i, item in enumerate(value):
-            found = bad_text(item, f"{path}[{i}]")
-            if found:
-                return found
-    return None
+def _reject(what: str) -> HTTPException:
+    return HTTPException(422, detail=f"{what} contains a NUL character or invalid Unicode")
 
 
-def check_text(value: Any, what: str) -> None:
-    where = bad_text(value)
-    if where is not None:
-        raise HTTPException(
-            422,
-            detail=f"{what}: {where} contains a NUL character or invalid Unicode",
-        )
+def check_text(value: str, what: str) -> None:
+    if "\x00" in value:
+        raise _reject(what)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _reject(what) from None
+
+
+def check_model(model: BaseModel, what: str) -> None:
+    """Every string in the model, checked in one pass over its JSON (much cheaper than a walk)."""
+    try:
+        text = model.model_dump_json()
+    except PydanticSerializationError:  # lone surrogates cannot be encoded
+        raise _reject(what) from None
+    if _NUL_ESCAPE.search(text):
+        raise _reject(what)

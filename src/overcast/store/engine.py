@@ -77,6 +77,6 @@ def _sqlite_engine(url: str, database: str | None) -> Engine:
         # Writers take the lock up front (BEGIN IMMEDIATE) so a read-then-write transaction never
         # fails with "database is locked" halfway; plain readers use a deferred BEGIN.
         mode = "DEFERRED" if conn.get_execution_options().get("readonly") else "IMMEDIATE"
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        conn.connection.driver_connection.execute(f"BEGIN {mode}")  # no SQLAlchemy round: hot path
 
     return engine
