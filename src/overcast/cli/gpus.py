@@ -5,6 +5,7 @@ Like ``sky show-gpus``. Catalog and rich are imported inside the command so othe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -25,17 +26,7 @@ def _count(value: float) -> str:
 
 def _offer_json(o: Offer) -> dict[str, Any]:
     return {
-        "provider": o.provider,
-        "region": o.region,
-        "zone": o.zone,
-        "instance_type": o.instance_type,
-        "accelerator": o.accelerator,
-        "accelerator_count": o.accelerator_count,
-        "accelerator_memory_gib": o.accelerator_memory_gib,
-        "vcpus": o.vcpus,
-        "memory_gib": o.memory_gib,
-        "price": o.price,
-        "spot_price": o.spot_price,
+        **dataclasses.asdict(o),
         "price_per_gpu": o.price_per_gpu,
         "spot_price_per_gpu": o.spot_price_per_gpu,
         "fractional": o.accelerator_count < 1,
