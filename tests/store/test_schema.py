@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import inspect, text
 
-from overcast.store import Store, StoreConfigError, migrate
+from overcast.store import Store, StoreConfigError, StoreUnavailable, migrate
 from overcast.store.engine import default_url
 
 
@@ -65,3 +65,12 @@ def test_unsupported_url_is_a_clear_error() -> None:
         Store("mysql://u@h/db")
     with pytest.raises(StoreConfigError, match="invalid database URL"):
         Store("::not a url::")
+
+
+def test_unreachable_database_is_a_clear_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.fixtures.postgres import free_port
+
+    with pytest.raises(StoreUnavailable, match=r"cannot open the database postgresql\+psycopg://u:\*\*\*@"):
+        Store(f"postgresql+psycopg://u:secret@127.0.0.1:{free_port()}/db")
+    with pytest.raises(StoreUnavailable, match="cannot open the database"):
+        Store(f"sqlite:///{tmp_path}")  # a directory, not a file

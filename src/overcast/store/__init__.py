@@ -1,6 +1,6 @@
 """Persistent state: SQLAlchemy Core + Alembic; SQLite by default, PostgreSQL for production."""
 
-from overcast.store.engine import StoreConfigError, default_url, overcast_home
+from overcast.store.engine import StoreConfigError, StoreUnavailable, default_url, overcast_home
 from overcast.store.records import EventRecord, JobRecord, LaunchRecord, PoolHealthRecord
 from overcast.store.states import ACTIVE_STATES, TERMINAL_STATES, JobState
 from overcast.store.store import Store, new_job_id
@@ -15,6 +15,7 @@ __all__ = [
     "PoolHealthRecord",
     "Store",
     "StoreConfigError",
+    "StoreUnavailable",
     "default_url",
     "new_job_id",
     "overcast_home",

@@ -17,6 +17,18 @@ class StoreConfigError(ValueError):
     """The database URL is malformed or names a database we do not support."""
 
 
+class StoreUnavailable(RuntimeError):
+    """The database could not be reached or opened."""
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password masked, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<invalid URL>"
+
+
 def overcast_home() -> Path:
     return Path(os.environ.get("OVERCAST_HOME") or Path.home() / ".overcast").expanduser()
 
@@ -52,7 +64,11 @@ def _sqlite_engine(url: str, database: str | None) -> Engine:
         # One shared connection, otherwise every pooled connection would see its own empty database.
         engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
     else:
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(database).expanduser().parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StoreUnavailable(f"cannot create the database folder {folder}: {err.strerror}") from None
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},

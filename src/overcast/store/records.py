@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+from sqlalchemy import Row
 
 from overcast.spec.models import JobSpec
 from overcast.store.states import JobState
@@ -53,3 +56,28 @@ class PoolHealthRecord(NamedTuple):
     until: float | None
     failures: int
     detail: str
+
+
+def job_record(row: Mapping[str, Any] | Row[Any], spec: JobSpec | None = None) -> JobRecord:
+    """A JobRecord from a ``jobs`` row (or the dict that was inserted); ``spec`` skips re-parsing it."""
+    m = row if isinstance(row, Mapping) else row._mapping
+    return JobRecord(
+        id=m["id"],
+        team=m["team"],
+        name=m["name"],
+        spec=spec if spec is not None else JobSpec.model_validate_json(m["spec"]),
+        state=JobState(m["state"]),
+        priority=m["priority"],
+        attempt=m["attempt"],
+        pool_id=m["pool_id"],
+        backend=m["backend"],
+        nodes=m["nodes"],
+        restarts=m["restarts"],
+        failures=m["failures"],
+        submitted_at=m["submitted_at"],
+        updated_at=m["updated_at"],
+        started_at=m["started_at"],
+        ended_at=m["ended_at"],
+        cancel_requested=bool(m["cancel_requested"]),
+        reason=m["reason"],
+    )

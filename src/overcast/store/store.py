@@ -14,13 +14,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, insert, or_, select, update
+from sqlalchemy import Connection, and_, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
 
 from overcast.spec.models import JobSpec
 from overcast.store import migrate, tokens
-from overcast.store.engine import default_url, make_engine
-from overcast.store.records import EventRecord, JobRecord, LaunchRecord, PoolHealthRecord
+from overcast.store.engine import StoreUnavailable, default_url, make_engine, safe_url
+from overcast.store.records import EventRecord, JobRecord, LaunchRecord, PoolHealthRecord, job_record
 from overcast.store.states import TERMINAL_STATES, JobState
 from overcast.store.tables import events, jobs, launches, leases, pool_health, teams
 from overcast.store.tables import tokens as tokens_table
@@ -37,7 +38,7 @@ TRANSITION_FIELDS = frozenset(
 
 
 def new_job_id() -> str:
-    """"j-" + 10 random characters (50 bits): short, URL-safe, unique in practice."""
+    """ "j-" + 10 random characters (50 bits): short, URL-safe, unique in practice."""
     return "j-" + "".join(_ID_ALPHABET[b & 31] for b in secrets.token_bytes(10))
 
 
@@ -47,7 +48,12 @@ class Store:
         self.url = url or default_url()
         self.engine = make_engine(self.url)
         self.clock = clock
-        migrate.upgrade(self.engine)
+        try:
+            migrate.upgrade(self.engine)
+        except OperationalError as err:
+            self.engine.dispose()
+            first = str(err.orig).strip().splitlines()[0] if err.orig else str(err)
+            raise StoreUnavailable(f"cannot open the database {safe_url(self.url)}: {first}") from None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -144,7 +150,7 @@ class Store:
             # a single row as parameters, not a one-element list: executemany costs more per call
             conn.execute(insert(jobs), rows[0] if len(rows) == 1 else rows)
             conn.execute(insert(events), submitted[0] if len(rows) == 1 else submitted)
-        return [_job_record(row, spec) for row, spec in zip(rows, owned, strict=True)]
+        return [job_record(row, spec) for row, spec in zip(rows, owned, strict=True)]
 
     def get(self, job_id: str, *, team: str | None = None) -> JobRecord | None:
         """The job, or None if it does not exist or belongs to another team (team=None: admin view)."""
@@ -153,7 +159,7 @@ class Store:
             query = query.where(jobs.c.team == team)
         with self._read() as conn:
             row = conn.execute(query).first()
-        return None if row is None else _job_record(row._mapping)
+        return None if row is None else job_record(row._mapping)
 
     def list(
         self,
@@ -173,7 +179,7 @@ class Store:
             query = query.where(jobs.c.state.in_([JobState(s).value for s in states]))
         with self._read() as conn:
             rows = conn.execute(query).all()
-        return [_job_record(row._mapping) for row in rows]
+        return [job_record(row._mapping) for row in rows]
 
     def count_by_state(self) -> dict[JobState, int]:
         from sqlalchemy import func
@@ -211,7 +217,7 @@ class Store:
                     )
                 )
             fresh = conn.execute(select(jobs).where(jobs.c.id == job_id)).one()
-        return _job_record(fresh._mapping)
+        return job_record(fresh._mapping)
 
     def transition(
         self, job_id: str, from_states: Iterable[JobState], to: JobState, **fields: Any
@@ -241,7 +247,7 @@ class Store:
             if result.rowcount != 1:
                 return None
             row = conn.execute(select(jobs).where(jobs.c.id == job_id)).one()
-        return _job_record(row._mapping)
+        return job_record(row._mapping)
 
     # -- events ----------------------------------------------------------------------------------
 
@@ -372,27 +378,3 @@ class Store:
 def _team_of(job_id: str) -> Any:
     """Scalar subquery: the job's team, so events carry it without a second round trip."""
     return select(jobs.c.team).where(jobs.c.id == job_id).scalar_subquery()
-
-
-def _job_record(row: Mapping[str, Any] | Row[Any], spec: JobSpec | None = None) -> JobRecord:
-    m = row if isinstance(row, Mapping) else row._mapping
-    return JobRecord(
-        id=m["id"],
-        team=m["team"],
-        name=m["name"],
-        spec=spec if spec is not None else JobSpec.model_validate_json(m["spec"]),
-        state=JobState(m["state"]),
-        priority=m["priority"],
-        attempt=m["attempt"],
-        pool_id=m["pool_id"],
-        backend=m["backend"],
-        nodes=m["nodes"],
-        restarts=m["restarts"],
-        failures=m["failures"],
-        submitted_at=m["submitted_at"],
-        updated_at=m["updated_at"],
-        started_at=m["started_at"],
-        ended_at=m["ended_at"],
-        cancel_requested=bool(m["cancel_requested"]),
-        reason=m["reason"],
-    )
