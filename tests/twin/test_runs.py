@@ -9,9 +9,9 @@ from overcast.cli.main import app
 from overcast.twin.report import deterministic_part, report_data, write_report
 from overcast.twin.runner import run_scenario
 from overcast.twin.scenario import ScenarioError, load_scenario
-from tests.twin.helpers import EXAMPLES, needs_data, small_scenario
+from tests.twin.helpers import EXAMPLES, small_scenario
 
-pytestmark = needs_data
+# needs only shipped data (catalog, pollux workload-6, GCP H100 probes for one zone)
 POLICIES = ["overcast", "single-provider", "spillover", "cheapest-first"]
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from overcast.twin.datadir import trace_path
+from overcast.twin.datadir import SHIPPED, trace_path
 from overcast.twin.workload import TraceJob
 
 
@@ -59,13 +59,20 @@ def philly_runtimes() -> np.ndarray:
     return np.sort(values[values > 0])
 
 
+def philly_runtime_quantiles() -> tuple[np.ndarray, np.ndarray]:
+    """The shipped 0.1%-step quantiles of ``philly_runtimes()`` (derived, CC BY 4.0; see SOURCES.md)."""
+    table = np.loadtxt(SHIPPED / "philly_runtime_quantiles.csv", delimiter=",", skiprows=1)
+    return table[:, 0], table[:, 1]
+
+
 def _load_adaptdl(path: Path, rng: np.random.Generator) -> list[TraceJob]:
     """Pollux/Sia schema (name, time, application, num_replicas, batch_size). The traces carry no
-    runtimes, so each job draws one from the Philly runtime distribution (they are Philly samples)."""
-    runtimes = philly_runtimes()
+    runtimes, so each job draws one from the Philly runtime distribution (they are Philly samples),
+    by inverse-CDF sampling of its shipped quantiles, so runs are identical with or without the data dir."""
+    levels, values = philly_runtime_quantiles()
     with path.open() as fh:
         rows = list(csv.DictReader(fh))
-    draws = rng.choice(runtimes, size=len(rows))
+    draws = np.interp(rng.random(len(rows)), levels, values)
     return [
         TraceJob(
             f"{path.stem}-{r['name']}", float(r["time"]), float(r["num_replicas"]), float(d), r["application"]

@@ -7,8 +7,9 @@ and go through the same backend, so only the deciding differs.
 
 from __future__ import annotations
 
+import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from overcast.placement.pool import Pool, Purchase
@@ -27,15 +28,22 @@ class OvercastPolicy:
 
     name = "overcast"
 
-    def __init__(self) -> None:
+    def __init__(self, options: Mapping[str, object] | None = None) -> None:
         try:
             from overcast.scheduler.decide import decide
         except ImportError as err:  # the scheduler module is missing from this install
             raise RuntimeError(f"policy 'overcast' needs overcast.scheduler.decide ({err})") from None
         self._decide: Callable[..., Decisions] = decide
+        self.options = dict(options or {})
+        accepted = set(inspect.signature(decide).parameters) - {"snapshot"}
+        unknown = sorted(set(self.options) - accepted)
+        if unknown:
+            raise ValueError(
+                f"decide_options: decide() takes no {unknown[0]!r} (it takes {sorted(accepted)})"
+            )
 
     def decide(self, snapshot: Snapshot) -> Decisions:
-        return self._decide(snapshot)
+        return self._decide(snapshot, **self.options)
 
 
 def compatible(pool: Pool, spec: JobSpec) -> bool:
@@ -142,9 +150,14 @@ class CheapestFirst:
 POLICY_NAMES = ("overcast", "single-provider", "spillover", "cheapest-first")
 
 
-def make_policy(name: str, home_provider: str, spillover_order: list[str]) -> Policy:
+def make_policy(
+    name: str,
+    home_provider: str,
+    spillover_order: list[str],
+    decide_options: Mapping[str, object] | None = None,
+) -> Policy:
     if name == "overcast":
-        return OvercastPolicy()
+        return OvercastPolicy(decide_options)
     if name == "single-provider":
         return SingleProvider(home_provider)
     if name == "spillover":

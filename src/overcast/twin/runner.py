@@ -106,7 +106,9 @@ def run_policy(
     for outage in scenario.outages:
         clock.at(outage.start_hour * 3600.0, backend.set_down, outage.provider, True)
         clock.at((outage.start_hour + outage.hours) * 3600.0, backend.set_down, outage.provider, False)
-    policy = make_policy(policy_name, scenario.home_provider, scenario.spillover_order)
+    policy = make_policy(
+        policy_name, scenario.home_provider, scenario.spillover_order, scenario.decide_options
+    )
     engine = Engine(
         clock,
         backend,

@@ -85,6 +85,8 @@ class Scenario(Strict):
     home_provider: str  # the single-provider baseline stays here
     spillover_order: list[str]  # providers in the fixed-order spillover baseline's order
     policies: list[str] = ["overcast", "single-provider", "spillover", "cheapest-first"]
+    # keyword arguments for overcast.scheduler.decide.decide (e.g. batch_threshold, time_budget_s)
+    decide_options: dict[str, float | int | bool] = {}
     workload: WorkloadSpec
     pools: list[PoolSpec] = Field(min_length=1)
     outages: list[Outage] = []
