@@ -19,19 +19,26 @@ from overcast.placement import score
 from overcast.placement.batch.problem import BatchProblem
 from overcast.placement.filters import Request, run_filters
 from overcast.placement.index import PoolIndex, Usage
-from overcast.placement.single import place_job
 from overcast.scheduler.preemption import RELAXED_STEPS
+from overcast.scheduler.sequential import place_in_order, request_key
 from overcast.scheduler.snapshot import PendingJob, Place
 
 AVOID_SURCHARGE = 1.0  # x the job's dearest pool cost, added to pools the job should avoid
 
 
 def place_level(
-    jobs: list[PendingJob], index: PoolIndex, usage: Usage, *, now: float, time_budget_s: float
+    jobs: list[PendingJob],
+    index: PoolIndex,
+    usage: Usage,
+    *,
+    now: float,
+    time_budget_s: float,
+    misses: dict[tuple, str],
 ) -> tuple[list[Place], list[tuple[PendingJob, str]]]:
-    """Place one priority level's ``jobs`` (in queue order) with the batch solver. Mutates ``usage``."""
+    """Place one priority level's ``jobs`` (in queue order) with the batch solver. Mutates ``usage``;
+    ``misses`` as in ``sequential.place_in_order``."""
     placed: list[Place] = []
-    unplaced: list[tuple[PendingJob, str]] = []
+    leftover: list[PendingJob] = []
     assignment = _solve_level(jobs, index, usage, now=now, time_budget_s=time_budget_s)
     for job, position in zip(jobs, assignment, strict=True):
         nodes = job.spec.num_nodes
@@ -44,16 +51,10 @@ def place_level(
                 f"${pool.marginal_price_per_node_hour * nodes:,.2f}/h"
             )
             placed.append(Place(job.id, pool.id, nodes, reason))
-            continue
-        result = place_job(
-            job.spec, index, now=now, usage=usage, avoid=job.avoid_pools, top=1, explain_ranks=False
-        )
-        if result.best is None:
-            unplaced.append((job, result.summary()))
         else:
-            usage.take(index, result.best.position, nodes)
-            placed.append(Place(job.id, result.best.pool.id, nodes, result.best.reason))
-    return placed, unplaced
+            leftover.append(job)
+    more, unplaced = place_in_order(leftover, index, usage, now=now, misses=misses)
+    return placed + more, unplaced
 
 
 def _fits(index: PoolIndex, usage: Usage, position: int, nodes: int) -> bool:
@@ -86,14 +87,18 @@ def build_problem(
     jobs = list(jobs)
     rows: list[tuple[np.ndarray, np.ndarray]] = []
     penalty = np.zeros(len(jobs))
-    cache: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+    compatible: dict[tuple, np.ndarray] = {}  # request key -> pool positions
+    costs: dict[tuple, np.ndarray] = {}  # + hours and checkpointing -> cost per pool
     for j, job in enumerate(jobs):
         spec = job.spec
-        key = (spec.resources, spec.num_nodes, spec.expected_hours, bool(spec.checkpoint_dir))
-        if key not in cache:
-            positions = _compatible(Request.of(spec), index, usage, now=now)
-            cache[key] = (positions, score.expected_cost(index, positions, spec))
-        positions, cost = cache[key]
+        key = request_key(spec)
+        if key not in compatible:
+            compatible[key] = _compatible(Request.of(spec), index, usage, now=now)
+        positions = compatible[key]
+        cost_key = (key, spec.expected_hours, bool(spec.checkpoint_dir))
+        if cost_key not in costs:
+            costs[cost_key] = score.expected_cost(index, positions, spec)
+        cost = costs[cost_key]
         dearest = float(cost.max()) if len(cost) else 0.0
         if job.avoid_pools and len(positions):
             avoid = np.isin(positions, [index.position_of.get(p, -1) for p in job.avoid_pools])
@@ -102,11 +107,10 @@ def build_problem(
         gpu_hours = spec.num_nodes * max((a.count for a in spec.resources.accelerators), default=0)
         gpu_hours *= spec.expected_hours
         penalty[j] = 2 * (AVOID_SURCHARGE + 1) * dearest + gpu_hours + 1.0
-    used = np.unique(np.concatenate([r[0] for r in rows])) if rows else np.zeros(0, dtype=np.int64)
-    compact = {int(p): i for i, p in enumerate(used)}
     indptr = np.zeros(len(jobs) + 1, dtype=np.int64)
     np.cumsum([len(r[0]) for r in rows], out=indptr[1:])
-    pool = np.fromiter((compact[int(p)] for r in rows for p in r[0]), dtype=np.int64, count=int(indptr[-1]))
+    positions = np.concatenate([r[0] for r in rows]) if rows else np.zeros(0, dtype=np.int64)
+    used, pool = np.unique(positions, return_inverse=True)  # index positions -> problem pool numbers
     cost = np.concatenate([r[1] for r in rows]) if rows else np.zeros(0)
     problem = BatchProblem(
         job_nodes=np.array([job.spec.num_nodes for job in jobs], dtype=np.int64),

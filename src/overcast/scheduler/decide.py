@@ -11,11 +11,11 @@ from itertools import groupby
 from time import perf_counter
 
 from overcast.placement.index import PoolIndex, Usage
-from overcast.placement.single import place_job
 from overcast.scheduler.batch_adapter import place_level
 from overcast.scheduler.preemption import find_eviction
 from overcast.scheduler.queue import order_queue
-from overcast.scheduler.snapshot import Decisions, PendingJob, Place, Preempt, RunningJob, Snapshot
+from overcast.scheduler.sequential import place_in_order, request_key
+from overcast.scheduler.snapshot import Decisions, PendingJob, Preempt, RunningJob, Snapshot
 
 BATCH_THRESHOLD = 200  # more pending jobs than this compete for capacity: use the batch solver
 TIME_BUDGET_S = 2.0  # for the batch solver
@@ -57,44 +57,36 @@ def decide(
     #    a job that could not be placed may stop strictly lower-priority running jobs in one pool
     #    where that frees enough nodes. It waits for them to stop; the free nodes it will use are
     #    held for it this cycle, and the victims' nodes stay counted as used until they are gone.
+    #    Within a cycle capacity only shrinks and victims only get fewer, so a request that found no
+    #    pool (or no eviction, at some priority) finds none later either: remember and skip those.
     levels = [list(jobs) for _, jobs in groupby(queue, key=lambda j: j.spec.priority)]
     use_batch = len(queue) > batch_threshold
     preempted: set[str] = set()
-    for jobs in levels:
+    misses: dict[tuple, str] = {}  # request_key -> why it fits nowhere
+    no_eviction: dict[tuple, int] = {}  # request_key -> highest priority that found no eviction
+    deadline = perf_counter() + time_budget_s
+    for done, jobs in enumerate(levels):
         if use_batch:
-            budget = time_budget_s / len(levels)
-            placed, unplaced = place_level(jobs, index, usage, now=snapshot.now, time_budget_s=budget)
+            budget = max(deadline - perf_counter(), 0.0) / (len(levels) - done)  # what is left, shared
+            placed, unplaced = place_level(
+                jobs, index, usage, now=snapshot.now, time_budget_s=budget, misses=misses
+            )
         else:
-            placed, unplaced = _place_in_order(jobs, index, usage, now=snapshot.now)
+            placed, unplaced = place_in_order(jobs, index, usage, now=snapshot.now, misses=misses)
         decisions.place.extend(placed)
         timer.lap("3-place", add=True)
         for job, why in unplaced:
             decisions.unplaced[job.id] = why
-            if running_by_pool:
-                _preempt_for(job, index, running_by_pool, usage, snapshot.now, preempted, decisions)
+            key = request_key(job.spec)
+            if not running_by_pool or no_eviction.get(key, -(10**9)) >= job.spec.priority:
+                continue
+            if not _preempt_for(job, index, running_by_pool, usage, snapshot.now, preempted, decisions):
+                no_eviction[key] = job.spec.priority
         timer.lap("4-preempt", add=True)
 
     # 5. Decisions: places, preemptions and why each other job stays pending.
     decisions.seconds = perf_counter() - start
     return decisions
-
-
-def _place_in_order(
-    jobs: list[PendingJob], index: PoolIndex, usage: Usage, *, now: float
-) -> tuple[list[Place], list[tuple[PendingJob, str]]]:
-    placed: list[Place] = []
-    unplaced: list[tuple[PendingJob, str]] = []
-    for job in jobs:
-        result = place_job(
-            job.spec, index, now=now, usage=usage, avoid=job.avoid_pools, top=1, explain_ranks=False
-        )
-        best = result.best
-        if best is None:
-            unplaced.append((job, result.summary()))
-            continue
-        usage.take(index, best.position, best.nodes)
-        placed.append(Place(job.id, best.pool.id, best.nodes, best.reason))
-    return placed, unplaced
 
 
 def _preempt_for(
@@ -105,10 +97,11 @@ def _preempt_for(
     now: float,
     preempted: set[str],
     decisions: Decisions,
-) -> None:
+) -> bool:
+    """Preempt for ``job`` if some pool allows it; False when none does."""
     eviction = find_eviction(job, index, running_by_pool, now=now, usage=usage, already_preempted=preempted)
     if eviction is None:
-        return
+        return False
     pool = index.pools[eviction.position]
     for victim in eviction.victims:
         preempted.add(victim.id)
@@ -124,6 +117,7 @@ def _preempt_for(
         usage.take(index, eviction.position, hold)
     names = ", ".join(v.id for v in eviction.victims)
     decisions.unplaced[job.id] = f"waiting for {pool.id}: preempting {names}"
+    return True
 
 
 def _index(snapshot: Snapshot) -> tuple[PoolIndex, dict[int, list[RunningJob]]]:
