@@ -212,7 +212,7 @@ class LocalBackend:
             write_json_atomic(path / "launch.json", info | {"created_at": time.time()})
             try:
                 self._start_nodes(request, path, node_ids)
-            except OSError as exc:
+            except Exception as exc:  # all nodes or none: undo what started
                 pgids = [p["pid"] for r in range(len(node_ids)) if (p := _read_json(path / f"node-{r}.pid"))]
                 terminate_groups(pgids, 0.0, reap=self._children.pop(path, []))
                 shutil.rmtree(path, ignore_errors=True)
@@ -270,8 +270,10 @@ class LocalBackend:
         log_dir.mkdir(parents=True, exist_ok=True)
         cwd = os.path.expanduser(spec.workdir) if spec.workdir else None
         children = self._children.setdefault(path, [])
+        # The server's Python comes first on PATH, so `python train.py` finds the same packages.
+        search = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
         for rank, node_id in enumerate(node_ids):
-            env = os.environ | spec.env | request.env
+            env = os.environ | {"PATH": search} | spec.env | request.env
             env |= {
                 "OVERCAST_NUM_NODES": str(request.num_nodes),
                 "OVERCAST_NODE_RANK": str(rank),

@@ -47,10 +47,18 @@ def launch(
     wait: Annotated[bool, typer.Option("--wait", "-w", help="follow the job's events until it ends")] = False,
 ) -> None:
     """Submit a job; with --wait, show its progress (placed, started, moved...) until it ends."""
+    from overcast.spec.errors import SpecError
+    from overcast.spec.loader import load_spec
+
     try:
         text = file.read_text(encoding="utf-8")
+        loaded = load_spec(file)  # checked here first, so errors name the user's file and line
     except OSError as exc:
         _fail(f"cannot read {file}: {exc.strerror or exc}")
+    except SpecError as exc:
+        _fail(str(exc))
+    for warning in loaded.warnings:
+        typer.secho(f"warning: {warning}", fg="yellow", err=True)
     client = _client()
     job = _call(client.submit_yaml, text)
     typer.echo(f"submitted {job['id']} ({job['name']}, {job['spec']['num_nodes']} nodes)")

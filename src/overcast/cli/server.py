@@ -33,6 +33,7 @@ def up(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8765,
     grace: Annotated[float, typer.Option(help="seconds between SIGTERM and SIGKILL when stopping")] = 10.0,
+    interval: Annotated[float, typer.Option(help="seconds between control-loop ticks")] = 0.5,
 ) -> None:
     """Run the API server and the control loop (in a thread) in this process."""
     import threading
@@ -67,7 +68,7 @@ def up(
     _admin_token(store, home)
     loop = ControlLoop(store, backends, home=home, grace_seconds=grace)
     stop = threading.Event()
-    thread = threading.Thread(target=loop.run, args=(stop,), name="control-loop", daemon=True)
+    thread = threading.Thread(target=loop.run, args=(stop, interval), name="control-loop", daemon=True)
     thread.start()
     names = ", ".join(b.name for b in backends)
     typer.echo(f"overcast: http://{host}:{port}  store {default_url()}  backends {names}")
