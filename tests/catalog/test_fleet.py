@@ -97,3 +97,17 @@ def test_bad_yaml_and_wrong_shape_and_missing_file(tmp_path: Path) -> None:
     assert "a fleet file is a mapping" in _error(tmp_path, "- 1\n- 2\n")
     with pytest.raises(FleetError, match="cannot read fleet file"):
         load_fleet(tmp_path / "nope.yaml")
+
+
+def test_a_key_given_twice_is_an_error_not_lost_capacity(tmp_path: Path) -> None:
+    second = "clusters:\n  - {name: b, local: {}, nodes: 1, gpus_per_node: 1, accelerator: T4}\n"
+    message = _error(tmp_path, GOOD + second)
+    assert (
+        message == f"{tmp_path / 'fleet.yaml'}:15: clusters: given twice (first on line 8, again on line 15)"
+    )
+
+
+def test_a_bad_date_is_one_problem_at_the_field(tmp_path: Path) -> None:
+    message = _error(tmp_path, GOOD.replace("until: 2027-06-30", "until: next year"))
+    assert message.count("\n") == 0, message  # not once per member of date | datetime
+    assert ":7: reservations[0].until: Input should be a valid date or datetime" in message

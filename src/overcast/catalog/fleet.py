@@ -27,10 +27,11 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any, Self
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from overcast.catalog.accelerators import canonical_name, suggest
+from overcast.spec.errors import SpecError
+from overcast.spec.yamldoc import Document, parse_yaml
 
 Name = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 
@@ -160,21 +161,6 @@ def _epoch(value: dt.date | dt.datetime, *, end_of_day: bool) -> float:
     return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()
 
 
-def _node_at(node: yaml.Node | None, loc: tuple[int | str, ...]) -> yaml.Node | None:
-    """The YAML node for ``loc``: the key node for its last part (where a typo is), or the deepest parent."""
-    for i, part in enumerate(loc):
-        if isinstance(node, yaml.MappingNode):
-            pair = next(((k, v) for k, v in node.value if k.value == str(part)), None)
-            if pair is None:
-                return node  # a missing field: point at the mapping that lacks it
-            node = pair[0] if i == len(loc) - 1 else pair[1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-        else:
-            return node
-    return node
-
-
 def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
     """The model class whose field ``loc[-1]`` is (for "did you mean" on unknown fields)."""
     model: Any = Fleet
@@ -190,50 +176,70 @@ def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
-def _describe(error: Any, root: yaml.Node | None, path: Path) -> str:
-    loc = tuple(error["loc"])
-    field = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[") or "(top)"
-    node = _node_at(root, loc)
-    line = node.start_mark.line + 1 if node is not None else 1
+def _user_loc(data: Any, loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """``loc`` as the user wrote it: pydantic appends union members past a value ("until.date")."""
+    for i, part in enumerate(loc):
+        if not isinstance(data, dict | list):
+            return loc[:i]
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return loc  # a missing field: the whole path
+    return loc
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    """("clusters", 0, "slurm", "conf") -> "clusters[0].slurm.conf"."""
+    return ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[") or "(top)"
+
+
+def _describe(error: Any, doc: Document) -> tuple[int, str, str]:
+    """(line, field, problem) of one pydantic error."""
+    loc = _user_loc(doc.data, tuple(error["loc"]))
+    field = _dotted(loc)
+    line = doc.line(loc) or 1
     if error["type"] == "extra_forbidden":
         model = _model_at(loc)
         known = list(model.model_fields) if model else []
         close = difflib.get_close_matches(str(loc[-1]), known, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else f" (known fields: {', '.join(known)})"
-        return f"{path}:{line}: {field}: unknown field{hint}"
-    message = str(error["msg"]).removeprefix("Value error, ")
+        return line, field, f"unknown field{hint}"
     if error["type"] == "missing":
-        return f"{path}:{line}: {field}: required field is missing"
+        return line, field, "required field is missing"
+    message = str(error["msg"]).removeprefix("Value error, ")
     got = "" if error["type"] == "value_error" else f" (got {error.get('input')!r})"
-    return f"{path}:{line}: {field}: {message}{got}"
-
-
-def _line_of(problem: str) -> int:
-    parts = problem.split(":")
-    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    return line, field, f"{message}{got}"
 
 
 def parse_fleet(text: str, path: Path | str = "<fleet>") -> Fleet:
     """Validate fleet YAML text; raise FleetError naming file, line and field of each problem."""
     path = Path(path)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise FleetError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    if data is None:
+        doc = parse_yaml(text, str(path))
+    except SpecError as exc:
+        where = f"{path}:{exc.line}" if exc.line else str(path)
+        raise FleetError(f"{where}: not valid YAML: {exc.message.removeprefix('invalid YAML: ')}") from None
+    if doc.data is None:
         return Fleet()
-    if not isinstance(data, dict):
-        raise FleetError(
-            f"{path}:1: a fleet file is a mapping (reservations:, clusters:, ...), got {type(data).__name__}"
-        )
+    if not isinstance(doc.data, dict):
+        got = type(doc.data).__name__
+        raise FleetError(f"{path}:1: a fleet file is a mapping (reservations:, clusters:, ...), got {got}")
+    # PyYAML keeps the last of two equal keys: a second ``clusters:`` would silently drop the first
+    problems = {
+        (line, _dotted(key)): f"given twice (first on line {doc.lines[key]}, again on line {line})"
+        for key, line in doc.duplicates
+    }
     try:
-        return Fleet.model_validate(data)
+        fleet = Fleet.model_validate(doc.data)
     except ValidationError as exc:
-        problems = sorted((_describe(e, root, path) for e in exc.errors()), key=_line_of)
-        raise FleetError("\n".join(problems)) from None
+        for error in exc.errors():
+            line, field, problem = _describe(error, doc)
+            problems.setdefault((line, field), problem)  # one per field: "until" fails date and datetime
+    else:
+        if not problems:
+            return fleet
+    ordered = sorted(problems.items(), key=lambda item: item[0][0])
+    raise FleetError("\n".join(f"{path}:{line}: {field}: {text}" for (line, field), text in ordered))
 
 
 def load_fleet(path: str | Path) -> Fleet:
