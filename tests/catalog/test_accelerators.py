@@ -71,6 +71,8 @@ def test_known_accelerators_are_the_catalog_names() -> None:
     assert set(names) == {o.accelerator for o in load_offers()}
     assert {"H100", "H200", "A100-80GB", "L4", "MI300X", "tpu-v5p-8"} <= set(names)
     assert all(canonical_name(n) == n for n in names)
+    names.clear()  # a caller's list is its own: the cached names stay
+    assert known_accelerators() and canonical_name("tpu-v5p-8") == "tpu-v5p-8"
 
 
 def test_suggest_finds_close_names() -> None:

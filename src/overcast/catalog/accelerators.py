@@ -149,10 +149,10 @@ def accelerator_kind(name: str) -> str:
 
 
 def known_accelerators() -> list[str]:
-    """Every canonical accelerator name in the shipped catalog, sorted."""
+    """Every canonical accelerator name in the shipped catalog, sorted (a fresh list each call)."""
     from overcast.catalog.load import accelerator_names
 
-    return accelerator_names()
+    return list(accelerator_names())
 
 
 def suggest(raw: str, n: int = 3) -> list[str]:

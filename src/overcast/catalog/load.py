@@ -75,13 +75,13 @@ def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
 
 
 @cache
-def accelerator_names() -> list[str]:
+def accelerator_names() -> tuple[str, ...]:
     """Sorted canonical accelerator names in the shipped catalog; empty when the data is missing."""
     try:
         offers = _offers()
     except CatalogMissingError:
-        return []
-    return sorted({o.accelerator for o in offers}, key=natural_key)
+        return ()
+    return tuple(sorted({o.accelerator for o in offers}, key=natural_key))
 
 
 @cache
