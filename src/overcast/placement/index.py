@@ -97,24 +97,14 @@ class PoolIndex:
         """Index ``pools``. ``used_nodes`` (pool id -> nodes) overrides ``Pool.used_nodes`` without
         mutating the pools, so a pure scheduler step can account for running jobs. ``providers``: more
         provider names to explain exclusions for (when ``pools`` is a subset of the catalog)."""
-        pools = sorted(pools, key=lambda p: (p.accelerator.lower(), p.id))
+        pools = list(pools)
+        layout = _layout(pools, tuple(sorted(set(providers))))
+        pools = [pools[i] for i in layout.order]
         used = [p.used_nodes if used_nodes is None else used_nodes.get(p.id, p.used_nodes) for p in pools]
-        accels = [p.accelerator.lower() for p in pools]
-        groups: dict[str, tuple[int, int]] = {}
-        for i, name in enumerate(accels):
-            start, _ = groups.get(name, (i, i))
-            groups[name] = (start, i + 1)
-        providers = Vocabulary([*(p.provider for p in pools), *providers])
-        regions = Vocabulary(p.region for p in pools)
-        zones = Vocabulary(p.zone for p in pools if p.zone is not None)
-        instance_types = Vocabulary(p.instance_type for p in pools)
         n = len(pools)
 
         def column(values: Iterable, dtype) -> np.ndarray:
             return np.fromiter(values, dtype=dtype, count=n)
-
-        def opt(value: float | None) -> float:
-            return np.nan if value is None else value
 
         free = column(
             (
@@ -123,36 +113,37 @@ class PoolIndex:
             ),
             np.float64,
         )
-        quota_list, quota_of, quota_left = _quota_columns(pools, used, list(quotas))
+        price = column((p.price_per_node_hour for p in pools), np.float64)
+        quota_list, quota_of, quota_left = _quota_columns(layout, used, list(quotas))
         return cls(
             pools=pools,
-            groups=groups,
-            accelerator_names={p.accelerator.lower(): p.accelerator for p in pools},
-            providers=providers,
-            regions=regions,
-            zones=zones,
-            instance_types=instance_types,
-            provider=column((providers.code[p.provider] for p in pools), np.int32),
-            region=column((regions.code[p.region] for p in pools), np.int32),
-            zone=column((-1 if p.zone is None else zones.code[p.zone] for p in pools), np.int32),
-            instance_type=column((instance_types.code[p.instance_type] for p in pools), np.int32),
-            gpus=column((p.gpus_per_node for p in pools), np.int64),
-            purchase=column((PURCHASE_CODES[p.purchase] for p in pools), np.int8),
-            price=column((p.price_per_node_hour for p in pools), np.float64),
-            marginal=column((p.marginal_price_per_node_hour for p in pools), np.float64),
+            groups=layout.groups,
+            accelerator_names=layout.accelerator_names,
+            providers=layout.providers,
+            regions=layout.regions,
+            zones=layout.zones,
+            instance_types=layout.instance_types,
+            provider=layout.provider,
+            region=layout.region,
+            zone=layout.zone,
+            instance_type=layout.instance_type,
+            gpus=layout.gpus,
+            purchase=layout.purchase,
+            price=price,
+            marginal=np.where(layout.purchase == PURCHASE_CODES[Purchase.RESERVED], 0.0, price),
             free=free,
             health=column((HEALTH_CODES[p.health] for p in pools), np.int8),
             unhealthy_until=column(
                 (np.inf if p.unhealthy_until is None else p.unhealthy_until for p in pools), np.float64
             ),
             preemptions_per_hour=column((p.preemptions_per_hour for p in pools), np.float64),
-            vcpus=column((opt(p.vcpus_per_node) for p in pools), np.float64),
-            memory_gib=column((opt(p.memory_gib_per_node) for p in pools), np.float64),
+            vcpus=layout.vcpus,
+            memory_gib=layout.memory_gib,
             quota_of=quota_of,
             quota_left=quota_left,
             quotas=quota_list,
             disabled_providers=frozenset(disabled_providers),
-            position_of={p.id: i for i, p in enumerate(pools)},
+            position_of=layout.position_of,
         )
 
     def __len__(self) -> int:
@@ -183,7 +174,101 @@ class PoolIndex:
         return np.minimum(left[of[:, 0]], left[of[:, 1]])
 
 
-def _quota_columns(pools: list[Pool], used: list[int], quotas: list[Quota]):
+@dataclass(eq=False)
+class _Layout:
+    """What an index takes from a pool's identity (not its state): the sort order, the groups and
+    the static columns. Rebuilding it is most of an index build, and a scheduler calls build() every
+    cycle on the same pools, so the last few layouts are kept (keyed by those static fields)."""
+
+    order: list[int]  # input position -> sorted position
+    groups: dict[str, tuple[int, int]]
+    accelerator_names: dict[str, str]
+    providers: Vocabulary
+    regions: Vocabulary
+    zones: Vocabulary
+    instance_types: Vocabulary
+    provider: np.ndarray
+    region: np.ndarray
+    zone: np.ndarray
+    instance_type: np.ndarray
+    gpus: np.ndarray
+    purchase: np.ndarray
+    vcpus: np.ndarray
+    memory_gib: np.ndarray
+    position_of: dict[str, int]
+
+
+_LAYOUTS: dict[tuple, _Layout] = {}
+_KEEP_LAYOUTS = 4
+
+
+def _static(p: Pool) -> tuple:
+    return (
+        p.id,
+        p.provider,
+        p.region,
+        p.zone,
+        p.instance_type,
+        p.accelerator,
+        p.gpus_per_node,
+        p.purchase,
+        p.vcpus_per_node,
+        p.memory_gib_per_node,
+    )
+
+
+def _layout(pools: list[Pool], extra_providers: tuple[str, ...]) -> _Layout:
+    key = (tuple(map(_static, pools)), extra_providers)
+    layout = _LAYOUTS.get(key)
+    if layout is None:
+        layout = _build_layout(pools, extra_providers)
+        if len(_LAYOUTS) >= _KEEP_LAYOUTS:
+            del _LAYOUTS[next(iter(_LAYOUTS))]  # oldest first
+        _LAYOUTS[key] = layout
+    return layout
+
+
+def _build_layout(pools: list[Pool], extra_providers: tuple[str, ...]) -> _Layout:
+    order = sorted(range(len(pools)), key=lambda i: (pools[i].accelerator.lower(), pools[i].id))
+    pools = [pools[i] for i in order]
+    groups: dict[str, tuple[int, int]] = {}
+    for i, p in enumerate(pools):
+        name = p.accelerator.lower()
+        start, _ = groups.get(name, (i, i))
+        groups[name] = (start, i + 1)
+    providers = Vocabulary([*(p.provider for p in pools), *extra_providers])
+    regions = Vocabulary(p.region for p in pools)
+    zones = Vocabulary(p.zone for p in pools if p.zone is not None)
+    instance_types = Vocabulary(p.instance_type for p in pools)
+    n = len(pools)
+
+    def column(values: Iterable, dtype) -> np.ndarray:
+        return np.fromiter(values, dtype=dtype, count=n)
+
+    def opt(value: float | None) -> float:
+        return np.nan if value is None else value
+
+    return _Layout(
+        order=order,
+        groups=groups,
+        accelerator_names={p.accelerator.lower(): p.accelerator for p in pools},
+        providers=providers,
+        regions=regions,
+        zones=zones,
+        instance_types=instance_types,
+        provider=column((providers.code[p.provider] for p in pools), np.int32),
+        region=column((regions.code[p.region] for p in pools), np.int32),
+        zone=column((-1 if p.zone is None else zones.code[p.zone] for p in pools), np.int32),
+        instance_type=column((instance_types.code[p.instance_type] for p in pools), np.int32),
+        gpus=column((p.gpus_per_node for p in pools), np.int64),
+        purchase=column((PURCHASE_CODES[p.purchase] for p in pools), np.int8),
+        vcpus=column((opt(p.vcpus_per_node) for p in pools), np.float64),
+        memory_gib=column((opt(p.memory_gib_per_node) for p in pools), np.float64),
+        position_of={p.id: i for i, p in enumerate(pools)},
+    )
+
+
+def _quota_columns(layout: _Layout, used: list[int], quotas: list[Quota]):
     """Map each pool to the provider-wide and provider+region quota covering it (the tightest when a
     key repeats) and count the GPUs already in use under each quota."""
     by_key: dict[tuple[str, str | None], int] = {}
@@ -196,14 +281,26 @@ def _quota_columns(pools: list[Pool], used: list[int], quotas: list[Quota]):
         else:
             by_key[key] = len(kept)
             kept.append(q)
-    quota_of = np.full((len(pools), 2), -1, dtype=np.int64)
-    in_use = np.zeros(len(kept))
+    n = len(layout.provider)
+    quota_of = np.full((n, 2), -1, dtype=np.int64)
+    n_regions = len(layout.regions.names)
+    wide = np.full(len(layout.providers.names), -1, dtype=np.int64)
+    regional = np.full(len(layout.providers.names) * n_regions, -1, dtype=np.int64)
+    for (provider, region), q in by_key.items():
+        pc = layout.providers.code.get(provider)
+        if pc is None:
+            continue
+        if region is None:
+            wide[pc] = q
+        elif region in layout.regions.code:
+            regional[pc * n_regions + layout.regions.code[region]] = q
     if kept:
-        for i, (p, u) in enumerate(zip(pools, used, strict=True)):
-            for slot, key in enumerate(((p.provider, None), (p.provider, p.region))):
-                q = by_key.get(key)
-                if q is not None:
-                    quota_of[i, slot] = q
-                    in_use[q] += u * p.gpus_per_node
+        quota_of[:, 0] = wide[layout.provider]
+        quota_of[:, 1] = regional[layout.provider.astype(np.int64) * n_regions + layout.region]
+    gpus_used = np.asarray(used, dtype=np.float64) * layout.gpus
+    in_use = np.zeros(len(kept))
+    for slot in (0, 1):
+        covered = quota_of[:, slot] >= 0
+        in_use += np.bincount(quota_of[covered, slot], weights=gpus_used[covered], minlength=len(kept))
     left = np.array([q.max_gpus for q in kept], dtype=np.float64) - in_use
     return kept, quota_of, left
