@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -145,3 +146,16 @@ def test_pool_invariants(offers: list, disabled: list[str]) -> None:
         if o.provider not in disabled and o.accelerator_count >= 1
     )
     assert len(pools) == wanted
+
+
+def test_a_reservation_must_fill_whole_nodes() -> None:
+    # 12 GPUs of 8-GPU machines used to become one node (4 GPUs lost); 4 GPUs became a pool of 0 nodes
+    offers = [make_offer("oci", region="r", instance_type="BM.8"), make_offer("oci", "H100", 1, region="r")]
+    for gpus in (4, 12):
+        text = f"reservations: [{{provider: oci, region: r, accelerator: H100, gpus: {gpus}, "
+        fleet = parse_fleet(text + "price_per_gpu_hour: 2, until: 2030-01-01}]")
+        with pytest.raises(ValueError, match=f"{gpus} H100 in oci r: not a whole number of BM.8 nodes"):
+            build_pools(offers, fleet, now=NOW)
+    fleet = parse_fleet(f"{text}gpus_per_node: 1, price_per_gpu_hour: 2, until: 2030-01-01}}]")
+    (pool,) = [p for p in build_pools(offers, fleet, now=NOW) if p.purchase is Purchase.RESERVED]
+    assert (pool.capacity_nodes, pool.gpus_per_node) == (12, 1)

@@ -98,6 +98,12 @@ def reservation_offer(reservation: Reservation, offers: Sequence[Offer]) -> Offe
     if here:
         # most GPUs per node (a reservation is usually whole 8-GPU machines), then a stable name order
         best = min(here, key=lambda o: (-o.accelerator_count, o.instance_type, o.zone or ""))
+        if r.gpus % best.accelerator_count:  # 4 GPUs of 8-GPU nodes would be a pool of 0 nodes
+            raise ValueError(
+                f"reservation of {r.gpus} {r.accelerator} in {r.provider} {r.region}: not a whole number "
+                f"of {best.instance_type} nodes ({best.accelerator_count:g} GPUs each); make gpus a "
+                "multiple of that or give gpus_per_node"
+            )
         return dataclasses.replace(best, zone=r.zone)
     if r.instance_type and r.gpus_per_node:
         # capacity the public catalog does not list: trust the fleet file
