@@ -10,7 +10,8 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from overcast.catalog.accelerators import accelerator_kind, canonical_name, suggest
+from overcast.catalog.accelerators import accelerator_kind, canonical_name, memory_gib, suggest
+from overcast.catalog.load import natural_key
 from overcast.catalog.offer import Offer
 
 
@@ -93,7 +94,8 @@ def check_filters(offers: Sequence[Offer], providers: Sequence[str], region: str
             hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(known)}"
             raise QueryError(f"unknown provider {p!r}; {hint}")
     if region is not None:
-        regions = {o.region.lower() for o in offers if _match(o.provider, [p.lower() for p in providers])}
+        wanted = [p.lower() for p in providers]
+        regions = {o.region.lower() for o in offers if _match(o.provider, wanted)}
         if region.lower() not in regions:
             close = difflib.get_close_matches(region.lower(), sorted(regions), n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
@@ -127,9 +129,6 @@ def cheapest_per_provider(offers: Iterable[Offer], spot: bool = False) -> list[O
 
 def summarize(offers: Iterable[Offer], include_all: bool = False) -> list[AcceleratorSummary]:
     """One line per accelerator; GPUs only unless ``include_all`` (TPUs, ASICs, FPGAs)."""
-    from overcast.catalog.accelerators import memory_gib
-    from overcast.catalog.load import natural_key
-
     groups: dict[str, list[Offer]] = {}
     for o in offers:
         if include_all or accelerator_kind(o.accelerator) == "gpu":
