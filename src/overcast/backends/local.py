@@ -253,8 +253,20 @@ class LocalBackend:
             return events
 
     def active(self) -> list[tuple[str, int]]:
+        """Launches with a live process, and ended ones whose outcome has not been delivered yet:
+        the backend still knows them (their event comes with the next poll), so they are not lost."""
         with self._lock:
-            return [(ln.job_id, ln.attempt) for ln in self._launches() if self._live_nodes(ln)]
+            return [
+                (launch.job_id, launch.attempt)
+                for launch in self._launches()
+                if self._live_nodes(launch)
+                or not (self._stopped(launch) or (launch.path / "reported").exists())
+            ]
+
+    def redeliver(self) -> None:
+        """The caller could not handle the last poll's events: the next poll reports them again."""
+        with self._lock:
+            self._unacked = []
 
     # -- internals ----------------------------------------------------------------------------------
 

@@ -23,9 +23,15 @@ def poll_all(rt: Runtime) -> int:
         except Exception as exc:  # one broken backend must not stop the loop for the others
             log.warning("poll of %s failed: %s", name, exc)
             continue
-        for event in events:
-            handle_event(rt, name, event)
-            handled += 1
+        try:
+            for event in events:
+                handle_event(rt, name, event)
+                handled += 1
+        except Exception:
+            redeliver = getattr(backend, "redeliver", None)
+            if redeliver is not None:  # not acknowledged: the next poll reports them again
+                redeliver()
+            raise
     return handled
 
 
@@ -33,6 +39,12 @@ def handle_event(rt: Runtime, backend_name: str, event: BackendEvent) -> None:
     store = rt.store
     job = store.get(event.job_id)
     current = job is not None and job.attempt == event.attempt and job.backend == backend_name
+    if current and job is not None and job.state is JobState.PENDING and event.kind is EventKind.SUCCEEDED:
+        # Requeued (e.g. by a reconcile that raced the exit) but not relaunched: the work is done.
+        if store.transition(job.id, [JobState.PENDING], JobState.SUCCEEDED, reason=None):
+            store.end_launch(job.id, job.attempt, "succeeded")
+            store.add_event(job.id, "succeeded", f"attempt {job.attempt} (after a requeue)", at=event.at)
+        return
     if job is None or not current or job.state not in ACTIVE:
         # A stale attempt (or one being stopped): whatever it does, it must not run.
         being_stopped = current and job is not None and job.state is JobState.STOPPING

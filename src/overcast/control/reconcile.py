@@ -65,8 +65,11 @@ def reconcile(rt: Runtime) -> ReconcileReport:
             if (name, job_id, attempt) not in expected:
                 rt.stop(name, job_id, attempt)
                 store.end_launch(job_id, attempt, "orphan")
-                store.add_event(job_id, "orphan-stopped", f"attempt {attempt} on {name}: not expected there")
                 report.stopped.append((job_id, attempt))
+                job = store.get(job_id)
+                if job is None or not (job.state.terminal and job.attempt == attempt):  # not just a replay
+                    detail = f"attempt {attempt} on {name}: not expected there"
+                    store.add_event(job_id, "orphan-stopped", detail)
     for launch in store.launches(active_only=True):
         if (launch.job_id, launch.attempt) not in keep:
             store.end_launch(launch.job_id, launch.attempt, "stale")
