@@ -30,16 +30,21 @@ def priority_ranks(cm: ClassModel) -> tuple[np.ndarray, int]:
 
 
 def fill(
-    cm: ClassModel, y: np.ndarray | None = None, prefer: np.ndarray | None = None, order: str = "density"
+    cm: ClassModel,
+    y: np.ndarray | None = None,
+    prefer: np.ndarray | None = None,
+    order: str = "density",
+    col_cap: np.ndarray | None = None,
 ) -> np.ndarray:
     """Return integer class counts: ``y`` (or zeros) completed and repaired as described above.
     ``prefer`` (one value per column, e.g. the LP solution) makes each class try its columns in
-    decreasing preference before cost; ``order="value"`` visits classes by penalty, not density."""
+    decreasing preference before cost; ``order="value"`` visits classes by penalty, not density;
+    ``col_cap`` caps each column's count (and switches eviction off: a later pass completes the job)."""
     y = np.zeros(cm.n_cols, dtype=np.int64) if y is None else np.asarray(y, dtype=np.int64).copy()
     cls = cm.col_class
     rank, n_levels = priority_ranks(cm)
     n_pools = cm.capacity.shape[0]
-    evict = n_levels > 1 and n_pools * n_levels <= MAX_LEVEL_CELLS
+    evict = n_levels > 1 and n_pools * n_levels <= MAX_LEVEL_CELLS and col_cap is None
     placed = np.bincount(cls, weights=y, minlength=cm.n_classes).astype(np.int64)
     used = cm.usage(y)
     free = cm.capacity - used
@@ -66,6 +71,9 @@ def fill(
         n = nodes[k]
         pools = col_pool[a:b]
         fits = np.floor(free[pools] / n)
+        if col_cap is not None:
+            cols = perm[a:b]
+            fits = np.minimum(fits, col_cap[cols] - y[cols])
         if fits.max(initial=0) >= 1:
             fits = np.minimum(fits, rem).astype(np.int64)
             take = np.clip(rem - (np.cumsum(fits) - fits), 0, fits)

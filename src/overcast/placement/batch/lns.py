@@ -32,10 +32,13 @@ def improve(
     deadline: float,
     *,
     seed: int = 0,
-    pools_per_step: int = 8,
-    max_cols: int = 4000,
-    step_limit: float = 0.5,
+    guide: np.ndarray | None = None,
+    pools_per_step: int = 6,
+    max_cols: int = 2000,
+    step_limit: float = 0.3,
 ) -> tuple[np.ndarray, LnsStats]:
+    """Improve integer class counts ``y`` until ``deadline`` (perf_counter). ``guide`` (the LP solution)
+    steers the seed pools towards those whose use differs most from the LP's."""
     rng = np.random.default_rng(seed)
     y = y.copy()
     stats = LnsStats()
@@ -46,6 +49,9 @@ def improve(
     pool_ptr = np.searchsorted(cm.col_pool[pool_cols], np.arange(n_pools + 1))
     nodes_col = cm.nodes[cls]
     density = cm.density()
+    guide_use = (
+        None if guide is None else np.bincount(cm.col_pool, weights=guide * nodes_col, minlength=n_pools)
+    )
     while time.perf_counter() < deadline - 0.02:
         stats.steps += 1
         placed = np.bincount(cls, weights=y, minlength=cm.n_classes).astype(np.int64)
@@ -54,7 +60,13 @@ def improve(
         busy = np.flatnonzero(used > 0)
         if busy.size == 0:
             break
-        seed_pool = int(rng.choice(busy))
+        if guide_use is not None and rng.random() < 0.7:
+            diff = np.abs(used - guide_use)
+            seed_pool = (
+                int(rng.choice(n_pools, p=diff / diff.sum())) if diff.sum() > 0 else int(rng.choice(busy))
+            )
+        else:
+            seed_pool = int(rng.choice(busy))
         # Classes touching the seed pool: placed there, or left out and able to go there.
         at_seed = pool_cols[pool_ptr[seed_pool] : pool_ptr[seed_pool + 1]]
         at_seed = at_seed[(y[at_seed] > 0) | (left[cls[at_seed]] > 0)]

@@ -28,8 +28,8 @@ from overcast.placement.batch.classes import ClassModel
 # node count) and the objective sum inside int64.
 _COST_RANGE = 2.0**43
 FULL_LP_MAX_COLS = 150_000  # below this, one flow over all columns beats column generation
-_START_COLS = 10  # cheapest columns per class in the first restricted flow
-_ADD_COLS = 8  # most negative reduced-cost columns added per class and round
+_START_COLS = 5  # cheapest columns per class in the first restricted flow
+_ADD_COLS = 10  # most negative reduced-cost columns added per class and round
 
 
 class RelaxationError(RuntimeError):

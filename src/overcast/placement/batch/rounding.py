@@ -22,8 +22,10 @@ ORDERS = ("density", "value")
 def round_relaxation(cm: ClassModel, rel: Relaxation) -> tuple[np.ndarray, str]:
     """Best LP-guided fill over the visit orders; returns (y, order used)."""
     best, best_obj, best_order = None, np.inf, ORDERS[0]
+    cap = np.ceil(rel.y - 1e-6).astype(np.int64)
     for order in ORDERS:
-        y = fill(cm, prefer=rel.y, order=order)
+        # First every class takes what the LP gave it (rounded up while room lasts), then the rest.
+        y = fill(cm, fill(cm, prefer=rel.y, order=order, col_cap=cap))
         obj = cm.objective(y)
         if obj < best_obj:
             best, best_obj, best_order = y, obj, order

@@ -78,7 +78,7 @@ def solve(
                     status = "optimal" if res.optimal and obj <= cm.objective(res.y) + 1e-9 else status
             clock.lap("milp")
         elif method == "auto" and left > 0.05:
-            y, stats = improve(cm, best, deadline, seed=seed)
+            y, stats = improve(cm, best, deadline, seed=seed, guide=rel.y)
             y = fill(cm, y)
             obj = cm.objective(y)
             if obj < best_obj:
