@@ -1,0 +1,45 @@
+"""Event handling edge cases: replays, stale attempts, a success that raced a requeue, a job that cannot
+start."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from overcast.backends.base import BackendEvent, EventKind
+from overcast.control.events import handle_event
+from overcast.store import JobState, Store
+from tests.control.harness import job, make_loop, run_until, state
+
+
+def test_replayed_and_stale_events_change_nothing(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    loop = make_loop(tmp_path, store)
+    record = store.submit("default", job("quick", "exit 0"))
+    run_until(loop, lambda: state(store, record.id).state is JobState.SUCCEEDED)
+    before = len(store.events(job_id=record.id))
+    for kind in (EventKind.SUCCEEDED, EventKind.FAILED, EventKind.PREEMPTED):
+        handle_event(loop.rt, "local:azure-local", BackendEvent(kind, record.id, 1, time.time()))
+    handle_event(loop.rt, "local:azure-local", BackendEvent(EventKind.SUCCEEDED, record.id, 7, time.time()))
+    assert state(store, record.id).state is JobState.SUCCEEDED
+    assert len(store.events(job_id=record.id)) == before
+
+
+def test_a_success_that_raced_a_requeue_is_kept(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    loop = make_loop(tmp_path, store)
+    record = store.submit("default", job("raced", "exit 0"))
+    store.transition(record.id, [JobState.PENDING], JobState.LAUNCHING, attempt=1, backend="local:oci-local")
+    store.transition(record.id, [JobState.LAUNCHING], JobState.PENDING, reason="requeued by reconcile")
+    handle_event(loop.rt, "local:oci-local", BackendEvent(EventKind.SUCCEEDED, record.id, 1, time.time()))
+    assert state(store, record.id).state is JobState.SUCCEEDED  # not run a second time
+
+
+def test_a_job_that_cannot_start_fails_with_the_reason(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    loop = make_loop(tmp_path, store)
+    record = store.submit("default", job("nowhere", "true", workdir=str(tmp_path / "missing")))
+    run_until(loop, lambda: state(store, record.id).state.terminal)
+    final = state(store, record.id)
+    assert final.state is JobState.FAILED and "could not start" in (final.reason or "")
+    assert all(not b.active() for b in loop.backends.values())
