@@ -9,6 +9,7 @@ import pytest
 from overcast.catalog.build import build, write
 from overcast.catalog.load import DATA_DIR, catalog_info, load_offers, read_offers
 from overcast.catalog.offer import Offer
+from overcast.catalog.sources import read_rows
 from tests.catalog.builders import NO_SOURCE, SOURCE_DIR
 
 
@@ -67,3 +68,13 @@ def test_loading_offers_and_pools_stays_lean() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_read_rows_mends_azure_rows_and_counts_file_lines(tmp_path: Path) -> None:
+    # Azure writes Generation "V1,V2" unquoted: one field too many; a short row is padded
+    path = tmp_path / "azure_vms.csv"
+    path.write_text("InstanceType,Price,Generation\nA,1.5,V1,V2\n\nB,2.0\n")
+    assert list(read_rows(path)) == [
+        (2, {"InstanceType": "A", "Price": "1.5", "Generation": "V1,V2"}),
+        (4, {"InstanceType": "B", "Price": "2.0", "Generation": ""}),
+    ]

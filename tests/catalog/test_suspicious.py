@@ -120,4 +120,5 @@ def test_real_suspicious_rows() -> None:
     assert offer is None and reasons == {"missing-region"}
     # AWS p5e.48xlarge: no on-demand price upstream, spot only
     offer, reasons = _real("aws_v9_vms_GPU_ONLY.csv", "p5e.48xlarge")
-    assert "no-on-demand-price" in reasons or "no-price" in reasons
+    assert reasons == {"no-on-demand-price"} and offer is not None
+    assert offer.price is None and offer.spot_price is not None and offer.accelerator == "H200"
