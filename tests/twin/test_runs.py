@@ -89,3 +89,38 @@ def test_bad_scenario_is_one_clear_line(tmp_path):
     assert result.exit_code == 2 and "duration_days" in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(app, ["twin", "run", str(EXAMPLES / "small.yaml"), "-p", "random"])
     assert result.exit_code == 2 and "unknown policy 'random'" in result.output
+
+
+def test_cli_runs_two_scenarios_and_compares_them(tmp_path):
+    text = (EXAMPLES / "small.yaml").read_text().replace("max_job_hours: 12", "max_job_hours: 12\n  jobs: 40")
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text(text.replace("name: small", "name: lab"))
+    # the same lab without its OCI quota
+    second.write_text(
+        text.replace("name: small", "name: lab-no-oci").replace(
+            "purchase: on-demand, nodes: 8,\n     provision_minutes: 15",
+            "purchase: on-demand, nodes: 0,\n     provision_minutes: 15",
+        )
+    )
+    out = tmp_path / "out"
+    args = [
+        "twin",
+        "run",
+        str(first),
+        str(second),
+        "-p",
+        "spillover",
+        "-p",
+        "single-provider",
+        "--out",
+        str(out),
+        "--no-plots",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    comparison = (out / "comparison.md").read_text()
+    assert "| lab-no-oci | spillover |" in comparison
+    lab = json.loads((out / "lab" / "report.json").read_text())
+    no_oci = json.loads((out / "lab-no-oci" / "report.json").read_text())
+    assert "oci" in lab["policies"]["spillover"]["paid_gpu_hours_by_provider"]
+    assert no_oci["policies"]["spillover"]["paid_gpu_hours_by_provider"].get("oci", 0) == 0

@@ -1,6 +1,8 @@
-"""``overcast twin run SCENARIO.yaml``: the production scheduler and baselines on the digital twin.
+"""``overcast twin run SCENARIO.yaml [MORE.yaml ...]``: the production scheduler and baselines on the twin.
 
-Heavy imports (numpy, scipy, matplotlib, the twin) happen inside the command so other commands start fast.
+With several scenarios (say the Azure lab, then the same lab with OCI), each gets its own report under
+``--out`` and a ``comparison.md`` puts them side by side. Heavy imports happen inside the command so
+other commands start fast.
 """
 
 from __future__ import annotations
@@ -17,61 +19,64 @@ twin_app = typer.Typer(
 
 @twin_app.command("run")
 def run(
-    scenario: Annotated[Path, typer.Argument(help="scenario YAML (see examples/twin/)")],
+    scenarios: Annotated[list[Path], typer.Argument(help="scenario YAML files (see examples/twin/)")],
     policy: Annotated[
         list[str] | None, typer.Option("--policy", "-p", help="policy to run (repeatable)")
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="seed (default: the scenario's)")] = None,
-    out: Annotated[
-        Path | None, typer.Option(help="report directory (default: twin-report/<scenario>)")
-    ] = None,
+    seed: Annotated[int | None, typer.Option(help="seed (default: each scenario's)")] = None,
+    out: Annotated[Path | None, typer.Option(help="report directory (default: twin-report/)")] = None,
     plots: Annotated[bool, typer.Option(help="write PNG plots")] = True,
 ) -> None:
-    """Run SCENARIO under each policy with the same seed; write report.md, report.json and plots."""
+    """Run each SCENARIO under each policy with the same seed; write report.md, report.json and plots."""
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from overcast.twin.datadir import TraceMissing
+    from overcast.twin.compare import comparison_markdown
     from overcast.twin.policies import POLICY_NAMES
-    from overcast.twin.report import write_report
-    from overcast.twin.runner import run_scenario
     from overcast.twin.scenario import ScenarioError, load_scenario
 
     console = Console(stderr=True)
     try:
-        spec = load_scenario(scenario)
+        specs = [load_scenario(path) for path in scenarios]
     except ScenarioError as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from None
-    names = policy or spec.policies
-    bad = [n for n in names if n not in POLICY_NAMES]
+    bad = [n for n in policy or [] if n not in POLICY_NAMES]
     if bad:
         console.print(f"[red]error:[/red] unknown policy {bad[0]!r}; choose from {', '.join(POLICY_NAMES)}")
         raise typer.Exit(2)
+    root = out or Path("twin-report")
+    single = len(specs) == 1 and out is not None
+    reports = []
+    for spec in specs:
+        target = root if single else root / spec.name
+        reports.append(_run_one(spec, policy or spec.policies, seed, target, plots, console))
+    if len(reports) > 1:
+        (root / "comparison.md").write_text(comparison_markdown(reports))
+        typer.echo(f"comparison: {root / 'comparison.md'}")
+
+
+def _run_one(spec, names: list[str], seed: int | None, target: Path, plots: bool, console) -> dict:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from overcast.twin.datadir import TraceMissing
+    from overcast.twin.report import write_report
+    from overcast.twin.runner import run_scenario
+    from overcast.twin.scenario import ScenarioError
+
     used_seed = spec.seed if seed is None else seed
-    target = out or Path("twin-report") / spec.name
-    with Progress(
-        TextColumn("{task.description:<16}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>5.1f}%"),
-        TimeElapsedColumn(),
-        console=console,
-    ) as bar:
-        tasks = {n: bar.add_task(n, total=1.0) for n in names}
-
-        def progress(name: str, fraction: float) -> None:
-            bar.update(tasks[name], completed=fraction)
-
+    columns = (TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"))
+    with Progress(*columns, TimeElapsedColumn(), console=console) as bar:
+        tasks = {n: bar.add_task(f"{spec.name}: {n}", total=1.0) for n in names}
         try:
-            runs = run_scenario(spec, names, used_seed, progress)
+            runs = run_scenario(spec, names, used_seed, lambda n, f: bar.update(tasks[n], completed=f))
         except (ScenarioError, TraceMissing, ValueError, RuntimeError) as err:
-            console.print(f"[red]error:[/red] {err}")
+            console.print(f"[red]error:[/red] {spec.name}: {err}")
             raise typer.Exit(2) from None
         for n in names:
             bar.update(tasks[n], completed=1.0)
     data = write_report(spec, used_seed, runs, target, plots=plots)
-    from rich.table import Table
-
     table = Table(title=f"{spec.name} (seed {used_seed})")
     for col in ("policy", "cost $", "vs bound", "JCT mean h", "queue mean h", "goodput", "unfinished"):
         table.add_column(col, justify="left" if col == "policy" else "right")
@@ -87,6 +92,7 @@ def run(
         )
     Console().print(table)
     typer.echo(f"report: {target / 'report.md'}")
+    return data
 
 
 def register(app: typer.Typer) -> None:

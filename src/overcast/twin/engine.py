@@ -120,8 +120,8 @@ class Engine:
         next_sample = 0.0
         while t <= self.horizon:
             self.clock.run_until(t)
-            changed = self._arrivals(t) | self._events()
-            if self.pending and (changed or self._health_expired(t)):
+            changed = self._arrivals(t) | self._events() | self._health_expired(t)
+            if self.pending and changed:
                 self._cycle(t)
             if t >= next_sample:
                 self._sample(t)

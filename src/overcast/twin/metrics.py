@@ -86,9 +86,10 @@ def summarize(engine: Engine, horizon_s: float) -> dict:
     usage_cost = sum(
         v / 3600.0 * engine.pools[k].marginal_price_per_node_hour for k, v in paid_by_pool.items()
     )
+    # utilisation while there was work (up to the last job's end), not over the idle tail of the term
     reserved_cap_h = (
         sum((p.capacity_nodes or 0) * p.gpus_per_node for p in pools if p.purchase is Purchase.RESERVED)
-        * reserved_span
+        * max(end, 1.0)
         / 3600.0
     )
     reserved_used_h = (
