@@ -198,11 +198,14 @@ def main() -> None:
     )
     args = parser.parse_args()
 
+    load_before = os.getloadavg()[0]
     rows = [run_backend(b, args) for b in args.backends]
     header = (f"{'backend':<11}{'submit/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'cpu ms':>8}"
               f"{'healthz/s':>11}{'direct/s':>10}{'api/direct':>12}{'/sbatch':>9}{'target':>8}")  # fmt: skip
+    loadavg = (load_before, os.getloadavg()[0])
     print(f"{args.jobs} submissions, {args.clients} clients, {args.workers} uvicorn worker(s), "
-          f"{args.prefill} jobs already stored")  # fmt: skip
+          f"{args.prefill} jobs already stored; load average {loadavg[0]:.1f} -> {loadavg[1]:.1f} "
+          f"on {os.cpu_count()} CPUs")  # fmt: skip
     print(header)
     for r in rows:
         s = r["submit"]
@@ -221,6 +224,7 @@ def main() -> None:
         "workers": args.workers,
         "target": {"per_s": 500, "p99_ms": 50},
         "sbatch_reference_per_s": 250,
+        "load_average": loadavg,
     }
     RESULTS.write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
     print(f"wrote {RESULTS.relative_to(ROOT)}")

@@ -110,3 +110,14 @@ def test_logs_read_and_follow_until_the_attempt_ends(api: Api) -> None:
     followed = api.client.get(f"/v1/jobs/{job['id']}/logs?follow=true&rank=0", headers=api.auth("ml"))
     assert followed.text.endswith("done\n")
     assert api.client.get(f"/v1/jobs/{job['id']}/logs?rank=3", headers=api.auth("ml")).status_code == 404
+
+
+def test_text_no_database_can_store_is_422_on_both(api_both: Api) -> None:
+    api = api_both
+    for body in ({"name": "a\x00b"}, {"name": "ok", "env": {"K": "v\x00"}}, {"yaml": "name: a\x00"}):
+        resp = api.client.post("/v1/jobs", json=body, headers=api.auth("ml"))
+        assert resp.status_code == 422, body
+        assert "NUL" in resp.json()["detail"]
+    assert api.client.get("/v1/events?job_id=j-%00", headers=api.auth("ml")).status_code == 422
+    assert api.client.get("/v1/jobs/j-%00", headers=api.auth("ml")).status_code == 422
+    assert api.store.list() == []
