@@ -81,3 +81,11 @@ def test_bad_file_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
     assert "bad.yaml:4" in result.output and "Traceback" not in result.output
     missing = optimize(str(tmp_path / "nope.yaml"))
     assert missing.exit_code == 2 and "no such file" in missing.output
+
+
+def test_bad_fleet_file_is_a_clear_error(tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text("quotas:\n  - {provider: aws, max_gpus: -3}\n")
+    result = optimize(str(JOBS / "single-h100.yaml"), "--fleet", str(fleet))
+    assert result.exit_code == 2
+    assert "fleet.yaml:2: quotas[0].max_gpus" in result.output and "Traceback" not in result.output

@@ -37,7 +37,8 @@ def decide(
     running_ids = {r.id for r in snapshot.running}
     queue: list[PendingJob] = []
     seen: set[str] = set()
-    for job in order_queue(snapshot.pending, fair_share=fair_share, team_gpus=_team_gpus(snapshot)):
+    team_gpus = _team_gpus(snapshot) if fair_share else None
+    for job in order_queue(snapshot.pending, fair_share=fair_share, team_gpus=team_gpus):
         if job.id in running_ids:
             decisions.unplaced[job.id] = "already running"
         elif job.id not in seen:
