@@ -68,11 +68,7 @@ def _spec_error(err: SpecError) -> Response:
     return _json(body, 422)
 
 
-@router.post(
-    "",
-    status_code=201,
-    response_model=JobOut,
-)
+@router.post("", status_code=201, response_model=JobOut)
 def submit(
     request: Request,
     who: Auth,
