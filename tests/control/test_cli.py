@@ -59,11 +59,21 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
             proc.wait(timeout=5)
 
 
-def cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in this process (fast; the client reads its settings from the environment)."""
+    from typer.testing import CliRunner
+
+    from overcast.cli.main import app
+
+    result = CliRunner().invoke(app, list(args), env=env | {"COLUMNS": "200"}, catch_exceptions=False)
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
+
+
+def cli_process(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """The real entry point in a fresh process, as a user runs it."""
     return subprocess.run(
         [sys.executable, "-m", "overcast.cli.main", *args],
-        capture_output=True, text=True, env=env | {"COLUMNS": "200"}, timeout=timeout,
-        stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, env=env | {"COLUMNS": "200"}, timeout=60, stdin=subprocess.DEVNULL,
     )  # fmt: skip
 
 
@@ -79,7 +89,8 @@ def test_token_file_is_private(server: dict[str, str]) -> None:
 
 
 def test_launch_wait_logs_status_and_events(server: dict[str, str], tmp_path: Path) -> None:
-    done = cli(server, "launch", job_file(tmp_path, "hello", "echo hello from $OVERCAST_JOB_ID"), "--wait")
+    hello = job_file(tmp_path, "hello", "echo hello from $OVERCAST_JOB_ID")
+    done = cli_process(server, "launch", hello, "--wait")
     assert done.returncode == 0, done.stdout + done.stderr
     job_id = done.stdout.split()[1]
     assert "placed" in done.stdout and "succeeded" in done.stdout.splitlines()[-1]
@@ -121,7 +132,7 @@ def test_cancel_a_running_job(server: dict[str, str], tmp_path: Path) -> None:
 
 
 def test_user_mistakes_get_clear_errors_not_tracebacks(server: dict[str, str], tmp_path: Path) -> None:
-    missing = cli(server, "launch", str(tmp_path / "nope.yaml"))
+    missing = cli_process(server, "launch", str(tmp_path / "nope.yaml"))
     assert missing.returncode == 1 and "cannot read" in missing.stderr
     bad = tmp_path / "bad.yaml"
     bad.write_text("kind: job\nname: x\nnum_nodes: zero\n")
@@ -130,7 +141,15 @@ def test_user_mistakes_get_clear_errors_not_tracebacks(server: dict[str, str], t
     unknown = cli(server, "chaos", "down", "nowhere")
     assert unknown.returncode == 1 and "unknown provider 'nowhere'" in unknown.stderr
     assert "j-doesnotexist not found" in cli(server, "status", "j-doesnotexist").stderr
-    offline = cli(server | {"OVERCAST_API_URL": f"http://127.0.0.1:{free_port()}"}, "status")
+    offline = cli_process(server | {"OVERCAST_API_URL": f"http://127.0.0.1:{free_port()}"}, "status")
     assert offline.returncode == 1 and "overcast up" in offline.stderr
     for result in (missing, invalid, unknown, offline):
         assert "Traceback" not in result.stderr
+
+
+def test_logs_follow_waits_for_the_start_and_ends(server: dict[str, str], tmp_path: Path) -> None:
+    run = "'for i in 1 2 3; do echo line $i; sleep 0.3; done'"
+    job_id = cli(server, "launch", job_file(tmp_path, "chatty", run)).stdout.split()[1]
+    followed = cli(server, "logs", job_id, "-f")
+    assert followed.returncode == 0, followed.stderr
+    assert followed.stdout.split("\n")[:3] == ["line 1", "line 2", "line 3"]

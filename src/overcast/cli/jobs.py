@@ -114,7 +114,11 @@ def logs(
 ) -> None:
     """Print a job's log (one node); -f follows it, also into the next attempt after a restart."""
     client = _client()
-    current = attempt or _call(client.job, job_id)["attempt"]
+    job = _call(client.job, job_id)
+    current = attempt or job["attempt"]
+    if follow and not attempt and job["state"] in ("pending", "launching"):
+        started_after = current - 1 if job["state"] == "launching" else current
+        current = _wait_for_change(client, job_id, started_after)["attempt"]  # no log before it starts
     while True:
         _call(_copy_log, client, job_id, rank, current, follow)
         if not follow or attempt:
