@@ -18,6 +18,7 @@ from overcast.placement.batch.classes import ClassModel
 # The (pool x priority level) usage matrix is dense; beyond this many cells, callers use the greedy from 0
 # (which never needs to evict) instead of repairing.
 MAX_LEVEL_CELLS = 20_000_000
+_SCAN = 8  # columns tried one by one before switching to numpy
 
 
 def visit_order(cm: ClassModel) -> np.ndarray:
@@ -60,6 +61,7 @@ def fill(
     else:
         perm = np.lexsort((np.arange(cm.n_cols), -np.round(prefer, 9), cls))
     col_pool = cm.col_pool[perm]
+    col_pool_l, perm_l = col_pool.tolist(), perm.tolist()
     visit = visit_order(cm) if order == "density" else np.lexsort((-cm.penalty, -cm.priority))
     for k in visit.tolist():
         rem = int(count[k] - placed[k])
@@ -69,23 +71,41 @@ def fill(
         if a == b:
             continue
         n = nodes[k]
-        pools = col_pool[a:b]
-        fits = np.floor(free[pools] / n)
-        if col_cap is not None:
-            cols = perm[a:b]
-            fits = np.minimum(fits, col_cap[cols] - y[cols])
-        if fits.max(initial=0) >= 1:
-            fits = np.minimum(fits, rem).astype(np.int64)
-            take = np.clip(rem - (np.cumsum(fits) - fits), 0, fits)
-            y[perm[a:b]] += take
-            free[pools] -= take * n
-            placed[k] += int(take.sum())
-            rem -= int(take.sum())
-            if evict:
-                level_use[pools, rank[k]] += take * n
+        # The first few columns in plain Python (usually enough: early exit), the rest vectorised.
+        head = min(b, a + _SCAN)
+        for i in range(a, head):
+            p = col_pool_l[i]
+            m = min(rem, int(free[p] // n))
+            if m > 0 and col_cap is not None:
+                m = min(m, int(col_cap[perm_l[i]] - y[perm_l[i]]))
+            if m > 0:
+                y[perm_l[i]] += m
+                free[p] -= m * n
+                placed[k] += m
+                rem -= m
+                if evict:
+                    level_use[p, rank[k]] += m * n
+                if rem == 0:
+                    break
+        if rem > 0 and head < b:
+            pools = col_pool[head:b]
+            fits = np.floor(free[pools] / n)
+            if col_cap is not None:
+                cols = perm[head:b]
+                fits = np.minimum(fits, col_cap[cols] - y[cols])
+            if fits.max(initial=0) >= 1:
+                fits = np.minimum(fits, rem).astype(np.int64)
+                take = np.clip(rem - (np.cumsum(fits) - fits), 0, fits)
+                y[perm[head:b]] += take
+                free[pools] -= take * n
+                placed[k] += int(take.sum())
+                rem -= int(take.sum())
+                if evict:
+                    level_use[pools, rank[k]] += take * n
         if rem <= 0 or not evict or rank[k] == 0:
             continue
         # Evict lower-priority jobs, one member at a time, in the cheapest pool where that makes room.
+        pools = col_pool[a:b]
         while rem > 0:
             lower = level_use[pools, : rank[k]].sum(axis=1)
             ok = np.flatnonzero(free[pools] + lower >= n)

@@ -6,6 +6,10 @@ put them back; re-solving the residual LP repeats the same loss. What works is t
 order (priority, then value) and let the LP choose the pool: each class tries its columns by decreasing
 LP value, then by cost. Two visit orders are tried, by density (penalty per node) and by penalty (big
 valuable gangs first), and the better result is kept.
+
+The classes that the LP split (or that the rounding moved off their LP columns) are few, at most about
+one per pool. ``split_class_cols`` picks their columns for an exact HiGHS sub-MILP over the capacity
+the other classes leave (the solver's "split-milp" stage), which recovers most of what rounding lost.
 """
 
 from __future__ import annotations
@@ -31,3 +35,14 @@ def round_relaxation(cm: ClassModel, rel: Relaxation) -> tuple[np.ndarray, str]:
             best, best_obj, best_order = y, obj, order
     assert best is not None
     return best, best_order
+
+
+def split_class_cols(cm: ClassModel, rel: Relaxation, y: np.ndarray, extra: int = 3) -> np.ndarray:
+    """Columns of the split-class MILP: for every class the LP split (or the rounding moved), the
+    columns the LP or the rounding used plus its ``extra`` cheapest ones."""
+    cls = cm.col_class
+    moved = (np.abs(rel.y - np.rint(rel.y)) > 1e-6) | (np.abs(y - rel.y) > 1e-6)
+    chosen = np.zeros(cm.n_classes, dtype=bool)
+    chosen[cls[moved]] = True
+    rank = np.arange(cm.n_cols) - cm.col_indptr[cls]
+    return np.flatnonzero(chosen[cls] & ((rel.y > 1e-6) | (y > 0) | (rank < extra)))

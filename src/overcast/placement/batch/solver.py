@@ -5,7 +5,8 @@
 3. lp        min-cost-flow LP relaxation; its value is the lower bound reported with every solution
 4. round     LP-guided greedy: visit order by priority and value, pools by LP value (rounding.py)
 5. milp      small models: exact HiGHS class MILP warm-started from the best so far, within the budget
-   lns       large models: HiGHS sub-MILPs over neighbourhoods of related pools, within the budget
+   split-milp large models: exact sub-MILP over the classes the LP split (60% of what is left), then
+   lns       HiGHS sub-MILPs over neighbourhoods of related pools until the budget ends
 6. check     independent checker; a solution that fails is never returned (greedy instead)
 
 Priority is a constraint, not a weight: a left-out job never fits a pool that pays off for it, even
@@ -20,13 +21,13 @@ import time
 import numpy as np
 
 from overcast.placement.batch.check import InvalidSolution, check_solution
-from overcast.placement.batch.classes import build_classes
+from overcast.placement.batch.classes import ClassModel, build_classes
 from overcast.placement.batch.fill import fill
 from overcast.placement.batch.lns import improve
 from overcast.placement.batch.milp import solve_milp
 from overcast.placement.batch.problem import BatchProblem, BatchSolution
-from overcast.placement.batch.relax import solve_relaxation
-from overcast.placement.batch.rounding import round_relaxation
+from overcast.placement.batch.relax import Relaxation, solve_relaxation
+from overcast.placement.batch.rounding import round_relaxation, split_class_cols
 
 METHODS = ("auto", "milp", "lp", "greedy")
 MILP_MAX_COLS = 60_000  # class columns up to which the exact MILP is the improvement step
@@ -66,6 +67,13 @@ def solve(
         if obj < best_obj:
             best, best_obj, how = y, obj, f"lp-round({order})"
         left = deadline - time.perf_counter()
+        if method == "auto" and cm.n_cols > MILP_MAX_COLS and left > 0.05:
+            y = _split_milp(cm, rel, best, time_limit=max(0.6 * left, 0.05))
+            obj = cm.objective(y)
+            if obj < best_obj:
+                best, best_obj, how = y, obj, how + "+split-milp"
+            clock.lap("split-milp")
+            left = deadline - time.perf_counter()
         if method == "milp" or (method == "auto" and cm.n_cols <= MILP_MAX_COLS):
             res = solve_milp(
                 cm, np.arange(cm.n_cols), cm.count, cm.capacity, time_limit=max(left, 0.05), warm=best
@@ -82,7 +90,7 @@ def solve(
             y = fill(cm, y)
             obj = cm.objective(y)
             if obj < best_obj:
-                best, best_obj, how = y, obj, f"lp-round+lns({stats.accepted}/{stats.steps})"
+                best, best_obj, how = y, obj, how + f"+lns({stats.accepted}/{stats.steps})"
             clock.lap("lns")
     assignment = cm.to_assignment(best, problem.n_jobs)
     objective = problem.objective(assignment)
@@ -105,6 +113,23 @@ def solve(
         timings=timings,
         total_penalty=total_penalty,
     )
+
+
+def _split_milp(cm: ClassModel, rel: Relaxation, y: np.ndarray, *, time_limit: float) -> np.ndarray:
+    """Free every member of the classes the LP split and re-place them exactly (HiGHS) over their
+    LP/rounded columns and a few cheap ones, in the capacity the other classes leave; then fill."""
+    cols = split_class_cols(cm, rel, y)
+    if cols.size == 0:
+        return y
+    chosen = np.zeros(cm.n_classes, dtype=bool)
+    chosen[cm.col_class[cols]] = True
+    fixed = np.where(chosen[cm.col_class], 0, y)
+    count = np.where(chosen, cm.count, 0)
+    res = solve_milp(cm, cols, count, cm.capacity - cm.usage(fixed), time_limit=time_limit, warm=y)
+    if res.y is None:
+        return y
+    fixed[cols] += res.y[cols]
+    return fill(cm, fixed)
 
 
 def greedy(problem: BatchProblem) -> BatchSolution:
