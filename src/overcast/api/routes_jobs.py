@@ -28,9 +28,10 @@ def _store(request: Request) -> Store:
     return request.app.state.store
 
 
-def _json(model: BaseModel, code: int = 200) -> Response:
+def _json(model: BaseModel, code: int = 200, *, exclude_none: bool = False) -> Response:
     # Serialise once with pydantic's Rust core instead of FastAPI's validate-then-serialise round.
-    return Response(model.model_dump_json(), status_code=code, media_type="application/json")
+    body = model.model_dump_json(exclude_none=exclude_none)
+    return Response(body, status_code=code, media_type="application/json")
 
 
 def _visible(request: Request, who: Principal, job_id: str) -> JobRecord:
@@ -65,7 +66,7 @@ def _spec_error(err: SpecError) -> Response:
     body = ErrorOut(
         detail=str(err), line=err.line, field=err.field, problems=[p.render(err.source) for p in err.problems]
     )
-    return _json(body, 422)
+    return _json(body, 422, exclude_none=True)
 
 
 @router.post("", status_code=201, response_model=JobOut)
