@@ -75,7 +75,8 @@ def fill(
         head = min(b, a + _SCAN)
         for i in range(a, head):
             p = col_pool_l[i]
-            m = min(rem, int(free[p] // n))
+            f = free[p]
+            m = rem if f == np.inf else min(rem, int(f // n))
             if m > 0 and col_cap is not None:
                 m = min(m, int(col_cap[perm_l[i]] - y[perm_l[i]]))
             if m > 0:
