@@ -3,14 +3,15 @@ and restarted. Every job must end exactly once: none lost, none running twice.""
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import time
 from pathlib import Path
 
-from overcast.backends.local import LocalBackend
+from overcast.backends.local_procs import alive
 from overcast.store import JobState, Store
-from tests.control.harness import clusters, job
+from tests.control.harness import job
 from tests.control.loop_process import start_loop, stop_loop
 from tests.control.markers import completions, marker_run, overlapping_attempts
 
@@ -58,4 +59,10 @@ def test_sigkill_at_random_points_loses_nothing_and_runs_nothing_twice(tmp_path:
         kinds = [e.kind for e in store.events(job_id=i)]
         assert kinds.count("succeeded") == 1, (i, kinds)
     assert not [launch for launch in store.launches(active_only=True)]
-    assert all(not LocalBackend(c, home=tmp_path).active() for c in clusters())
+    assert live_node_processes(tmp_path) == []
+
+
+def live_node_processes(home: Path) -> list[int]:
+    """Node processes of any launch under ``home`` that still run."""
+    pids = [json.loads(f.read_text()) for f in home.glob("local/*/launches/*/node-*.pid")]
+    return [p["pid"] for p in pids if alive(p["pid"], p["start"])]
