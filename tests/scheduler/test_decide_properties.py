@@ -6,6 +6,7 @@ could take a job at all, and the checks only use what Decisions exposes.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 
 from hypothesis import HealthCheck, given, settings
@@ -131,8 +132,27 @@ def used_at_start(snapshot: Snapshot) -> dict[str, int]:
     return {p.id: max(p.used_nodes, held[p.id]) for p in snapshot.pools}
 
 
+class Errors(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(self.format(record))
+
+
 def run(snapshot: Snapshot, batch: bool):
-    return decide(snapshot, batch_threshold=0 if batch else 1000, time_budget_s=0.5)
+    """decide() on ``snapshot``; with ``batch`` every level goes to the batch solver. decide() survives
+    a solver failure by placing one by one, so the failure is caught from its log here instead."""
+    errors = Errors()
+    logger = logging.getLogger("overcast.scheduler.batch_adapter")
+    logger.addHandler(errors)
+    try:
+        decisions = decide(snapshot, batch_threshold=0 if batch else 1000, time_budget_s=0.5)
+    finally:
+        logger.removeHandler(errors)
+    assert not errors.messages, errors.messages[0]
+    return decisions
 
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -234,6 +254,32 @@ def test_preemption_only_of_lower_priority(snapshot: Snapshot, batch: bool) -> N
         for_job = p.reason.removeprefix("make room for ").split(" ", 1)[0]
         assert specs[for_job].priority > running[p.job_id].spec.priority
         assert d.unplaced[for_job].startswith("waiting for"), "preemptor must wait for its victims"
+
+
+@SETTINGS
+@given(snapshots())
+def test_avoid_pools_respected_when_another_pool_fits(snapshot: Snapshot) -> None:
+    """A job placed on a pool it asked to avoid had no other pool with room at its turn: each other
+    pool it could use has fewer free nodes than it needs, even adding back what jobs after it took."""
+    d = run(snapshot, batch=False)
+    pending = {j.id: j for j in snapshot.pending}
+    turn = {job.id: i for i, job in enumerate(sorted(pending.values(), key=queue_key))}
+    used = used_at_start(snapshot)
+    for place in d.place:
+        used[place.pool_id] += place.nodes
+    for place in d.place:
+        job = pending[place.job_id]
+        if place.pool_id not in job.avoid_pools:
+            continue
+        for pool in snapshot.pools:
+            if pool.id in job.avoid_pools or not could_take(pool, job.spec, snapshot):
+                continue
+            assert pool.capacity_nodes is not None, f"{job.id} avoided nothing though {pool.id} is unlimited"
+            later = sum(x.nodes for x in d.place if x.pool_id == pool.id and turn[x.job_id] > turn[job.id])
+            free = max(0, pool.capacity_nodes - used[pool.id]) + later
+            assert free < job.spec.num_nodes, (
+                f"{job.id} placed on avoided {place.pool_id}; {pool.id} had room"
+            )
 
 
 def test_queue_order_is_priority_then_submit_time() -> None:

@@ -11,17 +11,20 @@ single-job placement on what is left, which also yields their "why not" text.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 import numpy as np
 
 from overcast.placement import score
-from overcast.placement.batch.problem import BatchProblem
+from overcast.placement.batch import BatchProblem, solve
 from overcast.placement.filters import Request, run_filters
 from overcast.placement.index import PoolIndex, Usage
 from overcast.scheduler.preemption import RELAXED_STEPS
 from overcast.scheduler.sequential import place_in_order, request_key
 from overcast.scheduler.snapshot import PendingJob, Place
+
+log = logging.getLogger(__name__)
 
 AVOID_SURCHARGE = 1.0  # x the job's dearest pool cost, added to pools the job should avoid
 
@@ -68,14 +71,16 @@ def _solve_level(
     jobs: list[PendingJob], index: PoolIndex, usage: Usage, *, now: float, time_budget_s: float
 ) -> np.ndarray:
     """Pool position per job (-1: left out) from the batch solver."""
-    try:
-        from overcast.placement.batch import solve
-    except ImportError:  # solver not installed: every job gets the single-job fallback below
-        return np.full(len(jobs), -1)
     problem, pools = build_problem(jobs, index, usage, now=now)
     if problem.n_pairs == 0:
         return np.full(len(jobs), -1)
-    solution = solve(problem, time_budget_s=time_budget_s)
+    try:
+        solution = solve(problem, time_budget_s=time_budget_s)
+    except Exception:  # a solver bug must not stop scheduling: single-job placement takes the level
+        log.exception(
+            "batch solver failed (%d jobs, %d pools); placing them one by one", problem.n_jobs, len(pools)
+        )
+        return np.full(len(jobs), -1)
     return np.where(solution.assignment >= 0, pools[np.maximum(solution.assignment, 0)], -1)
 
 
