@@ -111,3 +111,13 @@ def test_a_bad_date_is_one_problem_at_the_field(tmp_path: Path) -> None:
     message = _error(tmp_path, GOOD.replace("until: 2027-06-30", "until: next year"))
     assert message.count("\n") == 0, message  # not once per member of date | datetime
     assert ":7: reservations[0].until: Input should be a valid date or datetime" in message
+
+
+@pytest.mark.timeout(20)
+def test_nested_aliases_are_reported_short_and_fast() -> None:
+    # 9**12 items in ten lines: walking or printing them once per alias use would never finish
+    lines = ["quotas:", "  - &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"  - &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 13)]
+    with pytest.raises(FleetError) as info:
+        parse_fleet("\n".join(lines) + "\n")
+    assert len(str(info.value)) < 2000 and "<fleet>:2: quotas[0]: Input should be" in str(info.value)

@@ -207,3 +207,26 @@ def test_booleans_are_not_numbers():
 def test_a_second_yaml_document_is_an_error():
     err = error("name: a\n---\nname: b\n")
     assert err.line == 2 and "single document" in err.message
+
+
+def _nested_aliases(levels: int) -> str:
+    """Ten lines of YAML that stand for 9**levels items: each anchor is a list of nine of the last."""
+    lines = ["x-defs:", "  a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"  a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(
+    ("use", "field"),
+    [
+        ("run: *a12", "run"),
+        ("resources: {providers: *a12}", "resources.providers"),
+        ("env: {A: *a12}", "env.A"),
+    ],
+)
+def test_nested_aliases_cost_nothing_and_print_short(use, field):
+    # walking or printing the value once per alias use would take longer than the universe has
+    err = error(_nested_aliases(12) + f"name: x\n{use}\n")
+    assert [(p.line, p.field) for p in err.problems] == [(1, "x-defs"), (16, field)]
+    assert len(err.render_all()) < 250, err.render_all()

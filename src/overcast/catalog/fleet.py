@@ -30,7 +30,7 @@ from typing import Annotated, Any, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from overcast.catalog.accelerators import canonical_name, suggest
-from overcast.spec.errors import SpecError
+from overcast.spec.errors import SpecError, shown
 from overcast.spec.yamldoc import Document, parse_yaml
 
 Name = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
@@ -207,7 +207,7 @@ def _describe(error: Any, doc: Document) -> tuple[int, str, str]:
     if error["type"] == "missing":
         return line, field, "required field is missing"
     message = str(error["msg"]).removeprefix("Value error, ")
-    got = "" if error["type"] == "value_error" else f" (got {error.get('input')!r})"
+    got = "" if error["type"] == "value_error" else f" (got {shown(error.get('input'))})"
     return line, field, f"{message}{got}"
 
 

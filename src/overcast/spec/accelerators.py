@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from overcast.catalog.accelerators import canonical_name, suggest
-from overcast.spec.errors import FieldError, Problem, SpecError
+from overcast.spec.errors import FieldError, Problem, SpecError, shown
 from overcast.spec.models import AcceleratorRequest
 
 
@@ -48,7 +48,7 @@ def parse_accelerator_field(value: Any) -> tuple[tuple[AcceleratorRequest, ...],
                 ((name, count),) = item.items()
                 requests.append(_one(str(name), count))
             else:
-                raise FieldError(f"each list item must look like 'H100:8', got {item!r}")
+                raise FieldError(f"each list item must look like 'H100:8', got {shown(item)}")
         return _dedupe(requests), len(requests) > 1
     raise FieldError(
         f"expected 'NAME:COUNT', a mapping {{NAME: COUNT}} or a list of them, got {type(value).__name__}"
@@ -75,14 +75,14 @@ def _one(text: str, count: Any) -> AcceleratorRequest:
 
 def _count(value: Any, raw: str) -> int:
     if isinstance(value, bool):
-        raise FieldError(f"accelerator count in '{raw}' must be a whole number, got {value!r}")
+        raise FieldError(f"accelerator count in '{raw}' must be a whole number, got {shown(value)}")
     if isinstance(value, str):
         try:
             value = float(value)
         except ValueError:
             raise FieldError(f"accelerator count in '{raw}' must be a whole number") from None
     if not isinstance(value, int | float):
-        raise FieldError(f"accelerator count in '{raw}' must be a whole number, got {value!r}")
+        raise FieldError(f"accelerator count in '{raw}' must be a whole number, got {shown(value)}")
     if value != int(value):
         raise FieldError(f"fractional accelerators ('{raw}') are not supported; ask for whole GPUs")
     if value < 1:

@@ -14,6 +14,7 @@ from typing import Any
 
 from overcast.spec import fields as F
 from overcast.spec.context import Context, kind_of
+from overcast.spec.errors import shown
 from overcast.spec.models import JobSpec, ServiceSpec
 from overcast.spec.resources import build_resources
 from overcast.spec.service import build_service
@@ -96,7 +97,9 @@ def _kind(ctx: Context, top: dict[str, Any]) -> type[JobSpec] | type[ServiceSpec
         return ServiceSpec if "service" in top else JobSpec
     if kind not in KINDS:
         ctx.error(
-            ("kind",), f"expected job or service, got {kind!r}", [k for k in KINDS if k[0] == str(kind)[:1]]
+            ("kind",),
+            f"expected job or service, got {shown(kind)}",
+            [k for k in KINDS if isinstance(kind, str) and k[0] == kind[:1]],
         )
         return ServiceSpec if "service" in top else JobSpec
     if kind == "job" and "service" in top:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from overcast.spec.errors import FieldError
+from overcast.spec.errors import FieldError, shown
 
 # Provider names overcast knows (SkyPilot's clouds plus on-prem kinds). An unknown name is a warning,
 # not an error: a lab may name its own pools.
@@ -48,7 +48,7 @@ def unknown_provider_hint(name: str) -> tuple[str, ...] | None:
 def parse_infra(text: str) -> Location:
     """``aws/us-east-1/us-east-1a`` -> Location("aws", "us-east-1", "us-east-1a")."""
     if not isinstance(text, str) or not text.strip():
-        raise FieldError(f"expected a string like 'aws/us-east-1' or 'k8s/my-context', got {text!r}")
+        raise FieldError(f"expected a string like 'aws/us-east-1' or 'k8s/my-context', got {shown(text)}")
     head, _, rest = text.strip().partition("/")
     provider = provider_name(head)
     if provider == "kubernetes":  # the context is everything after the first slash
@@ -56,11 +56,13 @@ def parse_infra(text: str) -> Location:
     if provider == "slurm":
         cluster, _, partition = rest.partition("/")
         if not _wild(cluster) or partition:
-            raise FieldError(f"use 'slurm/<cluster>' (the cluster's name in the fleet file), got {text!r}")
+            raise FieldError(
+                f"use 'slurm/<cluster>' (the cluster's name in the fleet file), got {shown(text)}"
+            )
         return Location(cluster.strip(), None, None, cluster=True)
     parts = rest.split("/") if rest else []
     if len(parts) > 2 or any(not p.strip() for p in parts):
-        raise FieldError(f"expected 'cloud[/region[/zone]]', got {text!r}")
+        raise FieldError(f"expected 'cloud[/region[/zone]]', got {shown(text)}")
     region = _wild(parts[0]) if parts else None
     zone = _wild(parts[1]) if len(parts) > 1 else None
     return Location(_wild(provider), region, zone)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from overcast.spec.accelerators import parse_accelerators
 from overcast.spec.context import Context, Loc, dotted
 from overcast.spec.document import translate
-from overcast.spec.errors import Problem, Report, SpecError
+from overcast.spec.errors import Problem, Report, SpecError, shown
 from overcast.spec.models import JobSpec, ServiceSpec
 from overcast.spec.yamldoc import parse_yaml
 
@@ -105,6 +105,5 @@ def _problem(ctx: Context, err: Any) -> Problem:
     message = err["msg"].replace("Input should", "must").replace("String should", "must")
     message = message.replace("Field required", "missing field").replace("Value error, ", "")
     if err["type"] != "missing" and not isinstance(err.get("input"), dict):
-        given = repr(err["input"])
-        message += f" (got {given if len(given) <= 40 else given[:37] + '...'})"
+        message += f" (got {shown(err['input'])})"
     return Problem(message, ctx.doc.line(path), dotted(path) or None)

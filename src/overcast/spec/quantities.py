@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from overcast.spec.errors import FieldError
+from overcast.spec.errors import FieldError, shown
 
 _UNITS_GIB = {"kb": 1 / 1024**2, "mb": 1 / 1024, "gb": 1.0, "tb": 1024.0, "pb": 1024.0**2}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgtp]i?b?)?\s*(\+)?\s*$", re.IGNORECASE)
@@ -53,33 +53,33 @@ def parse_ports(value: Any) -> tuple[int, ...]:
     ports: set[int] = set()
     for item in items:
         if isinstance(item, bool) or not isinstance(item, int | str):
-            raise FieldError(f"expected a port like 8080 or a range like '10022-10040', got {item!r}")
+            raise FieldError(f"expected a port like 8080 or a range like '10022-10040', got {shown(item)}")
         if isinstance(item, int) or item.strip().isdigit():
             low = high = int(item)
         elif match := _PORT_RANGE.match(item):
             low, high = int(match.group(1)), int(match.group(2))
         else:
-            raise FieldError(f"expected a port like 8080 or a range like '10022-10040', got {item!r}")
+            raise FieldError(f"expected a port like 8080 or a range like '10022-10040', got {shown(item)}")
         if not 1 <= low <= high <= 65535:
-            raise FieldError(f"ports must be between 1 and 65535 with low <= high, got {item!r}")
+            raise FieldError(f"ports must be between 1 and 65535 with low <= high, got {shown(item)}")
         if high - low >= MAX_PORTS:
-            raise FieldError(f"port range {item!r} opens more than {MAX_PORTS} ports")
+            raise FieldError(f"port range {shown(item)} opens more than {MAX_PORTS} ports")
         ports.update(range(low, high + 1))
     return tuple(sorted(ports))
 
 
 def _number(value: Any, what: str, example: str, *, allow_units: bool) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise FieldError(f"expected {what} like {example}, got {value!r}")
+        raise FieldError(f"expected {what} like {example}, got {shown(value)}")
     if isinstance(value, int | float):
         number = float(value)
     else:
         match = _SIZE.match(value)
         if match is None or (match.group(2) and not allow_units):
-            raise FieldError(f"expected {what} like {example}, got {value!r}")
+            raise FieldError(f"expected {what} like {example}, got {shown(value)}")
         unit = (match.group(2) or "gb").lower().replace("i", "")
         unit = unit if unit.endswith("b") else unit + "b"
         number = float(match.group(1)) * _UNITS_GIB[unit]
     if number < 0:
-        raise FieldError(f"{what} cannot be negative, got {value!r}")
+        raise FieldError(f"{what} cannot be negative, got {shown(value)}")
     return number

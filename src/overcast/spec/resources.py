@@ -16,7 +16,7 @@ from typing import Any
 from overcast.spec import fields as F
 from overcast.spec.accelerators import parse_accelerator_field
 from overcast.spec.context import Context, kind_of
-from overcast.spec.errors import FieldError
+from overcast.spec.errors import FieldError, shown
 from overcast.spec.infra import Location, parse_infra, provider_name, unknown_provider_hint
 from overcast.spec.models import AcceleratorRequest, SpotPolicy
 from overcast.spec.quantities import parse_cpus, parse_disk, parse_memory, parse_ports
@@ -253,17 +253,17 @@ def _spot(ctx: Context, items: dict[str, tuple[Any, Path]]) -> SpotPolicy | None
     if "spot" in items:
         value, path = items["spot"]
         try:
-            policy = SpotPolicy(str(value).lower()) if not isinstance(value, bool) else None
+            policy = SpotPolicy(value.lower()) if isinstance(value, str) else None
         except ValueError:
             policy = None
         if policy is None:
             choices = [p.value for p in SpotPolicy]
-            ctx.error(path, f"expected never, allowed or required, got {value!r}", choices)
+            ctx.error(path, f"expected never, allowed or required, got {shown(value)}", choices)
             return None
     if "use_spot" in items:
         value, path = items["use_spot"]
         if not isinstance(value, bool):
-            ctx.error(path, f"expected true or false, got {value!r}")
+            ctx.error(path, f"expected true or false, got {shown(value)}")
             return policy
         from_bool = SpotPolicy.REQUIRED if value else SpotPolicy.NEVER
         if policy is not None and policy is not from_bool:
@@ -304,7 +304,7 @@ def _warn_if_unknown(ctx: Context, path: Path, provider: str) -> None:
 
 def _job_recovery(ctx: Context, value: Any, path: Path) -> tuple[int, Path] | None:
     if isinstance(value, str) or value is None:
-        ctx.warn(path, f"not acted on: strategy {value!r}; {F.JOB_RECOVERY['strategy'][1]}")
+        ctx.warn(path, f"not acted on: strategy {shown(value)}; {F.JOB_RECOVERY['strategy'][1]}")
         return None
     section = ctx.mapping(value, path, "job_recovery")
     if not section:
@@ -315,7 +315,7 @@ def _job_recovery(ctx: Context, value: Any, path: Path) -> tuple[int, Path] | No
     restarts = section["max_restarts_on_errors"]
     where = (*path, "max_restarts_on_errors")
     if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 0:
-        ctx.error(where, f"must be a whole number >= 0, got {restarts!r}")
+        ctx.error(where, f"must be a whole number >= 0, got {shown(restarts)}")
         return None
     return restarts, where
 
@@ -336,25 +336,25 @@ def _network_tier(ctx: Context, value: Any, path: Path) -> None:
             path, "not supported: 'best' needs offers tagged with their interconnect; overcast has none"
         )
     else:
-        ctx.error(path, f"expected 'standard' or 'best', got {value!r}")
+        ctx.error(path, f"expected 'standard' or 'best', got {shown(value)}")
 
 
 def _string(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int | float) or not str(value).strip():
-        raise FieldError(f"expected a non-empty string, got {value!r}")
+        raise FieldError(f"expected a non-empty string, got {shown(value)}")
     return str(value).strip()
 
 
 def _price(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise FieldError(f"expected a positive price in $/hour, got {value!r}")
+        raise FieldError(f"expected a positive price in $/hour, got {shown(value)}")
     return float(value)
 
 
 def _names(value: Any, what: str) -> tuple[str, ...]:
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list) or not all(isinstance(x, str) and x.strip() for x in items):
-        raise FieldError(f"{what} must be a name or a list of names, got {value!r}")
+        raise FieldError(f"{what} must be a name or a list of names, got {shown(value)}")
     names = [x.strip() for x in items]
     if what in ("providers", "deny_providers"):
         names = [provider_name(x) for x in names]

@@ -11,6 +11,7 @@ from typing import Any
 
 from overcast.spec import fields as F
 from overcast.spec.context import Context, kind_of
+from overcast.spec.errors import shown
 from overcast.spec.yamldoc import Path
 
 SERVICE: Path = ("service",)
@@ -114,7 +115,7 @@ def _hedge(ctx: Context, section: dict[str, Any], path: Path) -> dict[str, Any] 
         ctx.record(("spot_hedge", "dynamic_fallback"), (*path, "dynamic_ondemand_fallback"))
     placer = section.get("spot_placer")
     if "spot_placer" in section and placer != "dynamic_fallback":
-        ctx.error((*path, "spot_placer"), f"the only spot placer is dynamic_fallback, got {placer!r}")
+        ctx.error((*path, "spot_placer"), f"the only spot placer is dynamic_fallback, got {shown(placer)}")
     return hedge
 
 

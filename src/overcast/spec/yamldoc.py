@@ -54,13 +54,17 @@ def parse_yaml(text: str, source: str) -> Document:
     doc = Document(data=data)
     if node is not None:
         doc.lines[()] = node.start_mark.line + 1
-        _walk(node, (), doc, depth=0)
+        _walk(node, (), doc, 0, set())
     return doc
 
 
-def _walk(node: yaml.Node, path: Path, doc: Document, depth: int) -> None:
-    if depth > 64:  # self-referencing anchors; nothing sane is this deep
+def _walk(node: yaml.Node, path: Path, doc: Document, depth: int, seen: set[int]) -> None:
+    # An alias is the anchored node itself, met again: walking it once per use is exponential in a
+    # ten-line file of nested aliases ("billion laughs"), and a path under a second use still gets the
+    # line of the key that holds the alias (``Document.line`` falls back to the nearest ancestor).
+    if depth > 64 or id(node) in seen:  # (nothing sane is nested 64 deep)
         return
+    seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
@@ -73,9 +77,9 @@ def _walk(node: yaml.Node, path: Path, doc: Document, depth: int) -> None:
                 doc.duplicates.append((child, line))
             seen.add(key)
             doc.lines.setdefault(child, line)
-            _walk(value_node, child, doc, depth + 1)
+            _walk(value_node, child, doc, depth + 1, seen)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             child = (*path, index)
             doc.lines.setdefault(child, item.start_mark.line + 1)
-            _walk(item, child, doc, depth + 1)
+            _walk(item, child, doc, depth + 1, seen)
