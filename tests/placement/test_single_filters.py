@@ -148,7 +148,9 @@ def test_quotas_per_provider_and_region() -> None:
     assert "aws" not in result.excluded, "aws us-west-2 still fits"
     three = place_job(make_job().gpus("H100", 8).nodes(3).build(), index, now=NOW)
     assert [c.pool.region for c in three.ranked] == ["us-west-2"]
-    assert three.excluded["gcp"] == "1 pool offers H100:8 but none within its provider/region GPU quota"
+    assert three.excluded["gcp"] == (
+        "1 pool offers H100:8 but none within its provider/region GPU quota (needs 24 GPUs, at most 16 left)"
+    )
 
 
 def test_quota_counts_gpus_already_in_use() -> None:

@@ -157,7 +157,7 @@ def run_filters(
         step(
             "quota",
             index.quota_gpus_left(positions, usage) >= need,
-            lambda _: "within its provider/region GPU quota",
+            lambda p: _quota_clause(index, p, request, usage),
         )
     return trace, alternative
 
@@ -177,3 +177,9 @@ def _health_clause(index: PoolIndex, positions: np.ndarray, now: float) -> str:
 def _capacity_clause(index: PoolIndex, positions: np.ndarray, request: Request, usage: Usage | None) -> str:
     most = float(index.free_nodes(positions, usage).max())
     return f"with {request.nodes} free node(s) in one pool (most free: {most:g})"
+
+
+def _quota_clause(index: PoolIndex, positions: np.ndarray, request: Request, usage: Usage | None) -> str:
+    need = int((index.gpus[positions] * request.nodes).min())
+    most = float(index.quota_gpus_left(positions, usage).max())
+    return f"within its provider/region GPU quota (needs {need} GPUs, at most {max(most, 0):g} left)"
