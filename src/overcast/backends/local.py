@@ -190,14 +190,14 @@ class LocalBackend:
         ]
 
     def launch(self, request: LaunchRequest) -> Allocation:
-        faults = self.faults()
-        if faults["down"]:
-            raise ProviderDown(f"{self.cluster.name} is down")
-        if faults["capacity"]:
-            raise CapacityError(f"{self.cluster.name}: out of capacity")
         if request.pool.id != self.pool_id:
             raise ValueError(f"pool {request.pool.id} does not belong to backend {self.name}")
-        with self._lock:
+        with self._lock:  # faults are checked under the lock: a concurrent set_down() cannot be missed
+            faults = self.faults()
+            if faults["down"]:
+                raise ProviderDown(f"{self.cluster.name} is down")
+            if faults["capacity"]:
+                raise CapacityError(f"{self.cluster.name}: out of capacity")
             path = self.launches_dir / f"{request.job_id}--{request.attempt}"
             if path.exists():  # the same attempt again (a retried apply): launching is idempotent
                 return self._allocation(request.job_id, request.attempt, path)
