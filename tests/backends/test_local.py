@@ -116,3 +116,15 @@ def test_a_new_instance_finds_processes_and_unacknowledged_events(tmp_path: Path
     assert [e for e in third.poll() if e.kind is not EventKind.STARTED] == []  # acknowledged now
     third.stop("j-q", 1, grace_seconds=0.5)
     assert third.active() == []
+
+
+def test_setup_runs_before_run_and_its_failure_fails_the_node(backend: LocalBackend, tmp_path: Path) -> None:
+    spec = JobSpec(name="s", setup="echo ready > prepared.txt", run="cat prepared.txt", workdir=str(tmp_path))
+    backend.launch(LaunchRequest("j-s", 1, backend.pools()[0], 1, spec, {"OVERCAST_JOB_ID": "j-s"}))
+    assert wait_events(backend)[0].kind is EventKind.SUCCEEDED
+    assert (tmp_path / "logs" / "j-s" / "1" / "node-0.log").read_text().strip() == "ready"
+    broken = JobSpec(name="b", setup="false\necho not reached", run="echo nor this")
+    backend.launch(LaunchRequest("j-b", 1, backend.pools()[0], 1, broken, {}))
+    (event,) = wait_events(backend)
+    assert event.kind is EventKind.FAILED and event.exit_code == 1
+    assert (tmp_path / "logs" / "j-b" / "1" / "node-0.log").read_text() == ""
