@@ -3,6 +3,7 @@ lost mid-job, a whole cluster lost. Training resumes from its checkpoint with th
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -94,12 +95,16 @@ def test_a_lost_cluster_reports_provider_down_and_the_job_resumes_on_the_other(
     slurm_backends: dict[str, SlurmBackend], slurm_clusters: dict[str, LocalSlurm], tmp_path: Path
 ) -> None:
     oci, azure = slurm_backends["oci-hpc"], slurm_backends["azure-hpc"]
+    # Attempt 1 runs slowly, so it still runs on azure's nodes when azure is back (the step time does not
+    # change the trainer's result). A job that ended while slurmctld was away stays COMPLETING there.
+    slow = train_spec("survivor", nodes=2, ckpt=tmp_path / "ckpt", steps=150, step_seconds=0.2)
     spec = train_spec("survivor", nodes=2, ckpt=tmp_path / "ckpt", steps=150, step_seconds=0.02)
-    azure.launch(request(azure, "survivor", 1, spec))
+    azure.launch(request(azure, "survivor", 1, slow))
     events = Events([oci, azure])
     events.wait(EventKind.STARTED, "survivor", 1)
+    started = time.time()
     wait_until(lambda: (tmp_path / "ckpt" / "checkpoint.npz").exists(), what="first checkpoint")
-    slurm_clusters["azure-hpc"].kill_controller()
+    slurm_clusters["azure-hpc"].kill_controller(saved_after=started)
     down = events.wait(EventKind.PROVIDER_DOWN, "survivor", 1, timeout=20)
     assert "azure-hpc unreachable" in down.detail
     (pool,) = azure.pools()
@@ -117,7 +122,8 @@ def test_a_lost_cluster_reports_provider_down_and_the_job_resumes_on_the_other(
 
     def old_attempt_gone() -> bool:
         events.poll()
-        return azure.reachable and azure.active() == []
+        idle = slurm_clusters["azure-hpc"].command("sinfo", "-h", "-N", "-t", "idle", "-o", "%N").split()
+        return azure.reachable and azure.active() == [] and len(set(idle)) == 4
 
     wait_until(old_attempt_gone, timeout=30, what="old attempt cancelled after the cluster came back")
     assert events.kinds("survivor").count((EventKind.PROVIDER_DOWN, 1)) == 1

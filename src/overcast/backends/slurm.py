@@ -213,16 +213,18 @@ class SlurmBackend:
         events: list[BackendEvent] = []
         seen: set[tuple[str, int]] = set()
         to_cancel: list[int] = []
+        abandoned_seen: set[tuple[str, int]] = set()
         for job in jobs:
             key = self.parse_job_name(str(job.get("name") or ""))
             if key is None:
                 continue
             slurm_id = int(job["job_id"])
             if self._abandoned.get(key) == slurm_id:
-                if is_running(job) or is_waiting(job):  # came back after we gave up on it: not twice
+                # Came back after we gave up on it: it must not run next to its relaunch. Kept until
+                # slurmctld forgets it: a recovering slurmctld can show it ended, then running again.
+                abandoned_seen.add(key)
+                if (is_running(job) or is_waiting(job)) and job.get("job_state") != "COMPLETING":
                     to_cancel.append(slurm_id)
-                else:
-                    del self._abandoned[key]
                 continue
             tracked = self._jobs.get(key)
             if tracked is None or tracked.slurm_id != slurm_id:
@@ -237,6 +239,8 @@ class SlurmBackend:
             if not tracked.finished and not tracked.stopping:
                 events.append(self._event(EventKind.PREEMPTED, key, "job vanished from the Slurm queue"))
             del self._jobs[key]  # slurmctld forgot it (MinJobAge): so do we
+        for key in set(self._abandoned) - abandoned_seen:
+            del self._abandoned[key]
         if to_cancel:
             with contextlib.suppress(SlurmUnreachable):  # the next poll tries again
                 self._call(self.cli.scancel, to_cancel)
