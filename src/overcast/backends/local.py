@@ -276,7 +276,7 @@ class LocalBackend:
     def _start_nodes(self, request: LaunchRequest, path: Path, node_ids: tuple[int, ...]) -> None:
         spec = request.spec
         script = path / "node.sh"
-        setup = f"( set -e\n{spec.setup}\n) || exit $?\n" if spec.setup else ""
+        setup = f"set -e\n{spec.setup}\nset +e\n" if spec.setup else ""  # setup stops at its first failure
         script.write_text(setup + (spec.run or "true") + "\n")
         log_dir = self.home / "logs" / request.job_id / str(request.attempt)
         log_dir.mkdir(parents=True, exist_ok=True)
