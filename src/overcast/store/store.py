@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, and_, insert, or_, select, update
+from sqlalchemy import Connection, and_, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 
@@ -38,7 +38,7 @@ TRANSITION_FIELDS = frozenset(
 
 
 def new_job_id() -> str:
-    """ "j-" + 10 random characters (50 bits): short, URL-safe, unique in practice."""
+    """A job id: "j-" and 10 random characters (50 bits), short, URL-safe, unique in practice."""
     return "j-" + "".join(_ID_ALPHABET[b & 31] for b in secrets.token_bytes(10))
 
 
@@ -182,8 +182,6 @@ class Store:
         return [job_record(row._mapping) for row in rows]
 
     def count_by_state(self) -> dict[JobState, int]:
-        from sqlalchemy import func
-
         with self._read() as conn:
             rows = conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state)).all()
         return {JobState(state): count for state, count in rows}
