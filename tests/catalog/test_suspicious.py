@@ -42,6 +42,8 @@ def test_clean_row_has_no_findings() -> None:
         ({"AcceleratorCount": "0.25"}, "fractional-gpu", True),
         ({"AcceleratorCount": "4"}, "count-mismatch", True),
         ({"AcceleratorCount": ""}, "bad-count", False),
+        ({"AcceleratorCount": "nan"}, "bad-count", False),
+        ({"Price": "inf"}, "no-price", False),
         ({"Price": "0", "SpotPrice": "3.0"}, "zero-price", True),  # a 0 price is no price: spot only
         ({"Price": "0"}, "no-price", False),
         ({"Price": "0.0", "SpotPrice": "0.0"}, "no-price", False),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,12 +37,14 @@ class Finding:
 
 
 def _number(text: str | None) -> float | None:
+    """A finite number, or None: float() also reads "nan" and "inf", which no price or count can be."""
     if text is None or not text.strip():
         return None
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         return None
+    return value if math.isfinite(value) else None
 
 
 def _lower_keys(value: Any) -> Any:
