@@ -65,6 +65,14 @@ class FilterTrace:
         return self.steps[-1][2] if self.steps else self.start
 
 
+def request_key(job: JobSpec) -> tuple:
+    """Everything the filters read from a job, as a plain tuple: jobs with equal keys fit the same
+    pools. Hashing pydantic models field by field on every lookup costs more than placing a job."""
+    res = job.resources
+    fields = tuple(v for k, v in res.__dict__.items() if k != "accelerators")
+    return (tuple((a.name, a.count) for a in res.accelerators), fields, job.num_nodes)
+
+
 def candidates(request: Request, index: PoolIndex) -> tuple[np.ndarray, np.ndarray]:
     """Positions of pools offering any requested accelerator, and which alternative each serves."""
     names = [a.name for a in request.alternatives] or [""]
@@ -84,7 +92,41 @@ def run_filters(
     now: float,
     usage: Usage | None = None,
 ) -> tuple[FilterTrace, np.ndarray]:
-    """Apply the hard filters. Returns the trace and, for the survivors, which alternative each serves."""
+    """Apply the hard filters. Returns the trace and, for the survivors, which alternative each serves.
+
+    Everything up to health depends only on the request and ``now``, so it is worked out once per
+    index for each (request_key, now) and reused: a scheduler cycle asks the same few shapes
+    again and again. Only free capacity and quotas are evaluated per call, against ``usage``.
+    """
+    key = (request_key(request.job), now)
+    cached = index.filter_cache.get(key)
+    if cached is None:
+        cached = index.filter_cache[key] = _static_filters(request, index, now)
+    start, static_steps, positions, alternative = cached
+    trace = FilterTrace(start=start, steps=list(static_steps))
+
+    def step(name: str, mask: np.ndarray, clause: Clause) -> None:
+        nonlocal positions, alternative
+        positions, alternative = positions[mask], alternative[mask]
+        trace.steps.append((name, clause, positions))
+
+    step(
+        "capacity",
+        index.free_nodes(positions, usage) >= request.nodes,
+        lambda p: _capacity_clause(index, p, request, usage),
+    )
+    if index.quotas:
+        need = index.gpus[positions] * request.nodes
+        step(
+            "quota",
+            index.quota_gpus_left(positions, usage) >= need,
+            lambda p: _quota_clause(index, p, request, usage),
+        )
+    return trace, alternative
+
+
+def _static_filters(request: Request, index: PoolIndex, now: float):
+    """The filters that do not depend on usage: (start positions, steps, survivors, alternative)."""
     res = request.job.resources
     positions, alternative = candidates(request, index)
     trace = FilterTrace(start=positions, steps=[])
@@ -147,19 +189,7 @@ def run_filters(
             lambda p: _price_clause(index, p, request, cap),
         )
     step("health", index.usable(positions, now), lambda p: _health_clause(index, p, now))
-    step(
-        "capacity",
-        index.free_nodes(positions, usage) >= request.nodes,
-        lambda p: _capacity_clause(index, p, request, usage),
-    )
-    if index.quotas:
-        need = index.gpus[positions] * request.nodes
-        step(
-            "quota",
-            index.quota_gpus_left(positions, usage) >= need,
-            lambda p: _quota_clause(index, p, request, usage),
-        )
-    return trace, alternative
+    return trace.start, trace.steps, positions, alternative
 
 
 def _price_clause(index: PoolIndex, positions: np.ndarray, request: Request, cap: float) -> str:

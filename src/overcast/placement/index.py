@@ -83,6 +83,7 @@ class PoolIndex:
     quotas: list[Quota]
     disabled_providers: frozenset[str]
     position_of: dict[str, int] = field(default_factory=dict)
+    filter_cache: dict[tuple, tuple] = field(default_factory=dict, repr=False)  # see filters.run_filters
 
     @classmethod
     def build(

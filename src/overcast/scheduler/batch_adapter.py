@@ -18,10 +18,10 @@ import numpy as np
 
 from overcast.placement import score
 from overcast.placement.batch import BatchProblem, solve
-from overcast.placement.filters import Request, run_filters
+from overcast.placement.filters import Request, request_key, run_filters
 from overcast.placement.index import PoolIndex, Usage
 from overcast.scheduler.preemption import RELAXED_STEPS
-from overcast.scheduler.sequential import place_in_order, request_key
+from overcast.scheduler.sequential import place_in_order
 from overcast.scheduler.snapshot import PendingJob, Place
 
 log = logging.getLogger(__name__)
@@ -61,10 +61,11 @@ def place_level(
 
 
 def _fits(index: PoolIndex, usage: Usage, position: int, nodes: int) -> bool:
-    pos = np.array([position])
-    if index.free_nodes(pos, usage)[0] < nodes:
+    """Room for ``nodes`` more nodes in the pool and under its quotas (scalar: called once per job)."""
+    if index.free[position] - usage.nodes[position] < nodes:
         return False
-    return bool(index.quota_gpus_left(pos, usage)[0] >= nodes * index.gpus[position])
+    gpus = nodes * index.gpus[position]
+    return all(q < 0 or index.quota_left[q] - usage.quota_gpus[q] >= gpus for q in index.quota_of[position])
 
 
 def _solve_level(

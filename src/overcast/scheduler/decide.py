@@ -10,11 +10,12 @@ from collections import defaultdict
 from itertools import groupby
 from time import perf_counter
 
+from overcast.placement.filters import request_key
 from overcast.placement.index import PoolIndex, Usage
 from overcast.scheduler.batch_adapter import place_level
 from overcast.scheduler.preemption import find_eviction
 from overcast.scheduler.queue import order_queue
-from overcast.scheduler.sequential import place_in_order, request_key
+from overcast.scheduler.sequential import place_in_order
 from overcast.scheduler.snapshot import Decisions, PendingJob, Preempt, RunningJob, Snapshot
 
 BATCH_THRESHOLD = 200  # more pending jobs than this compete for capacity: use the batch solver

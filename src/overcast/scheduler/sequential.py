@@ -5,15 +5,10 @@ Used by decide() when few jobs are pending, and for whatever the batch solver le
 
 from __future__ import annotations
 
+from overcast.placement.filters import request_key
 from overcast.placement.index import PoolIndex, Usage
 from overcast.placement.single import place_job
 from overcast.scheduler.snapshot import PendingJob, Place
-from overcast.spec.models import JobSpec
-
-
-def request_key(spec: JobSpec) -> tuple:
-    """What decides whether a job fits anywhere: its resources and its gang size."""
-    return (spec.resources, spec.num_nodes)
 
 
 def place_in_order(
