@@ -11,6 +11,7 @@ and an unknown name is an error with the closest known names, never a job that c
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from overcast.catalog.accelerators import canonical_name, suggest
@@ -81,7 +82,7 @@ def _count(value: Any, raw: str) -> int:
             value = float(value)
         except ValueError:
             raise FieldError(f"accelerator count in '{raw}' must be a whole number") from None
-    if not isinstance(value, int | float):
+    if not isinstance(value, int | float) or not math.isfinite(value):  # YAML reads .nan and .inf
         raise FieldError(f"accelerator count in '{raw}' must be a whole number, got {shown(value)}")
     if value != int(value):
         raise FieldError(f"fractional accelerators ('{raw}') are not supported; ask for whole GPUs")

@@ -8,6 +8,7 @@ say so in docs/spec.md.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -72,6 +73,8 @@ def _number(value: Any, what: str, example: str, *, allow_units: bool) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise FieldError(f"expected {what} like {example}, got {shown(value)}")
     if isinstance(value, int | float):
+        if not math.isfinite(value):  # YAML's .nan and .inf
+            raise FieldError(f"expected {what} like {example}, got {shown(value)}")
         number = float(value)
     else:
         match = _SIZE.match(value)

@@ -10,6 +10,7 @@ H100 is not "A100 or H100, spot or not"), which changes placement: that is an er
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -346,7 +347,7 @@ def _string(value: Any) -> str:
 
 
 def _price(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
         raise FieldError(f"expected a positive price in $/hour, got {shown(value)}")
     return float(value)
 
