@@ -9,6 +9,7 @@ index serves a whole cycle (or every ``overcast optimize`` query) without being 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -201,6 +202,7 @@ class _Layout:
 
 _LAYOUTS: dict[tuple, _Layout] = {}
 _KEEP_LAYOUTS = 4
+_LAYOUTS_LOCK = threading.Lock()
 
 
 def _static(p: Pool) -> tuple:
@@ -223,9 +225,10 @@ def _layout(pools: list[Pool], extra_providers: tuple[str, ...]) -> _Layout:
     layout = _LAYOUTS.get(key)
     if layout is None:
         layout = _build_layout(pools, extra_providers)
-        if len(_LAYOUTS) >= _KEEP_LAYOUTS:
-            del _LAYOUTS[next(iter(_LAYOUTS))]  # oldest first
-        _LAYOUTS[key] = layout
+        with _LAYOUTS_LOCK:  # the API server and the control loop may build indexes in threads
+            while len(_LAYOUTS) >= _KEEP_LAYOUTS:
+                del _LAYOUTS[next(iter(_LAYOUTS))]  # oldest first
+            _LAYOUTS[key] = layout
     return layout
 
 
