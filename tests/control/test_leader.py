@@ -48,18 +48,23 @@ def test_two_loop_processes_on_postgres_never_launch_a_job_twice(postgres_url: s
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and sum(store.get(i).state.terminal for i in ids) < 4:
             time.sleep(0.1)
-        holder = store.lease_holder("control-loop")
-        assert holder is not None
+        holder = None
+        deadline = time.monotonic() + 10  # under heavy load the 1 s lease may be between holders
+        while holder is None and time.monotonic() < deadline:
+            holder = store.lease_holder("control-loop")
+            time.sleep(0.05)
+        assert holder is not None, log.read_text()[-2000:]
         leader = next(p for p in procs if p.pid == int(holder.split(":")[1]))
         stop_loop(leader, signal.SIGKILL)  # the other one takes over when the lease expires
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline and not all(store.get(i).state.terminal for i in ids):
             time.sleep(0.2)
     finally:
         for proc in procs:
             if proc.poll() is None:
                 stop_loop(proc, signal.SIGTERM)
-    assert {store.get(i).state for i in ids} == {JobState.SUCCEEDED}, log.read_text()[-2000:]
+    states = {i: (store.get(i).state, store.get(i).reason) for i in ids}
+    assert {s for s, _ in states.values()} == {JobState.SUCCEEDED}, (states, log.read_text()[-2000:])
     starts = [(j, a, r) for j, a, r, what, _ in read_marks(shared) if what == "start"]
     assert len(starts) == len(set(starts))  # no (job, attempt, node) started twice
     assert overlapping_attempts(shared) == []

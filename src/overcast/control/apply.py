@@ -14,11 +14,10 @@ from collections.abc import Callable
 from overcast.backends.base import CapacityError, LaunchRequest, ProviderDown
 from overcast.control.env import job_env
 from overcast.control.health import record_failure, record_success
-from overcast.control.requeue import finish_stop
 from overcast.control.runtime import Runtime
 from overcast.placement.pool import Health, Pool
 from overcast.scheduler.snapshot import Decisions, Place, Preempt
-from overcast.store import JobState, PoolHealthRecord
+from overcast.store import JobRecord, JobState, PoolHealthRecord
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +28,12 @@ def apply_decisions(
     pools: dict[str, Pool],
     health: dict[str, PoolHealthRecord],
     still_leader: Callable[[], bool],
+    stop_job: Callable[[JobRecord, str], None],
 ) -> None:
     for preempt in decisions.preempt:
         if not still_leader():
             return
-        apply_preempt(rt, preempt)
+        apply_preempt(rt, preempt, stop_job)
     for place in decisions.place:
         if not still_leader():  # renewed before every launch: a stale leader stops here
             return
@@ -86,7 +86,7 @@ def apply_place(
     rt.avoid.pop(job.id, None)
 
 
-def apply_preempt(rt: Runtime, preempt: Preempt) -> None:
+def apply_preempt(rt: Runtime, preempt: Preempt, stop_job: Callable[[JobRecord, str], None]) -> None:
     store = rt.store
     job = store.get(preempt.job_id)
     if job is None:
@@ -96,5 +96,4 @@ def apply_preempt(rt: Runtime, preempt: Preempt) -> None:
     if stopping is None:
         return
     store.add_event(job.id, "preempting", f"attempt {job.attempt}: {preempt.reason}")
-    rt.stop(job.backend, job.id, job.attempt)
-    finish_stop(rt, stopping, f"preempted by the scheduler: {preempt.reason}")
+    stop_job(stopping, f"preempted by the scheduler: {preempt.reason}")

@@ -26,9 +26,9 @@ from overcast.control.apply import apply_decisions
 from overcast.control.events import poll_all
 from overcast.control.health import Backoff
 from overcast.control.reconcile import ReconcileReport, reconcile
-from overcast.control.requeue import finish_stop
 from overcast.control.runtime import Runtime
 from overcast.control.snapshot import build_snapshot
+from overcast.control.stopper import Stopper
 from overcast.scheduler.snapshot import Decisions, Snapshot
 from overcast.store import JobState, Store
 
@@ -69,6 +69,7 @@ class ControlLoop:
             store, {b.name: b for b in backends}, home, grace_seconds, backoff or Backoff(), clock=clock
         )
         self.decide = decide
+        self.stopper = Stopper(self.rt)
         self.lease_ttl = lease_ttl
         self.reconcile_every = reconcile_every
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -102,14 +103,14 @@ class ControlLoop:
         report.events = poll_all(self.rt)  # (a)
         self.ticks += 1
         if not was_leader or self.ticks % self.reconcile_every == 0:
-            report.reconciled = reconcile(self.rt)
+            report.reconciled = reconcile(self.rt, in_flight=self.stopper.busy)
         self._cancels()  # (b)
         now = self.rt.clock()
         health = self.store.pool_health()
         snapshot = build_snapshot(self.rt, now, health)  # (c)
         decisions = self.decide(snapshot)  # (d)
         pools = {pool.id: pool for pool in snapshot.pools}
-        apply_decisions(self.rt, decisions, pools, health, self.renew_lease)  # (e)
+        apply_decisions(self.rt, decisions, pools, health, self.renew_lease, self.stopper.stop)  # (e)
         self._note_unplaced(decisions.unplaced)
         report.placed, report.preempted = len(decisions.place), len(decisions.preempt)
         report.unplaced = dict(decisions.unplaced)
@@ -124,8 +125,7 @@ class ControlLoop:
             stopping = store.transition(job.id, [job.state], JobState.STOPPING, reason="cancel requested")
             if stopping is None:
                 continue
-            self.rt.stop(job.backend, job.id, job.attempt)
-            finish_stop(self.rt, stopping, "cancelled")
+            self.stopper.stop(stopping, "cancelled")
         for job in store.list(states=[JobState.PENDING], limit=1_000_000):
             if job.cancel_requested and store.transition(
                 job.id, [JobState.PENDING], JobState.CANCELLED, reason="cancelled by user"
@@ -150,6 +150,7 @@ class ControlLoop:
             except Exception:
                 log.exception("control loop tick failed")
             stop.wait(interval)
+        self.stopper.shutdown()  # let stops in flight finish (each bounded by the grace period)
         if self.leader:
             self.store.release_lease(LEASE_NAME, self.holder)
             self.leader = False

@@ -11,6 +11,7 @@ are handled first (a job that ended while nobody watched is finished, not requeu
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from overcast.control.requeue import finish_stop
@@ -29,7 +30,8 @@ class ReconcileReport:
     finished_stops: list[str] = field(default_factory=list)
 
 
-def reconcile(rt: Runtime) -> ReconcileReport:
+def reconcile(rt: Runtime, in_flight: Callable[[str], bool] = lambda job_id: False) -> ReconcileReport:
+    """``in_flight``: jobs whose stop is under way in this process (left to it)."""
     report = ReconcileReport()
     store = rt.store
     active: dict[str, set[tuple[str, int]]] = {}
@@ -47,6 +49,10 @@ def reconcile(rt: Runtime) -> ReconcileReport:
             continue
         live = (job.id, job.attempt) in active[job.backend]
         if job.state is JobState.STOPPING:
+            if in_flight(job.id):
+                expected.add((job.backend, job.id, job.attempt))
+                keep.add((job.id, job.attempt))
+                continue
             if live:
                 rt.stop(job.backend, job.id, job.attempt)
             finish_stop(rt, job, job.reason or "stopped")
