@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from overcast.store import JobState, Store
@@ -48,3 +49,18 @@ def test_cancel_stops_a_running_job_and_a_pending_one(tmp_path: Path) -> None:
     run_until(loop, lambda: bool(state(store, too_big.id).reason))
     store.request_cancel(too_big.id)
     assert state(store, too_big.id).state is JobState.CANCELLED
+
+
+def test_a_slow_stop_does_not_hold_up_the_loop(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    loop = make_loop(tmp_path, store, grace_seconds=3.0)
+    stubborn = store.submit("default", job("stubborn", "trap '' TERM; sleep 30"))
+    run_until(loop, lambda: state(store, stubborn.id).state is JobState.RUNNING)
+    store.request_cancel(stubborn.id)
+    start = time.monotonic()
+    loop.tick()
+    assert time.monotonic() - start < 1.5 and state(store, stubborn.id).state is JobState.STOPPING
+    other = store.submit("default", job("other", "exit 0"))
+    run_until(loop, lambda: state(store, other.id).state is JobState.SUCCEEDED)  # served meanwhile
+    run_until(loop, lambda: state(store, stubborn.id).state is JobState.CANCELLED, timeout=15)
+    assert time.monotonic() - start >= 3.0  # it got its grace period, then SIGKILL
