@@ -24,10 +24,15 @@ def local_cluster(cluster: Cluster) -> LocalCluster:
 
 
 def backends_from_fleet(fleet: Fleet, home: Path) -> list[Backend]:
-    """The backends this process can run jobs on. Slurm clusters are run by the Slurm backend's owner;
-    here only local clusters are wired (others are listed in the fleet but get no backend)."""
+    """The backends this process can run jobs on: every ``local:`` and ``slurm:`` cluster of the fleet.
+    Public-cloud pools (catalog offers, reservations) have no launching backend here yet."""
     backends: list[Backend] = []
     for cluster in fleet.clusters:
         if cluster.local is not None:
             backends.append(LocalBackend(local_cluster(cluster), home=cluster.local.home or home))
+        elif cluster.slurm is not None:
+            from overcast.backends.slurm import SlurmBackend
+            from overcast.backends.slurm_config import slurm_cluster_from_fleet
+
+            backends.append(SlurmBackend(slurm_cluster_from_fleet(cluster, home)))
     return backends
