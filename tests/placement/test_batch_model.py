@@ -120,3 +120,17 @@ def test_checker_rejects_a_wrong_objective() -> None:
     p = small()
     good = np.array([1, 1, 0, 1])
     assert "differs" in check_solution(p, good, p.objective(good) - 1.0)[0]
+
+
+def test_checker_rejects_a_pair_that_never_pays_off() -> None:
+    # Parking the high-priority job at a loss in the unlimited pool would free the cheap pool for job 0;
+    # such pairs count as incompatible, so the only valid optimum runs job 1 in pool 0.
+    p = BatchProblem.from_lists(
+        nodes=[1, 1],
+        penalty=[2.0, 1.0],
+        compat=[{0: 0.0}, {0: 0.0, 1: 1.0}],
+        capacity=[1, None],
+        priority=[0, 1],
+    )
+    assert "never pays off" in check_solution(p, np.array([0, 1]))[0]
+    assert check_solution(p, np.array([-1, 0])) == []

@@ -1,8 +1,11 @@
 """Independent checker: every solution is verified here before it is returned.
 
 It reads only the original ``BatchProblem`` (not the class model or any solver state) and reports each
-violated rule in words. One pool index per job means a job is placed at most once and its whole gang
-sits in that one pool, so those two rules hold by representation; the array itself is checked.
+violated rule in words. A pair whose cost is at least the job's penalty never pays off and counts as
+incompatible (the objective would never choose it; under the priority rule it could otherwise be used
+to park a high-priority job at a loss). One pool index per job means a job is placed at most once and
+its whole gang sits in that one pool, so those two rules hold by representation; the array itself is
+checked.
 
 Priority rule: a job j left out must not fit in any pool p that pays off for it (cost < penalty) even if
 every job of lower priority were removed from p, i.e. ``free_p + lower_priority_usage_p < nodes_j``.
@@ -41,6 +44,14 @@ def check_solution(
         errors.append(
             f"{bad.size} job(s) placed in incompatible pools, e.g. job {bad[0]} in pool {a[bad[0]]}"
         )
+    else:
+        loss = problem.compat_cost[pair] >= problem.job_penalty[placed]
+        if np.any(loss):
+            j = int(placed[loss][0])
+            errors.append(
+                f"{int(loss.sum())} job(s) placed where they cost at least their penalty, e.g. job {j} "
+                f"in pool {a[j]}: such a pair never pays off and counts as incompatible"
+            )
     used = np.bincount(a[placed], weights=problem.job_nodes[placed], minlength=problem.n_pools)
     over = used > problem.pool_capacity + 1e-9
     if np.any(over):

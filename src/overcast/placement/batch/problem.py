@@ -5,7 +5,8 @@ nodes. Placing job j in pool p costs ``cost[j, p]`` (for the whole job, e.g. nod
 leaving it out costs ``penalty[j]`` (value weight x GPU-hours). The solver minimises
 ``sum cost of placed pairs + sum penalty of unplaced jobs``, i.e. maximises value minus cost.
 Compatibility (accelerator, allow/deny lists, region, spot policy) is computed by the caller: a job
-may only go to the pools listed in its row of the CSR compatibility matrix.
+may only go to the pools listed in its row of the CSR compatibility matrix, and only where that pays off
+(cost < penalty); a listed pair that costs at least the penalty is treated as incompatible.
 """
 
 from __future__ import annotations

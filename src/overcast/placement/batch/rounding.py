@@ -10,17 +10,27 @@ valuable gangs first), and the better result is kept.
 The classes that the LP split (or that the rounding moved off their LP columns) are few, at most about
 one per pool. ``split_class_cols`` picks their columns for an exact HiGHS sub-MILP over the capacity
 the other classes leave (the solver's "split-milp" stage), which recovers most of what rounding lost.
+
+With several priority levels the flat LP ignores the priority rule, so rounding towards it makes the
+repair evict a lot. ``priority_guide`` re-solves the LP with each level's penalties scaled up by
+``PRIORITY_BOOST`` per level: the LP then places what the higher levels can use first, yet still
+weighs cost and the lower levels when it picks pools. Measured at 10k jobs x 300 pools with 3 levels:
+7.6% gap with the flat LP as guide, 7.2% / 6.0% / 5.6% with boosts 3 / 10 / 100 (a lexicographic
+guide, one LP per level, was far worse: 32%). The flat LP stays the reported bound.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from overcast.placement.batch.classes import ClassModel
-from overcast.placement.batch.fill import fill
-from overcast.placement.batch.relax import Relaxation
+from overcast.placement.batch.fill import fill, priority_ranks
+from overcast.placement.batch.relax import Relaxation, solve_relaxation
 
 ORDERS = ("density", "value")
+PRIORITY_BOOST = 100.0
 
 
 def round_relaxation(cm: ClassModel, rel: Relaxation) -> tuple[np.ndarray, str]:
@@ -35,6 +45,17 @@ def round_relaxation(cm: ClassModel, rel: Relaxation) -> tuple[np.ndarray, str]:
             best, best_obj, best_order = y, obj, order
     assert best is not None
     return best, best_order
+
+
+def priority_guide(cm: ClassModel, rel: Relaxation) -> Relaxation:
+    """The LP to round towards: the flat LP with one level, else the priority-boosted LP."""
+    rank, n_levels = priority_ranks(cm)
+    if n_levels == 1:
+        return rel
+    boost = min(PRIORITY_BOOST, 1e6 ** (1.0 / (n_levels - 1)))
+    boosted = dataclasses.replace(cm, penalty=cm.penalty * boost**rank)
+    guide = solve_relaxation(boosted, start=np.flatnonzero(rel.y > 1e-6))
+    return Relaxation(guide.y, rel.bound, guide.rounds, guide.cols)
 
 
 def split_class_cols(cm: ClassModel, rel: Relaxation, y: np.ndarray, extra: int = 3) -> np.ndarray:

@@ -3,7 +3,8 @@
 1. classes   prune pairs that never pay off; merge identical jobs into classes (exact)
 2. greedy    priority, then value density; always available, always checked (the fallback)
 3. lp        min-cost-flow LP relaxation; its value is the lower bound reported with every solution
-4. round     LP-guided greedy: visit order by priority and value, pools by LP value (rounding.py)
+4. round     LP-guided greedy: visit order by priority and value, pools by LP value (rounding.py);
+             with several priority levels the guide is a second LP with priority-boosted penalties
 5. milp      small models: exact HiGHS class MILP warm-started from the best so far, within the budget
    split-milp large models: exact sub-MILP over the classes the LP split (60% of what is left), then
    lns       HiGHS sub-MILPs over neighbourhoods of related pools until the budget ends
@@ -27,7 +28,7 @@ from overcast.placement.batch.lns import improve
 from overcast.placement.batch.milp import solve_milp
 from overcast.placement.batch.problem import BatchProblem, BatchSolution
 from overcast.placement.batch.relax import Relaxation, solve_relaxation
-from overcast.placement.batch.rounding import round_relaxation, split_class_cols
+from overcast.placement.batch.rounding import priority_guide, round_relaxation, split_class_cols
 
 METHODS = ("auto", "milp", "lp", "greedy")
 MILP_MAX_COLS = 60_000  # class columns up to which the exact MILP is the improvement step
@@ -61,14 +62,17 @@ def solve(
         rel = solve_relaxation(cm, start=np.flatnonzero(y_greedy))
         bound = rel.bound
         clock.lap("lp")
-        y, order = round_relaxation(cm, rel)
+        guide = priority_guide(cm, rel)
+        if guide is not rel:
+            clock.lap("priority-lp")
+        y, order = round_relaxation(cm, guide)
         obj = cm.objective(y)
         clock.lap("round")
         if obj < best_obj:
             best, best_obj, how = y, obj, f"lp-round({order})"
         left = deadline - time.perf_counter()
         if method == "auto" and cm.n_cols > MILP_MAX_COLS and left > 0.05:
-            y = _split_milp(cm, rel, best, time_limit=max(0.6 * left, 0.05))
+            y = _split_milp(cm, guide, best, time_limit=max(0.6 * left, 0.05))
             obj = cm.objective(y)
             if obj < best_obj:
                 best, best_obj, how = y, obj, how + "+split-milp"
@@ -86,7 +90,7 @@ def solve(
                     status = "optimal" if res.optimal and obj <= cm.objective(res.y) + 1e-9 else status
             clock.lap("milp")
         elif method == "auto" and left > 0.05:
-            y, stats = improve(cm, best, deadline, seed=seed, guide=rel.y)
+            y, stats = improve(cm, best, deadline, seed=seed, guide=guide.y)
             y = fill(cm, y)
             obj = cm.objective(y)
             if obj < best_obj:
