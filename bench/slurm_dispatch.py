@@ -7,7 +7,8 @@ Starts a real local Slurm 22.05 cluster (scripts/slurm-cluster.sh, 8 nodes x 8 f
 2. sync: with N in flight, a job's state is changed behind the backend's back (``scancel``: a job that
    disappears under it) and the backend polls back to back; latency = from ``scancel`` returning to the
    poll that reports the event. Baseline: one plain ``squeue --json`` of the same queue. A control loop
-   polling every T seconds adds T/2 on average on top.
+   polling every T seconds adds T/2 on average on top. The same again with ``queue_query="text"``
+   (``squeue -O``), against the --json figures.
 
     .venv/bin/python bench/slurm_dispatch.py [--jobs 1000] [--baseline-jobs 200] [--changes 20]
 """
@@ -15,6 +16,7 @@ Starts a real local Slurm 22.05 cluster (scripts/slurm-cluster.sh, 8 nodes x 8 f
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -76,12 +78,13 @@ def dispatch(backend: SlurmBackend, count: int) -> float:
 
 
 def sync_latency(backend: SlurmBackend, changes: int) -> tuple[list[float], list[float], list[float]]:
-    """(event latencies, poll() durations, raw squeue --json durations), seconds."""
+    """(event latencies, poll() durations, durations of the plain query poll() makes), seconds."""
+    query = backend.cli.squeue_text if backend.cluster.queue_query == "text" else backend.cli.squeue
     backend.poll()  # learn everything in flight first
     raw, polls, latencies = [], [], []
     for _ in range(5):
         t = time.perf_counter()
-        backend.cli.squeue()
+        query()
         raw.append(time.perf_counter() - t)
     waiting = sorted(k for k in backend.active() if backend.slurm_job_id(*k) is not None)
     for job_id, attempt in waiting[-changes:]:  # the last ones queued: certainly still pending
@@ -119,6 +122,8 @@ def main() -> int:
         rate = dispatch(backend, args.jobs)
         in_flight = len(backend.active())
         latencies, polls, raw = sync_latency(backend, args.changes)
+        text = SlurmBackend(dataclasses.replace(backend.cluster, queue_query="text"))
+        text_latencies, text_polls, text_raw = sync_latency(text, args.changes)
         cancel_all(backend)
     finally:
         stop_clusters(clusters)
@@ -130,6 +135,12 @@ def main() -> int:
          "plain squeue --json"),
         ("state-sync latency (ms, p95)", percentile(latencies, 0.95) * 1e3, statistics.median(raw) * 1e3,
          "plain squeue --json"),
+        ("poll(), queue_query=text (ms, median)", statistics.median(text_polls) * 1e3,
+         statistics.median(polls) * 1e3, "poll() with --json"),
+        ("state-sync latency, text (ms, p50)", percentile(text_latencies, 0.5) * 1e3,
+         percentile(latencies, 0.5) * 1e3, "latency with --json"),
+        ("state-sync latency, text (ms, p95)", percentile(text_latencies, 0.95) * 1e3,
+         percentile(latencies, 0.95) * 1e3, "latency with --json"),
     ]  # fmt: skip
     print(f"Slurm 22.05 local cluster, 8 nodes; {in_flight} overcast jobs in flight; {os.cpu_count()} cores")
     print(f"{'metric':40} {'backend':>10} {'baseline':>10} {'ratio':>7}  baseline is")
@@ -147,6 +158,10 @@ def main() -> int:
                 "squeue_json_ms_median": round(statistics.median(raw) * 1e3, 1),
                 "sync_latency_ms_p50": round(percentile(latencies, 0.5) * 1e3, 1),
                 "sync_latency_ms_p95": round(percentile(latencies, 0.95) * 1e3, 1),
+                "text_poll_ms_median": round(statistics.median(text_polls) * 1e3, 1),
+                "squeue_text_ms_median": round(statistics.median(text_raw) * 1e3, 1),
+                "text_sync_latency_ms_p50": round(percentile(text_latencies, 0.5) * 1e3, 1),
+                "text_sync_latency_ms_p95": round(percentile(text_latencies, 0.95) * 1e3, 1),
                 "changes_timed": len(latencies),
             },
             indent=2,

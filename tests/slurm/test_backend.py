@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -76,7 +77,9 @@ def test_a_restarted_backend_finds_its_jobs_by_name_and_can_stop_them(
     spec = train_spec("crash", nodes=1, ckpt=tmp_path / "ckpt", steps=10_000)
     oci.launch(request(oci, "crash", 3, spec))
     Events([oci]).wait(EventKind.STARTED, "crash", 3)
-    fresh = SlurmBackend(oci.cluster)  # the control loop crashed and came back: no memory of the job
+    # The control loop crashed and came back: no memory of the job. (It reads the queue as text here.)
+    assert oci.cluster.queue_query == "json"
+    fresh = SlurmBackend(dataclasses.replace(oci.cluster, queue_query="text"))
     assert fresh.active() == [("crash", 3)]
     assert [(e.kind, e.job_id, e.attempt) for e in fresh.poll()] == [(EventKind.STARTED, "crash", 3)]
     fresh.stop("crash", 3, grace_seconds=0)

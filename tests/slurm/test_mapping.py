@@ -187,3 +187,28 @@ def test_a_cluster_that_does_not_answer_is_down_without_asking_again(tmp_path: P
     now[0] += 6
     backend.poll()
     assert calls.read_text().count("x") == 2
+
+
+def test_the_text_queue_gives_the_same_records_as_json(tmp_path: Path) -> None:
+    lines = [
+        "7|FAILED|NonZeroExitCode|768|0|2026-11-26T08:17:47|n01|ovc.1.a job|with pipe",
+        "8|PENDING|Resources|0|2|2026-11-26T08:17:48||ovc.2.b",
+        "garbage line",
+    ]
+    body = "cat <<'EOF'\n" + "\n".join(lines) + "\nEOF"
+    jobs = SlurmCommands(bin_dir=fake_bin(tmp_path, "squeue", body)).squeue_text()
+    assert [(j["job_id"], j["name"], j["job_state"], j["restart_cnt"]) for j in jobs] == [
+        (7, "ovc.1.a job|with pipe", "FAILED", 0),
+        (8, "ovc.2.b", "PENDING", 2),
+    ]
+    outcome = terminal_outcome(jobs[0], stopped_by_us=False)
+    assert outcome is not None and (outcome.kind, outcome.exit_code) == (EventKind.FAILED, 3)
+    assert hopeless_reason(jobs[1]) is None and was_requeued(jobs[1], restarts_seen=0)
+    assert jobs[1]["submit_time"] - jobs[0]["submit_time"] == 1
+
+
+def test_newer_slurm_json_shapes_are_understood() -> None:  # Slurm 23.02+: state lists, exit code objects
+    record = {"job_state": ["NODE_FAIL"], "exit_code": {"return_code": 0, "signal": {"id": 15}}}
+    outcome = terminal_outcome(record, stopped_by_us=False)
+    assert outcome is not None and outcome.kind is EventKind.PREEMPTED
+    assert decode_exit_status({"return_code": 3, "signal": {"id": 0}}) == 3

@@ -61,7 +61,9 @@ def slurm(tmp_path: Path) -> ScriptedSlurm:
 
 
 def backend(slurm: ScriptedSlurm, now: list[float], **settings: Any) -> SlurmBackend:
-    cluster = SlurmCluster("c", work_dir=str(slurm.root / "work"), down_retry_s=0, **settings)
+    cluster = SlurmCluster(
+        "c", work_dir=str(slurm.root / "work"), down_retry_s=0, queue_query="json", **settings
+    )
     b = SlurmBackend(cluster, clock=lambda: now[0])
     b.cli = type(b.cli)(timeout_s=5, bin_dir=str(slurm.bin))
     return b

@@ -115,6 +115,9 @@ class SlurmBackend:
             self._down_reason = f"cluster {self.cluster.name} unreachable: {e}"
             raise SlurmUnreachable(self._down_reason) from e
 
+    def _squeue(self) -> list[dict[str, Any]]:
+        return self.cli.squeue_text() if self.cluster.queue_query == "text" else self.cli.squeue()
+
     @property
     def reachable(self) -> bool:
         return self._clock() >= self._down_until
@@ -195,7 +198,7 @@ class SlurmBackend:
     def active(self) -> list[tuple[str, int]]:
         """(job id, attempt) of every overcast job slurmctld has queued or running, ours or not."""
         try:
-            jobs = self._call(self.cli.squeue)
+            jobs = self._call(self._squeue)
         except SlurmUnreachable as e:
             raise ProviderDown(str(e)) from e
         found = []
@@ -207,7 +210,7 @@ class SlurmBackend:
 
     def poll(self) -> list[BackendEvent]:
         try:
-            jobs = self._call(self.cli.squeue)
+            jobs = self._call(self._squeue)
         except SlurmUnreachable as e:
             return self._provider_down(str(e))
         events: list[BackendEvent] = []
@@ -295,7 +298,7 @@ class SlurmBackend:
 
     def _find(self, job_id: str, attempt: int) -> _Tracked | None:
         """A job we did not launch in this process (after a restart): look it up by name."""
-        jobs = self._call(self.cli.squeue)
+        jobs = self._call(self._squeue)
         for job in jobs:
             if self.parse_job_name(str(job.get("name") or "")) == (job_id, attempt) and (
                 is_running(job) or is_waiting(job)

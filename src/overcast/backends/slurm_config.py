@@ -28,6 +28,7 @@ class SlurmCluster:
     time_limit_minutes: int | None = None  # sbatch --time; None: the partition's default
     requeue: bool = False  # let Slurm requeue in place on node failure (else overcast relaunches)
     job_prefix: str = "ovc"  # job-name prefix: separates overcast's jobs from everyone else's
+    queue_query: str = "text"  # "text": squeue -O (~5x cheaper with 1,000 jobs); "json": squeue --json
     command_timeout_s: float = 10.0
     down_retry_s: float = 5.0  # after a failed call, treat the cluster as down this long
     pending_timeout_s: float | None = 600.0  # give up (CAPACITY_ERROR) on a job waiting this long
@@ -37,6 +38,8 @@ class SlurmCluster:
             raise ValueError(f"Slurm cluster name {self.name!r}: use letters, digits, '_', '.', '-'")
         if not re.fullmatch(r"[A-Za-z0-9_-]+", self.job_prefix):
             raise ValueError(f"job_prefix {self.job_prefix!r}: use letters, digits, '_', '-'")
+        if self.queue_query not in ("json", "text"):
+            raise ValueError(f"cluster {self.name}: queue_query must be 'json' or 'text'")
         if self.price_per_node_hour < 0:
             raise ValueError(f"cluster {self.name}: price_per_node_hour must be >= 0")
 

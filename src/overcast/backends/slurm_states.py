@@ -55,7 +55,10 @@ class Outcome:
 
 def base_state(job: dict[str, Any]) -> str:
     """``job_state`` without flags ("CANCELLED by 0" style suffixes appear in some tools)."""
-    return str(job.get("job_state") or "UNKNOWN").split()[0].upper()
+    state = job.get("job_state") or "UNKNOWN"
+    if isinstance(state, list):  # Slurm 23.02+ JSON: ["RUNNING", "COMPLETING"]
+        state = state[0] if state else "UNKNOWN"
+    return str(state).split()[0].upper()
 
 
 def is_running(job: dict[str, Any]) -> bool:
