@@ -1,6 +1,7 @@
 """Benchmark: batch placement solver vs its greedy fallback on generated queues.
 
-    python bench/batch_placement.py            # J in {1k, 10k, 50k} x P in {300, 1000}, flat and tiered
+    python bench/batch_placement.py            # J in {1k, 10k, 50k} x P in {300, 1000}, flat and tiered,
+                                               # plus 10k x 1k and 50k x 1k with longer budgets
     python bench/batch_placement.py --quick    # about 30 s: 1k and 10k jobs x 300 pools, flat only
 
 Each row solves one generated queue (bench/queue_gen.py, seed 1) twice in this process: the greedy
@@ -25,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.queue_gen import generate  # noqa: E402
-from overcast.placement.batch import check_solution, greedy, solve  # noqa: E402
+from bench.queue_gen import generate
+from overcast.placement.batch import check_solution, greedy, solve
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -82,7 +83,7 @@ def print_table(rows: list[dict]) -> None:
     head = (
         f"{'jobs':>6} {'pools':>5} {'queue':>6} {'load':>5} {'wall s':>7} {'cpu s':>6} {'objective':>13} "
         f"{'LP bound':>13} {'gap %':>6} {'vgap %':>6} {'greedy s':>8} {'greedy gap %':>12} "
-        f"{'greedy/pipe':>11} {'placed':>7}  method"
+        f"{'greedy/pipe':>11} {'placed':>7}  budget method"
     )
     print(head)
     print("-" * len(head))
@@ -91,7 +92,7 @@ def print_table(rows: list[dict]) -> None:
             f"{r['jobs']:>6} {r['pools']:>5} {r['queue']:>6} {r['load']:>5.2f} {r['wall_s']:>7.2f} "
             f"{r['cpu_s']:>6.2f} {r['objective']:>13,.0f} {r['lower_bound']:>13,.0f} {100 * r['gap']:>6.2f} "
             f"{100 * r['value_gap']:>6.2f} {r['greedy_wall_s']:>8.2f} {100 * r['greedy_gap']:>12.2f} "
-            f"{r['greedy_over_pipeline']:>11.3f} {r['placed']:>7}  {r['method']}"
+            f"{r['greedy_over_pipeline']:>11.3f} {r['placed']:>7}  {r['budget_s']:g}s {r['method']}"
         )
 
 
@@ -101,13 +102,17 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=None, help="time budget per solve (default by size)")
     args = parser.parse_args()
     if args.quick:
-        grid = [(1_000, 300, 1), (10_000, 300, 1), (1_000, 300, 3)]
+        grid = [(1_000, 300, 1, None), (10_000, 300, 1, None), (1_000, 300, 3, None)]
     else:
-        grid = [(j, p, lv) for lv in (1, 3) for j in (1_000, 10_000, 50_000) for p in (300, 1_000)]
+        grid = [(j, p, lv, None) for lv in (1, 3) for j in (1_000, 10_000, 50_000) for p in (300, 1_000)]
+        # What more improvement time buys (split-MILP + LNS) on the two target sizes.
+        grid += [(10_000, 1_000, 1, 10.0), (50_000, 1_000, 1, 40.0)]
     rows = []
-    for n_jobs, n_pools, levels in grid:
-        rows.append(run_row(n_jobs, n_pools, levels, args.budget))
-        print(f"done {n_jobs} x {n_pools} ({'flat' if levels == 1 else 'tiered'})", file=sys.stderr, flush=True)
+    for n_jobs, n_pools, levels, budget in grid:
+        rows.append(run_row(n_jobs, n_pools, levels, args.budget if budget is None else budget))
+        print(
+            f"done {n_jobs} x {n_pools} ({'flat' if levels == 1 else 'tiered'})", file=sys.stderr, flush=True
+        )
     print_table(rows)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / ("batch_placement_quick.json" if args.quick else "batch_placement.json")
