@@ -54,8 +54,9 @@ def test_cancel_stops_a_running_job_and_a_pending_one(tmp_path: Path) -> None:
 def test_a_slow_stop_does_not_hold_up_the_loop(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
     loop = make_loop(tmp_path, store, grace_seconds=3.0)
-    stubborn = store.submit("default", job("stubborn", "trap '' TERM; sleep 30"))
-    run_until(loop, lambda: state(store, stubborn.id).state is JobState.RUNNING)
+    stubborn = store.submit("default", job("stubborn", "trap '' TERM; echo ready; sleep 30"))
+    log = tmp_path / "logs" / stubborn.id / "1" / "node-0.log"
+    run_until(loop, lambda: log.exists() and "ready" in log.read_text())  # SIGTERM is ignored from now
     store.request_cancel(stubborn.id)
     start = time.monotonic()
     loop.tick()
