@@ -66,9 +66,12 @@ def test_slots_are_counted_and_exhaustion_is_a_capacity_error(backend: LocalBack
 
 def test_stop_sends_sigterm_and_waits_for_the_save(backend: LocalBackend, tmp_path: Path) -> None:
     marker = tmp_path / "saved"
-    run = f"trap 'echo saved > {marker}; exit 143' TERM; while true; do sleep 0.05; done"
+    run = f"trap 'echo saved > {marker}; exit 143' TERM; echo ready; while true; do sleep 0.05; done"
     backend.launch(request(backend, "j-t", run))
-    time.sleep(0.3)
+    log = tmp_path / "logs" / "j-t" / "1" / "node-0.log"
+    deadline = time.monotonic() + 10
+    while "ready" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+        time.sleep(0.02)  # the trap is set once "ready" is printed
     backend.stop("j-t", 1, grace_seconds=5.0)
     assert marker.read_text().strip() == "saved"
     assert backend.active() == []
