@@ -6,9 +6,9 @@ Starts a real local Slurm 22.05 cluster (scripts/slurm-cluster.sh, 8 nodes x 8 f
    baseline of plain ``sbatch --parsable`` with the same options, measured in the same run.
 2. sync: with N in flight, a job's state is changed behind the backend's back (``scancel``: a job that
    disappears under it) and the backend polls back to back; latency = from ``scancel`` returning to the
-   poll that reports the event. Baseline: one plain ``squeue --json`` of the same queue. A control loop
-   polling every T seconds adds T/2 on average on top. The same again with ``queue_query="text"``
-   (``squeue -O``), against the --json figures.
+   poll that reports the event, for both ways of reading the queue (``queue_query`` "text":
+   ``squeue -O``, and "json": ``squeue --json``), taking turns. Baseline: the plain reads, interleaved,
+   wall and client CPU time. A control loop polling every T seconds adds T/2 on average on top.
 
     .venv/bin/python bench/slurm_dispatch.py [--jobs 1000] [--baseline-jobs 200] [--changes 20]
 """
@@ -20,6 +20,7 @@ import dataclasses
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import tempfile
@@ -77,37 +78,56 @@ def dispatch(backend: SlurmBackend, count: int) -> float:
     return count / (time.perf_counter() - start)
 
 
-def sync_latency(backend: SlurmBackend, changes: int) -> tuple[list[float], list[float], list[float]]:
-    """(event latencies, poll() durations, durations of the plain query poll() makes), seconds."""
-    query = backend.cli.squeue_text if backend.cluster.queue_query == "text" else backend.cli.squeue
-    backend.poll()  # learn everything in flight first
-    raw, polls, latencies = [], [], []
-    for _ in range(5):
-        t = time.perf_counter()
-        query()
-        raw.append(time.perf_counter() - t)
-    waiting = sorted(k for k in backend.active() if backend.slurm_job_id(*k) is not None)
-    for job_id, attempt in waiting[-changes:]:  # the last ones queued: certainly still pending
-        backend.cli.scancel([backend.slurm_job_id(job_id, attempt)])  # type: ignore[list-item]
+def query_cost(backend: SlurmBackend, reps: int = 10) -> dict[str, tuple[float, float]]:
+    """Plain queue reads, --json and -O interleaved (fair under a varying machine load):
+    {kind: (median wall seconds, median client CPU seconds)}."""
+    samples: dict[str, list[tuple[float, float]]] = {"json": [], "text": []}
+    for _ in range(reps):
+        for kind, read in (("json", backend.cli.squeue), ("text", backend.cli.squeue_text)):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t = time.perf_counter()
+            read()
+            wall = time.perf_counter() - t
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            samples[kind].append((wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime))
+    return {
+        k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v))
+        for k, v in samples.items()
+    }
+
+
+def sync_latency(
+    backends: dict[str, SlurmBackend], changes: int
+) -> dict[str, tuple[list[float], list[float]]]:
+    """{queue_query: (event latencies, poll() durations)}, seconds; the backends take turns."""
+    for backend in backends.values():
+        backend.poll()  # learn everything in flight first
+    first = next(iter(backends.values()))
+    waiting = sorted(k for k in first.active() if first.slurm_job_id(*k) is not None)
+    results: dict[str, tuple[list[float], list[float]]] = {kind: ([], []) for kind in backends}
+    kinds = list(backends)
+    for i, (job_id, attempt) in enumerate(waiting[-changes * len(kinds) :]):  # the last queued: pending
+        kind = kinds[i % len(kinds)]
+        backend, (latencies, polls) = backends[kind], results[kind]
+        backend.cli.scancel([first.slurm_job_id(job_id, attempt)])  # type: ignore[list-item]
         changed = time.perf_counter()
         while True:
             t = time.perf_counter()
             events = backend.poll()
             polls.append(time.perf_counter() - t)
-            hit = [e for e in events if e.job_id == job_id and e.kind is EventKind.PREEMPTED]
-            if hit:
+            if any(e.job_id == job_id and e.kind is EventKind.PREEMPTED for e in events):
                 latencies.append(time.perf_counter() - changed)
                 break
             if time.perf_counter() - changed > 30:
                 raise RuntimeError(f"no event for {job_id} within 30s")
-    return latencies, polls, raw
+    return results
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1000, help="jobs in flight")
     parser.add_argument("--baseline-jobs", type=int, default=200)
-    parser.add_argument("--changes", type=int, default=20, help="state changes to time")
+    parser.add_argument("--changes", type=int, default=20, help="state changes to time per queue query kind")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="ovc-bench-"))
     try:
@@ -121,53 +141,58 @@ def main() -> int:
         cancel_all(backend)
         rate = dispatch(backend, args.jobs)
         in_flight = len(backend.active())
-        latencies, polls, raw = sync_latency(backend, args.changes)
-        text = SlurmBackend(dataclasses.replace(backend.cluster, queue_query="text"))
-        text_latencies, text_polls, text_raw = sync_latency(text, args.changes)
+        cost = query_cost(backend)
+        variants = {
+            kind: SlurmBackend(dataclasses.replace(backend.cluster, queue_query=kind)) for kind in cost
+        }
+        sync = sync_latency(variants, args.changes)
         cancel_all(backend)
     finally:
         stop_clusters(clusters)
+    ms = 1e3
+    (json_lat, json_polls), (text_lat, text_polls) = sync["json"], sync["text"]
     rows = [
         ("dispatch (jobs/s)", rate, raw_rate, "plain sbatch"),
-        ("poll() with N in flight (ms, median)", statistics.median(polls) * 1e3,
-         statistics.median(raw) * 1e3, "plain squeue --json"),
-        ("state-sync latency (ms, p50)", percentile(latencies, 0.5) * 1e3, statistics.median(raw) * 1e3,
-         "plain squeue --json"),
-        ("state-sync latency (ms, p95)", percentile(latencies, 0.95) * 1e3, statistics.median(raw) * 1e3,
-         "plain squeue --json"),
-        ("poll(), queue_query=text (ms, median)", statistics.median(text_polls) * 1e3,
-         statistics.median(polls) * 1e3, "poll() with --json"),
-        ("state-sync latency, text (ms, p50)", percentile(text_latencies, 0.5) * 1e3,
-         percentile(latencies, 0.5) * 1e3, "latency with --json"),
-        ("state-sync latency, text (ms, p95)", percentile(text_latencies, 0.95) * 1e3,
-         percentile(latencies, 0.95) * 1e3, "latency with --json"),
+        ("queue read, -O (ms wall, median)", cost["text"][0] * ms, cost["json"][0] * ms, "squeue --json"),
+        ("queue read, -O (ms client CPU)", cost["text"][1] * ms, cost["json"][1] * ms, "squeue --json"),
+        ("poll(), text (ms, median)", statistics.median(text_polls) * ms, cost["text"][0] * ms,
+         "squeue -O"),
+        ("poll(), json (ms, median)", statistics.median(json_polls) * ms, cost["json"][0] * ms,
+         "squeue --json"),
+        ("state-sync latency, text (ms, p50)", percentile(text_lat, 0.5) * ms,
+         percentile(json_lat, 0.5) * ms, "same, json"),
+        ("state-sync latency, text (ms, p95)", percentile(text_lat, 0.95) * ms,
+         percentile(json_lat, 0.95) * ms, "same, json"),
     ]  # fmt: skip
-    print(f"Slurm 22.05 local cluster, 8 nodes; {in_flight} overcast jobs in flight; {os.cpu_count()} cores")
+    load = os.getloadavg()[0]
+    print(f"Slurm 22.05 local cluster, 8 nodes; {in_flight} overcast jobs in flight; {os.cpu_count()} cores, "
+          f"load {load:.1f}")  # fmt: skip
     print(f"{'metric':40} {'backend':>10} {'baseline':>10} {'ratio':>7}  baseline is")
     for name, value, base, what in rows:
         print(f"{name:40} {value:10.1f} {base:10.1f} {value / base:7.2f}  {what}")
+    result = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_1m": round(load, 2),
+        },
+        "jobs_in_flight": in_flight,
+        "dispatch_jobs_per_s": round(rate, 1),
+        "baseline_sbatch_jobs_per_s": round(raw_rate, 1),
+        "squeue_text_ms": round(cost["text"][0] * ms, 1),
+        "squeue_json_ms": round(cost["json"][0] * ms, 1),
+        "squeue_text_client_cpu_ms": round(cost["text"][1] * ms, 1),
+        "squeue_json_client_cpu_ms": round(cost["json"][1] * ms, 1),
+        "poll_text_ms_median": round(statistics.median(text_polls) * ms, 1),
+        "poll_json_ms_median": round(statistics.median(json_polls) * ms, 1),
+        "sync_latency_text_ms_p50": round(percentile(text_lat, 0.5) * ms, 1),
+        "sync_latency_text_ms_p95": round(percentile(text_lat, 0.95) * ms, 1),
+        "sync_latency_json_ms_p50": round(percentile(json_lat, 0.5) * ms, 1),
+        "sync_latency_json_ms_p95": round(percentile(json_lat, 0.95) * ms, 1),
+        "changes_timed": len(json_lat) + len(text_lat),
+    }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-                "jobs_in_flight": in_flight,
-                "dispatch_jobs_per_s": round(rate, 1),
-                "baseline_sbatch_jobs_per_s": round(raw_rate, 1),
-                "poll_ms_median": round(statistics.median(polls) * 1e3, 1),
-                "squeue_json_ms_median": round(statistics.median(raw) * 1e3, 1),
-                "sync_latency_ms_p50": round(percentile(latencies, 0.5) * 1e3, 1),
-                "sync_latency_ms_p95": round(percentile(latencies, 0.95) * 1e3, 1),
-                "text_poll_ms_median": round(statistics.median(text_polls) * 1e3, 1),
-                "squeue_text_ms_median": round(statistics.median(text_raw) * 1e3, 1),
-                "text_sync_latency_ms_p50": round(percentile(text_latencies, 0.5) * 1e3, 1),
-                "text_sync_latency_ms_p95": round(percentile(text_latencies, 0.95) * 1e3, 1),
-                "changes_timed": len(latencies),
-            },
-            indent=2,
-        )
-        + "\n"
-    )
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {RESULTS.relative_to(ROOT)}")
     return 0
 
