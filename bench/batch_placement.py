@@ -106,7 +106,7 @@ def main() -> None:
     else:
         grid = [(j, p, lv, None) for lv in (1, 3) for j in (1_000, 10_000, 50_000) for p in (300, 1_000)]
         # What more improvement time buys (split-MILP + LNS) on the two target sizes.
-        grid += [(10_000, 1_000, 1, 10.0), (50_000, 1_000, 1, 40.0)]
+        grid += [(10_000, 1_000, 1, 30.0), (50_000, 1_000, 1, 120.0)]
     rows = []
     for n_jobs, n_pools, levels, budget in grid:
         rows.append(run_row(n_jobs, n_pools, levels, args.budget if budget is None else budget))
