@@ -159,3 +159,20 @@ def test_a_reservation_must_fill_whole_nodes() -> None:
     fleet = parse_fleet(f"{text}gpus_per_node: 1, price_per_gpu_hour: 2, until: 2030-01-01}}]")
     (pool,) = [p for p in build_pools(offers, fleet, now=NOW) if p.purchase is Purchase.RESERVED]
     assert (pool.capacity_nodes, pool.gpus_per_node) == (12, 1)
+
+
+def test_provider_names_in_the_fleet_file_are_spelled_as_in_the_catalog() -> None:
+    # compared as written, "AWS" disabled nothing and an "Oracle" quota limited nothing
+    fleet = parse_fleet("""
+disabled_providers: [AWS, My-Lab]
+quotas: [{provider: Oracle, max_gpus: 8}]
+spot_preemptions_per_hour: {GCP: 0.3}
+clusters: [{name: My-Lab, local: {}, nodes: 1, gpus_per_node: 1, accelerator: T4}]
+""")
+    offers = [make_offer("aws", price=1), make_offer("gcp", region="g", price=1, spot=0.5)]
+    pools = build_pools(offers, fleet, now=NOW)
+    assert [(p.provider, p.purchase, p.preemptions_per_hour) for p in pools] == [
+        ("gcp", Purchase.ON_DEMAND, 0.0),
+        ("gcp", Purchase.SPOT, 0.3),
+    ]
+    assert quotas(fleet) == [Quota("oci", None, 8)]

@@ -27,13 +27,25 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from overcast.catalog.accelerators import canonical_name, suggest
 from overcast.spec.errors import SpecError, shown
+from overcast.spec.infra import provider_name
 from overcast.spec.yamldoc import Document, parse_yaml
 
 Name = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+# spelled as in the catalog and in workload specs ("AWS" -> "aws", "oracle" -> "oci"): compared as
+# written, `disabled_providers: [AWS]` would disable nothing and an "AWS" quota would limit nothing
+Provider = Annotated[Name, AfterValidator(provider_name)]
 
 
 class _Strict(BaseModel):
@@ -53,7 +65,7 @@ def _accelerator(value: str) -> str:
 class Reservation(_Strict):
     """Committed capacity at a provider: ``gpus`` GPUs until ``until`` (inclusive) at a per-GPU-hour price."""
 
-    provider: Name
+    provider: Provider
     region: str = Field(min_length=1)
     zone: str | None = None
     accelerator: str
@@ -101,7 +113,7 @@ class Cluster(_Strict):
     price_per_gpu_hour: float = Field(default=0.0, ge=0)  # the internal cost accounting charges
     price_per_node_hour: float | None = Field(default=None, ge=0)  # instead of the per-GPU price
     purchase: str = Field(default="reserved", pattern="^(reserved|on-demand)$")
-    provider: str | None = None  # default: the cluster name
+    provider: Provider | None = None  # default: the cluster name
     region: str | None = None  # default: "local" for local processes, the cluster name for Slurm
 
     @field_validator("accelerator")
@@ -129,7 +141,7 @@ class Cluster(_Strict):
 
 
 class QuotaRule(_Strict):
-    provider: Name
+    provider: Provider
     region: str | None = None  # None: the whole provider
     max_gpus: int = Field(ge=0)
 
@@ -138,8 +150,8 @@ class Fleet(_Strict):
     reservations: list[Reservation] = []
     clusters: list[Cluster] = []
     quotas: list[QuotaRule] = []
-    disabled_providers: list[Name] = []
-    spot_preemptions_per_hour: dict[str, Annotated[float, Field(ge=0)]] = {}
+    disabled_providers: list[Provider] = []
+    spot_preemptions_per_hour: dict[Provider, Annotated[float, Field(ge=0)]] = {}
 
     @model_validator(mode="after")
     def _unique_cluster_names(self) -> Self:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from overcast.catalog.accelerators import memory_gib
 from overcast.catalog.offer import Offer
 from overcast.placement.pool import Pool, Purchase
+from overcast.spec.infra import provider_name
 
 if TYPE_CHECKING:  # fleet and snapshot pull in pydantic and yaml, which pools from offers alone never need
     from overcast.catalog.fleet import Cluster, Fleet, Reservation
@@ -170,7 +171,9 @@ def build_pools(
     if fleet is not None:
         pools += reservation_pools(fleet, offers, now)
         disabled = set(fleet.disabled_providers)
-        pools += [cluster_pool(c) for c in fleet.clusters if (c.provider or c.name) not in disabled]
+        # disabled names are spelled as in the catalog ("AWS" -> "aws"); so compare a cluster's that way
+        enabled = [c for c in fleet.clusters if provider_name(c.provider or c.name) not in disabled]
+        pools += [cluster_pool(c) for c in enabled]
     return pools
 
 
