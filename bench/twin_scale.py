@@ -143,6 +143,7 @@ def main() -> None:
                 "cost_over_bound": m["cost_over_lower_bound"],
                 "jct_mean_h": m["jct_hours"]["mean"],
                 "queue_mean_h": m["queue_delay_hours"]["mean"],
+                "max_overcommit_nodes": m["max_overcommit_nodes"],
             }
         )
         print(json.dumps(rows[-1]), flush=True)

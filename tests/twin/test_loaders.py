@@ -85,3 +85,10 @@ def test_gpu_mapping_rule_and_scaling():
         rng=np.random.default_rng(1),
     )
     assert {j.work for j in sim} == {1800.0} and {j.team for j in sim} <= {"a", "b"}
+
+
+def test_scaling_down_samples_the_whole_trace_not_its_start():
+    jobs = [TraceJob(f"t{i}", float(i), 1.0, 60.0, "vc") for i in range(1000)]
+    scaled = scale_jobs(jobs, 100, duration=1000.0, rng=np.random.default_rng(3))
+    submits = sorted(j.submit for j in scaled)
+    assert len(scaled) == 100 and submits[-1] > 800 and submits[0] < 200

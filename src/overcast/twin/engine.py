@@ -48,6 +48,7 @@ class EngineStats:
     launch_failures: int = 0
     scheduler_preemptions: int = 0
     successes: int = 0
+    arrivals: int = 0
     max_overcommit: int = 0  # most nodes a pool ever held beyond its nominal capacity (must stay 0)
 
 
@@ -184,6 +185,7 @@ class Engine:
             self.pending[job.id] = PendingJob(job.id, self.spec_for(job), job.submit)
             self.backend.work[job.id] = job.work
             self._next_arrival += 1
+        self.stats.arrivals += self._next_arrival - start
         return self._next_arrival > start
 
     def _events(self) -> bool:

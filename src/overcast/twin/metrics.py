@@ -151,7 +151,7 @@ def summarize(engine: Engine, horizon_s: float) -> dict:
         "restarts": sum(max(0, r.attempts - 1) for r in engine.records.values()),
         "cycles": engine.stats.cycles,
         "decisions": engine.stats.decisions,
-        "events": engine.clock.events_processed,
+        "events": engine.clock.events_processed + engine.stats.arrivals,  # clock events + job arrivals
         "lower_bound_rule": lb.rule,
     }
 
@@ -168,6 +168,8 @@ def wall_metrics(engine: Engine, wall_seconds: float) -> dict:
             "max": _r(times.max() if len(times) else 0.0),
         },
         "decide_seconds_total": _r(times.sum() / 1000.0, 3),
-        "events_per_second": _r(engine.clock.events_processed / wall_seconds if wall_seconds else 0.0, 1),
+        "events_per_second": _r(
+            (engine.clock.events_processed + engine.stats.arrivals) / wall_seconds if wall_seconds else 0.0, 1
+        ),
         "decisions_per_second": _r(engine.stats.decisions / wall_seconds if wall_seconds else 0.0, 1),
     }
