@@ -58,7 +58,7 @@ def priority_guide(cm: ClassModel, rel: Relaxation) -> Relaxation:
     return Relaxation(guide.y, rel.bound, guide.rounds, guide.cols)
 
 
-def split_class_cols(cm: ClassModel, rel: Relaxation, y: np.ndarray, extra: int = 3) -> np.ndarray:
+def split_class_cols(cm: ClassModel, rel: Relaxation, y: np.ndarray, extra: int = 1) -> np.ndarray:
     """Columns of the split-class MILP: for every class the LP split (or the rounding moved), the
     columns the LP or the rounding used plus its ``extra`` cheapest ones."""
     cls = cm.col_class
