@@ -121,3 +121,21 @@ def test_nested_aliases_are_reported_short_and_fast() -> None:
     with pytest.raises(FleetError) as info:
         parse_fleet("\n".join(lines) + "\n")
     assert len(str(info.value)) < 2000 and "<fleet>:2: quotas[0]: Input should be" in str(info.value)
+
+
+def test_a_provider_typo_is_an_error_with_a_suggestion() -> None:
+    # a typo would disable nothing, limit nothing, or reserve capacity no backend launches
+    text = (
+        "disabled_providers: [awz, My-Lab]\nquotas: [{provider: ocl, max_gpus: 8}]\n"
+        "clusters: [{name: My-Lab, local: {}, nodes: 1, gpus_per_node: 1, accelerator: T4}]\n"
+        "reservations: [{provider: zzz, region: r, accelerator: H100, gpus: 8, price_per_gpu_hour: 1,"
+        " until: 2030-01-01}]\n"
+    )
+    with pytest.raises(FleetError) as info:
+        parse_fleet(text)
+    assert str(info.value).splitlines() == [
+        "<fleet>:1: disabled_providers[0]: unknown provider 'awz' (did you mean aws?)",
+        "<fleet>:2: quotas[0].provider: unknown provider 'ocl' (did you mean local, oci?)",
+        "<fleet>:4: reservations[0].provider: unknown provider 'zzz': not a provider overcast knows nor a "
+        "cluster here",
+    ]

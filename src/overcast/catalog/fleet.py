@@ -39,7 +39,7 @@ from pydantic import (
 
 from overcast.catalog.accelerators import canonical_name, suggest
 from overcast.spec.errors import SpecError, shown
-from overcast.spec.infra import provider_name
+from overcast.spec.infra import KNOWN_PROVIDERS, provider_name
 from overcast.spec.yamldoc import Document, parse_yaml
 
 Name = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
@@ -223,6 +223,29 @@ def _describe(error: Any, doc: Document) -> tuple[int, str, str]:
     return line, field, f"{message}{got}"
 
 
+def _unknown_providers(fleet: Fleet) -> list[tuple[tuple[int | str, ...], str]]:
+    """(loc, problem) for each provider that is neither one overcast knows nor a cluster's: a typo would
+    disable nothing, limit nothing, or reserve capacity that no backend can launch."""
+    known = {*KNOWN_PROVIDERS, *(provider_name(c.provider or c.name) for c in fleet.clusters)}
+    named: list[tuple[tuple[int | str, ...], str]] = [
+        *((("reservations", i, "provider"), r.provider) for i, r in enumerate(fleet.reservations)),
+        *((("quotas", i, "provider"), q.provider) for i, q in enumerate(fleet.quotas)),
+        *((("disabled_providers", i), name) for i, name in enumerate(fleet.disabled_providers)),
+        *((("spot_preemptions_per_hour", name), name) for name in fleet.spot_preemptions_per_hour),
+    ]
+    out = []
+    for loc, name in named:
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=3)
+            hint = (
+                f" (did you mean {', '.join(close)}?)"
+                if close
+                else ": not a provider overcast knows nor a cluster here"
+            )
+            out.append((loc, f"unknown provider '{name}'{hint}"))
+    return out
+
+
 def parse_fleet(text: str, path: Path | str = "<fleet>") -> Fleet:
     """Validate fleet YAML text; raise FleetError naming file, line and field of each problem."""
     path = Path(path)
@@ -248,6 +271,8 @@ def parse_fleet(text: str, path: Path | str = "<fleet>") -> Fleet:
             line, field, problem = _describe(error, doc)
             problems.setdefault((line, field), problem)  # one per field: "until" fails date and datetime
     else:
+        for loc, problem in _unknown_providers(fleet):
+            problems.setdefault((doc.line(loc) or 1, _dotted(loc)), problem)
         if not problems:
             return fleet
     ordered = sorted(problems.items(), key=lambda item: item[0][0])
