@@ -36,7 +36,7 @@ def test_two_node_job_gets_the_overcast_contract_on_every_node(
     assert allocation.handle.startswith("oci-hpc:")
     events = Events([oci])
     started = events.wait(EventKind.STARTED, "contract", 1)
-    assert "oci-hpc" in started.detail
+    assert started.detail.startswith("running on ocihpc")
     assert pool_of(oci).used_nodes == 2  # read back from sinfo while it runs
     assert oci.active() == [("contract", 1)]
     done = events.wait(EventKind.SUCCEEDED, "contract", 1)

@@ -315,7 +315,7 @@ class SlurmBackend:
         exit_code: int | None = None,
         at: float | None = None,
     ) -> BackendEvent:
-        return BackendEvent(kind, key[0], key[1], at or self._clock(), f"{self.name}: {detail}", exit_code)
+        return BackendEvent(kind, key[0], key[1], at or self._clock(), detail, exit_code)
 
     def _job_env(self, request: LaunchRequest) -> dict[str, str]:
         env = dict(request.spec.env)

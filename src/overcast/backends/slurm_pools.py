@@ -89,7 +89,7 @@ def pools_from_nodes(
                 id=_pool_id(cluster, partition, shape, partition_names, groups),
                 provider=provider,
                 region=region,
-                zone=cluster,
+                zone=None,  # a cluster is one network: the pool itself
                 instance_type=f"{partition}/{shape}",
                 accelerator=accelerator,
                 gpus_per_node=gpus,
