@@ -14,8 +14,8 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.concurrency import run_in_threadpool
 
+from overcast.api import db
 from overcast.store import Store
 
 CACHE_SECONDS = 30.0
@@ -71,12 +71,12 @@ def _unauthorized(message: str) -> HTTPException:
 async def principal(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
-    # async: a cache hit costs no thread hop; only a miss goes to the database in a worker thread.
+    # async: a cache hit costs no thread hop; only a miss goes to the database.
     if credentials is None:
         raise _unauthorized("missing token: send 'Authorization: Bearer <token>'")
     tokens: TokenCache = request.app.state.tokens
-    found = tokens.cached(credentials.credentials) or await run_in_threadpool(
-        tokens.lookup, credentials.credentials
+    found = tokens.cached(credentials.credentials) or await db.call(
+        tokens.store, tokens.lookup, credentials.credentials
     )
     if found is None:
         raise _unauthorized("unknown or invalid token")

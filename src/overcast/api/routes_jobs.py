@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, status
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
-from overcast.api import metrics
+from overcast.api import db, metrics
 from overcast.api.auth import Auth, Principal
 from overcast.api.errors import ERRORS
 from overcast.api.logs import stream_log
@@ -34,8 +34,9 @@ def _json(model: BaseModel, code: int = 200, *, exclude_none: bool = False) -> R
     return Response(body, status_code=code, media_type="application/json")
 
 
-def _visible(request: Request, who: Principal, job_id: str) -> JobRecord:
-    job = _store(request).get(job_id, team=who.scope)
+async def _visible(request: Request, who: Principal, job_id: str) -> JobRecord:
+    store = _store(request)
+    job = await db.call(store, store.get, job_id, team=who.scope)
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id} not found")
     return job
@@ -70,7 +71,7 @@ def _spec_error(err: SpecError) -> Response:
 
 
 @router.post("", status_code=201, response_model=JobOut)
-def submit(
+async def submit(
     request: Request,
     who: Auth,
     body: Annotated[SubmitYaml | JobSpec, Body(description="{'yaml': '<job file text>'} or a JobSpec")],
@@ -86,15 +87,15 @@ def submit(
     check_model(spec, "spec")
     team = spec.team if who.admin and spec.team != "default" else who.team
     store = _store(request)
-    job = store.submit(team, spec)
+    job = await db.call(store, store.submit, team, spec)
     for warning in warnings:  # e.g. "job.yaml:7: file_mounts: not acted on" -> the job's timeline
-        store.add_event(job.id, "spec-warning", warning)
+        await db.call(store, store.add_event, job.id, "spec-warning", warning)
     metrics.SUBMISSIONS.labels(team=team).inc()
     return _json(JobOut.of(job), 201)
 
 
 @router.get("", response_model=JobList)
-def list_jobs(
+async def list_jobs(
     request: Request,
     who: Auth,
     state: Annotated[list[JobState] | None, Query(description="only these states (repeatable)")] = None,
@@ -102,19 +103,21 @@ def list_jobs(
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> Response:
     """The caller's jobs (an admin sees all), oldest first."""
-    jobs = _store(request).list(team=who.scope, states=state, limit=limit, offset=offset)
+    store = _store(request)
+    jobs = await db.call(store, store.list, team=who.scope, states=state, limit=limit, offset=offset)
     return _json(JobList(jobs=[JobOut.of(j) for j in jobs], limit=limit, offset=offset))
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=NOT_FOUND)
-def show(request: Request, who: Auth, job_id: JobId) -> Response:
-    return _json(JobOut.of(_visible(request, who, job_id)))
+async def show(request: Request, who: Auth, job_id: JobId) -> Response:
+    return _json(JobOut.of(await _visible(request, who, job_id)))
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, responses=NOT_FOUND)
-def cancel(request: Request, who: Auth, job_id: JobId) -> Response:
+async def cancel(request: Request, who: Auth, job_id: JobId) -> Response:
     """Cancel: a pending job is cancelled at once; a running one is stopped by the control loop."""
-    job = _store(request).request_cancel(job_id, team=who.scope)
+    store = _store(request)
+    job = await db.call(store, store.request_cancel, job_id, team=who.scope)
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id} not found")
     return _json(JobOut.of(job))
@@ -125,7 +128,7 @@ def cancel(request: Request, who: Auth, job_id: JobId) -> Response:
     response_class=StreamingResponse,
     responses={**NOT_FOUND, 200: {"content": {"text/plain": {}}, "description": "the log text"}},
 )
-def logs(
+async def logs(
     request: Request,
     who: Auth,
     job_id: JobId,
@@ -134,7 +137,7 @@ def logs(
     follow: bool = False,
 ) -> StreamingResponse:
     """The log of one rank of one attempt; with ``follow=true`` it streams until that attempt ends."""
-    job = _visible(request, who, job_id)
+    job = await _visible(request, who, job_id)
     attempt = attempt or job.attempt
     controller = request.app.state.controller
     path = controller.log_path(job_id, attempt, rank) if controller is not None and attempt >= 1 else None

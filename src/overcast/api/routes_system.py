@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import Response
 from sqlalchemy import text
 
-from overcast.api import metrics
+from overcast.api import db, metrics
 from overcast.api.auth import Auth, require_admin
 from overcast.api.controller import Controller
 from overcast.api.errors import ERRORS
@@ -39,7 +39,7 @@ def _controller(request: Request) -> Controller:
 
 
 @router.get("/v1/events", response_model=EventList, tags=["events"])
-def events(
+async def events(
     request: Request,
     who: Auth,
     job_id: Annotated[str | None, Query(max_length=64)] = None,
@@ -50,9 +50,9 @@ def events(
     store: Store = request.app.state.store
     if job_id is not None:
         check_text(job_id, "job_id")
-        if store.get(job_id, team=who.scope) is None:
+        if await db.call(store, store.get, job_id, team=who.scope) is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id} not found")
-    found = store.events(job_id=job_id, team=who.scope, after_id=after, limit=limit)
+    found = await db.call(store, store.events, job_id=job_id, team=who.scope, after_id=after, limit=limit)
     return EventList(events=[EventOut.of(e) for e in found], last_id=found[-1].id if found else after)
 
 
