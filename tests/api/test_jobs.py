@@ -90,7 +90,7 @@ def test_cancel_and_events_timeline(api: Api) -> None:
     resp = api.client.post(f"/v1/jobs/{job['id']}/cancel", headers=api.auth("ml"))
     assert resp.json()["state"] == "cancelled"
     timeline = api.client.get(f"/v1/events?job_id={job['id']}", headers=api.auth("ml")).json()
-    assert [e["kind"] for e in timeline["events"]] == ["submitted", "cancel-requested"]
+    assert [e["kind"] for e in timeline["events"]] == ["submitted", "cancel-requested", "cancelled"]
     newer = api.client.get(f"/v1/events?after={timeline['last_id']}", headers=api.auth("ml")).json()
     assert newer == {"events": [], "last_id": timeline["last_id"]}
 

@@ -92,6 +92,9 @@ def test_cancel_pending_is_immediate_running_is_flagged(store: Store) -> None:
     flagged = store.request_cancel(running.id)
     assert flagged.state is JobState.RUNNING and flagged.cancel_requested
     assert [e.kind for e in store.events(job_id=running.id)] == ["submitted", "cancel-requested"]
+    assert [e.kind for e in store.events(job_id=pending.id)] == ["submitted", "cancel-requested", "cancelled"]
+    assert [j.id for j in store.list(cancel_requested=True, states=[JobState.RUNNING])] == [running.id]
+    assert store.request_cancel(running.id).updated_at == flagged.updated_at  # asking twice changes nothing
 
 
 def test_events_are_ordered_and_filtered_by_job_and_team(store: Store) -> None:

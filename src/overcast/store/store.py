@@ -168,8 +168,9 @@ class Store:
         states: Iterable[JobState] | None = None,
         limit: int = 100,
         offset: int = 0,
+        cancel_requested: bool | None = None,
     ) -> list[JobRecord]:
-        """Jobs in submission order (oldest first)."""
+        """Jobs in submission order (oldest first); ``cancel_requested=True``: only those flagged."""
         query = (
             select(jobs).order_by(jobs.c.submitted_at, jobs.c.id).limit(max(0, limit)).offset(max(0, offset))
         )
@@ -177,6 +178,8 @@ class Store:
             query = query.where(jobs.c.team == team)
         if states is not None:
             query = query.where(jobs.c.state.in_([JobState(s).value for s in states]))
+        if cancel_requested is not None:
+            query = query.where(jobs.c.cancel_requested.is_(cancel_requested))
         with self._read() as conn:
             rows = conn.execute(query).all()
         return [job_record(row._mapping) for row in rows]
@@ -202,18 +205,20 @@ class Store:
                 return None
             if JobState(row.state) not in TERMINAL_STATES and not row.cancel_requested:
                 changes: dict[str, Any] = {"cancel_requested": True, "updated_at": now}
+                kinds = [("cancel-requested", "")]
                 if row.state == JobState.PENDING:
                     changes |= {
                         "state": JobState.CANCELLED.value,
                         "ended_at": now,
                         "reason": "cancelled by user",
                     }
+                    kinds.append(("cancelled", "while pending"))
                 conn.execute(update(jobs).where(jobs.c.id == job_id).values(changes))
-                conn.execute(
-                    insert(events).values(
-                        job_id=job_id, team=_team_of(job_id), at=now, kind="cancel-requested", detail=""
+                team_of = _team_of(job_id)
+                for kind, detail in kinds:
+                    conn.execute(
+                        insert(events).values(job_id=job_id, team=team_of, at=now, kind=kind, detail=detail)
                     )
-                )
             fresh = conn.execute(select(jobs).where(jobs.c.id == job_id)).one()
         return job_record(fresh._mapping)
 
