@@ -99,11 +99,32 @@ def test_a_job_slurmctld_forgets_is_reported_lost(slurm: ScriptedSlurm) -> None:
     assert "vanished" in events[0].detail
 
 
+def test_a_short_outage_is_not_a_lost_cluster(slurm: ScriptedSlurm) -> None:
+    now = [0.0]
+    b = backend(slurm, now, lost_after_s=60)
+    slurm.job(9, "ovc.1.a", "RUNNING")
+    assert kinds(b.poll()) == [(EventKind.STARTED, "a", 1)]
+    slurm.down = True  # slurmctld restarts; the job keeps running on its nodes
+    slurm.publish()
+    now[0] = 30.0
+    assert b.poll() == []
+    slurm.down = False
+    slurm.publish()
+    now[0] = 59.0
+    assert b.poll() == []  # back within the minute: nothing happened
+    slurm.down = True
+    slurm.publish()
+    now[0] = 70.0
+    assert b.poll() == []  # a new outage starts its own clock
+    now[0] = 131.0
+    assert kinds(b.poll()) == [(EventKind.PROVIDER_DOWN, "a", 1)]
+
+
 def test_provider_down_once_then_the_old_attempt_is_cancelled_when_the_cluster_is_back(
     slurm: ScriptedSlurm,
 ) -> None:
     now = [0.0]
-    b = backend(slurm, now)
+    b = backend(slurm, now, lost_after_s=0)
     slurm.job(9, "ovc.1.a", "RUNNING")
     slurm.job(10, "ovc.1.b", "PENDING")
     b.poll()

@@ -75,6 +75,7 @@ class SlurmBackend:
         self._abandoned: dict[tuple[str, int], int] = {}  # reported PROVIDER_DOWN; cancel if seen again
         self._pools: list[Pool] = []
         self._down_until = 0.0
+        self._unreachable_since: float | None = None  # first failed poll of the current outage
         self._down_reason = ""
         self._name_re = re.compile(rf"^{re.escape(cluster.job_prefix)}\.(\d+)\.(.+)$")
 
@@ -212,7 +213,15 @@ class SlurmBackend:
         try:
             jobs = self._call(self._squeue)
         except SlurmUnreachable as e:
+            # A slurmctld restart (upgrade, reconfiguration) is routine and jobs keep running on the
+            # nodes: give up on them only once the cluster stayed unreachable for lost_after_s.
+            now = self._clock()
+            if self._unreachable_since is None:
+                self._unreachable_since = now
+            if now - self._unreachable_since < self.cluster.lost_after_s:
+                return []
             return self._provider_down(str(e))
+        self._unreachable_since = None
         events: list[BackendEvent] = []
         seen: set[tuple[str, int]] = set()
         to_cancel: list[int] = []

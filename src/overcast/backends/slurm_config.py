@@ -31,6 +31,7 @@ class SlurmCluster:
     queue_query: str = "text"  # "text": squeue -O (~5x cheaper with 1,000 jobs); "json": squeue --json
     command_timeout_s: float = 10.0
     down_retry_s: float = 5.0  # after a failed call, treat the cluster as down this long
+    lost_after_s: float = 60.0  # unreachable this long: its jobs are lost (PROVIDER_DOWN), run elsewhere
     pending_timeout_s: float | None = 600.0  # give up (CAPACITY_ERROR) on a job waiting this long
 
     def __post_init__(self) -> None:
