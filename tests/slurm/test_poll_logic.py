@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
-from overcast.backends.base import EventKind, LaunchRequest
+from overcast.backends.base import CapacityError, EventKind, LaunchRequest
 from overcast.backends.slurm import SlurmBackend, SlurmCluster, slurm_cluster_from_fleet
 from overcast.catalog.fleet import Cluster
 from overcast.placement.pool import Pool, Purchase
+from overcast.spec.models import AcceleratorRequest, Resources
 from tests.slurm.helpers import shell_spec
 
 
@@ -182,6 +183,12 @@ def test_launch_submits_the_gang_with_the_pools_partition_and_gres(slurm: Script
         assert expected in args
     batch = Path(args[-1]).read_text()
     assert "export OVERCAST_CHECKPOINT_DIR=s3://b/ck" in batch and "export OVERCAST_ATTEMPT=2" in batch
+    a100 = spec.model_copy(
+        update={"resources": Resources(accelerators=(AcceleratorRequest(name="A100", count=8),))}
+    )
+    with pytest.raises(CapacityError, match="has H100 GPUs; the job asks for A100:8"):
+        b.launch(LaunchRequest("other", 1, pool, 4, a100))
+    assert not b.attempt_dir("other", 1).exists()
     with pytest.raises(ValueError, match="belongs to backend"):
         b.launch(
             LaunchRequest("x", 1, Pool("p", "p", "r", None, "t", "H100", 8, Purchase.SPOT, 1.0), 1, spec)

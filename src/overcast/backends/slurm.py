@@ -157,10 +157,11 @@ class SlurmBackend:
         if key in self._jobs and not self._jobs[key].finished:
             raise ValueError(f"job {request.job_id} attempt {request.attempt} is already on {self.name}")
         attempt_dir = self.attempt_dir(request.job_id, request.attempt)
+        args = self._sbatch_args(request, attempt_dir)  # first: it rejects a GPU type the pool lacks
         log_dir = self.log_dir(request.job_id, request.attempt)
         script = write_attempt(attempt_dir, request.spec, self._job_env(request), log_dir)
         try:
-            slurm_id = self._call(self.cli.sbatch, str(script), self._sbatch_args(request, attempt_dir))
+            slurm_id = self._call(self.cli.sbatch, str(script), args)
         except SlurmUnreachable as e:
             raise ProviderDown(str(e)) from e
         except SlurmError as e:  # slurmctld refused: this pool cannot take the job as asked
