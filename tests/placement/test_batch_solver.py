@@ -58,6 +58,7 @@ def brute_force(problem: BatchProblem) -> float:
 @given(problems(), st.sampled_from(["auto", "lp", "greedy", "milp"]))
 def test_every_method_returns_a_checked_solution(problem: BatchProblem, method: str) -> None:
     sol = solve(problem, time_budget_s=2.0, method=method)
+    assert sol.status != "fallback", sol.method  # no stage failed or produced an invalid solution
     a = sol.assignment
     assert check_solution(problem, a, sol.objective) == []
     # The rules, restated here on the raw arrays.
@@ -121,6 +122,7 @@ def test_priority_evicts_lower_priority_after_rounding() -> None:
 def test_generated_queue_end_to_end() -> None:
     q = generate(400, 40, seed=3)
     sol = solve(q.problem, time_budget_s=1.0)
+    assert sol.status != "fallback", sol.method
     assert check_solution(q.problem, sol.assignment, sol.objective) == []
     base = greedy(q.problem)
     assert sol.lower_bound <= sol.objective <= base.objective
@@ -140,3 +142,28 @@ def test_empty_problem() -> None:
     p = BatchProblem.from_lists(nodes=[], penalty=[], compat=[], capacity=[3])
     sol = solve(p)
     assert sol.assignment.shape == (0,) and sol.objective == 0.0 and sol.status == "empty"
+
+
+@pytest.mark.parametrize("levels", [1, 3])
+def test_lns_and_split_milp_keep_solutions_valid(levels: int) -> None:
+    import time
+
+    from overcast.placement.batch.classes import build_classes
+    from overcast.placement.batch.fill import fill
+    from overcast.placement.batch.lns import improve
+    from overcast.placement.batch.relax import solve_relaxation
+    from overcast.placement.batch.rounding import round_relaxation
+    from overcast.placement.batch.solver import _split_milp
+
+    problem = generate(600, 60, seed=5, priority_levels=levels).problem
+    cm = build_classes(problem)
+    rel = solve_relaxation(cm)
+    y, _ = round_relaxation(cm, rel)
+    y_split = _split_milp(cm, rel, y, time_limit=0.5)
+    y_lns, stats = improve(cm, y_split, time.perf_counter() + 0.7, guide=rel.y)
+    assert stats.steps > 0
+    assert cm.objective(y_lns) <= cm.objective(y_split) + 1e-6  # LNS never makes it worse
+    for candidate in (y_split, fill(cm, y_lns)):
+        assignment = cm.to_assignment(candidate, problem.n_jobs)
+        assert check_solution(problem, assignment) == []
+        assert rel.bound <= problem.objective(assignment) + 1e-6

@@ -71,6 +71,8 @@ def improve(
         at_seed = pool_cols[pool_ptr[seed_pool] : pool_ptr[seed_pool + 1]]
         at_seed = at_seed[(y[at_seed] > 0) | (left[cls[at_seed]] > 0)]
         related = np.unique(cls[at_seed])
+        if related.size == 0:
+            continue
         if related.size > 64:
             related = rng.choice(related, 64, replace=False)
         # Pools where those classes have columns, sampled with weight = how many of them connect.
@@ -87,10 +89,12 @@ def improve(
         take = (in_s[cls[cols]] > 0) | (left[cls[cols]] > 0)
         cols = cols[take]
         if cols.size > max_cols:
-            # Keep every freed class; among left-out ones, the most valuable per node.
-            must = in_s[cls[cols]] > 0
-            score = np.where(must, np.inf, density[cls[cols]])
-            cols = cols[np.argsort(-score, kind="stable")[:max_cols]]
+            # Keep every column in use (its members are freed, its capacity counted as free); fill up
+            # with the most valuable other columns per node.
+            used_col = y[cols] > 0
+            score = np.where(used_col, np.inf, density[cls[cols]])
+            keep = max(max_cols, int(used_col.sum()))
+            cols = cols[np.argsort(-score, kind="stable")[:keep]]
         count = np.zeros(cm.n_classes, dtype=np.int64)
         sub_cls = np.unique(cls[cols])
         count[sub_cls] = in_s[sub_cls] + left[sub_cls]

@@ -17,6 +17,7 @@ construction, the MILPs carry it as constraints, and the checker verifies it.
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
@@ -29,6 +30,8 @@ from overcast.placement.batch.milp import solve_milp
 from overcast.placement.batch.problem import BatchProblem, BatchSolution
 from overcast.placement.batch.relax import Relaxation, solve_relaxation
 from overcast.placement.batch.rounding import priority_guide, round_relaxation, split_class_cols
+
+log = logging.getLogger(__name__)
 
 METHODS = ("auto", "milp", "lp", "greedy")
 MILP_MAX_COLS = 60_000  # class columns up to which the exact MILP is the improvement step
@@ -59,43 +62,47 @@ def solve(
     if method != "greedy" and not cm.n_cols:
         bound, status = greedy_obj, "optimal"  # nothing can pay off anywhere: leaving all out is optimal
     if method != "greedy" and cm.n_cols:
-        rel = solve_relaxation(cm, start=np.flatnonzero(y_greedy))
-        bound = rel.bound
-        clock.lap("lp")
-        guide = priority_guide(cm, rel)
-        if guide is not rel:
-            clock.lap("priority-lp")
-        y, order = round_relaxation(cm, guide)
-        obj = cm.objective(y)
-        clock.lap("round")
-        if obj < best_obj:
-            best, best_obj, how = y, obj, f"lp-round({order})"
-        left = deadline - time.perf_counter()
-        if method == "auto" and cm.n_cols > MILP_MAX_COLS and left > 0.05:
-            y = _split_milp(cm, guide, best, time_limit=max(0.6 * left, 0.05))
+        try:
+            rel = solve_relaxation(cm, start=np.flatnonzero(y_greedy))
+            bound = rel.bound
+            clock.lap("lp")
+            guide = priority_guide(cm, rel)
+            if guide is not rel:
+                clock.lap("priority-lp")
+            y, order = round_relaxation(cm, guide)
             obj = cm.objective(y)
+            clock.lap("round")
             if obj < best_obj:
-                best, best_obj, how = y, obj, how + "+split-milp"
-            clock.lap("split-milp")
+                best, best_obj, how = y, obj, f"lp-round({order})"
             left = deadline - time.perf_counter()
-        if method == "milp" or (method == "auto" and cm.n_cols <= MILP_MAX_COLS):
-            res = solve_milp(
-                cm, np.arange(cm.n_cols), cm.count, cm.capacity, time_limit=max(left, 0.05), warm=best
-            )
-            if res.y is not None:
-                y = fill(cm, res.y)  # restores maximality if HiGHS stopped within its gap
+            if method == "auto" and cm.n_cols > MILP_MAX_COLS and left > 0.05:
+                y = _split_milp(cm, guide, best, time_limit=max(0.6 * left, 0.05))
                 obj = cm.objective(y)
-                if obj <= best_obj:
-                    best, best_obj, how = y, obj, "milp"
-                    status = "optimal" if res.optimal and obj <= cm.objective(res.y) + 1e-9 else status
-            clock.lap("milp")
-        elif method == "auto" and left > 0.05:
-            y, stats = improve(cm, best, deadline, seed=seed, guide=guide.y)
-            y = fill(cm, y)
-            obj = cm.objective(y)
-            if obj < best_obj:
-                best, best_obj, how = y, obj, how + f"+lns({stats.accepted}/{stats.steps})"
-            clock.lap("lns")
+                if obj < best_obj:
+                    best, best_obj, how = y, obj, how + "+split-milp"
+                clock.lap("split-milp")
+                left = deadline - time.perf_counter()
+            if method == "milp" or (method == "auto" and cm.n_cols <= MILP_MAX_COLS):
+                res = solve_milp(
+                    cm, np.arange(cm.n_cols), cm.count, cm.capacity, time_limit=max(left, 0.05), warm=best
+                )
+                if res.y is not None:
+                    y = fill(cm, res.y)  # restores maximality if HiGHS stopped within its gap
+                    obj = cm.objective(y)
+                    if obj <= best_obj:
+                        best, best_obj, how = y, obj, "milp"
+                        status = "optimal" if res.optimal and obj <= cm.objective(res.y) + 1e-9 else status
+                clock.lap("milp")
+            elif method == "auto" and left > 0.05:
+                y, stats = improve(cm, best, deadline, seed=seed, guide=guide.y)
+                y = fill(cm, y)
+                obj = cm.objective(y)
+                if obj < best_obj:
+                    best, best_obj, how = y, obj, how + f"+lns({stats.accepted}/{stats.steps})"
+                clock.lap("lns")
+        except Exception as exc:  # a solver bug must not cost the scheduler its round: keep the best so far
+            log.exception("batch placement: improvement stages failed, keeping %s", how)
+            how, status = f"{how} (later stages failed: {exc!r})", "fallback"
     assignment = cm.to_assignment(best, problem.n_jobs)
     objective = problem.objective(assignment)
     errors = check_solution(problem, assignment, objective)
