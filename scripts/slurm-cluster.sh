@@ -45,7 +45,11 @@ munge_release() {  # drop this cluster from the munged users; stop munged if we 
   mkdir -p "$MUNGE_DIR"
   (
     flock -w 10 9
-    grep -vxF "$BASE" "$MUNGE_DIR/users" >"$MUNGE_DIR/users.new" 2>/dev/null || true
+    : >"$MUNGE_DIR/users.new"
+    while read -r user; do  # keep the other clusters that still run (a crashed run leaves its line)
+      [ "$user" != "$BASE" ] || continue
+      for f in "$user"/run/*.pid; do alive "$f" && { echo "$user" >>"$MUNGE_DIR/users.new"; break; }; done
+    done <"$MUNGE_DIR/users" 2>/dev/null || true
     mv "$MUNGE_DIR/users.new" "$MUNGE_DIR/users"
     if [ ! -s "$MUNGE_DIR/users" ] && [ -f "$MUNGE_DIR/munged.pid" ]; then
       stop_pids "$(cat "$MUNGE_DIR/munged.pid")"
