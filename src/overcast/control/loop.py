@@ -119,18 +119,17 @@ class ControlLoop:
 
     def _cancels(self) -> None:
         store = self.store
-        for job in store.list(states=[JobState.LAUNCHING, JobState.RUNNING], limit=1_000_000):
-            if not job.cancel_requested:
+        flagged = [JobState.LAUNCHING, JobState.RUNNING, JobState.PENDING]
+        for job in store.list(states=flagged, limit=1_000_000, cancel_requested=True):
+            if job.state is JobState.PENDING:  # the store cancels these at once; this is a safety net
+                cancelled = JobState.CANCELLED
+                if store.transition(job.id, [JobState.PENDING], cancelled, reason="cancelled by user"):
+                    store.add_event(job.id, "cancelled", "while pending")
                 continue
             stopping = store.transition(job.id, [job.state], JobState.STOPPING, reason="cancel requested")
             if stopping is None:
                 continue
             self.stopper.stop(stopping, "cancelled")
-        for job in store.list(states=[JobState.PENDING], limit=1_000_000):
-            if job.cancel_requested and store.transition(
-                job.id, [JobState.PENDING], JobState.CANCELLED, reason="cancelled by user"
-            ):
-                store.add_event(job.id, "cancelled", "while pending")
 
     def _note_unplaced(self, unplaced: dict[str, str]) -> None:
         """Say why a job waits, once per change of reason (not every tick)."""
