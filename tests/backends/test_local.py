@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from overcast.backends.base import BackendEvent, CapacityError, EventKind, LaunchRequest, ProviderDown
-from overcast.backends.local import LocalBackend, LocalCluster
+from overcast.backends.local import LocalBackend, LocalCluster, visible_devices
 from overcast.spec.models import JobSpec
 
 
@@ -131,3 +131,10 @@ def test_setup_runs_before_run_and_its_failure_fails_the_node(backend: LocalBack
     (event,) = wait_events(backend)
     assert event.kind is EventKind.FAILED and event.exit_code == 1
     assert (tmp_path / "logs" / "j-b" / "1" / "node-0.log").read_text() == ""
+
+
+def test_slots_map_onto_real_gpus_round_robin() -> None:
+    assert visible_devices(1, 2, real_gpus=0) == "2,3"  # no GPU here: fake slot ids
+    assert visible_devices(1, 2, real_gpus=8) == "2,3"
+    assert visible_devices(1, 4, real_gpus=2) == "0,1,0,1"
+    assert visible_devices(0, 0, real_gpus=2) == ""  # CPU-only node

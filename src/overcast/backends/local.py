@@ -80,6 +80,13 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
+def visible_devices(node_id: int, gpus_per_node: int, real_gpus: int) -> str:
+    """CUDA_VISIBLE_DEVICES of a local node: its slots, mapped round-robin onto the machine's real GPUs
+    when there are any (so a laptop with 1 GPU can host a fleet of 8-GPU nodes), else fake slot ids."""
+    slots = range(node_id * gpus_per_node, (node_id + 1) * gpus_per_node)
+    return ",".join(str(slot % real_gpus if real_gpus else slot) for slot in slots)
+
+
 def overcast_home() -> Path:
     return Path(os.environ.get("OVERCAST_HOME") or Path.home() / ".overcast")
 
@@ -304,10 +311,7 @@ class LocalBackend:
             write_json_atomic(prefix.with_suffix(".pid"), pid_info)
 
     def _visible_devices(self, node_id: int) -> str:
-        per = self.cluster.gpus_per_node
-        slots = range(node_id * per, (node_id + 1) * per)
-        real = real_gpu_count()  # real GPUs are shared round-robin when fewer than the configured slots
-        return ",".join(str(slot % real if real else slot) for slot in slots)
+        return visible_devices(node_id, self.cluster.gpus_per_node, real_gpu_count())
 
     def _load(self, path: Path) -> _Launch | None:
         info = _read_json(path / "launch.json")
