@@ -48,6 +48,19 @@ def test_fleet_reservation_ranks_first() -> None:
     assert "reserved capacity free" in best["reason"]
 
 
+EXAMPLES = sorted(JOBS.glob("*.yaml")) + sorted((ROOT / "examples" / "skypilot").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_with_the_fleet(path: Path) -> None:
+    """The fleet's H100 reservations must not break a job asking for another accelerator."""
+    result = optimize(str(path), "--json", "--fleet", str(ROOT / "examples" / "fleet.yaml"))
+    assert result.exit_code in (0, 1), result.output
+    data = json.loads(result.output)
+    assert data["placed"] == (result.exit_code == 0)
+    assert data["ranked"] or data["excluded"]
+
+
 def test_impossible_request_exits_1_with_a_reason_per_provider() -> None:
     result = optimize(str(JOBS / "impossible.yaml"))
     assert result.exit_code == 1
@@ -89,3 +102,14 @@ def test_bad_fleet_file_is_a_clear_error(tmp_path: Path) -> None:
     result = optimize(str(JOBS / "single-h100.yaml"), "--fleet", str(fleet))
     assert result.exit_code == 2
     assert "fleet.yaml:2: quotas[0].max_gpus" in result.output and "Traceback" not in result.output
+
+
+def test_reservation_the_catalog_cannot_back_is_a_clear_error(tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(
+        "reservations:\n  - {provider: oci, region: nowhere-1, accelerator: H100, gpus: 8,"
+        " price_per_gpu_hour: 2.0, until: 2099-01-01}\n"
+    )
+    result = optimize(str(JOBS / "single-h100.yaml"), "--fleet", str(fleet))
+    assert result.exit_code == 2, result.output
+    assert "no such instance in the catalog" in result.output and "Traceback" not in result.output

@@ -84,7 +84,12 @@ def place(job: JobSpec, fleet_path: Path | None, *, now: float, top: int) -> Pla
     # "no pool offers B200" for the others.
     offers = load_offers()
     wanted = {a.name.lower() for a in job.resources.accelerators} or {""}
-    pools = build_pools([o for o in offers if o.accelerator.lower() in wanted], fleet, now=now)
+    # a reservation of another accelerator still needs its catalog instance to be built (and checked)
+    reserved = {r.accelerator.lower() for r in fleet.reservations} if fleet else set()
+    try:
+        pools = build_pools([o for o in offers if o.accelerator.lower() in wanted | reserved], fleet, now=now)
+    except ValueError as exc:  # a reservation the catalog cannot back
+        _fail(f"{fleet_path}: {exc}")
     index = PoolIndex.build(
         [p for p in pools if p.accelerator.lower() in wanted],
         quotas=quotas,
