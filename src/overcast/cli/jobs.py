@@ -37,6 +37,16 @@ def _when(at: float | None) -> str:
     return datetime.fromtimestamp(at).strftime("%H:%M:%S") if at else "-"
 
 
+def _table(*headers: str) -> Any:
+    """A rich table whose cells fold rather than being cut short in a narrow terminal or a pipe."""
+    from rich.table import Table
+
+    table = Table()
+    for header in headers:
+        table.add_column(header, overflow="fold")
+    return table
+
+
 def _print_event(event: dict[str, Any]) -> None:
     job = event.get("job_id") or "-"
     typer.echo(f"{_when(event['at'])}  {job:<13} {event['kind']:<15} {event['detail']}")
@@ -88,7 +98,6 @@ def _follow(client: Any, job_id: str, timeout_s: float = 7 * 24 * 3600) -> dict[
 def status(job_id: Annotated[str | None, typer.Argument(help="one job; default: all")] = None) -> None:
     """The jobs and their states (or one job in detail)."""
     from rich.console import Console
-    from rich.table import Table
 
     client = _client()
     if job_id:
@@ -97,7 +106,7 @@ def status(job_id: Annotated[str | None, typer.Argument(help="one job; default: 
             typer.echo(f"{key:<10} {job[key]}")
         typer.echo(f"{'reason':<10} {job.get('reason') or '-'}")
         return
-    table = Table("job", "name", "state", "attempt", "pool", "restarts", "reason")
+    table = _table("job", "name", "state", "attempt", "pool", "restarts", "reason")
     for job in _call(client.jobs):
         table.add_row(
             job["id"], job["name"], job["state"], str(job["attempt"]), job["pool_id"] or "-",
@@ -171,9 +180,8 @@ def events(
 def pools() -> None:
     """Pools with their capacity, use, price and learned health (cooldowns after capacity errors)."""
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table("pool", "provider", "accelerator", "used/cap", "$/node-h", "health", "until", "failures")
+    table = _table("pool", "provider", "accelerator", "used/cap", "$/node-h", "health", "until", "failures")
     for pool in _call(_client().pools):
         cap = "-" if pool.get("capacity") is None else str(pool["capacity"])
         table.add_row(
