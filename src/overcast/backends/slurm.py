@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 _SAFE = SAFE_NAME
 _LIVE_STATES = RUNNING_STATES | WAITING_STATES
+_STOPPED_MEMORY = 10_000  # stopped attempts remembered, in case one shows up again (requeue, recovery)
 
 
 @dataclass(slots=True)
@@ -73,6 +74,7 @@ class SlurmBackend:
         self._clock = clock
         self._jobs: dict[tuple[str, int], _Tracked] = {}
         self._abandoned: dict[tuple[str, int], int] = {}  # reported PROVIDER_DOWN; cancel if seen again
+        self._stopped: dict[tuple[str, int], None] = {}  # attempts overcast stopped (oldest first)
         self._pools: list[Pool] = []
         self._down_until = 0.0
         self._unreachable_since: float | None = None  # first failed poll of the current outage
@@ -175,6 +177,9 @@ class SlurmBackend:
         Never raises for a cluster that is down: the job is remembered and cancelled as soon as the
         cluster answers again, so it cannot keep running next to its relaunch."""
         key = (job_id, attempt)
+        self._stopped[key] = None
+        while len(self._stopped) > _STOPPED_MEMORY:
+            del self._stopped[next(iter(self._stopped))]  # the oldest
         try:
             tracked = self._jobs.get(key) or self._find(job_id, attempt)
         except SlurmUnreachable:
@@ -244,6 +249,9 @@ class SlurmBackend:
                 if not (is_running(job) or is_waiting(job)):
                     continue  # finished before we knew it (e.g. a previous process of ours reported it)
                 tracked = self._jobs[key] = _Tracked(slurm_id, float(job.get("submit_time") or 0))
+                if key in self._stopped:  # overcast stopped this attempt before it showed up here
+                    tracked.stopping = True
+                    to_cancel.append(slurm_id)
             seen.add(key)
             events.extend(self._job_events(key, tracked, job, to_cancel))
         for key, tracked in list(self._jobs.items()):
@@ -265,6 +273,9 @@ class SlurmBackend:
         self, key: tuple[str, int], tracked: _Tracked, job: dict[str, Any], to_cancel: list[int]
     ) -> list[BackendEvent]:
         if tracked.finished:
+            return []
+        if tracked.stopping:  # overcast asked for its end: nothing it does is news any more
+            tracked.finished = not (is_running(job) or is_waiting(job))
             return []
         events = []
         if is_running(job) and not tracked.started:
@@ -298,11 +309,13 @@ class SlurmBackend:
         return events
 
     def _provider_down(self, why: str) -> list[BackendEvent]:
+        """Every job there is over for us: news for the ones still running, and all are cancelled if the
+        cluster comes back with them (without further news)."""
         events = []
         for key, tracked in list(self._jobs.items()):
             if not tracked.finished and not tracked.stopping:
                 events.append(self._event(EventKind.PROVIDER_DOWN, key, why))
-                self._abandoned[key] = tracked.slurm_id
+            self._abandoned[key] = tracked.slurm_id
             del self._jobs[key]
         return events
 

@@ -1,0 +1,88 @@
+"""Invariants of the backend's event logic over any sequence of what squeue may show for a job
+(Hypothesis): one attempt ends at most once, nothing is reported after its end or after overcast
+stopped it, STARTED comes once. The queue is an in-memory stand-in for the Slurm commands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from overcast.backends.base import EventKind
+from overcast.backends.slurm import SlurmBackend, SlurmCluster
+from overcast.backends.slurm_cli import SlurmUnreachable
+
+TERMINAL = {EventKind.SUCCEEDED, EventKind.FAILED, EventKind.PREEMPTED, EventKind.PROVIDER_DOWN,
+            EventKind.CAPACITY_ERROR}  # fmt: skip
+STEPS = st.sampled_from(
+    [
+        ("PENDING", "Priority"), ("PENDING", "Resources"), ("PENDING", "PartitionNodeLimit"),
+        ("RUNNING", "None"), ("COMPLETING", "None"), ("COMPLETED", "None"), ("FAILED", "NonZeroExitCode"),
+        ("NODE_FAIL", "NodeDown"), ("CANCELLED", "None"), ("TIMEOUT", "TimeLimit"), ("REQUEUE", "None"),
+        ("VANISH", ""), ("DOWN", ""), ("STOP", ""), ("WAIT", ""),
+    ]
+)  # fmt: skip
+
+
+class MemoryQueue:
+    """What the backend asks Slurm, answered from a list of job records."""
+
+    def __init__(self) -> None:
+        self.jobs: list[dict[str, Any]] = []
+        self.down = False
+        self.cancelled: list[int] = []
+
+    def squeue(self) -> list[dict[str, Any]]:
+        if self.down:
+            raise SlurmUnreachable("connection refused")
+        return [dict(j) for j in self.jobs]
+
+    squeue_text = squeue
+
+    def job_state(self, job_id: int) -> str | None:
+        return next((j["job_state"] for j in self.squeue() if j["job_id"] == job_id), None)
+
+    def scancel(self, job_ids: list[int], signal: str | None = None, full: bool = False) -> None:
+        if self.down:
+            raise SlurmUnreachable("connection refused")
+        if signal is None:
+            self.cancelled.extend(job_ids)
+            for job in self.jobs:
+                if job["job_id"] in job_ids and job["job_state"] in ("PENDING", "RUNNING", "COMPLETING"):
+                    job |= {"job_state": "CANCELLED", "state_reason": "None"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps=st.lists(STEPS, max_size=25))
+def test_an_attempt_ends_once_and_never_speaks_after_its_end(steps: list[tuple[str, str]]) -> None:
+    now = [1000.0]
+    backend = SlurmBackend(SlurmCluster("c", down_retry_s=0, lost_after_s=0, pending_timeout_s=300),
+                           clock=lambda: now[0])  # fmt: skip
+    queue = MemoryQueue()
+    backend.cli = queue  # type: ignore[assignment]
+    queue.jobs = [{"job_id": 1, "name": "ovc.1.j", "job_state": "PENDING", "state_reason": "Priority",
+                   "exit_code": 0, "restart_cnt": 0, "submit_time": 1000}]  # fmt: skip
+    events, stopped_at = [], None
+    for state, reason in steps:
+        queue.down = state == "DOWN"
+        if state == "VANISH":
+            queue.jobs = []
+        elif state == "STOP":
+            backend.stop("j", 1, grace_seconds=0)
+            stopped_at = len(events)
+        elif state == "WAIT":
+            now[0] += 400
+        elif state == "REQUEUE" and queue.jobs:
+            queue.jobs[0] |= {"job_state": "PENDING", "state_reason": "BeginTime"}
+            queue.jobs[0]["restart_cnt"] += 1
+        elif state not in ("DOWN", "REQUEUE") and queue.jobs:
+            queue.jobs[0] |= {"job_state": state, "state_reason": reason}
+        events.extend(e.kind for e in backend.poll())
+    ends = [i for i, kind in enumerate(events) if kind in TERMINAL]
+    assert len(ends) <= 1, events
+    if ends:
+        assert ends[0] == len(events) - 1, events  # nothing after the end
+    assert events.count(EventKind.STARTED) <= 1, events
+    if stopped_at is not None:
+        assert not [k for k in events[stopped_at:] if k in TERMINAL], (steps, events)
