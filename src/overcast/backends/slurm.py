@@ -169,6 +169,7 @@ class SlurmBackend:
         except SlurmError as e:  # slurmctld refused: this pool cannot take the job as asked
             raise CapacityError(f"{self.name}: {e}") from e
         self._jobs[key] = _Tracked(slurm_id=slurm_id, submitted_at=self._clock())
+        self._stopped.pop(key, None)
         return Allocation(request.job_id, request.attempt, self.name, f"{self.cluster.name}:{slurm_id}")
 
     def stop(self, job_id: str, attempt: int, grace_seconds: float) -> None:
