@@ -2,10 +2,11 @@
 
 Measured (docs/batch-placement.md): floor(y) + greedy repair loses most where the LP splits big, valuable
 gangs across pools, because floor drops them and the small jobs committed meanwhile leave no room to
-put them back; re-solving the residual LP repeats the same loss. What works is to keep the greedy visit
-order (priority, then value) and let the LP choose the pool: each class tries its columns by decreasing
-LP value, then by cost. Two visit orders are tried, by density (penalty per node) and by penalty (big
-valuable gangs first), and the better result is kept.
+put them back; re-solving the residual LP helps little. What works is to keep the greedy visit order
+(priority, then value) and let the LP choose the pool: a first pass gives each class up to ceil(LP value)
+members in the columns the LP used (largest LP value first), so no class crowds out the LP share of a
+later one; a second, cost-ordered pass completes. Two visit orders are tried, by density (penalty per
+node) and by penalty (big valuable gangs first), and the better result is kept.
 
 The classes that the LP split (or that the rounding moved off their LP columns) are few, at most about
 one per pool. ``split_class_cols`` picks their columns for an exact HiGHS sub-MILP over the capacity
