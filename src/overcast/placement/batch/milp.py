@@ -45,9 +45,11 @@ def solve_milp(
     warm: np.ndarray | None = None,
     must_place: np.ndarray | None = None,
     gap: float = 1e-4,
+    priority: bool = True,
 ) -> MilpResult:
     """Solve over ``cols`` with ``count`` jobs per class and ``capacity`` per pool available to them.
-    ``warm`` is a feasible y over all columns (only ``cols`` are read)."""
+    ``warm`` is a feasible y over all columns (only ``cols`` are read). ``priority=False`` leaves the
+    priority rows out (a relaxation: if its optimum keeps the rule, it is the optimum)."""
     cols = np.asarray(cols, dtype=np.int64)
     cls_all = cm.col_class
     cls = cls_all[cols]
@@ -64,7 +66,7 @@ def solve_milp(
     # Priority rows: column (k, p) with p finite and some lower-priority column at p.
     p_min_rank = np.full(capacity.shape[0], np.iinfo(np.int64).max)
     np.minimum.at(p_min_rank, pools, rank[cls])
-    prio_cols = np.flatnonzero(cap_fin[pools] & (p_min_rank[pools] < rank[cls]))
+    prio_cols = np.flatnonzero(cap_fin[pools] & (p_min_rank[pools] < rank[cls]) & priority)
     z_cls = np.unique(cls_loc[prio_cols])
     if must_place is not None:
         z_cls = np.union1d(z_cls, np.flatnonzero(must_place[used_cls]))
