@@ -212,3 +212,14 @@ def test_newer_slurm_json_shapes_are_understood() -> None:  # Slurm 23.02+: stat
     outcome = terminal_outcome(record, stopped_by_us=False)
     assert outcome is not None and outcome.kind is EventKind.PREEMPTED
     assert decode_exit_status({"return_code": 3, "signal": {"id": 0}}) == 3
+
+
+def test_slurm_that_cannot_run_skips_locally_and_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.fixtures.slurm import _unavailable
+
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="not root"):
+        _unavailable("not root")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="Slurm tests cannot run under CI: not root"):
+        _unavailable("not root")
