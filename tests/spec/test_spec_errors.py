@@ -235,3 +235,12 @@ def test_nested_aliases_cost_nothing_and_print_short(use, field):
     err = error(_nested_aliases(12) + f"name: x\n{use}\n")
     assert [(p.line, p.field) for p in err.problems] == [(1, "x-defs"), (16, field)]
     assert len(err.render_all()) < 250, err.render_all()
+
+
+def test_control_character_is_a_spec_error_with_its_line():
+    from overcast.spec.errors import SpecError
+    from overcast.spec.loader import load_spec_text
+
+    with pytest.raises(SpecError) as caught:
+        load_spec_text("name: a\nrun: b\x1f\n", source="job.yaml")
+    assert caught.value.line == 2 and "not allowed" in str(caught.value)

@@ -34,7 +34,13 @@ class Document:
 
 def parse_yaml(text: str, source: str) -> Document:
     """Parse one YAML document. Malformed YAML raises SpecError with the parser's line."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:  # a control character is refused before any parsing
+        line = text[: exc.position].count("\n") + 1
+        raise SpecError(
+            source, [Problem(f"invalid YAML: character {exc.character!r} is not allowed", line=line)]
+        ) from None
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
