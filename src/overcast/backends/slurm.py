@@ -33,7 +33,7 @@ from overcast.backends.base import (
 from overcast.backends.slurm_cli import SlurmCommands, SlurmError, SlurmUnreachable
 from overcast.backends.slurm_config import SAFE_NAME, SlurmCluster, slurm_cluster_from_fleet
 from overcast.backends.slurm_pools import pools_from_nodes
-from overcast.backends.slurm_script import write_attempt
+from overcast.backends.slurm_script import job_env, sbatch_args, write_attempt
 from overcast.backends.slurm_states import (
     RUNNING_STATES,
     WAITING_STATES,
@@ -160,9 +160,11 @@ class SlurmBackend:
         if key in self._jobs and not self._jobs[key].finished:
             raise ValueError(f"job {request.job_id} attempt {request.attempt} is already on {self.name}")
         attempt_dir = self.attempt_dir(request.job_id, request.attempt)
-        args = self._sbatch_args(request, attempt_dir)  # first: it rejects a GPU type the pool lacks
+        gres_type = pool.labels.get("gres_type") or self._gres_type(pool.accelerator)
+        name = self.job_name(request.job_id, request.attempt)
+        args = sbatch_args(self.cluster, request, attempt_dir, name, gres_type)  # rejects a wrong GPU first
         log_dir = self.log_dir(request.job_id, request.attempt)
-        script = write_attempt(attempt_dir, request.spec, self._job_env(request), log_dir)
+        script = write_attempt(attempt_dir, request.spec, job_env(request, self.name), log_dir)
         try:
             slurm_id = self._call(self.cli.sbatch, str(script), args)
         except SlurmUnreachable as e:
@@ -342,60 +344,12 @@ class SlurmBackend:
     ) -> BackendEvent:
         return BackendEvent(kind, key[0], key[1], at or self._clock(), detail, exit_code)
 
-    def _job_env(self, request: LaunchRequest) -> dict[str, str]:
-        env = dict(request.spec.env)
-        env.update(request.env)
-        env.setdefault("OVERCAST_JOB_ID", request.job_id)
-        env.setdefault("OVERCAST_ATTEMPT", str(request.attempt))
-        env.setdefault("OVERCAST_NUM_NODES", str(request.num_nodes))
-        checkpoint = request.spec.checkpoint_dir
-        if checkpoint and "OVERCAST_CHECKPOINT_DIR" not in env:
-            env["OVERCAST_CHECKPOINT_DIR"] = checkpoint
-        env["OVERCAST_PROVIDER"] = self.name
-        return env
-
     def _gres_type(self, accelerator: str) -> str:
         """The cluster's GRES type for an accelerator (for pools from a fleet file, which lack it)."""
         for pool in self._pools or self.pools():
             if pool.accelerator == accelerator and pool.labels.get("gres_type"):
                 return pool.labels["gres_type"]
         return accelerator.lower()
-
-    def _sbatch_args(self, request: LaunchRequest, attempt_dir: Path) -> list[str]:
-        pool = request.pool
-        args = [
-            f"--job-name={self.job_name(request.job_id, request.attempt)}",
-            f"--comment=overcast job={request.job_id} attempt={request.attempt}",
-            f"--nodes={request.num_nodes}",
-            "--ntasks-per-node=1",
-            "--exclusive",
-            f"--chdir={attempt_dir}",
-            f"--output={attempt_dir}/batch.log",
-            "--requeue" if self.cluster.requeue else "--no-requeue",
-        ]
-        if pool.labels.get("partition"):
-            args.append(f"--partition={pool.labels['partition']}")
-        count = _gpus_per_node(request)
-        if count:
-            gres_type = pool.labels.get("gres_type") or self._gres_type(pool.accelerator)
-            args.append(f"--gres=gpu:{gres_type}:{count}" if gres_type else f"--gres=gpu:{count}")
-        if self.cluster.time_limit_minutes:
-            args.append(f"--time={self.cluster.time_limit_minutes}")
-        return args
-
-
-def _gpus_per_node(request: LaunchRequest) -> int:
-    """GPUs per node the job asked for on this pool's accelerator (all of the node's if it did not say)."""
-    wanted = request.spec.resources.accelerators
-    if not wanted or not request.pool.gpus_per_node:
-        return 0
-    for alt in wanted:
-        if alt.name.upper() == request.pool.accelerator.upper():
-            return alt.count
-    raise CapacityError(
-        f"pool {request.pool.id} has {request.pool.accelerator} GPUs; the job asks for "
-        + " or ".join(str(a) for a in wanted)
-    )
 
 
 def slurm_backends(clusters: Iterable[SlurmCluster]) -> list[SlurmBackend]:

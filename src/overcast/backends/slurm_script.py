@@ -1,4 +1,5 @@
-"""The files one attempt runs on a Slurm cluster: a batch script and a per-node wrapper.
+"""What one attempt submits to a Slurm cluster: sbatch options, its environment, a batch script and a
+per-node wrapper.
 
 The batch script runs on the first node of the allocation. It finds the head address and starts one task
 per node with ``srun``; each task runs ``node.sh``, which turns Slurm's per-node variables into the
@@ -12,7 +13,60 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+from overcast.backends.base import CapacityError, LaunchRequest
+from overcast.backends.slurm_config import SlurmCluster
 from overcast.spec.models import JobSpec
+
+
+def gpus_per_node(request: LaunchRequest) -> int:
+    """GPUs per node the job asks for on this pool's accelerator; 0 for a CPU-only job."""
+    wanted = request.spec.resources.accelerators
+    if not wanted or not request.pool.gpus_per_node:
+        return 0
+    for alt in wanted:
+        if alt.name.upper() == request.pool.accelerator.upper():
+            return alt.count
+    raise CapacityError(
+        f"pool {request.pool.id} has {request.pool.accelerator} GPUs; the job asks for "
+        + " or ".join(str(a) for a in wanted)
+    )
+
+
+def sbatch_args(
+    cluster: SlurmCluster, request: LaunchRequest, attempt_dir: Path, job_name: str, gres_type: str
+) -> list[str]:
+    """The whole gang as one job of whole nodes, one task per node."""
+    args = [
+        f"--job-name={job_name}",
+        f"--comment=overcast job={request.job_id} attempt={request.attempt}",
+        f"--nodes={request.num_nodes}",
+        "--ntasks-per-node=1",
+        "--exclusive",
+        f"--chdir={attempt_dir}",
+        f"--output={attempt_dir}/batch.log",
+        "--requeue" if cluster.requeue else "--no-requeue",
+    ]
+    if request.pool.labels.get("partition"):
+        args.append(f"--partition={request.pool.labels['partition']}")
+    count = gpus_per_node(request)
+    if count:
+        args.append(f"--gres=gpu:{gres_type}:{count}" if gres_type else f"--gres=gpu:{count}")
+    if cluster.time_limit_minutes:
+        args.append(f"--time={cluster.time_limit_minutes}")
+    return args
+
+
+def job_env(request: LaunchRequest, backend_name: str) -> dict[str, str]:
+    """The job's env, then the loop's OVERCAST_* contract (filled in here if a caller left it out)."""
+    env = dict(request.spec.env)
+    env.update(request.env)
+    env.setdefault("OVERCAST_JOB_ID", request.job_id)
+    env.setdefault("OVERCAST_ATTEMPT", str(request.attempt))
+    env.setdefault("OVERCAST_NUM_NODES", str(request.num_nodes))
+    if request.spec.checkpoint_dir:
+        env.setdefault("OVERCAST_CHECKPOINT_DIR", request.spec.checkpoint_dir)
+    env["OVERCAST_PROVIDER"] = backend_name
+    return env
 
 
 def _exports(env: dict[str, str]) -> str:
