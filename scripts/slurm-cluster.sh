@@ -75,7 +75,7 @@ munge_acquire() {  # reuse a working munged (ours or the system's), else start o
 }
 
 leftovers() {  # processes of this cluster that outlive their slurmd: stepds (files under BASE) + children
-  local p ps_out found="" more changed
+  local p ps_out found="" more changed f line rest
   for p in /proc/[0-9]*; do
     p=${p#/proc/}
     [ "$p" = $$ ] && continue
@@ -85,7 +85,12 @@ leftovers() {  # processes of this cluster that outlive their slurmd: stepds (fi
     fi
   done
   [ -n "$found" ] || return 0
-  ps_out=$(ps -e -o pid=,ppid=)
+  ps_out=$(for f in /proc/[0-9]*/stat; do  # "pid ppid" from /proc (procps may not be installed)
+    read -r line <"$f" 2>/dev/null || continue
+    rest=${line##*) }  # after "(comm) ", which may hold spaces: state ppid ...
+    set -- $rest
+    echo "${f//[^0-9]/} $2"
+  done)
   changed=1
   while [ -n "$changed" ]; do  # add descendants until nothing new (bounded by the process count)
     changed=""
