@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import sys
 import tempfile
@@ -149,6 +150,7 @@ def main() -> int:
         cancel_all(backend)
     finally:
         stop_clusters(clusters)
+        shutil.rmtree(root, ignore_errors=True)
     ms = 1e3
     (json_lat, json_polls), (text_lat, text_polls) = sync["json"], sync["text"]
     rows = [
