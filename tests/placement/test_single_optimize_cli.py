@@ -113,3 +113,39 @@ def test_reservation_the_catalog_cannot_back_is_a_clear_error(tmp_path: Path) ->
     result = optimize(str(JOBS / "single-h100.yaml"), "--fleet", str(fleet))
     assert result.exit_code == 2, result.output
     assert "no such instance in the catalog" in result.output and "Traceback" not in result.output
+
+
+def test_lazy_command_table_matches_what_the_modules_register() -> None:
+    import importlib
+
+    import typer
+
+    from overcast.cli.main import COMMANDS
+
+    registered: dict[str, str] = {}
+    for module in dict.fromkeys(COMMANDS.values()):
+        group = typer.Typer()
+        group.callback()(lambda: None)
+        importlib.import_module(module).register(group)
+        names = [c.name or c.callback.__name__ for c in group.registered_commands]
+        names += [g.name for g in group.registered_groups]
+        registered |= dict.fromkeys(names, module)
+    assert registered == COMMANDS
+    listed = runner.invoke(app, ["--help"], env={"COLUMNS": "200"}).output
+    assert all(f" {name} " in listed for name in [*COMMANDS, "version"])
+
+
+def test_optimize_imports_no_other_command_module() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from overcast.cli.main import app\n"
+        "try: app(['optimize', sys.argv[1], '--json'])\n"
+        "except SystemExit: pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('overcast.cli.')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(JOBS / "single-h100.yaml")], capture_output=True, text=True
+    )
+    assert out.stdout.splitlines()[-1] == "['overcast.cli.main', 'overcast.cli.optimize']", out.stderr
