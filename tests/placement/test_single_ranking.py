@@ -47,6 +47,7 @@ def test_between_reserved_pools_the_lower_list_price_wins() -> None:
     ]
     result = place_job(make_job().gpus("H100", 8).build(), PoolIndex.build(pools), now=NOW)
     assert [c.pool.provider for c in result.ranked] == ["oci", "aws"]
+    assert "; same expected cost as #1, higher list price; " in result.ranked[1].reason
 
 
 def test_spot_is_discounted_by_preemption_risk() -> None:
@@ -80,7 +81,16 @@ def test_ties_break_by_list_price_then_pool_id_and_top_limits() -> None:
     index = PoolIndex.build(pools)
     result = place_job(make_job().gpus("H100", 8).build(), index, now=NOW, top=2)
     assert [c.pool.provider for c in result.ranked] == ["aws", "gcp"]
+    assert "same expected cost and list price as #1" in result.ranked[1].reason
     assert result.feasible == 3
+
+
+def test_an_earlier_preference_may_cost_more_and_says_so() -> None:
+    pools = [make_pool("aws", accelerator="A100", price=30.0), make_pool("gcp", price=20.0)]
+    job = make_job().gpus("A100", 8).gpus("H100", 8).with_(ordered=True).build()
+    result = place_job(job, PoolIndex.build(pools), now=NOW)
+    assert [c.pool.provider for c in result.ranked] == ["aws", "gcp"]
+    assert "(preference #2); -$10.00 expected vs #1" in result.ranked[1].reason
 
 
 def test_explain_ranks_off_keeps_only_the_winner_reason() -> None:

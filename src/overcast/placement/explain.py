@@ -80,7 +80,12 @@ def candidate_reason(
     parts = [head]
     if rank > 1:
         extra = candidate.expected_cost - best.expected_cost
-        parts.append(f"+${extra:,.2f} expected vs #1")
+        if abs(extra) >= 0.005:  # negative only when an earlier preference (resources.ordered) won
+            parts.append(f"{'+' if extra > 0 else '-'}${abs(extra):,.2f} expected vs #1")
+        elif candidate.hourly_cost > best.hourly_cost:
+            parts.append("same expected cost as #1, higher list price")
+        else:
+            parts.append("same expected cost and list price as #1")
     if pool.purchase is Purchase.RESERVED:
         parts.append(f"reserved capacity free (list ${candidate.hourly_cost:,.2f}/h)")
     elif candidate.risk_factor > 1.0:
