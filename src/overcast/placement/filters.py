@@ -21,6 +21,7 @@ from overcast.placement.index import PoolIndex, Usage
 from overcast.spec.models import AcceleratorRequest, JobSpec, SpotPolicy
 
 SPOT = 2  # index.PURCHASE_CODES[Purchase.SPOT]
+USAGE_STEPS = ("capacity", "quota")  # the last steps, run on each call against the Usage overlay
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,16 @@ class FilterTrace:
     @property
     def survivors(self) -> np.ndarray:
         return self.steps[-1][2] if self.steps else self.start
+
+    @property
+    def survivors_but_usage(self) -> np.ndarray:
+        """Positions that pass every filter except free capacity and quota (what preemption can free)."""
+        positions = self.start
+        for name, _, after in self.steps:
+            if name in USAGE_STEPS:
+                break
+            positions = after
+        return positions
 
 
 def request_key(job: JobSpec) -> tuple:

@@ -20,7 +20,6 @@ from overcast.placement import score
 from overcast.placement.batch import BatchProblem, solve
 from overcast.placement.filters import Request, request_key, run_filters
 from overcast.placement.index import PoolIndex, Usage
-from overcast.scheduler.preemption import RELAXED_STEPS
 from overcast.scheduler.sequential import place_in_order
 from overcast.scheduler.snapshot import PendingJob, Place
 
@@ -138,9 +137,5 @@ def _compatible(request: Request, index: PoolIndex, usage: Usage, *, now: float)
     """Pools passing every hard filter but capacity and quota (the solver and the re-check handle
     those), narrowed to pools with room for the whole gang now."""
     trace, _ = run_filters(request, index, now=now, usage=usage)
-    positions = trace.start
-    for name, _, after in trace.steps:
-        if name in RELAXED_STEPS:
-            break
-        positions = after
+    positions = trace.survivors_but_usage
     return positions[index.free_nodes(positions, usage) >= request.nodes]

@@ -20,9 +20,6 @@ from overcast.placement.filters import Request, run_filters
 from overcast.placement.index import PoolIndex, Usage
 from overcast.scheduler.snapshot import PendingJob, RunningJob
 
-# Filters that preemption can get past: it frees nodes and the quota GPUs those nodes held.
-RELAXED_STEPS = ("capacity", "quota")
-
 
 @dataclass(frozen=True, slots=True)
 class Eviction:
@@ -48,11 +45,7 @@ def find_eviction(
     """The cheapest way to free room for ``job`` by preempting lower-priority jobs, or None."""
     request = Request.of(job.spec)
     trace, _ = run_filters(request, index, now=now, usage=usage)
-    positions = trace.start
-    for name, _, after in trace.steps:
-        if name in RELAXED_STEPS:
-            break
-        positions = after
+    positions = trace.survivors_but_usage
     positions = positions[np.isin(positions, list(running_by_pool))]
     if not len(positions):
         return None
