@@ -136,6 +136,8 @@ def _exact(
         # The whole remaining budget each time: a first solve that times out leaves a repaired incumbent,
         # one that finishes early leaves the rest to the second.
         left = deadline - time.perf_counter()
+        if with_rows and multi and left < 0.1:
+            break  # no time for the harder model; fill has already repaired the rule
         res = solve_milp(
             cm, cols, cm.count, cm.capacity, time_limit=max(left, 0.05), warm=best, priority=with_rows
         )
