@@ -191,7 +191,7 @@ class BatchSolution:
     assignment: np.ndarray  # (J,) int64
     objective: float
     lower_bound: float  # LP relaxation value (valid bound); nan when not computed
-    status: str  # "optimal" (proved), "feasible", "fallback" (greedy after a failed check), "empty"
+    status: str  # "optimal" (proved within 0.01%), "feasible", "fallback" (a stage failed), "empty"
     method: str  # which stage produced it, e.g. "milp", "lp-round+lns", "greedy"
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     total_penalty: float = 0.0  # objective if nothing were placed (for the value gap)
