@@ -1,11 +1,13 @@
-"""Races: concurrent transition() calls and lease holders; exactly one wins."""
+"""Races: concurrent transition() calls, cancels and lease holders; exactly one wins."""
 
 from __future__ import annotations
 
 import threading
 
+from sqlalchemy import event
+
 from overcast.spec.models import JobSpec
-from overcast.store import JobState, Store
+from overcast.store import JobRecord, JobState, Store
 
 RACERS = 6
 
@@ -77,3 +79,36 @@ def test_expired_lease_can_be_taken_over(store_url: str) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_cancel_cannot_overwrite_a_launch_that_won_the_race(store_url: str) -> None:
+    """The loop moves the job PENDING -> LAUNCHING between request_cancel's read and its write."""
+    canceller, loop = Store(store_url), Store(store_url)
+    try:
+        job = loop.submit("ml", JobSpec(name="j"))
+        launched: list = []
+
+        def launch_in_between(conn, cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+            if statement.lstrip().upper().startswith("UPDATE JOBS") and not launched:
+                racer = threading.Thread(
+                    target=lambda: launched.append(
+                        loop.transition(job.id, [JobState.PENDING], JobState.LAUNCHING, attempt=1)
+                    )
+                )
+                racer.start()
+                racer.join(timeout=1.0)  # it blocks here if the canceller holds the row (it should)
+                launched.append(racer)
+
+        event.listen(canceller.engine, "before_cursor_execute", launch_in_between)
+        cancelled = canceller.request_cancel(job.id)
+        launched[-1].join(timeout=30)
+        won = [rec for rec in launched if isinstance(rec, JobRecord)]
+        final = loop.get(job.id)
+        if won:  # the launch went first: the job must stay launched, only flagged
+            assert final.state is JobState.LAUNCHING and final.cancel_requested
+        else:  # the cancel went first: the launch's compare-and-set must have failed
+            assert final.state is JobState.CANCELLED
+        assert cancelled is not None and cancelled.state is final.state
+    finally:
+        canceller.close()
+        loop.close()

@@ -83,10 +83,9 @@ class Store:
         token = tokens.new_token()
         now = self.clock()
         with self._write() as conn:
-            existing = conn.execute(select(teams.c.admin).where(teams.c.name == name)).first()
-            if existing is None:
-                conn.execute(insert(teams).values(name=name, admin=admin, created_at=now))
-            elif admin and not existing.admin:
+            # Insert-or-ignore, not read-then-insert: two processes creating one team both succeed.
+            conn.execute(self._insert_ignore(teams, ("name",)).values(name=name, admin=admin, created_at=now))
+            if admin:
                 conn.execute(update(teams).where(teams.c.name == name).values(admin=True))
             conn.execute(
                 insert(tokens_table).values(
@@ -200,7 +199,11 @@ class Store:
         if team is not None:
             where = and_(where, jobs.c.team == team)
         with self._write() as conn:
-            row = conn.execute(select(jobs.c.state, jobs.c.cancel_requested).where(where)).first()
+            # FOR UPDATE: on PostgreSQL the row stays locked from this read to the write below, so a
+            # concurrent PENDING -> LAUNCHING either finishes first (and we only flag the job) or
+            # waits and then fails its compare-and-set. SQLite's BEGIN IMMEDIATE already serialises.
+            locked = select(jobs.c.state, jobs.c.cancel_requested).where(where).with_for_update()
+            row = conn.execute(locked).first()
             if row is None:
                 return None
             if JobState(row.state) not in TERMINAL_STATES and not row.cancel_requested:
