@@ -43,6 +43,17 @@ def test_tokens_are_hashed_at_rest(store_url: str) -> None:
         store.close()
 
 
+def test_database_errors_do_not_carry_parameters(store_url: str) -> None:
+    """Errors end up in logs; their parameters would be job specs with secrets in env."""
+    store = Store(store_url)
+    try:
+        with pytest.raises(Exception) as caught, store.engine.connect() as conn:
+            conn.execute(text("SELECT no_such_column FROM jobs WHERE name = :n"), {"n": "hunter2-secret"})
+        assert "no_such_column" in str(caught.value) and "hunter2-secret" not in str(caught.value)
+    finally:
+        store.close()
+
+
 def test_bad_team_name_is_a_clear_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
     store = Store(f"sqlite:///{tmp_path / 'x.db'}")
     with pytest.raises(ValueError, match="invalid team name"):

@@ -42,6 +42,8 @@ def default_url() -> str:
 
 
 def make_engine(url: str) -> Engine:
+    """An engine for ``url``. Its errors never carry the statement's parameters (hide_parameters):
+    those hold job specs with their environment, and errors end up in logs."""
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
@@ -52,7 +54,7 @@ def make_engine(url: str) -> Engine:
     if backend == "postgresql":
         if parsed.drivername == "postgresql":  # bare postgresql:// would pick psycopg2; we ship psycopg 3
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return create_engine(parsed, pool_size=10, max_overflow=20, pool_pre_ping=True)
+        return create_engine(parsed, pool_size=10, max_overflow=20, pool_pre_ping=True, hide_parameters=True)
     raise StoreConfigError(
         f"unsupported database {backend!r} in {url!r}: use sqlite:/// or postgresql+psycopg://"
     )
@@ -62,7 +64,9 @@ def _sqlite_engine(url: str, database: str | None) -> Engine:
     in_memory = not database or database == ":memory:"
     if in_memory:
         # One shared connection, otherwise every pooled connection would see its own empty database.
-        engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
+        engine = create_engine(
+            url, poolclass=StaticPool, connect_args={"check_same_thread": False}, hide_parameters=True
+        )
     else:
         folder = Path(database).expanduser().parent
         try:
@@ -74,6 +78,7 @@ def _sqlite_engine(url: str, database: str | None) -> Engine:
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
             pool_size=8,
             max_overflow=16,
+            hide_parameters=True,
         )
 
     @event.listens_for(engine, "connect")
