@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -29,12 +30,15 @@ def new_token() -> NewToken:
     return NewToken(token_id, salt, hash_secret(salt, secret), f"{PREFIX}_{token_id}_{secret}")
 
 
+# What new_token() makes: 16 hex digits of id, a urlsafe-base64 secret. Anything else (a NUL, a
+# megabyte of text) is refused here, without a database round trip.
+_SHAPE = re.compile(rf"{PREFIX}_([0-9a-f]{{16}})_([A-Za-z0-9_-]{{16,128}})")
+
+
 def split_token(token: str) -> tuple[str, str] | None:
     """(token_id, secret), or None if the text is not shaped like one of our tokens."""
-    parts = token.split("_", 2)
-    if len(parts) != 3 or parts[0] != PREFIX or not parts[1] or not parts[2]:
-        return None
-    return parts[1], parts[2]
+    match = _SHAPE.fullmatch(token)
+    return None if match is None else (match[1], match[2])
 
 
 def matches(salt: str, secret: str, secret_hash: str) -> bool:
