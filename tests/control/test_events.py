@@ -43,3 +43,15 @@ def test_a_job_that_cannot_start_fails_with_the_reason(tmp_path: Path) -> None:
     final = state(store, record.id)
     assert final.state is JobState.FAILED and "could not start" in (final.reason or "")
     assert all(not b.active() for b in loop.backends.values())
+
+
+def test_an_end_whose_event_a_crash_lost_is_logged_once_on_replay(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    loop = make_loop(tmp_path, store)
+    record = store.submit("default", job("cut", "exit 0"))
+    store.transition(record.id, [JobState.PENDING], JobState.LAUNCHING, attempt=1, backend="local:oci-local")
+    store.transition(record.id, [JobState.LAUNCHING], JobState.SUCCEEDED)  # the loop died right here
+    replay = BackendEvent(EventKind.SUCCEEDED, record.id, 1, time.time())
+    for _ in range(2):
+        handle_event(loop.rt, "local:oci-local", replay)
+    assert [e.kind for e in store.events(job_id=record.id)].count("succeeded") == 1

@@ -7,7 +7,7 @@ import logging
 from overcast.backends.base import BackendEvent, EventKind
 from overcast.control.requeue import requeue_after_loss, retry_after_failure
 from overcast.control.runtime import Runtime
-from overcast.store import JobState
+from overcast.store import JobRecord, JobState
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,9 @@ def handle_event(rt: Runtime, backend_name: str, event: BackendEvent) -> None:
             store.end_launch(job.id, job.attempt, "succeeded")
             store.add_event(job.id, "succeeded", f"attempt {job.attempt} (after a requeue)", at=event.at)
         return
+    if current and job is not None and job.state.terminal:
+        _log_end_once(rt, job, event)
+        return
     if job is None or not current or job.state not in ACTIVE:
         # A stale attempt (or one being stopped): whatever it does, it must not run.
         being_stopped = current and job is not None and job.state is JobState.STOPPING
@@ -80,3 +83,12 @@ def handle_event(rt: Runtime, backend_name: str, event: BackendEvent) -> None:
             rt.avoid.setdefault(job.id, set()).add(job.pool_id)
         if store.transition(job.id, ACTIVE, JobState.PENDING, reason=f"capacity error on {where}"):
             store.add_event(job.id, "capacity-error", detail, at=event.at)
+
+
+def _log_end_once(rt: Runtime, job: JobRecord, event: BackendEvent) -> None:
+    """The outcome of a job that has already ended, delivered again: the loop crashed after the job's
+    transition and before its timeline event (two writes, not one transaction). Write the missing event."""
+    kind = job.state.value  # succeeded, failed or cancelled: the event kinds that end a job
+    if not any(e.kind == kind for e in rt.store.events(job_id=job.id, limit=100_000)):
+        detail = f"attempt {job.attempt} (logged after a restart of the control loop)"
+        rt.store.add_event(job.id, kind, detail, at=job.ended_at or event.at)
