@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from overcast.control.health import Backoff
 from overcast.store import JobState, Store
 from tests.control.harness import (
     job,
@@ -67,3 +68,20 @@ def test_preempted_node_resumes_from_checkpoint_with_identical_result(tmp_path: 
     assert (final.state, final.restarts, final.attempt) == (JobState.SUCCEEDED, 1, 2)
     assert result_lines(tmp_path, record.id) == [reference_result(tmp_path / "ref")] * 2
     assert "preempted" in [e.kind for e in store.events(job_id=record.id)]
+
+
+def test_one_refusal_is_one_failure_even_with_several_jobs_placed_on_the_pool(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    loop = make_loop(tmp_path, store)
+    loop.backends["local:azure-local"].set_capacity_error(True)
+    ids = [store.submit("default", job(name, "true")).id for name in ("a", "b")]
+    loop.tick()  # both are placed on azure-local, the cheaper pool; the first launch is refused
+    assert store.pool_health()["local/azure-local"].failures == 1  # not 2: the cooldown is not doubled
+    run_until(loop, lambda: all(state(store, i).state is JobState.SUCCEEDED for i in ids))
+    assert {state(store, i).pool_id for i in ids} == {"local/oci-local"}
+
+
+def test_backoff_doubles_up_to_its_cap_even_after_thousands_of_failures() -> None:
+    backoff = Backoff(base_seconds=30.0, cap_seconds=600.0)
+    assert [backoff.cooldown(n) for n in (1, 2, 3, 5, 6)] == [30.0, 60.0, 120.0, 480.0, 600.0]
+    assert backoff.cooldown(5000) == 600.0  # a week sold out: 2**4999 seconds would overflow a float

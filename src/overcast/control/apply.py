@@ -49,6 +49,9 @@ def apply_place(
     job = store.get(place.job_id)
     if pool is None or backend is None or job is None or job.state is not JobState.PENDING:
         return
+    refused = health.get(pool.id)
+    if refused is not None and refused.until is not None and refused.until > rt.clock():
+        return  # the pool refused a job earlier in this tick: this one waits for the next tick's plan
     attempt = job.attempt + 1
     claimed = store.transition(
         job.id, [JobState.PENDING], JobState.LAUNCHING,
@@ -64,7 +67,7 @@ def apply_place(
         allocation = backend.launch(request)
     except (CapacityError, ProviderDown) as exc:
         kind = Health.DOWN if isinstance(exc, ProviderDown) else Health.OUT_OF_CAPACITY
-        learned = record_failure(store, pool.id, kind, str(exc), rt.clock(), rt.backoff)
+        learned = health[pool.id] = record_failure(store, pool.id, kind, str(exc), rt.clock(), rt.backoff)
         outcome = "capacity-error" if kind is Health.OUT_OF_CAPACITY else "provider-down"
         store.end_launch(job.id, attempt, outcome)
         rt.avoid.setdefault(job.id, set()).add(pool.id)

@@ -19,7 +19,8 @@ class Backoff:
 
     def cooldown(self, failures: int) -> float:
         """Seconds to wait after the ``failures``-th failure in a row: base, 2x base, 4x base... capped."""
-        return min(self.cap_seconds, self.base_seconds * 2 ** max(0, failures - 1))
+        doublings = min(max(0, failures - 1), 40)  # a pool sold out for days must not overflow a float
+        return min(self.cap_seconds, self.base_seconds * 2**doublings)
 
 
 def record_failure(
