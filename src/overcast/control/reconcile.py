@@ -15,12 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from overcast.control.requeue import finish_stop
-from overcast.control.runtime import Runtime
+from overcast.control.runtime import LIVE, Runtime
 from overcast.store import JobState
 
 log = logging.getLogger(__name__)
-
-LIVE = (JobState.LAUNCHING, JobState.RUNNING, JobState.STOPPING)
 
 
 @dataclass

@@ -8,8 +8,6 @@ from __future__ import annotations
 from overcast.control.runtime import Runtime
 from overcast.store import JobRecord, JobState
 
-LIVE = (JobState.LAUNCHING, JobState.RUNNING, JobState.STOPPING)
-
 
 def requeue_after_loss(rt: Runtime, job: JobRecord, from_states: tuple[JobState, ...], why: str) -> None:
     """Preemption, node or provider loss: not the job's fault. Restart elsewhere up to max_restarts."""

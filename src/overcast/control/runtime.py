@@ -9,7 +9,10 @@ from pathlib import Path
 
 from overcast.backends.base import Backend
 from overcast.control.health import Backoff
-from overcast.store import Store
+from overcast.store import JobState, Store
+
+# The states in which a job holds its pool's nodes: what backends should be running.
+LIVE = (JobState.LAUNCHING, JobState.RUNNING, JobState.STOPPING)
 
 
 @dataclass

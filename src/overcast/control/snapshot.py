@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from overcast.control.health import apply_learned
-from overcast.control.runtime import Runtime
+from overcast.control.runtime import LIVE, Runtime
 from overcast.placement.pool import Pool
 from overcast.scheduler.snapshot import PendingJob, RunningJob, Snapshot
 from overcast.store import JobState, PoolHealthRecord
@@ -35,12 +35,11 @@ def build_snapshot(rt: Runtime, now: float, health: dict[str, PoolHealthRecord])
         for j in store.list(states=[JobState.PENDING], limit=MAX_JOBS)
         if not j.cancel_requested
     ]
-    live = (JobState.LAUNCHING, JobState.RUNNING, JobState.STOPPING)
     running = [
         RunningJob(
             j.id, j.spec, j.pool_id, j.nodes or j.spec.num_nodes, j.attempt, j.started_at or j.updated_at
         )
-        for j in store.list(states=live, limit=MAX_JOBS)
+        for j in store.list(states=LIVE, limit=MAX_JOBS)
         if j.pool_id is not None
     ]
     return Snapshot(now=now, pools=pools, pending=pending, running=running)
