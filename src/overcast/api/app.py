@@ -11,6 +11,7 @@ from overcast import __version__
 from overcast.api import errors, routes_jobs, routes_system
 from overcast.api.auth import TokenCache
 from overcast.api.controller import Controller
+from overcast.api.limits import BodyLimit
 from overcast.store import Store
 
 
@@ -26,6 +27,7 @@ def create_app(store: Store, controller: Controller | None = None) -> FastAPI:
     app.include_router(routes_jobs.router)
     app.include_router(routes_system.router)
 
+    app.add_middleware(BodyLimit)
     errors.install(app)
     return app
 

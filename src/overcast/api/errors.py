@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, StatementError
 
-from overcast.api.schemas import ErrorOut
+from overcast.api.schemas import SUBMIT_TAGS, ErrorOut
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +24,16 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _where(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "request"
+def _loc(loc: tuple[Any, ...]) -> list[str]:
+    """The error's location as text, without the submit body's union tag ("body.spec.x" -> "body.x")."""
+    parts = [str(part) for part in loc]
+    if len(parts) > 2 and parts[0] == "body" and parts[1] in SUBMIT_TAGS:
+        del parts[1]
+    return parts
+
+
+def _where(loc: list[str]) -> str:
+    return ".".join(loc) or "request"
 
 
 def _error(status: int, **body: Any) -> JSONResponse:
@@ -35,10 +43,8 @@ def _error(status: int, **body: Any) -> JSONResponse:
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()
-        ]
-        detail = "; ".join(f"{_where(e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
+        errors = [{"loc": _loc(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        detail = "; ".join(f"{_where(e['loc'])}: {e['msg']}" for e in errors[:5])
         return _error(422, detail=detail or "invalid request", errors=errors)
 
     @app.exception_handler(DataError)

@@ -13,11 +13,11 @@ from overcast.api import db, metrics
 from overcast.api.auth import Auth, Principal
 from overcast.api.errors import ERRORS
 from overcast.api.logs import stream_log
-from overcast.api.schemas import ErrorOut, JobList, JobOut, SubmitYaml
+from overcast.api.schemas import ErrorOut, JobList, JobOut, SubmitBody, SubmitYaml
 from overcast.api.text import check_model, check_text
 from overcast.spec.errors import Problem, SpecError
 from overcast.spec.models import JobSpec
-from overcast.store import JobRecord, JobState, Store
+from overcast.store import JobRecord, JobState, Store, check_team_name
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERRORS)
 JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="a job id such as j-4kq2m9x7ab")]
@@ -49,6 +49,8 @@ def _parse_yaml(text: str) -> tuple[JobSpec, list[str]]:
     check_text(text, "yaml")
     try:
         loaded = load_spec_text(text, "job.yaml")
+    except RecursionError:  # "[[[[..." thousands deep: the YAML parser recurses per level
+        raise SpecError("job.yaml", [Problem("invalid YAML: nested too deeply")]) from None
     except yaml.YAMLError as err:  # the loader reports most YAML errors itself; this catches the rest
         mark = getattr(err, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -70,11 +72,16 @@ def _spec_error(err: SpecError) -> Response:
     return _json(body, 422, exclude_none=True)
 
 
-@router.post("", status_code=201, response_model=JobOut)
+@router.post(
+    "",
+    status_code=201,
+    response_model=JobOut,
+    responses={413: {"model": ErrorOut, "description": "request body over limits.MAX_BODY_BYTES"}},
+)
 async def submit(
     request: Request,
     who: Auth,
-    body: Annotated[SubmitYaml | JobSpec, Body(description="{'yaml': '<job file text>'} or a JobSpec")],
+    body: Annotated[SubmitBody, Body(description="{'yaml': '<job file text>'} or a JobSpec")],
 ) -> Response:
     """Submit a job. The job belongs to the caller's team; an admin may name another in ``team``.
 
@@ -86,6 +93,10 @@ async def submit(
         return _spec_error(err)
     check_model(spec, "spec")
     team = spec.team if who.admin and spec.team != "default" else who.team
+    try:
+        check_team_name(team)  # only an admin's choice can fail: a token's own team is valid
+    except ValueError as err:
+        return _json(ErrorOut(detail=f"team: {err}", field="team"), 422, exclude_none=True)
     store = _store(request)
     job = await db.call(store, store.submit, team, spec)
     for warning in warnings:  # e.g. "job.yaml:7: file_mounts: not acted on" -> the job's timeline
@@ -149,10 +160,6 @@ async def logs(
 
     def attempt_over() -> bool:
         now = store.get(job_id)
-        return (
-            now is None
-            or now.state in {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
-            or (now.attempt > attempt)
-        )
+        return now is None or now.state.terminal or now.attempt > attempt
 
     return StreamingResponse(stream_log(path, follow=follow, done=attempt_over), media_type="text/plain")

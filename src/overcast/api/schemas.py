@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from overcast.api.controller import ChaosAction
 from overcast.spec.models import JobSpec
@@ -16,6 +16,18 @@ class SubmitYaml(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     yaml: str = Field(max_length=1_000_000)
+
+
+def _submit_kind(body: Any) -> str:
+    return "yaml" if isinstance(body, dict) and "yaml" in body else "spec"
+
+
+# A body with a "yaml" key is YAML text, anything else a JobSpec: errors then name the field of the
+# one that was meant ("body.num_nodes: ...") instead of listing both readings of the body.
+SubmitBody = Annotated[
+    Annotated[SubmitYaml, Tag("yaml")] | Annotated[JobSpec, Tag("spec")], Discriminator(_submit_kind)
+]
+SUBMIT_TAGS = frozenset({"yaml", "spec"})  # dropped from error locations by overcast.api.errors
 
 
 class JobOut(BaseModel):

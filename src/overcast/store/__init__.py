@@ -3,7 +3,7 @@
 from overcast.store.engine import StoreConfigError, StoreUnavailable, default_url, overcast_home
 from overcast.store.records import EventRecord, JobRecord, LaunchRecord, PoolHealthRecord
 from overcast.store.states import ACTIVE_STATES, TERMINAL_STATES, JobState
-from overcast.store.store import Store, new_job_id
+from overcast.store.store import Store, check_team_name, new_job_id
 
 __all__ = [
     "ACTIVE_STATES",
@@ -16,6 +16,7 @@ __all__ = [
     "Store",
     "StoreConfigError",
     "StoreUnavailable",
+    "check_team_name",
     "default_url",
     "new_job_id",
     "overcast_home",

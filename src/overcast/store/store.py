@@ -27,7 +27,7 @@ from overcast.store.tables import events, jobs, launches, leases, pool_health, t
 from overcast.store.tables import tokens as tokens_table
 
 _ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"  # URL-safe, no look-alikes (l/1, o/0)
-_TEAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_TEAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # Columns a caller may set through transition(); state and updated_at are set by the store itself.
 TRANSITION_FIELDS = frozenset(
     {
@@ -35,6 +35,12 @@ TRANSITION_FIELDS = frozenset(
         "started_at", "ended_at", "cancel_requested", "reason",
     }
 )  # fmt: skip
+
+
+def check_team_name(name: str) -> None:
+    """Raise ValueError unless ``name`` can name a team (1-64 letters, digits, '_', '.', '-')."""
+    if not _TEAM_NAME.fullmatch(name):
+        raise ValueError(f"invalid team name {name!r}: use 1-64 letters, digits, '_', '.', '-'")
 
 
 def new_job_id() -> str:
@@ -78,8 +84,7 @@ class Store:
 
     def create_team(self, name: str, *, admin: bool = False) -> str:
         """Create the team (or add a token to an existing one) and return a new plaintext token."""
-        if not _TEAM_NAME.match(name):
-            raise ValueError(f"invalid team name {name!r}: use 1-64 letters, digits, '_', '.', '-'")
+        check_team_name(name)
         token = tokens.new_token()
         now = self.clock()
         with self._write() as conn:
