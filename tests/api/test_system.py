@@ -45,3 +45,14 @@ def test_metrics_count_jobs_by_state_and_submissions(api: Api) -> None:
     assert 'overcast_jobs{state="running"} 0.0' in text
     assert f'overcast_submissions_total{{team="vision"}} {before + 3}' in text
     assert "overcast_decision_seconds_bucket" in text
+
+
+def test_healthz_is_503_when_the_database_does_not_answer(api: Api, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy.exc import OperationalError
+
+    def down() -> None:
+        raise OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
+
+    monkeypatch.setattr(api.store.engine, "connect", down)
+    resp = api.client.get("/healthz")
+    assert resp.status_code == 503 and resp.json() == {"detail": "the sqlite database does not answer"}
