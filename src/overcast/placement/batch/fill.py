@@ -61,7 +61,15 @@ def fill(
     else:
         perm = np.lexsort((np.arange(cm.n_cols), -np.round(prefer, 9), cls))
     col_pool = cm.col_pool[perm]
-    col_pool_l, perm_l = col_pool.tolist(), perm.tolist()
+    # Python lists of only the first _SCAN columns of each class (what the scalar loop reads): converting
+    # all columns cost 0.05 s per call at 1M columns.
+    n_head = np.minimum(np.diff(indptr), _SCAN)
+    head_ptr = np.concatenate(([0], np.cumsum(n_head)))
+    head_idx = np.repeat(indptr[:-1], n_head) + (
+        np.arange(int(head_ptr[-1])) - np.repeat(head_ptr[:-1], n_head)
+    )
+    col_pool_l, perm_l = col_pool[head_idx].tolist(), perm[head_idx].tolist()
+    head_ptr_l = head_ptr.tolist()
     visit = visit_order(cm) if order == "density" else np.lexsort((-cm.penalty, -cm.priority))
     for k in visit.tolist():
         rem = int(count[k] - placed[k])
@@ -73,14 +81,15 @@ def fill(
         n = nodes[k]
         # The first few columns in plain Python (usually enough: early exit), the rest vectorised.
         head = min(b, a + _SCAN)
-        for i in range(a, head):
-            p = col_pool_l[i]
+        for h in range(head_ptr_l[k], head_ptr_l[k + 1]):
+            p = col_pool_l[h]
             f = free[p]
             m = rem if f == np.inf else min(rem, int(f // n))
+            c = perm_l[h]
             if m > 0 and col_cap is not None:
-                m = min(m, int(col_cap[perm_l[i]] - y[perm_l[i]]))
+                m = min(m, int(col_cap[c] - y[c]))
             if m > 0:
-                y[perm_l[i]] += m
+                y[c] += m
                 free[p] -= m * n
                 placed[k] += m
                 rem -= m
