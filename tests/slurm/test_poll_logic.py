@@ -157,14 +157,45 @@ def test_a_slurm_requeue_ends_the_attempt_unless_requeue_is_allowed(
         assert kinds(events) == [(EventKind.PREEMPTED, "rq", 1)] and slurm.cancelled() == ["11"]
 
 
-def test_active_lists_only_live_overcast_jobs_of_this_prefix(slurm: ScriptedSlurm) -> None:
+def test_active_lists_live_overcast_jobs_of_this_prefix_and_ends_not_yet_reported(
+    slurm: ScriptedSlurm,
+) -> None:
     b = backend(slurm, [0.0])
     slurm.job(1, "ovc.1.live", "RUNNING")
     slurm.job(2, "ovc.3.queued", "PENDING")
     slurm.job(3, "ovc.1.done", "COMPLETED")
     slurm.job(4, "someone-elses-job", "RUNNING")
     slurm.job(5, "other.1.prefix", "RUNNING")
+    slurm.job(6, "ovc.1.stopped", "CANCELLED")
+    b.stop("stopped", 1, grace_seconds=0)  # overcast's own cancel: its end is not news
+    assert b.active() == [("done", 1), ("live", 1), ("queued", 3)]  # "done": its end is news until polled
+    assert kinds(b.poll()) == [(EventKind.STARTED, "live", 1), (EventKind.SUCCEEDED, "done", 1)]
     assert b.active() == [("live", 1), ("queued", 3)]
+    slurm.job(1, "ovc.1.live", "NODE_FAIL", state_reason="NodeDown")
+    assert b.active() == [("live", 1), ("queued", 3)]  # a reconcile before the next poll: still running
+    assert kinds(b.poll()) == [(EventKind.PREEMPTED, "live", 1)]
+    assert b.active() == [("queued", 3)]
+
+
+def test_a_job_that_ended_while_no_overcast_watched_is_reported_once(slurm: ScriptedSlurm) -> None:
+    slurm.job(7, "ovc.2.fin", "COMPLETED")
+    slurm.job(8, "ovc.1.bad", "FAILED", state_reason="NonZeroExitCode", exit_code=768)
+    fresh = backend(slurm, [0.0])  # a new process: it must not let the loop rerun a finished job
+    events = fresh.poll()
+    assert kinds(events) == [(EventKind.SUCCEEDED, "fin", 2), (EventKind.FAILED, "bad", 1)]
+    assert events[1].exit_code == 3
+    assert fresh.poll() == [] and fresh.active() == []
+
+
+def test_events_the_caller_could_not_handle_are_delivered_again(slurm: ScriptedSlurm) -> None:
+    b = backend(slurm, [0.0])
+    slurm.job(9, "ovc.1.r", "RUNNING")
+    first = b.poll()
+    assert kinds(first) == [(EventKind.STARTED, "r", 1)]
+    slurm.job(9, "ovc.1.r", "COMPLETED")
+    b.redeliver()
+    assert kinds(b.poll()) == [(EventKind.STARTED, "r", 1), (EventKind.SUCCEEDED, "r", 1)]
+    assert b.poll() == []
 
 
 def test_launch_submits_the_gang_with_the_pools_partition_and_gres(slurm: ScriptedSlurm) -> None:

@@ -1,6 +1,7 @@
 """Invariants of the backend's event logic over any sequence of what squeue may show for a job
 (Hypothesis): one attempt ends at most once, nothing is reported after its end or after overcast
-stopped it, STARTED comes once. The queue is an in-memory stand-in for the Slurm commands."""
+stopped it, STARTED comes once, active() lists it until its end is reported. The queue is an in-memory
+stand-in for the Slurm commands."""
 
 from __future__ import annotations
 
@@ -64,6 +65,7 @@ def test_an_attempt_ends_once_and_never_speaks_after_its_end(steps: list[tuple[s
     queue.jobs = [{"job_id": 1, "name": "ovc.1.j", "job_state": "PENDING", "state_reason": "Priority",
                    "exit_code": 0, "restart_cnt": 0, "submit_time": 1000}]  # fmt: skip
     events, stopped_at = [], None
+    backend.poll()  # it is tracked from here on, as after launch()
     for state, reason in steps:
         queue.down = state == "DOWN"
         if state == "VANISH":
@@ -78,6 +80,10 @@ def test_an_attempt_ends_once_and_never_speaks_after_its_end(steps: list[tuple[s
             queue.jobs[0]["restart_cnt"] += 1
         elif state not in ("DOWN", "REQUEUE") and queue.jobs:
             queue.jobs[0] |= {"job_state": state, "state_reason": reason}
+        if not queue.down and stopped_at is None and not TERMINAL.intersection(events):
+            # Until its end is reported, the attempt runs as far as a reconcile can tell, else the loop
+            # would requeue it as lost (rerun a finished job, or not count a restart).
+            assert backend.active() == [("j", 1)], (steps, queue.jobs)
         events.extend(e.kind for e in backend.poll())
     ends = [i for i, kind in enumerate(events) if kind in TERMINAL]
     assert len(ends) <= 1, events

@@ -13,7 +13,6 @@ Naming convention (what makes reconcile after a crash work): the Slurm job name 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 import time
@@ -80,6 +79,8 @@ class SlurmBackend:
         self._down_until = 0.0
         self._unreachable_since: float | None = None  # first failed poll of the current outage
         self._down_reason = ""
+        self._delivered: list[BackendEvent] = []  # the last poll's events, until the next poll
+        self._redeliver: list[BackendEvent] = []
         self._name_re = re.compile(rf"^{re.escape(cluster.job_prefix)}\.(\d+)\.(.+)$")
 
     # --- naming ---------------------------------------------------------------------------------------
@@ -207,19 +208,31 @@ class SlurmBackend:
             log.info("stop of %s attempt %d on %s: %s", job_id, attempt, self.name, e)
 
     def active(self) -> list[tuple[str, int]]:
-        """(job id, attempt) of every overcast job slurmctld has queued or running, ours or not."""
+        """(job id, attempt) of every overcast job slurmctld has queued or running, ours or not, and of every
+        attempt whose end ``poll()`` has not reported yet (as the local backend does): a reconcile that reads
+        the queue between a job's end and the next poll must not requeue it as "lost", which would rerun a
+        finished job, or relaunch a preempted one without counting the restart or avoiding the pool."""
         try:
             jobs = self._call(self._squeue)
         except SlurmUnreachable as e:
             raise ProviderDown(str(e)) from e
-        found = []
+        found = {key for key, t in self._jobs.items() if not (t.finished or t.stopping)}
         for job in jobs:
             key = self.parse_job_name(str(job.get("name") or ""))
-            if key and (is_running(job) or is_waiting(job)):
-                found.append(key)
-        return sorted(set(found))
+            if key and (is_running(job) or is_waiting(job) or self._unreported_end(key)):
+                found.add(key)
+        return sorted(found)
+
+    def redeliver(self) -> None:
+        """The caller could not handle the last poll's events: the next poll reports them again."""
+        self._redeliver = self._delivered
 
     def poll(self) -> list[BackendEvent]:
+        events = [*self._redeliver, *self._poll()]
+        self._redeliver, self._delivered = [], events
+        return events
+
+    def _poll(self) -> list[BackendEvent]:
         try:
             jobs = self._call(self._squeue)
         except SlurmUnreachable as e:
@@ -250,9 +263,13 @@ class SlurmBackend:
                 continue
             tracked = self._jobs.get(key)
             if tracked is None or tracked.slurm_id != slurm_id:
-                if not (is_running(job) or is_waiting(job)):
-                    continue  # finished before we knew it (e.g. a previous process of ours reported it)
-                tracked = self._jobs[key] = _Tracked(slurm_id, float(job.get("submit_time") or 0))
+                if not (is_running(job) or is_waiting(job) or self._unreported_end(key)):
+                    continue  # overcast stopped it, or it is an older copy of an attempt we track
+                # Launched by an earlier process of ours: adopt it. One that ended meanwhile is reported
+                # (again, perhaps: the loop ignores a repeat), so a finished job is not rerun.
+                submitted = float(job.get("submit_time") or 0)
+                restarts = int(job.get("restart_cnt") or 0)  # requeues before we saw it are not news
+                tracked = self._jobs[key] = _Tracked(slurm_id, submitted, restarts=restarts)
                 if key in self._stopped:  # overcast stopped this attempt before it showed up here
                     tracked.stopping = True
                     to_cancel.append(slurm_id)
@@ -267,8 +284,12 @@ class SlurmBackend:
         for key in set(self._abandoned) - abandoned_seen:
             del self._abandoned[key]
         if to_cancel:
-            with contextlib.suppress(SlurmUnreachable):  # the next poll tries again
+            try:
                 self._call(self.cli.scancel, to_cancel)
+            except SlurmUnreachable:
+                pass  # the next poll tries again
+            except SlurmError as e:  # refused: say so, but the events above must still be delivered
+                log.warning("scancel %s on %s: %s", to_cancel, self.name, e)
         return events
 
     # --- helpers -----------------------------------------------------------------------------------------
@@ -311,6 +332,11 @@ class SlurmBackend:
             to_cancel.append(tracked.slurm_id)
             events.append(self._event(EventKind.CAPACITY_ERROR, key, f"cannot start here: {hopeless}"))
         return events
+
+    def _unreported_end(self, key: tuple[str, int]) -> bool:
+        """An ended overcast job this process neither tracks nor stopped: it ended while no process of
+        ours watched (after a restart), so its end is still news."""
+        return key not in self._jobs and key not in self._stopped and key not in self._abandoned
 
     def _provider_down(self, why: str) -> list[BackendEvent]:
         """Every job there is over for us: news for the ones still running, and all are cancelled if the
