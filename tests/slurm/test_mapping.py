@@ -16,7 +16,13 @@ from overcast.backends.slurm import SlurmBackend, SlurmCluster
 from overcast.backends.slurm_cli import SlurmCommands, SlurmError, SlurmUnreachable, decode_exit_status
 from overcast.backends.slurm_pools import parse_gpu_gres, pools_from_nodes
 from overcast.backends.slurm_script import batch_script
-from overcast.backends.slurm_states import hopeless_reason, terminal_outcome, was_requeued
+from overcast.backends.slurm_states import (
+    hopeless_reason,
+    is_running,
+    is_waiting,
+    terminal_outcome,
+    was_requeued,
+)
 
 
 def job(state: str, exit_code: int = 0, reason: str = "None", restarts: int = 0) -> dict[str, Any]:
@@ -44,8 +50,21 @@ def test_finished_states_map_to_who_is_at_fault(
     assert (outcome.kind, outcome.exit_code) == (kind, exit_code)
 
 
-@pytest.mark.parametrize("state", ["PENDING", "RUNNING", "COMPLETING", "SUSPENDED", "CONFIGURING"])
-def test_unfinished_states_are_not_events(state: str) -> None:
+@pytest.mark.parametrize(
+    "state",
+    [
+        "PENDING",
+        "RUNNING",
+        "COMPLETING",
+        "SUSPENDED",
+        "STOPPED",
+        "CONFIGURING",
+        "REQUEUE_HOLD",
+        "RESV_DEL_HOLD",
+    ],
+)
+def test_unfinished_states_are_live_and_not_events(state: str) -> None:
+    assert is_running(job(state)) or is_waiting(job(state))  # active(), and it keeps its nodes/place
     assert terminal_outcome(job(state), stopped_by_us=False) is None
 
 
@@ -57,7 +76,8 @@ def test_the_end_of_a_job_overcast_stopped_is_not_news(state: str) -> None:
 def test_pending_reasons_that_never_clear_are_hopeless() -> None:
     assert hopeless_reason(job("PENDING", reason="PartitionNodeLimit")) == "PartitionNodeLimit"
     assert hopeless_reason(job("PENDING", reason="PartitionConfig")) == "PartitionConfig"
-    for waiting in ("Resources", "Priority", "BeginTime", "None"):
+    assert hopeless_reason(job("PENDING", reason="AssocMaxGRESPerJob")) == "AssocMaxGRESPerJob"
+    for waiting in ("Resources", "Priority", "BeginTime", "None", "ReqNodeNotAvail", "QOSGrpGRES"):
         assert hopeless_reason(job("PENDING", reason=waiting)) is None
     assert hopeless_reason(job("RUNNING", reason="PartitionConfig")) is None
 

@@ -187,6 +187,16 @@ def test_a_job_that_ended_while_no_overcast_watched_is_reported_once(slurm: Scri
     assert fresh.poll() == [] and fresh.active() == []
 
 
+def test_a_state_the_backend_does_not_know_is_not_the_end(slurm: ScriptedSlurm) -> None:
+    b = backend(slurm, [0.0])
+    slurm.job(12, "ovc.1.odd", "RUNNING")
+    assert kinds(b.poll()) == [(EventKind.STARTED, "odd", 1)]
+    slurm.job(12, "ovc.1.odd", "RECONFIG_FAIL")  # a flag squeue may print as the state
+    assert b.poll() == [] and b.active() == [("odd", 1)]  # still ours to watch: not lost, not ended
+    slurm.job(12, "ovc.1.odd", "COMPLETED")
+    assert kinds(b.poll()) == [(EventKind.SUCCEEDED, "odd", 1)]
+
+
 def test_events_the_caller_could_not_handle_are_delivered_again(slurm: ScriptedSlurm) -> None:
     b = backend(slurm, [0.0])
     slurm.job(9, "ovc.1.r", "RUNNING")

@@ -61,6 +61,7 @@ class _Tracked:
     finished: bool = False  # a terminal event was reported (or it is not ours to report any more)
     stopping: bool = False  # overcast asked to stop it: its end is not news
     restarts: int = 0
+    odd_state: str = ""  # a state this version does not know, logged once
 
 
 class SlurmBackend:
@@ -319,9 +320,11 @@ class SlurmBackend:
             tracked.finished = True
             at = float(job.get("end_time") or 0) or self._clock()
             return [*events, self._event(outcome.kind, key, outcome.detail, outcome.exit_code, at)]
-        if not (is_running(job) or is_waiting(job)):
-            tracked.finished = True  # ended after a stop we asked for
-            return events
+        if not (is_running(job) or is_waiting(job)):  # a state this version does not know: keep watching
+            if tracked.odd_state != str(job.get("job_state")):
+                tracked.odd_state = str(job.get("job_state"))
+                log.warning("%s: job %s in unknown state %s", self.name, tracked.slurm_id, tracked.odd_state)
+            return events  # it changes, or slurmctld forgets it (then: "vanished", PREEMPTED)
         hopeless = hopeless_reason(job)
         waited = self._clock() - tracked.submitted_at
         timeout = self.cluster.pending_timeout_s

@@ -13,8 +13,13 @@ from typing import Any
 from overcast.backends.base import EventKind
 from overcast.backends.slurm_cli import decode_exit_status
 
-RUNNING_STATES = frozenset({"RUNNING", "COMPLETING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "RESIZING"})
-WAITING_STATES = frozenset({"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"})
+# Alive on its nodes (STOPPED: SIGSTOPped by ``scontrol suspend``-like tools; SUSPENDED: gang scheduling).
+RUNNING_STATES = frozenset(
+    {"RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "STAGE_OUT", "SIGNALING", "RESIZING"}
+)
+WAITING_STATES = frozenset(
+    {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
+)
 
 # state -> (event, detail). CANCELLED is handled apart: it depends on who cancelled.
 _TERMINAL: dict[str, tuple[EventKind, str]] = {
@@ -41,7 +46,14 @@ _HOPELESS_REASONS = (
     "InvalidQOS",
     "QOSMaxNodePerJobLimit",
     "QOSMaxGRESPerJob",
+    "QOSMaxGRESPerNode",
+    "QOSMaxWallDurationPerJobLimit",
+    "AssocMaxNodePerJobLimit",
+    "AssocMaxGRESPerJob",
+    "AssocMaxWallDurationPerJobLimit",
     "AccountNotAllowed",
+    "QOSNotAllowed",
+    "DependencyNeverSatisfied",
     "JobHeldAdmin",
 )
 
