@@ -4,29 +4,48 @@ from __future__ import annotations
 
 import threading
 
+from alembic.script import ScriptDirectory
 from sqlalchemy import event
 
 from overcast.spec.models import JobSpec
-from overcast.store import JobRecord, JobState, Store
+from overcast.store import JobRecord, JobState, Store, migrate
 
 RACERS = 6
 
 
 def race(fn, n: int = RACERS) -> list:  # type: ignore[no-untyped-def]
-    """Run fn(i) in n threads released together; return their results."""
+    """Run fn(i) in n threads released together; return their results (a racer's error is raised)."""
     barrier = threading.Barrier(n)
     results: list = [None] * n
+    errors: list[BaseException] = []
 
     def run(i: int) -> None:
         barrier.wait()
-        results[i] = fn(i)
+        try:
+            results[i] = fn(i)
+        except BaseException as exc:  # a crashed racer must fail the test, not count as a loser
+            errors.append(exc)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads), "a racer is still running after 30 s"
+    if errors:
+        raise errors[0]
     return results
+
+
+def test_stores_opened_together_migrate_once(store_url: str) -> None:
+    stores = race(lambda _i: Store(store_url))  # each runs the migrations on a fresh database
+    try:
+        head = ScriptDirectory.from_config(migrate.alembic_config()).get_current_head()
+        assert {migrate.current_revision(s.engine) for s in stores} == {head}
+        assert stores[0].submit("ml", JobSpec(name="j")) is not None
+    finally:
+        for s in stores:
+            s.close()
 
 
 def test_exactly_one_racer_launches_each_job(store_url: str) -> None:
@@ -86,25 +105,23 @@ def test_cancel_cannot_overwrite_a_launch_that_won_the_race(store_url: str) -> N
     canceller, loop = Store(store_url), Store(store_url)
     try:
         job = loop.submit("ml", JobSpec(name="j"))
-        launched: list = []
+        launched: list[JobRecord | None] = []
+        racer = threading.Thread(
+            target=lambda: launched.append(
+                loop.transition(job.id, [JobState.PENDING], JobState.LAUNCHING, attempt=1)
+            )
+        )
 
         def launch_in_between(conn, cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
-            if statement.lstrip().upper().startswith("UPDATE JOBS") and not launched:
-                racer = threading.Thread(
-                    target=lambda: launched.append(
-                        loop.transition(job.id, [JobState.PENDING], JobState.LAUNCHING, attempt=1)
-                    )
-                )
+            if statement.lstrip().upper().startswith("UPDATE JOBS") and not racer.is_alive():
                 racer.start()
                 racer.join(timeout=1.0)  # it blocks here if the canceller holds the row (it should)
-                launched.append(racer)
 
         event.listen(canceller.engine, "before_cursor_execute", launch_in_between)
         cancelled = canceller.request_cancel(job.id)
-        launched[-1].join(timeout=30)
-        won = [rec for rec in launched if isinstance(rec, JobRecord)]
+        racer.join(timeout=30)
         final = loop.get(job.id)
-        if won:  # the launch went first: the job must stay launched, only flagged
+        if launched[0] is not None:  # the launch went first: the job must stay launched, only flagged
             assert final.state is JobState.LAUNCHING and final.cancel_requested
         else:  # the cancel went first: the launch's compare-and-set must have failed
             assert final.state is JobState.CANCELLED
