@@ -23,6 +23,26 @@ def test_migrations_create_the_schema_at_head(store_url: str) -> None:
         store.close()
 
 
+def test_a_database_at_the_first_revision_upgrades_with_its_data(store_url: str) -> None:
+    from overcast.spec.models import JobSpec
+    from overcast.store.engine import make_engine
+
+    engine = make_engine(store_url)
+    migrate.upgrade(engine, "0001")
+    engine.dispose()
+    old = Store(store_url)  # at head now
+    job = old.submit("ml", JobSpec(name="kept"))
+    old.close()
+    store = Store(store_url)
+    try:
+        assert store.get(job.id).name == "kept"
+        assert {"ix_events_team_id", "ix_events_job_id_id"} <= {
+            ix["name"] for ix in inspect(store.engine).get_indexes("events")
+        }
+    finally:
+        store.close()
+
+
 def test_tokens_are_hashed_at_rest(store_url: str) -> None:
     store = Store(store_url)
     try:

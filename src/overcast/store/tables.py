@@ -70,11 +70,14 @@ events = Table(
     "events",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("job_id", String(32), index=True),
-    Column("team", String(64), index=True),  # copied from the job so a team's timeline needs no join
+    Column("job_id", String(32)),
+    Column("team", String(64)),  # copied from the job so a team's timeline needs no join
     Column("at", Float, nullable=False),
     Column("kind", String(64), nullable=False),
     Column("detail", Text, nullable=False, default=""),
+    # a team's or a job's timeline, paged by id (GET /v1/events?after=)
+    Index("ix_events_team_id", "team", "id"),
+    Index("ix_events_job_id_id", "job_id", "id"),
 )
 
 launches = Table(
