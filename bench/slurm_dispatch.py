@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))  # tests.fixtures.slurm: the same local clusters t
 
 from overcast.backends.base import EventKind, LaunchRequest  # noqa: E402
 from overcast.backends.slurm import SlurmBackend  # noqa: E402
-from overcast.backends.slurm_states import is_running, is_waiting  # noqa: E402
+from overcast.backends.slurm_states import is_live  # noqa: E402
 from overcast.spec.models import AcceleratorRequest, JobSpec, Resources  # noqa: E402
 from tests.fixtures.slurm import SlurmUnavailable, start_clusters, stop_clusters  # noqa: E402
 
@@ -51,11 +51,11 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def cancel_all(backend: SlurmBackend) -> None:
-    ids = [int(j["job_id"]) for j in backend.cli.squeue() if is_running(j) or is_waiting(j)]
+    ids = [int(j["job_id"]) for j in backend.cli.squeue() if is_live(j)]
     for start in range(0, len(ids), 500):
         backend.cli.scancel(ids[start : start + 500])
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and any(is_running(j) or is_waiting(j) for j in backend.cli.squeue()):
+    while time.monotonic() < deadline and any(is_live(j) for j in backend.cli.squeue()):
         time.sleep(0.2)
 
 

@@ -18,8 +18,7 @@ from overcast.backends.slurm_pools import parse_gpu_gres, pools_from_nodes
 from overcast.backends.slurm_script import batch_script
 from overcast.backends.slurm_states import (
     hopeless_reason,
-    is_running,
-    is_waiting,
+    is_live,
     terminal_outcome,
     was_requeued,
 )
@@ -64,7 +63,7 @@ def test_finished_states_map_to_who_is_at_fault(
     ],
 )
 def test_unfinished_states_are_live_and_not_events(state: str) -> None:
-    assert is_running(job(state)) or is_waiting(job(state))  # active(), and it keeps its nodes/place
+    assert is_live(job(state))  # listed by active(); it keeps its nodes or its place in the queue
     assert terminal_outcome(job(state), stopped_by_us=False) is None
 
 

@@ -34,9 +34,9 @@ from overcast.backends.slurm_config import SAFE_NAME, SlurmCluster, slurm_cluste
 from overcast.backends.slurm_pools import pools_from_nodes
 from overcast.backends.slurm_script import job_env, sbatch_args, write_attempt
 from overcast.backends.slurm_states import (
-    RUNNING_STATES,
-    WAITING_STATES,
+    LIVE_STATES,
     hopeless_reason,
+    is_live,
     is_running,
     is_waiting,
     terminal_outcome,
@@ -49,7 +49,6 @@ __all__ = ["SlurmBackend", "SlurmCluster", "slurm_backends", "slurm_cluster_from
 log = logging.getLogger(__name__)
 
 _SAFE = SAFE_NAME
-_LIVE_STATES = RUNNING_STATES | WAITING_STATES
 _STOPPED_MEMORY = 10_000  # stopped attempts remembered, in case one shows up again (requeue, recovery)
 
 
@@ -89,8 +88,9 @@ class SlurmBackend:
     def job_name(self, job_id: str, attempt: int) -> str:
         return f"{self.cluster.job_prefix}.{attempt}.{job_id}"
 
-    def parse_job_name(self, name: str) -> tuple[str, int] | None:
-        m = self._name_re.match(name or "")
+    def parse_job_name(self, name: object) -> tuple[str, int] | None:
+        """(job id, attempt) from an overcast job name of this prefix; None for any other name."""
+        m = self._name_re.match(str(name or ""))
         return (m.group(2), int(m.group(1))) if m else None
 
     def attempt_dir(self, job_id: str, attempt: int) -> Path:
@@ -201,7 +201,7 @@ class SlurmBackend:
                 while state in ("RUNNING", "COMPLETING") and time.monotonic() < deadline:
                     time.sleep(0.1)
                     state = self._call(self.cli.job_state, tracked.slurm_id)
-            if state in _LIVE_STATES:
+            if state in LIVE_STATES:
                 self._call(self.cli.scancel, [tracked.slurm_id])
         except SlurmUnreachable:
             self._abandoned[key] = tracked.slurm_id
@@ -219,8 +219,8 @@ class SlurmBackend:
             raise ProviderDown(str(e)) from e
         found = {key for key, t in self._jobs.items() if not (t.finished or t.stopping)}
         for job in jobs:
-            key = self.parse_job_name(str(job.get("name") or ""))
-            if key and (is_running(job) or is_waiting(job) or self._unreported_end(key)):
+            key = self.parse_job_name(job.get("name"))
+            if key and (is_live(job) or self._unreported_end(key)):
                 found.add(key)
         return sorted(found)
 
@@ -251,7 +251,7 @@ class SlurmBackend:
         to_cancel: list[int] = []
         abandoned_seen: set[tuple[str, int]] = set()
         for job in jobs:
-            key = self.parse_job_name(str(job.get("name") or ""))
+            key = self.parse_job_name(job.get("name"))
             if key is None:
                 continue
             slurm_id = int(job["job_id"])
@@ -259,12 +259,12 @@ class SlurmBackend:
                 # Came back after we gave up on it: it must not run next to its relaunch. Kept until
                 # slurmctld forgets it: a recovering slurmctld can show it ended, then running again.
                 abandoned_seen.add(key)
-                if (is_running(job) or is_waiting(job)) and job.get("job_state") != "COMPLETING":
+                if is_live(job) and job.get("job_state") != "COMPLETING":
                     to_cancel.append(slurm_id)
                 continue
             tracked = self._jobs.get(key)
             if tracked is None or tracked.slurm_id != slurm_id:
-                if not (is_running(job) or is_waiting(job) or self._unreported_end(key)):
+                if not (is_live(job) or self._unreported_end(key)):
                     continue  # overcast stopped it, or it is an older copy of an attempt we track
                 # Launched by an earlier process of ours: adopt it. One that ended meanwhile is reported
                 # (again, perhaps: the loop ignores a repeat), so a finished job is not rerun.
@@ -301,7 +301,7 @@ class SlurmBackend:
         if tracked.finished:
             return []
         if tracked.stopping:  # overcast asked for its end: nothing it does is news any more
-            tracked.finished = not (is_running(job) or is_waiting(job))
+            tracked.finished = not is_live(job)
             return []
         events = []
         if is_running(job) and not tracked.started:
@@ -320,7 +320,7 @@ class SlurmBackend:
             tracked.finished = True
             at = float(job.get("end_time") or 0) or self._clock()
             return [*events, self._event(outcome.kind, key, outcome.detail, outcome.exit_code, at)]
-        if not (is_running(job) or is_waiting(job)):  # a state this version does not know: keep watching
+        if not is_live(job):  # a state this version does not know: keep watching
             if tracked.odd_state != str(job.get("job_state")):
                 tracked.odd_state = str(job.get("job_state"))
                 log.warning("%s: job %s in unknown state %s", self.name, tracked.slurm_id, tracked.odd_state)
@@ -356,9 +356,7 @@ class SlurmBackend:
         """A job we did not launch in this process (after a restart): look it up by name."""
         jobs = self._call(self._squeue)
         for job in jobs:
-            if self.parse_job_name(str(job.get("name") or "")) == (job_id, attempt) and (
-                is_running(job) or is_waiting(job)
-            ):
+            if self.parse_job_name(job.get("name")) == (job_id, attempt) and is_live(job):
                 tracked = self._jobs[(job_id, attempt)] = _Tracked(int(job["job_id"]), self._clock())
                 return tracked
         return None

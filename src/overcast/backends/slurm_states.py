@@ -20,6 +20,7 @@ RUNNING_STATES = frozenset(
 WAITING_STATES = frozenset(
     {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
 )
+LIVE_STATES = RUNNING_STATES | WAITING_STATES
 
 # state -> (event, detail). CANCELLED is handled apart: it depends on who cancelled.
 _TERMINAL: dict[str, tuple[EventKind, str]] = {
@@ -79,6 +80,11 @@ def is_running(job: dict[str, Any]) -> bool:
 
 def is_waiting(job: dict[str, Any]) -> bool:
     return base_state(job) in WAITING_STATES
+
+
+def is_live(job: dict[str, Any]) -> bool:
+    """Queued or running: it holds (or waits for) nodes, and it has not ended."""
+    return base_state(job) in LIVE_STATES
 
 
 def terminal_outcome(job: dict[str, Any], stopped_by_us: bool) -> Outcome | None:
