@@ -59,13 +59,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
             proc.wait(timeout=5)
 
 
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def cli(env: dict[str, str], *args: str, columns: int = 200) -> subprocess.CompletedProcess[str]:
     """Run the CLI in this process (fast; the client reads its settings from the environment)."""
     from typer.testing import CliRunner
 
     from overcast.cli.main import app
 
-    result = CliRunner().invoke(app, list(args), env=env | {"COLUMNS": "200"}, catch_exceptions=False)
+    result = CliRunner().invoke(app, list(args), env=env | {"COLUMNS": str(columns)}, catch_exceptions=False)
     return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
 
 
@@ -153,3 +153,9 @@ def test_logs_follow_waits_for_the_start_and_ends(server: dict[str, str], tmp_pa
     followed = cli(server, "logs", job_id, "-f")
     assert followed.returncode == 0, followed.stderr
     assert followed.stdout.split("\n")[:3] == ["line 1", "line 2", "line 3"]
+
+
+def test_ids_stay_whole_in_a_narrow_terminal(server: dict[str, str], tmp_path: Path) -> None:
+    job_id = cli(server, "launch", job_file(tmp_path, "narrow", "exit 0")).stdout.split()[1]
+    assert job_id in cli(server, "status", columns=60).stdout  # so it can be copied into `overcast logs`
+    assert "local/azure-local" in cli(server, "pools", columns=60).stdout

@@ -37,13 +37,14 @@ def _when(at: float | None) -> str:
     return datetime.fromtimestamp(at).strftime("%H:%M:%S") if at else "-"
 
 
-def _table(*headers: str) -> Any:
-    """A rich table whose cells fold rather than being cut short in a narrow terminal or a pipe."""
+def _table(*headers: str, whole: tuple[str, ...] = ("job", "pool")) -> Any:
+    """A rich table whose cells fold rather than being cut short in a narrow terminal or a pipe; the
+    ``whole`` columns (ids a user copies into the next command) never break."""
     from rich.table import Table
 
     table = Table()
     for header in headers:
-        table.add_column(header, overflow="fold")
+        table.add_column(header, no_wrap=header in whole, overflow="fold")
     return table
 
 
