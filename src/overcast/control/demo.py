@@ -84,34 +84,36 @@ def run_demo(
     job = store.submit("default", spec)
     say(f"submitted {job.id}: 2 nodes x H100:1, checkpoints every 10 of {steps} steps")
     checkpoint = home / "checkpoints" / job.id / "checkpoint.npz"
-    seen = 0
-    downed = False
-    ran_on: list[str] = []
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        loop.tick()
-        for event in store.events(after_id=seen):
-            seen = event.id
-            if on_event:
-                on_event(event)
-        now = store.get(job.id)
-        assert now is not None
-        if now.state is JobState.RUNNING and (not ran_on or ran_on[-1] != now.pool_id):
-            ran_on.append(now.pool_id or "?")
-        if now.state.terminal:
-            break
-        if not downed and now.state is JobState.RUNNING and _checkpoint_step(checkpoint) >= down_at_step:
-            step = _checkpoint_step(checkpoint)
-            say(f"chaos: azure-local goes down (the job has a checkpoint at step {step})")
-            azure.set_down(True)
-            store.add_event(None, "chaos", "azure-local down")
-            downed = True
-        time.sleep(0.1)
-    else:
+    try:
+        seen = 0
+        downed = False
+        ran_on: list[str] = []
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            loop.tick()
+            for event in store.events(after_id=seen):
+                seen = event.id
+                if on_event:
+                    on_event(event)
+            now = store.get(job.id)
+            assert now is not None
+            if now.state is JobState.RUNNING and (not ran_on or ran_on[-1] != now.pool_id):
+                ran_on.append(now.pool_id or "?")
+            if now.state.terminal:
+                break
+            if not downed and now.state is JobState.RUNNING and _checkpoint_step(checkpoint) >= down_at_step:
+                step = _checkpoint_step(checkpoint)
+                say(f"chaos: azure-local goes down (the job has a checkpoint at step {step})")
+                azure.set_down(True)
+                store.add_event(None, "chaos", "azure-local down")
+                downed = True
+            time.sleep(0.1)
+        else:
+            raise TimeoutError(f"the demo job did not finish within {timeout_s:.0f}s")
+    finally:  # a timeout or Ctrl-C must not leave trainers running in the background
         for backend in backends:
             for job_id, attempt in backend.active():
                 backend.stop(job_id, attempt, 1.0)
-        raise TimeoutError(f"the demo job did not finish within {timeout_s:.0f}s")
 
     final = store.get(job.id)
     assert final is not None
