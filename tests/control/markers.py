@@ -8,7 +8,8 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-LINE = '"$OVERCAST_JOB_ID $OVERCAST_ATTEMPT $OVERCAST_NODE_RANK {what} $(date +%s.%N)" >> {shared}'
+FIELDS = "$OVERCAST_JOB_ID $OVERCAST_ATTEMPT $OVERCAST_NODE_RANK {what} $(date +%s.%N) $OVERCAST_NUM_NODES"
+LINE = f'"{FIELDS}" >> {{shared}}'
 
 
 def marker_run(shared: Path, seconds: float) -> str:
@@ -17,20 +18,21 @@ def marker_run(shared: Path, seconds: float) -> str:
     return f"trap 'echo {stop}; exit 143' TERM\necho {start}\nsleep {seconds}\necho {done}\n"
 
 
-def read_marks(shared: Path) -> list[tuple[str, int, int, str, float]]:
+def read_marks(shared: Path) -> list[tuple[str, int, int, str, float, int]]:
+    """(job, attempt, rank, what, at, nodes) for every mark."""
     if not shared.exists():
         return []
     marks = []
     for line in shared.read_text().splitlines():
-        job, attempt, rank, what, at = line.split()
-        marks.append((job, int(attempt), int(rank), what, float(at)))
+        job, attempt, rank, what, at, nodes = line.split()
+        marks.append((job, int(attempt), int(rank), what, float(at), int(nodes)))
     return marks
 
 
 def overlapping_attempts(shared: Path) -> list[str]:
     """Jobs with two attempts alive at the same time (an attempt with no end mark runs forever)."""
     spans: dict[str, dict[int, list[float]]] = defaultdict(dict)
-    for job, attempt, _rank, what, at in read_marks(shared):
+    for job, attempt, _rank, what, at, _nodes in read_marks(shared):
         span = spans[job].setdefault(attempt, [math.inf, -math.inf, 0])
         if what == "start":
             span[0] = min(span[0], at)
@@ -50,12 +52,16 @@ def overlapping_attempts(shared: Path) -> list[str]:
 
 
 def completions(shared: Path) -> dict[str, int]:
-    """job -> how many attempts finished their work on every node (1 is right)."""
-    done: dict[tuple[str, int], int] = defaultdict(int)
-    for job, attempt, _rank, what, _at in read_marks(shared):
+    """job -> how many attempts finished their work on every node (1 is right). An attempt that a crash
+    cut off mid-launch may have finished on the nodes it started: that gang never ran whole."""
+    done: dict[tuple[str, int], set[int]] = defaultdict(set)
+    gang: dict[tuple[str, int], int] = {}
+    for job, attempt, rank, what, _at, nodes in read_marks(shared):
         if what == "done":
-            done[(job, attempt)] += 1
+            done[(job, attempt)].add(rank)
+            gang[(job, attempt)] = nodes
     count: dict[str, int] = defaultdict(int)
-    for (job, _attempt), _nodes in done.items():
-        count[job] += 1
+    for (job, attempt), ranks in done.items():
+        if len(ranks) == gang[(job, attempt)]:
+            count[job] += 1
     return dict(count)

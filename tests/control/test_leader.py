@@ -65,7 +65,7 @@ def test_two_loop_processes_on_postgres_never_launch_a_job_twice(postgres_url: s
                 stop_loop(proc, signal.SIGTERM)
     states = {i: (store.get(i).state, store.get(i).reason) for i in ids}
     assert {s for s, _ in states.values()} == {JobState.SUCCEEDED}, (states, log.read_text()[-2000:])
-    starts = [(j, a, r) for j, a, r, what, _ in read_marks(shared) if what == "start"]
+    starts = [(j, a, r) for j, a, r, what, _at, _nodes in read_marks(shared) if what == "start"]
     assert len(starts) == len(set(starts))  # no (job, attempt, node) started twice
     assert overlapping_attempts(shared) == []
     assert completions(shared) == dict.fromkeys(ids, 1)
