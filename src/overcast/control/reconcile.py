@@ -68,12 +68,12 @@ def reconcile(rt: Runtime, in_flight: Callable[[str], bool] = lambda job_id: Fal
         for job_id, attempt in sorted(pairs):
             if (name, job_id, attempt) not in expected:
                 rt.stop(name, job_id, attempt)
-                store.end_launch(job_id, attempt, "orphan")
                 report.stopped.append((job_id, attempt))
                 job = store.get(job_id)
-                if job is None or not (job.state.terminal and job.attempt == attempt):  # not just a replay
-                    detail = f"attempt {attempt} on {name}: not expected there"
-                    store.add_event(job_id, "orphan-stopped", detail)
+                if job is not None and job.state.terminal and job.attempt == attempt:
+                    continue  # the attempt that ended the job, its end not yet acknowledged: no orphan
+                store.end_launch(job_id, attempt, "orphan")
+                store.add_event(job_id, "orphan-stopped", f"attempt {attempt} on {name}: not expected there")
     for launch in store.launches(active_only=True):
         if (launch.job_id, launch.attempt) not in keep:
             store.end_launch(launch.job_id, launch.attempt, "stale")
