@@ -42,6 +42,7 @@ from overcast.backends.base import (
 from overcast.backends.local_procs import alive, real_gpu_count, signal_group, terminate_groups
 from overcast.backends.local_runner import process_start_time, write_json_atomic
 from overcast.placement.pool import Health, Pool, Purchase
+from overcast.store.engine import overcast_home
 
 STARTING_SECONDS = 5.0  # a node with no pid file yet is still starting for this long (crash mid-launch)
 
@@ -85,10 +86,6 @@ def visible_devices(node_id: int, gpus_per_node: int, real_gpus: int) -> str:
     when there are any (so a laptop with 1 GPU can host a fleet of 8-GPU nodes), else fake slot ids."""
     slots = range(node_id * gpus_per_node, (node_id + 1) * gpus_per_node)
     return ",".join(str(slot % real_gpus if real_gpus else slot) for slot in slots)
-
-
-def overcast_home() -> Path:
-    return Path(os.environ.get("OVERCAST_HOME") or Path.home() / ".overcast")
 
 
 class LocalBackend:
