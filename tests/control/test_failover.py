@@ -85,3 +85,15 @@ def test_backoff_doubles_up_to_its_cap_even_after_thousands_of_failures() -> Non
     backoff = Backoff(base_seconds=30.0, cap_seconds=600.0)
     assert [backoff.cooldown(n) for n in (1, 2, 3, 5, 6)] == [30.0, 60.0, 120.0, 480.0, 600.0]
     assert backoff.cooldown(5000) == 600.0  # a week sold out: 2**4999 seconds would overflow a float
+
+
+def test_pools_to_avoid_are_forgotten_once_the_job_no_longer_waits(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    loop = make_loop(tmp_path, store)
+    for backend in loop.backends.values():
+        backend.set_capacity_error(True)
+    record = store.submit("default", job("refused", "true"))
+    run_until(loop, lambda: len(loop.rt.avoid.get(record.id, ())) == 2)  # refused by both pools
+    store.request_cancel(record.id)
+    loop.tick()
+    assert loop.rt.avoid == {}

@@ -108,6 +108,7 @@ class ControlLoop:
         now = self.rt.clock()
         health = self.store.pool_health()
         snapshot = build_snapshot(self.rt, now, health)  # (c)
+        self._forget_avoids({job.id for job in snapshot.pending})
         decisions = self.decide(snapshot)  # (d)
         pools = {pool.id: pool for pool in snapshot.pools}
         apply_decisions(self.rt, decisions, pools, health, self.renew_lease, self.stopper.stop)  # (e)
@@ -130,6 +131,11 @@ class ControlLoop:
             if stopping is None:
                 continue
             self.stopper.stop(stopping, "cancelled")
+
+    def _forget_avoids(self, pending: set[str]) -> None:
+        """Pools a job should avoid matter only while it waits; ended jobs must not pile up here."""
+        for job_id in set(self.rt.avoid) - pending:
+            del self.rt.avoid[job_id]
 
     def _note_unplaced(self, unplaced: dict[str, str]) -> None:
         """Say why a job waits, once per change of reason (not every tick)."""
