@@ -7,9 +7,11 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from overcast.backends.base import BackendEvent, EventKind, LaunchRequest
 from overcast.backends.slurm import SlurmBackend
+from overcast.backends.slurm_cli import SlurmUnreachable
 from overcast.placement.pool import Pool
 from overcast.spec.models import AcceleratorRequest, JobSpec, Resources
 
@@ -95,3 +97,31 @@ def wait_until(done: Callable[[], bool], timeout: float = 30.0, what: str = "con
 def node_log(backend: SlurmBackend, job_id: str, attempt: int, rank: int) -> str:
     path = backend.log_path(job_id, attempt, rank)
     return path.read_text() if path.exists() else ""
+
+
+class MemoryQueue:
+    """What the backend asks Slurm, answered from a list of job records."""
+
+    def __init__(self) -> None:
+        self.jobs: list[dict[str, Any]] = []
+        self.down = False
+        self.cancelled: list[int] = []
+
+    def squeue(self) -> list[dict[str, Any]]:
+        if self.down:
+            raise SlurmUnreachable("connection refused")
+        return [dict(j) for j in self.jobs]
+
+    squeue_text = squeue
+
+    def job_state(self, job_id: int) -> str | None:
+        return next((j["job_state"] for j in self.squeue() if j["job_id"] == job_id), None)
+
+    def scancel(self, job_ids: list[int], signal: str | None = None, full: bool = False) -> None:
+        if self.down:
+            raise SlurmUnreachable("connection refused")
+        if signal is None:
+            self.cancelled.extend(job_ids)
+            for job in self.jobs:
+                if job["job_id"] in job_ids and job["job_state"] in ("PENDING", "RUNNING", "COMPLETING"):
+                    job |= {"job_state": "CANCELLED", "state_reason": "None"}

@@ -5,14 +5,12 @@ stand-in for the Slurm commands."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from overcast.backends.base import EventKind
 from overcast.backends.slurm import SlurmBackend, SlurmCluster
-from overcast.backends.slurm_cli import SlurmUnreachable
+from tests.slurm.helpers import MemoryQueue
 
 TERMINAL = {EventKind.SUCCEEDED, EventKind.FAILED, EventKind.PREEMPTED, EventKind.PROVIDER_DOWN,
             EventKind.CAPACITY_ERROR}  # fmt: skip
@@ -24,34 +22,6 @@ STEPS = st.sampled_from(
         ("VANISH", ""), ("DOWN", ""), ("STOP", ""), ("WAIT", ""),
     ]
 )  # fmt: skip
-
-
-class MemoryQueue:
-    """What the backend asks Slurm, answered from a list of job records."""
-
-    def __init__(self) -> None:
-        self.jobs: list[dict[str, Any]] = []
-        self.down = False
-        self.cancelled: list[int] = []
-
-    def squeue(self) -> list[dict[str, Any]]:
-        if self.down:
-            raise SlurmUnreachable("connection refused")
-        return [dict(j) for j in self.jobs]
-
-    squeue_text = squeue
-
-    def job_state(self, job_id: int) -> str | None:
-        return next((j["job_state"] for j in self.squeue() if j["job_id"] == job_id), None)
-
-    def scancel(self, job_ids: list[int], signal: str | None = None, full: bool = False) -> None:
-        if self.down:
-            raise SlurmUnreachable("connection refused")
-        if signal is None:
-            self.cancelled.extend(job_ids)
-            for job in self.jobs:
-                if job["job_id"] in job_ids and job["job_state"] in ("PENDING", "RUNNING", "COMPLETING"):
-                    job |= {"job_state": "CANCELLED", "state_reason": "None"}
 
 
 @settings(max_examples=300, deadline=None)

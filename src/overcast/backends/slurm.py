@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -72,6 +73,9 @@ class SlurmBackend:
         self.cli = SlurmCommands(conf=cluster.conf, timeout_s=cluster.command_timeout_s)
         self.work_dir = Path(cluster.work_dir).expanduser() / cluster.name
         self._clock = clock
+        # stop() runs in the control loop's stopper threads, next to poll(), active() and launch(): the
+        # bookkeeping below is changed under this lock (never held while waiting out a grace period).
+        self._lock = threading.RLock()
         self._jobs: dict[tuple[str, int], _Tracked] = {}
         self._abandoned: dict[tuple[str, int], int] = {}  # reported PROVIDER_DOWN; cancel if seen again
         self._stopped: dict[tuple[str, int], None] = {}  # attempts overcast stopped (oldest first)
@@ -159,7 +163,9 @@ class SlurmBackend:
                 f"({pool.capacity_nodes} usable nodes)"
             )
         key = (request.job_id, request.attempt)
-        if key in self._jobs and not self._jobs[key].finished:
+        with self._lock:
+            tracked = self._jobs.get(key)
+        if tracked is not None and not tracked.finished:
             raise ValueError(f"job {request.job_id} attempt {request.attempt} is already on {self.name}")
         attempt_dir = self.attempt_dir(request.job_id, request.attempt)
         gres_type = pool.labels.get("gres_type") or self._gres_type(pool.accelerator)
@@ -173,8 +179,9 @@ class SlurmBackend:
             raise ProviderDown(str(e)) from e
         except SlurmError as e:  # slurmctld refused: this pool cannot take the job as asked
             raise CapacityError(f"{self.name}: {e}") from e
-        self._jobs[key] = _Tracked(slurm_id=slurm_id, submitted_at=self._clock())
-        self._stopped.pop(key, None)
+        with self._lock:
+            self._jobs[key] = _Tracked(slurm_id=slurm_id, submitted_at=self._clock())
+            self._stopped.pop(key, None)
         return Allocation(request.job_id, request.attempt, self.name, f"{self.cluster.name}:{slurm_id}")
 
     def stop(self, job_id: str, attempt: int, grace_seconds: float) -> None:
@@ -183,16 +190,17 @@ class SlurmBackend:
         Never raises for a cluster that is down: the job is remembered and cancelled as soon as the
         cluster answers again, so it cannot keep running next to its relaunch."""
         key = (job_id, attempt)
-        self._stopped[key] = None
-        while len(self._stopped) > _STOPPED_MEMORY:
-            del self._stopped[next(iter(self._stopped))]  # the oldest
-        try:
-            tracked = self._jobs.get(key) or self._find(job_id, attempt)
-        except SlurmUnreachable:
-            return
-        if tracked is None:
-            return
-        tracked.stopping = True
+        with self._lock:
+            self._stopped[key] = None
+            while len(self._stopped) > _STOPPED_MEMORY:
+                del self._stopped[next(iter(self._stopped))]  # the oldest
+            try:
+                tracked = self._jobs.get(key) or self._find(job_id, attempt)
+            except SlurmUnreachable:
+                return
+            if tracked is None:
+                return
+            tracked.stopping = True
         try:
             state = self._call(self.cli.job_state, tracked.slurm_id)
             if grace_seconds > 0 and state == "RUNNING":
@@ -204,7 +212,8 @@ class SlurmBackend:
             if state in LIVE_STATES:
                 self._call(self.cli.scancel, [tracked.slurm_id])
         except SlurmUnreachable:
-            self._abandoned[key] = tracked.slurm_id
+            with self._lock:
+                self._abandoned[key] = tracked.slurm_id
         except SlurmError as e:  # it ended between our look and our cancel: nothing left to stop
             log.info("stop of %s attempt %d on %s: %s", job_id, attempt, self.name, e)
 
@@ -213,6 +222,10 @@ class SlurmBackend:
         attempt whose end ``poll()`` has not reported yet (as the local backend does): a reconcile that reads
         the queue between a job's end and the next poll must not requeue it as "lost", which would rerun a
         finished job, or relaunch a preempted one without counting the restart or avoiding the pool."""
+        with self._lock:
+            return self._active()
+
+    def _active(self) -> list[tuple[str, int]]:
         try:
             jobs = self._call(self._squeue)
         except SlurmUnreachable as e:
@@ -226,12 +239,14 @@ class SlurmBackend:
 
     def redeliver(self) -> None:
         """The caller could not handle the last poll's events: the next poll reports them again."""
-        self._redeliver = self._delivered
+        with self._lock:
+            self._redeliver = self._delivered
 
     def poll(self) -> list[BackendEvent]:
-        events = [*self._redeliver, *self._poll()]
-        self._redeliver, self._delivered = [], events
-        return events
+        with self._lock:
+            events = [*self._redeliver, *self._poll()]
+            self._redeliver, self._delivered = [], events
+            return events
 
     def _poll(self) -> list[BackendEvent]:
         try:
