@@ -47,12 +47,16 @@ def test_metrics_count_jobs_by_state_and_submissions(api: Api) -> None:
     assert "overcast_decision_seconds_bucket" in text
 
 
-def test_healthz_is_503_when_the_database_does_not_answer(api: Api, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_503_when_the_database_does_not_answer(api: Api, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from sqlalchemy.exc import OperationalError
 
     def down() -> None:
         raise OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
 
+    api.client.get("/v1/jobs", headers=api.auth("ml"))  # the token is cached from here on
     monkeypatch.setattr(api.store.engine, "connect", down)
+    expected = {"detail": "the sqlite database does not answer; retry later"}
     resp = api.client.get("/healthz")
-    assert resp.status_code == 503 and resp.json() == {"detail": "the sqlite database does not answer"}
+    assert resp.status_code == 503 and resp.json() == expected
+    resp = api.client.get("/v1/jobs", headers=api.auth("ml"))
+    assert resp.status_code == 503 and resp.json() == expected

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError, StatementError
+from sqlalchemy.exc import DataError, OperationalError, StatementError
 
 from overcast.api.schemas import SUBMIT_TAGS, ErrorOut
 
@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "missing or unknown token"},
     422: {"model": ErrorOut, "description": "invalid request or spec"},
+    503: {"model": ErrorOut, "description": "the database does not answer"},
 }
 
 
@@ -52,6 +53,13 @@ def install(app: FastAPI) -> None:
         # A value the database refuses (out of range, say) is the client's mistake, not a crash.
         first = str(exc.orig).splitlines()[0] if str(exc.orig) else type(exc.orig).__name__
         return _error(422, detail=f"the database rejected a value: {first}")
+
+    @app.exception_handler(OperationalError)
+    async def _unavailable(request: Request, exc: OperationalError) -> JSONResponse:
+        # Refused connection, lost server, SQLite lock held past the busy timeout: retryable.
+        log.warning("the database does not answer: %s", exc.orig)
+        dialect = request.app.state.store.dialect
+        return _error(503, detail=f"the {dialect} database does not answer; retry later")
 
     @app.exception_handler(StatementError)
     async def _statement_error(_request: Request, exc: StatementError) -> JSONResponse:
