@@ -157,6 +157,20 @@ def test_a_slurm_requeue_ends_the_attempt_unless_requeue_is_allowed(
         assert kinds(events) == [(EventKind.PREEMPTED, "rq", 1)] and slurm.cancelled() == ["11"]
 
 
+def test_a_job_slurm_requeued_in_place_waits_its_own_pending_timeout(slurm: ScriptedSlurm) -> None:
+    now = [0.0]
+    b = backend(slurm, now, requeue=True, pending_timeout_s=60)
+    slurm.job(13, "ovc.1.long", "RUNNING")
+    assert kinds(b.poll()) == [(EventKind.STARTED, "long", 1)]
+    now[0] = 1000.0  # it ran for a while, then lost a node: Slurm requeues it
+    slurm.job(13, "ovc.1.long", "PENDING", state_reason="BeginTime", restart_cnt=1)
+    assert b.poll() == []
+    now[0] = 1050.0
+    assert b.poll() == []  # waiting 50 s since the requeue, not 1050 s since the submission
+    now[0] = 1061.0
+    assert kinds(b.poll()) == [(EventKind.CAPACITY_ERROR, "long", 1)]
+
+
 def test_active_lists_live_overcast_jobs_of_this_prefix_and_ends_not_yet_reported(
     slurm: ScriptedSlurm,
 ) -> None:

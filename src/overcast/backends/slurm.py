@@ -17,8 +17,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,20 +31,13 @@ from overcast.backends.base import (
 )
 from overcast.backends.slurm_cli import SlurmCommands, SlurmError, SlurmUnreachable
 from overcast.backends.slurm_config import SAFE_NAME, SlurmCluster, slurm_cluster_from_fleet
+from overcast.backends.slurm_events import Tracked, attempt_events, event
 from overcast.backends.slurm_pools import pools_from_nodes
 from overcast.backends.slurm_script import job_env, sbatch_args, write_attempt
-from overcast.backends.slurm_states import (
-    LIVE_STATES,
-    hopeless_reason,
-    is_live,
-    is_running,
-    is_waiting,
-    terminal_outcome,
-    was_requeued,
-)
+from overcast.backends.slurm_states import LIVE_STATES, is_live
 from overcast.placement.pool import Health, Pool
 
-__all__ = ["SlurmBackend", "SlurmCluster", "slurm_backends", "slurm_cluster_from_fleet"]
+__all__ = ["SlurmBackend", "SlurmCluster", "slurm_cluster_from_fleet"]
 
 log = logging.getLogger(__name__)
 
@@ -53,19 +45,8 @@ _SAFE = SAFE_NAME
 _STOPPED_MEMORY = 10_000  # stopped attempts remembered, in case one shows up again (requeue, recovery)
 
 
-@dataclass(slots=True)
-class _Tracked:
-    slurm_id: int
-    submitted_at: float
-    started: bool = False
-    finished: bool = False  # a terminal event was reported (or it is not ours to report any more)
-    stopping: bool = False  # overcast asked to stop it: its end is not news
-    restarts: int = 0
-    odd_state: str = ""  # a state this version does not know, logged once
-
-
 class SlurmBackend:
-    """The Backend protocol over one Slurm cluster. Make one per cluster (see ``slurm_backends``)."""
+    """The Backend protocol over one Slurm cluster (make one per cluster)."""
 
     def __init__(self, cluster: SlurmCluster, clock: Callable[[], float] = time.time) -> None:
         self.cluster = cluster
@@ -76,7 +57,7 @@ class SlurmBackend:
         # stop() runs in the control loop's stopper threads, next to poll(), active() and launch(): the
         # bookkeeping below is changed under this lock (never held while waiting out a grace period).
         self._lock = threading.RLock()
-        self._jobs: dict[tuple[str, int], _Tracked] = {}
+        self._jobs: dict[tuple[str, int], Tracked] = {}
         self._abandoned: dict[tuple[str, int], int] = {}  # reported PROVIDER_DOWN; cancel if seen again
         self._stopped: dict[tuple[str, int], None] = {}  # attempts overcast stopped (oldest first)
         self._pools: list[Pool] = []
@@ -180,7 +161,7 @@ class SlurmBackend:
         except SlurmError as e:  # slurmctld refused: this pool cannot take the job as asked
             raise CapacityError(f"{self.name}: {e}") from e
         with self._lock:
-            self._jobs[key] = _Tracked(slurm_id=slurm_id, submitted_at=self._clock())
+            self._jobs[key] = Tracked(slurm_id=slurm_id, submitted_at=self._clock())
             self._stopped.pop(key, None)
         return Allocation(request.job_id, request.attempt, self.name, f"{self.cluster.name}:{slurm_id}")
 
@@ -285,17 +266,19 @@ class SlurmBackend:
                 # (again, perhaps: the loop ignores a repeat), so a finished job is not rerun.
                 submitted = float(job.get("submit_time") or 0)
                 restarts = int(job.get("restart_cnt") or 0)  # requeues before we saw it are not news
-                tracked = self._jobs[key] = _Tracked(slurm_id, submitted, restarts=restarts)
+                tracked = self._jobs[key] = Tracked(slurm_id, submitted, restarts=restarts)
                 if key in self._stopped:  # overcast stopped this attempt before it showed up here
                     tracked.stopping = True
                     to_cancel.append(slurm_id)
             seen.add(key)
-            events.extend(self._job_events(key, tracked, job, to_cancel))
+            events.extend(attempt_events(self.cluster, key, tracked, job, self._clock(), to_cancel))
         for key, tracked in list(self._jobs.items()):
             if key in seen:
                 continue
             if not tracked.finished and not tracked.stopping:
-                events.append(self._event(EventKind.PREEMPTED, key, "job vanished from the Slurm queue"))
+                events.append(
+                    event(EventKind.PREEMPTED, key, self._clock(), "job vanished from the Slurm queue")
+                )
             del self._jobs[key]  # slurmctld forgot it (MinJobAge): so do we
         for key in set(self._abandoned) - abandoned_seen:
             del self._abandoned[key]
@@ -310,47 +293,6 @@ class SlurmBackend:
 
     # --- helpers -----------------------------------------------------------------------------------------
 
-    def _job_events(
-        self, key: tuple[str, int], tracked: _Tracked, job: dict[str, Any], to_cancel: list[int]
-    ) -> list[BackendEvent]:
-        if tracked.finished:
-            return []
-        if tracked.stopping:  # overcast asked for its end: nothing it does is news any more
-            tracked.finished = not is_live(job)
-            return []
-        events = []
-        if is_running(job) and not tracked.started:
-            tracked.started = True
-            events.append(self._event(EventKind.STARTED, key, f"running on {job.get('nodes')}"))
-        if was_requeued(job, tracked.restarts):
-            tracked.restarts = int(job.get("restart_cnt") or 0)
-            tracked.started = False
-            if not self.cluster.requeue:  # overcast owns restarts: end this attempt, relaunch elsewhere
-                tracked.finished = True
-                to_cancel.append(tracked.slurm_id)
-                return [*events, self._event(EventKind.PREEMPTED, key, "requeued by Slurm")]
-            return events
-        outcome = terminal_outcome(job, tracked.stopping)
-        if outcome is not None:
-            tracked.finished = True
-            at = float(job.get("end_time") or 0) or self._clock()
-            return [*events, self._event(outcome.kind, key, outcome.detail, outcome.exit_code, at)]
-        if not is_live(job):  # a state this version does not know: keep watching
-            if tracked.odd_state != str(job.get("job_state")):
-                tracked.odd_state = str(job.get("job_state"))
-                log.warning("%s: job %s in unknown state %s", self.name, tracked.slurm_id, tracked.odd_state)
-            return events  # it changes, or slurmctld forgets it (then: "vanished", PREEMPTED)
-        hopeless = hopeless_reason(job)
-        waited = self._clock() - tracked.submitted_at
-        timeout = self.cluster.pending_timeout_s
-        if hopeless is None and is_waiting(job) and timeout is not None and waited > timeout:
-            hopeless = f"still pending after {waited:.0f}s ({job.get('state_reason')})"
-        if hopeless is not None:
-            tracked.finished = tracked.stopping = True
-            to_cancel.append(tracked.slurm_id)
-            events.append(self._event(EventKind.CAPACITY_ERROR, key, f"cannot start here: {hopeless}"))
-        return events
-
     def _unreported_end(self, key: tuple[str, int]) -> bool:
         """An ended overcast job this process neither tracks nor stopped: it ended while no process of
         ours watched (after a restart), so its end is still news."""
@@ -362,29 +304,19 @@ class SlurmBackend:
         events = []
         for key, tracked in list(self._jobs.items()):
             if not tracked.finished and not tracked.stopping:
-                events.append(self._event(EventKind.PROVIDER_DOWN, key, why))
+                events.append(event(EventKind.PROVIDER_DOWN, key, self._clock(), why))
             self._abandoned[key] = tracked.slurm_id
             del self._jobs[key]
         return events
 
-    def _find(self, job_id: str, attempt: int) -> _Tracked | None:
+    def _find(self, job_id: str, attempt: int) -> Tracked | None:
         """A job we did not launch in this process (after a restart): look it up by name."""
         jobs = self._call(self._squeue)
         for job in jobs:
             if self.parse_job_name(job.get("name")) == (job_id, attempt) and is_live(job):
-                tracked = self._jobs[(job_id, attempt)] = _Tracked(int(job["job_id"]), self._clock())
+                tracked = self._jobs[(job_id, attempt)] = Tracked(int(job["job_id"]), self._clock())
                 return tracked
         return None
-
-    def _event(
-        self,
-        kind: EventKind,
-        key: tuple[str, int],
-        detail: str,
-        exit_code: int | None = None,
-        at: float | None = None,
-    ) -> BackendEvent:
-        return BackendEvent(kind, key[0], key[1], at or self._clock(), detail, exit_code)
 
     def _gres_type(self, accelerator: str) -> str:
         """The cluster's GRES type for an accelerator (for pools from a fleet file, which lack it)."""
@@ -392,13 +324,3 @@ class SlurmBackend:
             if pool.accelerator == accelerator and pool.labels.get("gres_type"):
                 return pool.labels["gres_type"]
         return accelerator.lower()
-
-
-def slurm_backends(clusters: Iterable[SlurmCluster]) -> list[SlurmBackend]:
-    """One backend per cluster; names must be unique (they are the backends' names in pools)."""
-    backends: dict[str, SlurmBackend] = {}
-    for cluster in clusters:
-        if cluster.name in backends:
-            raise ValueError(f"Slurm cluster {cluster.name!r} is declared twice")
-        backends[cluster.name] = SlurmBackend(cluster)
-    return list(backends.values())
