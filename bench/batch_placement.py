@@ -3,6 +3,9 @@
     python bench/batch_placement.py            # J in {1k, 10k, 50k} x P in {300, 1000}, flat and tiered,
                                                # plus 10k x 1k and 50k x 1k with longer budgets
     python bench/batch_placement.py --quick    # about 30 s: 1k and 10k jobs x 300 pools, flat only
+    python bench/batch_placement.py --case 10000 1000 [--tiered] [--budget 1.5] [--profile]
+                                               # one row, not written to results; --profile prints the
+                                               # top of a CPU-time cProfile of the solve
 
 Each row solves one generated queue (bench/queue_gen.py, seed 1) twice in this process: the greedy
 fallback alone (the baseline) and the full pipeline (``solve(method="auto")``) with the row's time budget.
@@ -17,9 +20,11 @@ Writes bench/results/batch_placement.json (or batch_placement_quick.json).
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
 import platform
+import pstats
 import sys
 import time
 from pathlib import Path
@@ -36,7 +41,7 @@ def budget_for(n_jobs: int) -> float:
     return 8.0 if n_jobs >= 50_000 else 1.5
 
 
-def run_row(n_jobs: int, n_pools: int, levels: int, budget: float | None) -> dict:
+def run_row(n_jobs: int, n_pools: int, levels: int, budget: float | None, profile: bool = False) -> dict:
     t0 = time.perf_counter()
     queue = generate(n_jobs, n_pools, seed=1, priority_levels=levels)
     gen_s = time.perf_counter() - t0
@@ -45,9 +50,15 @@ def run_row(n_jobs: int, n_pools: int, levels: int, budget: float | None) -> dic
     base = greedy(problem)
     g_wall, g_cpu = time.perf_counter() - wall, time.process_time() - cpu
     budget = budget_for(n_jobs) if budget is None else budget
+    prof = cProfile.Profile(time.process_time) if profile else None
     wall, cpu = time.perf_counter(), time.process_time()
+    if prof is not None:
+        prof.enable()
     sol = solve(problem, time_budget_s=budget)
     s_wall, s_cpu = time.perf_counter() - wall, time.process_time() - cpu
+    if prof is not None:
+        prof.disable()
+        pstats.Stats(prof, stream=sys.stderr).sort_stats("cumulative").print_stats(30)
     assert check_solution(problem, sol.assignment, sol.objective) == []
     lb = sol.lower_bound
     g_gap = (base.objective - lb) / base.objective if base.objective > 0 else 0.0
@@ -58,6 +69,7 @@ def run_row(n_jobs: int, n_pools: int, levels: int, budget: float | None) -> dic
         "queue": "flat" if levels == 1 else "tiered",
         "pairs": problem.n_pairs,
         "load": demand / queue.supply_gpus,
+        "load_average": os.getloadavg()[0],
         "generate_s": gen_s,
         "budget_s": budget,
         "wall_s": s_wall,
@@ -100,7 +112,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small grid, about 30 s")
     parser.add_argument("--budget", type=float, default=None, help="time budget per solve (default by size)")
+    parser.add_argument("--case", type=int, nargs=2, metavar=("JOBS", "POOLS"), help="run one row only")
+    parser.add_argument("--tiered", action="store_true", help="with --case: three priority levels")
+    parser.add_argument("--profile", action="store_true", help="with --case: cProfile (CPU time) of solve")
     args = parser.parse_args()
+    if args.case:
+        row = run_row(*args.case, 3 if args.tiered else 1, args.budget, profile=args.profile)
+        print_table([row])
+        print("stages (wall s):", {k: round(v, 3) for k, v in row["stages_s"].items()})
+        print(f"machine load average (1 min): {row['load_average']:.2f}")
+        return
     if args.quick:
         grid = [(1_000, 300, 1, None), (10_000, 300, 1, None), (1_000, 300, 3, None)]
     else:

@@ -90,12 +90,12 @@ def solve_relaxation(
         rounds += 1
         use = np.flatnonzero(active)
         flow, cost = net.solve(use)
-        dist = net.distances_to_sink(use, flow)
+        dist = net.potentials(net.distances_to_sink(use, flow))
         reduced = net.w_col + dist[net.n_cls + cm.col_pool] - dist[cls]
         new = np.flatnonzero(allowed & ~active & (reduced < 0))
         if new.size == 0:
             return Relaxation(net.y(flow), cost, rounds, int(use.size))
-        lagrange = net.lagrangian_bound(dist, allowed)
+        lagrange = net.lagrangian_bound(dist, allowed, reduced)
         if lagrange >= cost - BOUND_TOL * abs(cost):
             return Relaxation(net.y(flow), min(lagrange, cost), rounds, int(use.size))
         order = np.lexsort((reduced[new], cls[new]))
@@ -166,14 +166,20 @@ class _Network:
         y[self.use] = flow[: self.use.size] / self.cm.nodes[self.cls[self.use]]
         return y
 
-    def lagrangian_bound(self, dist: np.ndarray, allowed: np.ndarray) -> float:
-        """Weak-duality bound on the LP over the ``allowed`` columns for potentials ``dist`` (any finite
-        values give a valid bound; d_sink = 0). A class that cannot reach the sink (every unit left out,
-        no column) gets its penalty, an unreachable pool 0."""
+    def potentials(self, dist: np.ndarray) -> np.ndarray:
+        """Distances made finite: a class that cannot reach the sink (every unit left out, no active
+        column) gets its unit penalty, an unreachable pool 0. Any finite values price columns validly."""
         n_cls = self.n_cls
-        d_cls = np.where(np.isfinite(dist[:n_cls]), dist[:n_cls], self.w_pen)
-        d_pool = np.where(np.isfinite(dist[n_cls : self.sink]), dist[n_cls : self.sink], 0.0)
-        reduced = self.w_col + d_pool[self.cm.col_pool] - d_cls[self.cls]
+        dist = dist.copy()
+        dist[:n_cls] = np.where(np.isfinite(dist[:n_cls]), dist[:n_cls], self.w_pen)
+        dist[n_cls:] = np.where(np.isfinite(dist[n_cls:]), dist[n_cls:], 0.0)
+        return dist
+
+    def lagrangian_bound(self, dist: np.ndarray, allowed: np.ndarray, reduced: np.ndarray) -> float:
+        """Weak-duality bound on the LP over the ``allowed`` columns for finite potentials ``dist``
+        (d_sink = 0) and the columns' ``reduced`` costs under them."""
+        n_cls = self.n_cls
+        d_cls, d_pool = dist[:n_cls], dist[n_cls : self.sink]
         value = float(self.supply @ d_cls)
         value += float((self.col_cap[allowed] * np.minimum(reduced[allowed], 0.0)).sum())
         value += float((self.supply * np.minimum(self.w_pen - d_cls, 0.0)).sum())
