@@ -61,6 +61,34 @@ def test_minimal_victim_set_drops_a_victim_made_redundant_by_a_bigger_one() -> N
     assert [p.job_id for p in d.preempt] == ["big"], "small alone is not enough, and big alone is"
 
 
+def test_preemption_picks_the_pool_whose_victims_matter_least_then_lose_fewest_nodes() -> None:
+    cheap = make_pool("aws", price=10, capacity=2)
+    dear = make_pool("oci", price=90, capacity=2)
+    mid = make_pool("gcp", price=50, capacity=2)
+    running = [
+        make_job("cheap-p1").gpus("H100", 8).nodes(2).priority(1).running(cheap),
+        make_job("dear-p0").gpus("H100", 8).nodes(2).priority(0).running(dear),
+        make_job("mid-p0-a").gpus("H100", 8).nodes(1).priority(0).running(mid),
+        make_job("mid-p0-b").gpus("H100", 8).nodes(1).priority(0).running(mid),
+    ]
+    urgent = make_job("urgent").gpus("H100", 8).nodes(2).priority(9).pending()
+    d = decide(make_snapshot([cheap, dear, mid], [urgent], running))
+    assert [p.job_id for p in d.preempt] == ["dear-p0"], "priority 0 beats the cheaper pool; 1 job beats 2"
+
+
+def test_an_over_capacity_pool_preempts_enough_to_fit_in_one_cycle() -> None:
+    pool = make_pool("oci", capacity=3)  # shrunk under its running jobs: 4 nodes run on 3
+    running = [
+        make_job("old").gpus("H100", 8).nodes(2).priority(0).running(pool, started_at=10),
+        make_job("new").gpus("H100", 8).nodes(2).priority(0).running(pool, started_at=20),
+    ]
+    urgent = make_job("urgent").gpus("H100", 8).nodes(2).priority(9).pending()
+    d = decide(make_snapshot([pool], [urgent], running))
+    assert sorted(p.job_id for p in d.preempt) == ["new", "old"], "2 nodes free only when both stop"
+    peer = make_job("peer").gpus("H100", 8).nodes(2).priority(0).pending()
+    assert "(most free: 0)" in decide(make_snapshot([pool], [peer], running)).unplaced["peer"]
+
+
 def test_no_preemption_of_equal_priority_and_held_nodes_are_not_given_away() -> None:
     pool = make_pool("oci", capacity=4)
     running = [make_job("peer").gpus("H100", 8).nodes(3).priority(5).running(pool)]

@@ -107,6 +107,34 @@ def snapshots(draw, with_quotas: bool = False) -> Snapshot:
     return make_snapshot(world, pending, running, quotas, disabled, now=NOW)
 
 
+@st.composite
+def crowded(draw) -> Snapshot:
+    """One or two small H100 pools, running and pending jobs of mixed priorities: about half the
+    examples preempt (most of those several victims), some also place lower jobs next to a waiter."""
+    world = [make_pool(id=f"p{i}", provider=PROVIDERS[i], capacity=draw(st.integers(1, 8))) for i in range(2)]
+    world = world[: draw(st.integers(1, 2))]
+    running = [
+        make_job(f"run{i}")
+        .gpus("H100", 8)
+        .nodes(draw(st.integers(1, 3)))
+        .priority(draw(st.integers(-2, 0)))
+        .running(draw(st.sampled_from(world)), started_at=draw(st.floats(0, NOW)))
+        for i in range(draw(st.integers(0, 4)))  # often some room left: lower jobs compete for it
+    ]
+    pending = [
+        make_job(f"job{i}")
+        .gpus("H100", 8)
+        .nodes(draw(NODES))
+        .priority(draw(PRIORITY))
+        .pending(submitted_at=i)
+        for i in range(draw(st.integers(1, 5)))
+    ]
+    return make_snapshot(world, pending, running, [], frozenset(), now=NOW)
+
+
+WORLDS = st.one_of(snapshots(), crowded())
+
+
 def could_take(pool: Pool, spec: JobSpec, snapshot: Snapshot) -> bool:
     """Every hard constraint but capacity and quota, written out plainly."""
     res = spec.resources
@@ -159,7 +187,7 @@ SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[Healt
 
 
 @SETTINGS
-@given(snapshots(), st.booleans())
+@given(WORLDS, st.booleans())
 def test_safety(snapshot: Snapshot, batch: bool) -> None:
     """No job placed twice, gangs whole, no pool over capacity, constraints honoured."""
     d = run(snapshot, batch)
@@ -198,7 +226,7 @@ def test_quotas_never_exceeded(snapshot: Snapshot, batch: bool) -> None:
 
 
 @SETTINGS
-@given(snapshots(), st.booleans())
+@given(WORLDS, st.booleans())
 def test_priority_never_inverted_and_preemption_complete(snapshot: Snapshot, batch: bool) -> None:
     """A job left waiting could not use the nodes that lower-priority jobs got or keep.
 
@@ -226,7 +254,7 @@ def test_priority_never_inverted_and_preemption_complete(snapshot: Snapshot, bat
                 continue
             if any(p >= spec.priority for p in held_for[pool.id]):
                 continue
-            free = max(0, pool.capacity_nodes - used[pool.id])
+            free = pool.capacity_nodes - used[pool.id]  # negative when over capacity
             lower_placed = sum(
                 x.nodes for x in d.place if x.pool_id == pool.id and specs[x.job_id].priority < spec.priority
             )
@@ -242,7 +270,7 @@ def test_priority_never_inverted_and_preemption_complete(snapshot: Snapshot, bat
 
 
 @SETTINGS
-@given(snapshots(), st.booleans())
+@given(WORLDS, st.booleans())
 def test_preemption_only_of_lower_priority(snapshot: Snapshot, batch: bool) -> None:
     d = run(snapshot, batch)
     running = {r.id: r for r in snapshot.running}
@@ -254,6 +282,41 @@ def test_preemption_only_of_lower_priority(snapshot: Snapshot, batch: bool) -> N
         for_job = p.reason.removeprefix("make room for ").split(" ", 1)[0]
         assert specs[for_job].priority > running[p.job_id].spec.priority
         assert d.unplaced[for_job].startswith("waiting for"), "preemptor must wait for its victims"
+
+
+@settings(SETTINGS, max_examples=200)  # the waiter's hold is tested only where a lower job could take it
+@given(WORLDS, st.booleans())
+def test_preemption_frees_enough_and_no_more(snapshot: Snapshot, batch: bool) -> None:
+    """Victims run in the pool their preemptor waits for; once they stop, every job waiting for that
+    pool fits in it next to what was placed there (the free nodes were held, not given to lower
+    priorities; a pool over capacity is brought back under it); and no victim could be spared:
+    without any one of them the gang would not fit."""
+    d = run(snapshot, batch)
+    running = {r.id: r for r in snapshot.running}
+    specs = {j.id: j.spec for j in snapshot.pending}
+    pools = {p.id: p for p in snapshot.pools}
+    victims: dict[str, list[int]] = defaultdict(list)  # preemptor -> victims' nodes
+    for p in d.preempt:
+        for_job = p.reason.removeprefix("make room for ").split(" ", 1)[0]
+        pool_id = d.unplaced[for_job].removeprefix("waiting for ").split(":", 1)[0]
+        assert running[p.job_id].pool_id == pool_id, f"{p.job_id} does not run where {for_job} waits"
+        victims[for_job].append(running[p.job_id].nodes)
+    waiting: dict[str, int] = defaultdict(int)  # pool -> nodes its waiting jobs need
+    freed: dict[str, int] = defaultdict(int)
+    used = used_at_start(snapshot)
+    for job_id, nodes in victims.items():
+        pool_id = d.unplaced[job_id].removeprefix("waiting for ").split(":", 1)[0]
+        cap = pools[pool_id].capacity_nodes
+        over = 0 if cap is None else max(0, used[pool_id] - cap)  # to free before any room appears
+        assert sum(nodes) - min(nodes) < specs[job_id].num_nodes + over, f"{job_id}: a victim not needed"
+        waiting[pool_id] += specs[job_id].num_nodes
+        freed[pool_id] += sum(nodes)
+    for pool_id, need in waiting.items():
+        cap = pools[pool_id].capacity_nodes
+        if cap is None:
+            continue  # only a quota made it preempt
+        placed = sum(x.nodes for x in d.place if x.pool_id == pool_id)
+        assert cap - used[pool_id] - placed + freed[pool_id] >= need, f"{pool_id} cannot fit its waiters"
 
 
 @SETTINGS

@@ -216,7 +216,7 @@ def _health_clause(index: PoolIndex, positions: np.ndarray, now: float) -> str:
 
 
 def _capacity_clause(index: PoolIndex, positions: np.ndarray, request: Request, usage: Usage | None) -> str:
-    most = float(index.free_nodes(positions, usage).max())
+    most = max(float(index.free_nodes(positions, usage).max()), 0.0)
     return f"with {request.nodes} free node(s) in one pool (most free: {most:g})"
 
 

@@ -19,7 +19,6 @@ from overcast.placement.pool import Health, Pool, Purchase
 from overcast.scheduler.snapshot import Quota
 
 PURCHASE_CODES = {Purchase.RESERVED: 0, Purchase.ON_DEMAND: 1, Purchase.SPOT: 2}
-PURCHASES = tuple(PURCHASE_CODES)
 HEALTH_CODES = {Health.OK: 0, Health.OUT_OF_CAPACITY: 1, Health.DOWN: 2}
 UNLIMITED = np.inf  # free nodes of a pool without a known limit
 
@@ -73,7 +72,7 @@ class PoolIndex:
     purchase: np.ndarray
     price: np.ndarray  # list $/node-hour
     marginal: np.ndarray  # $/node-hour we pay for one more node now (0 for reserved)
-    free: np.ndarray  # free nodes at build time; UNLIMITED when unknown
+    free: np.ndarray  # free nodes at build time (negative when over capacity); UNLIMITED when unknown
     health: np.ndarray
     unhealthy_until: np.ndarray  # inf when unknown
     preemptions_per_hour: np.ndarray
@@ -110,7 +109,7 @@ class PoolIndex:
 
         free = column(
             (
-                UNLIMITED if p.capacity_nodes is None else max(0, p.capacity_nodes - u)
+                UNLIMITED if p.capacity_nodes is None else p.capacity_nodes - u
                 for p, u in zip(pools, used, strict=True)
             ),
             np.float64,

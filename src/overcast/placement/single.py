@@ -126,5 +126,5 @@ def _candidate(
         marginal_hourly_cost=float(index.marginal[position]) * nodes,
         risk_factor=float(score.risk_factor(index, pos, job)[0]),
         expected_cost=float(cost),
-        free_nodes=float(index.free_nodes(pos, usage)[0]),
+        free_nodes=max(float(index.free_nodes(pos, usage)[0]), 0.0),
     )

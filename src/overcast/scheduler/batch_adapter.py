@@ -128,7 +128,7 @@ def build_problem(
         compat_indptr=indptr,
         compat_pool=pool,
         compat_cost=cost,
-        pool_capacity=np.floor(index.free_nodes(used, usage)),
+        pool_capacity=np.floor(np.maximum(index.free_nodes(used, usage), 0)),
     )
     return problem, used
 

@@ -50,7 +50,7 @@ def find_eviction(
     if not len(positions):
         return None
     costs = score.expected_cost(index, positions, job.spec)
-    free = np.maximum(index.free_nodes(positions, usage), 0)
+    free = index.free_nodes(positions, usage)  # negative when the pool is over capacity: free that too
     quota_left = index.quota_gpus_left(positions, usage)
     best: tuple | None = None
     for pos, cost, free_now, quota in zip(positions.tolist(), costs, free, quota_left, strict=True):
@@ -80,7 +80,7 @@ def find_eviction(
             pos,
         )
         if best is None or key < best[0]:
-            best = (key, Eviction(pos, tuple(victims), int(min(free_now, job.spec.num_nodes))))
+            best = (key, Eviction(pos, tuple(victims), int(max(min(free_now, job.spec.num_nodes), 0))))
     return None if best is None else best[1]
 
 
