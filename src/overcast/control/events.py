@@ -45,7 +45,7 @@ def handle_event(rt: Runtime, backend_name: str, event: BackendEvent) -> None:
             store.end_launch(job.id, job.attempt, "succeeded")
             store.add_event(job.id, "succeeded", f"attempt {job.attempt} (after a requeue)", at=event.at)
         return
-    if current and job is not None and job.state.terminal:
+    if current and job is not None and job.state.terminal and event.kind is not EventKind.STARTED:
         _log_end_once(rt, job, event)
         return
     if job is None or not current or job.state not in ACTIVE:
