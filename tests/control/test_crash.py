@@ -9,9 +9,10 @@ import signal
 import time
 from pathlib import Path
 
+from overcast.backends.local import LocalBackend
 from overcast.backends.local_procs import alive
 from overcast.store import JobState, Store
-from tests.control.harness import job
+from tests.control.harness import clusters, job
 from tests.control.loop_process import start_loop, stop_loop
 from tests.control.markers import completions, marker_run, overlapping_attempts
 
@@ -45,6 +46,7 @@ def test_sigkill_at_random_points_loses_nothing_and_runs_nothing_twice(tmp_path:
                 break
             time.sleep(0.2)
     finally:
+        seen = what_the_loop_sees(store, tmp_path)  # explains a stuck job, should there be one
         stop_loop(proc, signal.SIGTERM)
     states = {i: store.get(i).state for i in ids}
     stuck = {
@@ -52,7 +54,7 @@ def test_sigkill_at_random_points_loses_nothing_and_runs_nothing_twice(tmp_path:
         for i, s in states.items()
         if s is not JobState.SUCCEEDED
     }
-    assert not stuck, (stuck, log.read_text()[-3000:])
+    assert not stuck, (stuck, seen, log.read_text()[-3000:])
     assert overlapping_attempts(shared) == []
     assert completions(shared) == dict.fromkeys(ids, 1)  # the work of every job completed exactly once
     for i in ids:
@@ -60,6 +62,16 @@ def test_sigkill_at_random_points_loses_nothing_and_runs_nothing_twice(tmp_path:
         assert kinds.count("succeeded") == 1, (i, kinds)
     assert not [launch for launch in store.launches(active_only=True)]
     assert live_node_processes(tmp_path) == []
+
+
+def what_the_loop_sees(store: Store, home: Path) -> dict[str, object]:
+    """The lease, learned pool health and what the backends run: the inputs of the loop's next tick."""
+    backends = [LocalBackend(c, home=home) for c in clusters()]
+    return {
+        "lease": store.lease_holder("control-loop"),
+        "health": store.pool_health(),
+        "backends": {b.name: (b.active(), b.pools()[0].used_nodes) for b in backends},
+    }
 
 
 def live_node_processes(home: Path) -> list[int]:
