@@ -20,16 +20,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from overcast.backends.local import LocalBackend
+from overcast.control.demo import DEMO_CLUSTERS, run_demo
+from overcast.control.loop import ControlLoop
+from overcast.control.snapshot import build_snapshot
+from overcast.scheduler.decide import decide
+from overcast.spec.models import AcceleratorRequest, JobSpec, Resources
+from overcast.store import Store
+
 ROOT = Path(__file__).resolve().parents[1]
-
-from overcast.backends.local import LocalBackend  # noqa: E402
-from overcast.control.demo import DEMO_CLUSTERS, run_demo  # noqa: E402
-from overcast.control.loop import ControlLoop  # noqa: E402
-from overcast.control.snapshot import build_snapshot  # noqa: E402
-from overcast.scheduler.decide import decide  # noqa: E402
-from overcast.spec.models import AcceleratorRequest, JobSpec, Resources  # noqa: E402
-from overcast.store import Store  # noqa: E402
-
 RESULTS = ROOT / "bench" / "results" / "control_loop.json"
 
 
