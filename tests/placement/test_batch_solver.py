@@ -167,3 +167,41 @@ def test_lns_and_split_milp_keep_solutions_valid(levels: int) -> None:
         assignment = cm.to_assignment(candidate, problem.n_jobs)
         assert check_solution(problem, assignment) == []
         assert rel.bound <= problem.objective(assignment) + 1e-6
+
+
+@SETTINGS
+@given(problems(max_jobs=10, max_pools=4))
+def test_eject_moves_only_to_cheaper_and_keeps_capacity(problem: BatchProblem) -> None:
+    from overcast.placement.batch.classes import build_classes
+    from overcast.placement.batch.eject import improve_rounding
+    from overcast.placement.batch.fill import fill
+    from overcast.placement.batch.relax import solve_relaxation
+    from overcast.placement.batch.rounding import round_relaxation
+
+    cm = build_classes(problem)
+    if not cm.n_cols:
+        return
+    rel = solve_relaxation(cm)
+    y, _ = round_relaxation(cm, rel)
+    y_ej, moves = improve_rounding(cm, y, rel.y)
+    placed = np.bincount(cm.col_class, weights=y, minlength=cm.n_classes)
+    assert np.array_equal(np.bincount(cm.col_class, weights=y_ej, minlength=cm.n_classes), placed)
+    assert np.all(y_ej >= 0) and np.all(y_ej <= cm.col_ub)
+    assert np.all(cm.usage(y_ej) <= cm.capacity + EPS)
+    if moves:
+        assert cm.objective(y_ej) < cm.objective(y)
+    else:
+        assert np.array_equal(y_ej, y)
+    assignment = cm.to_assignment(fill(cm, y_ej), problem.n_jobs)
+    assert check_solution(problem, assignment) == []
+    assert rel.bound <= problem.objective(assignment) + 1e-6
+
+
+@pytest.mark.parametrize("levels", [1, 3])
+def test_solve_is_deterministic(levels: int) -> None:
+    problem = generate(3000, 200, seed=7, priority_levels=levels).problem
+    for method in ("lp", "greedy"):
+        first, second = solve(problem, method=method), solve(problem, method=method)
+        assert np.array_equal(first.assignment, second.assignment), method
+        assert first.objective == second.objective
+        assert np.array_equal([first.lower_bound], [second.lower_bound], equal_nan=True)  # greedy: nan

@@ -5,6 +5,7 @@
 3. lp        min-cost-flow LP relaxation; its value is the lower bound reported with every solution
 4. round     LP-guided greedy: visit order by priority and value, pools by LP value (rounding.py);
              with several priority levels the guide is a second LP with priority-boosted penalties
+   eject     move jobs into cheaper pools, relocating smaller jobs out of the way (eject.py)
 5. milp      small models: exact HiGHS class MILP warm-started from the best so far, within the budget
    split-milp large models: exact sub-MILP over the classes the LP split (60% of what is left), then
    lns       HiGHS sub-MILPs over neighbourhoods of related pools until the budget ends
@@ -24,6 +25,7 @@ import numpy as np
 
 from overcast.placement.batch.check import InvalidSolution, check_solution
 from overcast.placement.batch.classes import ClassModel, build_classes
+from overcast.placement.batch.eject import improve_rounding
 from overcast.placement.batch.fill import fill, priority_ranks
 from overcast.placement.batch.lns import improve
 from overcast.placement.batch.milp import solve_milp
@@ -78,6 +80,12 @@ def solve(
                 if cm.objective(y_flat) < obj:
                     y, obj, order = y_flat, cm.objective(y_flat), f"{order_flat}, flat LP"
             clock.lap("round")
+            y_ej, moves = improve_rounding(cm, y, guide.y)
+            if moves:
+                y_ej = fill(cm, y_ej)
+                if cm.objective(y_ej) < obj:
+                    y, obj, order = y_ej, cm.objective(y_ej), f"{order}, eject {moves}"
+            clock.lap("eject")
             if obj < best_obj:
                 best, best_obj, how = y, obj, f"lp-round({order})"
             left = deadline - time.perf_counter()

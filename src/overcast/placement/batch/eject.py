@@ -1,0 +1,158 @@
+"""Ejection moves after rounding: put a job into a cheaper pool by moving smaller jobs out of it.
+
+The rounding loses most where the LP packed cheap (committed, spot) pools with fractions of big gangs:
+an integer solution must choose which gangs fill each cheap pool, and the rounding's choice displaces
+jobs the LP kept there. A move takes one member of class k from its most expensive used column w to a
+cheaper column q; if q lacks room, members of other classes leave q for their cheapest other column
+with room (cheapest relocation per node first). The move is applied only when the total cost change is
+negative. Members only move between pools, so placed jobs and penalties are unchanged; freed room
+elsewhere is left to ``fill``. Deterministic: candidates in a fixed order, stops at the deadline.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from overcast.placement.batch.classes import ClassModel
+
+_TRY_POOLS = 3  # cheaper columns tried per candidate
+_VICTIMS = 64  # jobs of the target pool considered for relocation (most expensive per node there first)
+GUIDED_CANDIDATES = 200  # first pass: classes furthest above their LP cost
+CHEAPER_CANDIDATES = 300  # second pass: members furthest above their class's cheapest column
+
+
+def improve_rounding(
+    cm: ClassModel, y: np.ndarray, guide: np.ndarray, deadline: float = np.inf
+) -> tuple[np.ndarray, int]:
+    """The two passes used after rounding (fixed candidate counts, so the result does not depend on the
+    machine's speed unless ``deadline`` cuts it): LP-guided, then by distance to the cheapest column.
+    10k jobs x 1k pools: 1.89% -> 1.27% gap for ~0.5 s CPU (with the fill that follows)."""
+    y, first = eject(cm, y, deadline, GUIDED_CANDIDATES, guide=guide)
+    y, second = eject(cm, y, deadline, CHEAPER_CANDIDATES)
+    return y, first + second
+
+
+def eject(
+    cm: ClassModel,
+    y: np.ndarray,
+    deadline: float = np.inf,
+    max_candidates: int = 2_000,
+    guide: np.ndarray | None = None,
+) -> tuple[np.ndarray, int]:
+    """Improved copy of integer class counts ``y`` and the number of moves applied. With ``guide`` (the
+    LP), candidates are the classes whose cost exceeds their LP cost, largest excess first."""
+    y = np.asarray(y, dtype=np.int64).copy()
+    cls, pool, cost, nodes = cm.col_class, cm.col_pool, cm.col_cost, cm.nodes
+    indptr = cm.col_indptr
+    free = cm.capacity - cm.usage(y)
+    used = np.flatnonzero(y > 0)
+    if used.size == 0:
+        return y, 0
+    # Saving per candidate (class member in column c): its cost minus its class's cheapest column.
+    saving = cost[used] - cost[indptr[cls[used]]]
+    if guide is not None:
+        excess = np.bincount(cls, weights=(y - guide) * cost, minlength=cm.n_classes)
+        saving = np.where(saving > 0, excess[cls[used]], 0.0)
+    cand = used[saving > 0]
+    cand = cand[np.argsort(-saving[saving > 0], kind="stable")][:max_candidates]
+    by_pool = np.argsort(pool, kind="stable")
+    pool_ptr = np.searchsorted(pool[by_pool], np.arange(free.shape[0] + 1))
+    unit = cost / nodes[cls]
+    moves = 0
+    for w in cand.tolist():
+        if time.perf_counter() > deadline:
+            break
+        if y[w] <= 0:
+            continue
+        k = int(cls[w])
+        n = int(nodes[k])
+        tried = 0
+        for q in range(int(indptr[k]), int(indptr[k + 1])):
+            if cost[q] >= cost[w] or tried >= _TRY_POOLS:
+                break
+            p = int(pool[q])
+            if y[q] >= cm.col_ub[q]:
+                continue
+            tried += 1
+            gain = float(cost[w] - cost[q])
+            need = n - free[p]
+            if need <= 0:
+                _apply(y, free, pool, nodes, cls, [(w, q, 1)])
+                moves += 1
+                break
+            plan = _relocations(cm, y, free, p, need, gain, k, by_pool, pool_ptr, unit)
+            if plan is not None:
+                _apply(y, free, pool, nodes, cls, [*plan, (w, q, 1)])
+                moves += 1
+                break
+    return y, moves
+
+
+def _relocations(
+    cm: ClassModel,
+    y: np.ndarray,
+    free: np.ndarray,
+    p: int,
+    need: float,
+    budget: float,
+    k: int,
+    by_pool: np.ndarray,
+    pool_ptr: np.ndarray,
+    unit: np.ndarray,
+) -> list[tuple[int, int, int]] | None:
+    """Moves (from, to, count) freeing ``need`` nodes in pool p for less than ``budget``, or None."""
+    cls, pool, cost, nodes, indptr = cm.col_class, cm.col_pool, cm.col_cost, cm.nodes, cm.col_indptr
+    here = by_pool[pool_ptr[p] : pool_ptr[p + 1]]
+    here = here[(y[here] > 0) & (cls[here] != k)]
+    if here.size == 0:
+        return None
+    options: list[tuple[float, int, int]] = []  # (extra cost per node, from column, to column)
+    taken: dict[int, int] = {}
+    for c in here[np.argsort(-unit[here], kind="stable")][:_VICTIMS].tolist():
+        j = int(cls[c])
+        for r in range(int(indptr[j]), int(indptr[j + 1])):
+            pr = int(pool[r])
+            if pr != p and free[pr] >= nodes[j] and y[r] < cm.col_ub[r]:
+                options.append((float((cost[r] - cost[c]) / nodes[j]), c, r))
+                break
+    options.sort()
+    plan: list[tuple[int, int, int]] = []
+    freed, spent = 0.0, 0.0
+    room: dict[int, float] = {}
+    for per_node, c, r in options:
+        j = int(cls[c])
+        nj = int(nodes[j])
+        pr = int(pool[r])
+        avail = room.get(pr, free[pr])
+        fits = avail // nj if np.isfinite(avail) else y[c]
+        m = int(min(y[c] - taken.get(c, 0), -(-(need - freed) // nj), fits))
+        if m <= 0:
+            continue
+        plan.append((c, r, m))
+        taken[c] = taken.get(c, 0) + m
+        room[pr] = avail - m * nj
+        freed += m * nj
+        spent += per_node * m * nj
+        if spent >= budget:
+            return None
+        if freed >= need:
+            return plan
+    return None
+
+
+def _apply(
+    y: np.ndarray,
+    free: np.ndarray,
+    pool: np.ndarray,
+    nodes: np.ndarray,
+    cls: np.ndarray,
+    plan: list[tuple[int, int, int]],
+) -> None:
+    for c, r, m in plan:
+        n = nodes[cls[c]] * m
+        y[c] -= m
+        y[r] += m
+        free[pool[c]] += n
+        free[pool[r]] -= n
