@@ -34,7 +34,7 @@ def job(state: str, exit_code: int = 0, reason: str = "None", restarts: int = 0)
         ("COMPLETED", 0, EventKind.SUCCEEDED, 0),
         ("FAILED", 768, EventKind.FAILED, 3),  # Slurm reports the wait status: 3 << 8
         ("OUT_OF_MEMORY", 9, EventKind.FAILED, 137),
-        ("TIMEOUT", 15, EventKind.FAILED, 143),
+        ("TIMEOUT", 15, EventKind.PREEMPTED, None),  # the site's limit: go on from the checkpoint
         ("NODE_FAIL", 15, EventKind.PREEMPTED, None),
         ("PREEMPTED", 15, EventKind.PREEMPTED, None),
         ("BOOT_FAIL", 0, EventKind.PREEMPTED, None),

@@ -1,8 +1,9 @@
 """Slurm job states -> overcast events. Pure functions over one ``squeue --json`` job record.
 
-Who is at fault decides the event: the job's own exit (FAILED, OUT_OF_MEMORY, TIMEOUT) is FAILED and
-counts against ``max_retries_on_failure``; a lost node, preemption or an admin's scancel/requeue is
-PREEMPTED and the control loop restarts the job elsewhere from its checkpoint.
+Who is at fault decides the event: the job's own exit (FAILED, OUT_OF_MEMORY) is FAILED and counts
+against ``max_retries_on_failure`` (0 by default); a lost node, preemption, an admin's scancel/requeue or
+the site's time limit (TIMEOUT: a long training run on a partition with a MaxTime) is PREEMPTED, and the
+control loop restarts the job from its checkpoint, up to ``max_restarts``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ _TERMINAL: dict[str, tuple[EventKind, str]] = {
     "COMPLETED": (EventKind.SUCCEEDED, "completed"),
     "FAILED": (EventKind.FAILED, "job exited non-zero"),
     "OUT_OF_MEMORY": (EventKind.FAILED, "out of memory"),
-    "TIMEOUT": (EventKind.FAILED, "Slurm time limit reached"),
+    "TIMEOUT": (EventKind.PREEMPTED, "Slurm time limit reached"),
     "DEADLINE": (EventKind.FAILED, "Slurm deadline reached"),
     "PREEMPTED": (EventKind.PREEMPTED, "preempted by Slurm"),
     "NODE_FAIL": (EventKind.PREEMPTED, "node failure"),
