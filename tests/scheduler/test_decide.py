@@ -89,6 +89,18 @@ def test_an_over_capacity_pool_preempts_enough_to_fit_in_one_cycle() -> None:
     assert "(most free: 0)" in decide(make_snapshot([pool], [peer], running)).unplaced["peer"]
 
 
+def test_preemption_frees_quota_when_the_pool_itself_is_unlimited() -> None:
+    pool = make_pool("aws")  # no capacity limit: only the quota stops the urgent job
+    running = [
+        make_job("small").gpus("H100", 8).nodes(1).priority(0).running(pool, started_at=30),
+        make_job("big").gpus("H100", 8).nodes(2).priority(0).running(pool, started_at=20),
+    ]
+    urgent = make_job("urgent").gpus("H100", 8).nodes(2).priority(9).pending()
+    d = decide(make_snapshot([pool], [urgent], running, [Quota("aws", None, 32)]))
+    assert [p.job_id for p in d.preempt] == ["small"], "8 of 32 GPUs left, 16 needed: the newest frees 8"
+    assert d.unplaced["urgent"] == f"waiting for {pool.id}: preempting small"
+
+
 def test_no_preemption_of_equal_priority_and_held_nodes_are_not_given_away() -> None:
     pool = make_pool("oci", capacity=4)
     running = [make_job("peer").gpus("H100", 8).nodes(3).priority(5).running(pool)]
