@@ -9,7 +9,8 @@ what runs (``active()`` tells the truth):
     launches/<job>--<attempt>/launch.json   nodes given to the launch, written before any process starts
     launches/<job>--<attempt>/node-R.pid    runner pid + start time (tells a pid from its reuse)
     launches/<job>--<attempt>/node-R.exit   exit status, written by the runner when the command ends
-    launches/<job>--<attempt>/stopped       the control loop stopped it: no more events
+    launches/<job>--<attempt>/stopped       the control loop stopped it: no more events, and a node
+                                            still starting sees it and does not run
     launches/<job>--<attempt>/reported      its terminal event was delivered (and acknowledged)
     faults.json                             injected faults: provider down, out of capacity
 

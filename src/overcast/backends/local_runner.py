@@ -56,6 +56,9 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, on_sigterm)
     me = os.getpid()
     write_json_atomic(prefix.with_suffix(".pid"), {"pid": me, "start": process_start_time(me)})
+    if (prefix.parent / "stopped").exists():  # stopped while we started, before it could signal us
+        write_json_atomic(prefix.with_suffix(".exit"), {"code": 143, "sigterm": True})
+        return 0
     become_subreaper()
     code = subprocess.Popen(argv[2:], stdin=subprocess.DEVNULL).wait()
     # The node ends when all its processes do: a shell killed by SIGTERM may leave its child saving a
