@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from overcast.backends import local_runner
 from overcast.backends.base import BackendEvent, CapacityError, EventKind, LaunchRequest, ProviderDown
 from overcast.backends.local import LocalBackend, LocalCluster, visible_devices
 from overcast.spec.models import JobSpec
@@ -35,7 +39,10 @@ def backend(tmp_path: Path) -> LocalBackend:
     return LocalBackend(LocalCluster("azure-local", nodes=3, gpus_per_node=2), home=tmp_path)
 
 
-def test_two_node_job_gets_the_contract_and_succeeds(backend: LocalBackend, tmp_path: Path) -> None:
+def test_two_node_job_gets_the_contract_and_succeeds(
+    backend: LocalBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("overcast.backends.local.real_gpu_count", lambda: 0)  # fake slot ids, GPU or not
     run = 'echo "rank=$OVERCAST_NODE_RANK of $OVERCAST_NUM_NODES head=$OVERCAST_HEAD_ADDR"'
     run += ' "gpus=$CUDA_VISIBLE_DEVICES"'
     alloc = backend.launch(request(backend, "j-a", run, nodes=2))
@@ -138,3 +145,13 @@ def test_slots_map_onto_real_gpus_round_robin() -> None:
     assert visible_devices(1, 2, real_gpus=8) == "2,3"
     assert visible_devices(1, 4, real_gpus=2) == "0,1,0,1"
     assert visible_devices(0, 0, real_gpus=2) == ""  # CPU-only node
+
+
+def test_a_node_that_starts_after_its_launch_was_stopped_does_not_run(tmp_path: Path) -> None:
+    # A stop finds no pid to signal for a node whose runner is still starting; the runner checks.
+    (tmp_path / "stopped").touch()
+    ran = tmp_path / "ran"
+    runner = [sys.executable, local_runner.__file__, str(tmp_path / "node-0"), "--", "touch", str(ran)]
+    subprocess.run(runner, check=True, timeout=30)
+    assert not ran.exists()
+    assert json.loads((tmp_path / "node-0.exit").read_text()) == {"code": 143, "sigterm": True}
