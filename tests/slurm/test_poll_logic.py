@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from overcast.backends.base import CapacityError, EventKind, LaunchRequest
+from overcast.backends.base import CapacityError, EventKind, LaunchRequest, ProviderDown
 from overcast.backends.slurm import SlurmBackend, SlurmCluster, slurm_cluster_from_fleet
 from overcast.catalog.fleet import Cluster
 from overcast.placement.pool import Pool, Purchase
@@ -169,6 +169,19 @@ def test_a_job_slurm_requeued_in_place_waits_its_own_pending_timeout(slurm: Scri
     assert b.poll() == []  # waiting 50 s since the requeue, not 1050 s since the submission
     now[0] = 1061.0
     assert kinds(b.poll()) == [(EventKind.CAPACITY_ERROR, "long", 1)]
+
+
+def test_a_job_whose_sbatch_answer_was_lost_is_cancelled_when_it_shows_up(slurm: ScriptedSlurm) -> None:
+    b = backend(slurm, [0.0])
+    b.cli = type(b.cli)(timeout_s=0.5, bin_dir=str(slurm.bin))
+    (slurm.bin / "sbatch").write_text("#!/bin/bash\nsleep 5\necho 42\n")  # slurmctld took it, too slowly
+    (slurm.bin / "sbatch").chmod(0o755)
+    pool = Pool("slurm/c", "c", "c", "c", "gpu/h100x8", "H100", 8, Purchase.RESERVED, 10.0, 8, 0, "slurm:c",
+                labels={"gres_type": "h100"})  # fmt: skip
+    with pytest.raises(ProviderDown, match="did not answer"):
+        b.launch(LaunchRequest("ghost", 1, pool, 1, shell_spec("ghost", "true")))
+    slurm.job(42, "ovc.1.ghost", "RUNNING")  # the loop has relaunched it as attempt 2, elsewhere
+    assert b.poll() == [] and slurm.cancelled() == ["42"]
 
 
 def test_active_lists_live_overcast_jobs_of_this_prefix_and_ends_not_yet_reported(

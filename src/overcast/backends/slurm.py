@@ -157,6 +157,10 @@ class SlurmBackend:
         try:
             slurm_id = self._call(self.cli.sbatch, str(script), args)
         except SlurmUnreachable as e:
+            # The answer was lost, not necessarily the job: if it shows up, it is cancelled on sight (the
+            # loop relaunches this job as a new attempt, elsewhere), so it never runs next to its relaunch.
+            with self._lock:
+                self._stopped[key] = None
             raise ProviderDown(str(e)) from e
         except SlurmError as e:  # slurmctld refused: this pool cannot take the job as asked
             raise CapacityError(f"{self.name}: {e}") from e
