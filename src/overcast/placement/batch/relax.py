@@ -104,6 +104,19 @@ def solve_relaxation(
         active[new[np.arange(new.size) - first < _ADD_COLS]] = True
 
 
+def start_columns(cm: ClassModel, y: np.ndarray, per_class: int = 3) -> np.ndarray:
+    """Columns to seed column generation with: those of the integer solution ``y`` (the greedy's) and
+    each class's ``per_class`` cheapest columns in pools where ``y`` leaves room for one more member.
+    The cheapest columns alone point at the contested cheap pools, so the first flow is far off
+    (10k jobs x 1k pools: 17% above the LP); with pools that have room it is 7% above, and column
+    generation needs 3 flows instead of 4 (0.9 s CPU instead of 1.9 s)."""
+    cls = cm.col_class
+    free = cm.capacity - cm.usage(y)
+    roomy = np.flatnonzero(free[cm.col_pool] >= cm.nodes[cls])
+    first = np.searchsorted(cls[roomy], cls[roomy])
+    return np.union1d(np.flatnonzero(y), roomy[np.arange(roomy.size) - first < per_class])
+
+
 class _Network:
     """Nodes: classes 0..K-1, pools K..K+P-1, sink K+P. Arcs: chosen columns, then K unplaced arcs
     (class -> sink), then P drain arcs (pool -> sink)."""

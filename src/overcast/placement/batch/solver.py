@@ -30,7 +30,7 @@ from overcast.placement.batch.fill import fill, priority_ranks
 from overcast.placement.batch.lns import improve
 from overcast.placement.batch.milp import solve_milp
 from overcast.placement.batch.problem import BatchProblem, BatchSolution
-from overcast.placement.batch.relax import Relaxation, solve_relaxation
+from overcast.placement.batch.relax import Relaxation, solve_relaxation, start_columns
 from overcast.placement.batch.rounding import priority_guide, round_relaxation, split_class_cols
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def solve(
         bound, status = greedy_obj, "optimal"  # nothing can pay off anywhere: leaving all out is optimal
     if method != "greedy" and cm.n_cols:
         try:
-            rel = solve_relaxation(cm, start=np.flatnonzero(y_greedy))
+            rel = solve_relaxation(cm, start=start_columns(cm, y_greedy))
             bound = rel.bound
             clock.lap("lp")
             guide = priority_guide(cm, rel)
