@@ -84,6 +84,20 @@ def test_lease_is_exclusive_until_it_expires(store_url: str) -> None:
             s.close()
 
 
+def test_exactly_one_racer_takes_over_an_expired_lease(store_url: str) -> None:
+    now = [100.0]
+    stores = [Store(store_url, clock=lambda: now[0]) for _ in range(RACERS)]
+    try:
+        assert stores[0].try_acquire_lease("control", "old", 10.0)
+        now[0] = 200.0  # expired: every racer's conditional UPDATE matches the row it read
+        won = race(lambda i: stores[i].try_acquire_lease("control", f"holder-{i}", 60.0))
+        assert won.count(True) == 1
+        assert stores[0].lease_holder("control") == f"holder-{won.index(True)}"
+    finally:
+        for s in stores:
+            s.close()
+
+
 def test_expired_lease_can_be_taken_over(store_url: str) -> None:
     now = [100.0]
     a = Store(store_url, clock=lambda: now[0])
