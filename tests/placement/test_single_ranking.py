@@ -40,6 +40,12 @@ def test_reserved_capacity_is_cheapest_even_at_a_higher_list_price() -> None:
     )
 
 
+def test_a_cluster_named_after_itself_is_named_once() -> None:
+    cluster = make_pool("oci-hpc", region="oci-hpc", purchase=Purchase.RESERVED, capacity=16)
+    best = place_job(make_job().gpus("H100", 8).build(), PoolIndex.build([cluster]), now=NOW).ranked[0]
+    assert best.reason.startswith("cheapest H100:8 reserved in oci-hpc; ")
+
+
 def test_between_reserved_pools_the_lower_list_price_wins() -> None:
     pools = [
         make_pool("aws", purchase=Purchase.RESERVED, price=90.0, capacity=8),

@@ -140,7 +140,7 @@ def _print(result: PlacementResult, warnings: list[str]) -> None:
     if not result.ranked:
         err.print(f"[red bold]{result.why_not()}[/]", highlight=False)
         return
-    from overcast.placement.explain import candidate_note
+    from overcast.placement.explain import candidate_note, location
 
     hours = f"{job.expected_hours:g} h"
     title = f"{job.name}: {job.num_nodes} node(s) x {result.ranked[0].accelerator or 'CPU'}, {hours} expected"
@@ -156,7 +156,7 @@ def _print(result: PlacementResult, warnings: list[str]) -> None:
         p = c.pool
         table.add_row(
             str(rank),
-            "/".join(x for x in (p.provider, p.region, p.zone) if x),
+            location(p),
             p.instance_type + (f" ({c.accelerator})" if len(result._request.alternatives) > 1 else ""),
             p.purchase.value,
             f"{c.marginal_hourly_cost:,.2f}",

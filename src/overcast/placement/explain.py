@@ -11,7 +11,7 @@ import numpy as np
 
 from overcast.placement.filters import FilterTrace, Request
 from overcast.placement.index import PoolIndex
-from overcast.placement.pool import Purchase
+from overcast.placement.pool import Pool, Purchase
 
 if TYPE_CHECKING:
     from overcast.placement.single import Candidate
@@ -73,8 +73,7 @@ def candidate_reason(
     what = (str(candidate.accelerator) if candidate.accelerator else "CPU-only") + (
         f" x{candidate.nodes} nodes" if candidate.nodes > 1 else ""
     )
-    where = f"{pool.provider}/{pool.region}" + (f"/{pool.zone}" if pool.zone else "")
-    head = f"{'cheapest ' if rank == 1 else ''}{what} {pool.purchase.value} in {where}"
+    head = f"{'cheapest ' if rank == 1 else ''}{what} {pool.purchase.value} in {location(pool)}"
     if ordered and len(request.alternatives) > 1:
         head += f" (preference #{candidate.preference + 1})"
     parts = [head]
@@ -98,6 +97,12 @@ def candidate_reason(
     if pool.capacity_nodes is not None:
         parts.append(f"{candidate.free_nodes:g} free")
     return "; ".join(parts)
+
+
+def location(pool: Pool) -> str:
+    """provider/region/zone; a cluster named after itself (region = provider) is named once."""
+    parts = (pool.provider, None if pool.region == pool.provider else pool.region, pool.zone)
+    return "/".join(p for p in parts if p)
 
 
 def candidate_note(candidate: Candidate, rank: int) -> str:
