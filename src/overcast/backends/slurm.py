@@ -34,7 +34,7 @@ from overcast.backends.slurm_config import SAFE_NAME, SlurmCluster, slurm_cluste
 from overcast.backends.slurm_events import Tracked, attempt_events, event
 from overcast.backends.slurm_pools import pools_from_nodes
 from overcast.backends.slurm_script import job_env, sbatch_args, write_attempt
-from overcast.backends.slurm_states import LIVE_STATES, is_live
+from overcast.backends.slurm_states import LIVE_STATES, base_state, is_live
 from overcast.placement.pool import Health, Pool
 
 __all__ = ["SlurmBackend", "SlurmCluster", "slurm_cluster_from_fleet"]
@@ -259,7 +259,7 @@ class SlurmBackend:
                 # Came back after we gave up on it: it must not run next to its relaunch. Kept until
                 # slurmctld forgets it: a recovering slurmctld can show it ended, then running again.
                 abandoned_seen.add(key)
-                if is_live(job) and job.get("job_state") != "COMPLETING":
+                if is_live(job) and base_state(job) != "COMPLETING":
                     to_cancel.append(slurm_id)
                 continue
             tracked = self._jobs.get(key)
