@@ -244,3 +244,11 @@ def test_control_character_is_a_spec_error_with_its_line():
     with pytest.raises(SpecError) as caught:
         load_spec_text("name: a\nrun: b\x1f\n", source="job.yaml")
     assert caught.value.line == 2 and "not allowed" in str(caught.value)
+
+
+def test_absurdly_deep_nesting_is_a_spec_error():
+    from overcast.spec.errors import SpecError
+    from overcast.spec.loader import load_spec_text
+
+    with pytest.raises(SpecError, match="nested too deeply"):
+        load_spec_text("name: x\nrun: " + "[" * 5000 + "]" * 5000, source="job.yaml")

@@ -55,6 +55,8 @@ def parse_yaml(text: str, source: str) -> Document:
         raise SpecError(source, [Problem(f"invalid YAML: {what}", line=line)]) from None
     except yaml.YAMLError as exc:  # e.g. a second document in the file
         raise SpecError(source, [Problem(f"invalid YAML: {exc}")]) from None
+    except RecursionError:  # PyYAML composes recursively: "[[[[..." deeper than the stack
+        raise SpecError(source, [Problem("invalid YAML: nested too deeply")]) from None
     finally:
         loader.dispose()
     doc = Document(data=data)
