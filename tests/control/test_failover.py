@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from overcast.api import metrics
 from overcast.control.health import Backoff
 from overcast.store import JobState, Store
 from tests.control.harness import (
@@ -37,7 +38,14 @@ def test_provider_down_resumes_on_the_other_provider_with_the_same_result(tmp_pa
     assert "resumed from checkpoint" in logs
 
 
+def _metric(name: str, **labels: str) -> float:
+    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 def test_capacity_error_fails_over_and_puts_the_pool_on_cooldown(tmp_path: Path) -> None:
+    before = _metric("overcast_failovers_total", reason="capacity-error")
+    placed_before = _metric("overcast_placements_total", provider="oci-local")
+    decisions_before = _metric("overcast_decision_seconds_count")
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
     loop = make_loop(tmp_path, store)
     loop.backends["local:azure-local"].set_capacity_error(True)
@@ -49,6 +57,10 @@ def test_capacity_error_fails_over_and_puts_the_pool_on_cooldown(tmp_path: Path)
     assert 50 < health.until - loop.rt.clock() <= 60  # the first cooldown is the base (60 s here)
     kinds = [e.kind for e in store.events(job_id=first.id)]
     assert kinds.count("capacity-error") == 1 and kinds[-1] == "succeeded"
+    # /metrics counts what happened: one failover, one placement on oci-local, timed decide() steps
+    assert _metric("overcast_failovers_total", reason="capacity-error") == before + 1
+    assert _metric("overcast_placements_total", provider="oci-local") == placed_before + 1
+    assert _metric("overcast_decision_seconds_count") > decisions_before
     # While it cools down, new work goes straight to the next best pool: no second refusal.
     second = store.submit("default", job("b", "true"))
     run_until(loop, lambda: state(store, second.id).state is JobState.SUCCEEDED)

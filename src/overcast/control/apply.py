@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from overcast.api import metrics
 from overcast.backends.base import CapacityError, LaunchRequest, ProviderDown
 from overcast.control.env import job_env
 from overcast.control.health import record_failure, record_success
@@ -76,6 +77,7 @@ def apply_place(
         store.add_event(None, "pool-cooldown", why)
         if store.transition(job.id, [JobState.LAUNCHING], JobState.PENDING, reason=f"{pool.id}: {exc}"):
             store.add_event(job.id, outcome, f"attempt {attempt} on {pool.id}: {exc}; trying elsewhere")
+            metrics.FAILOVERS.labels(reason=outcome).inc()
         return
     except Exception as exc:  # the job cannot start at all (bad workdir...): its own failure
         log.warning("launch of %s attempt %d failed: %s", job.id, attempt, exc)
@@ -85,6 +87,7 @@ def apply_place(
         return
     store.record_launch(job.id, attempt, pool.id, pool.backend, handle=allocation.handle)
     store.add_event(job.id, "launched", f"attempt {attempt} on {pool.id}")
+    metrics.PLACEMENTS.labels(provider=pool.provider).inc()
     record_success(store, pool.id, health)
     rt.avoid.pop(job.id, None)
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from overcast.api import metrics  # the counters /metrics exposes; updated where things happen
 from overcast.backends.base import Backend
 from overcast.control.apply import apply_decisions
 from overcast.control.events import poll_all
@@ -109,7 +110,8 @@ class ControlLoop:
         health = self.store.pool_health()
         snapshot = build_snapshot(self.rt, now, health)  # (c)
         self._forget_avoids({job.id for job in snapshot.pending})
-        decisions = self.decide(snapshot)  # (d)
+        with metrics.DECISION_SECONDS.time():
+            decisions = self.decide(snapshot)  # (d)
         pools = {pool.id: pool for pool in snapshot.pools}
         apply_decisions(self.rt, decisions, pools, health, self.renew_lease, self.stopper.stop)  # (e)
         self._note_unplaced(decisions.unplaced)
