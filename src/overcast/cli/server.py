@@ -46,13 +46,13 @@ def up(
     from overcast.control.demo import DEMO_CLUSTERS
     from overcast.control.loop import ControlLoop
     from overcast.control.setup import backends_from_fleet
-    from overcast.store import Store, StoreConfigError, default_url, overcast_home
+    from overcast.store import Store, StoreConfigError, StoreUnavailable, default_url, overcast_home
 
     home = overcast_home()
     home.mkdir(parents=True, exist_ok=True)
     try:
         store = Store()
-    except StoreConfigError as exc:
+    except (StoreConfigError, StoreUnavailable) as exc:  # a bad URL, or a database that does not answer
         _fail(str(exc))
     if fleet is not None:
         try:
