@@ -38,6 +38,7 @@ _COST_RANGE = 2.0**43
 FULL_LP_MAX_COLS = 150_000  # below this, one flow over all columns beats column generation
 _START_COLS = 5  # cheapest columns per class in the first restricted flow
 _ADD_COLS = 10  # most negative reduced-cost columns added per class and round
+_DROP_ROUNDS = 6  # rounds with column deletion
 BOUND_TOL = 1e-4  # most relative bound loss from cost rounding, and from stopping column generation early
 
 
@@ -98,6 +99,12 @@ def solve_relaxation(
         lagrange = net.lagrangian_bound(dist, allowed, reduced)
         if lagrange >= cost - BOUND_TOL * abs(cost):
             return Relaxation(net.y(flow), min(lagrange, cost), rounds, int(use.size))
+        if rounds <= _DROP_ROUNDS:
+            # Column deletion: a column without flow whose reduced cost is positive cannot improve the
+            # next flow; dropping them keeps the restricted flows small (the current flow stays feasible,
+            # so the objective never rises). Only in the first rounds, so it cannot cycle.
+            idle = use[(flow[: use.size] == 0) & (reduced[use] > 0)]
+            active[idle] = False
         order = np.lexsort((reduced[new], cls[new]))
         new = new[order]
         first = np.searchsorted(cls[new], cls[new])
