@@ -155,3 +155,16 @@ def test_a_node_that_starts_after_its_launch_was_stopped_does_not_run(tmp_path: 
     subprocess.run(runner, check=True, timeout=30)
     assert not ran.exists()
     assert json.loads((tmp_path / "node-0.exit").read_text()) == {"code": 143, "sigterm": True}
+
+
+def test_a_job_never_inherits_overcasts_secrets(
+    backend: LocalBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OVERCAST_TOKEN", "oc_secret")
+    monkeypatch.setenv("OVERCAST_DATABASE_URL", "postgresql+psycopg://u:pw@db/x")
+    monkeypatch.setenv("SOME_SETTING", "kept")
+    backend.launch(
+        request(backend, "j-env", 'echo "[$OVERCAST_TOKEN][$OVERCAST_DATABASE_URL][$SOME_SETTING]"')
+    )
+    wait_events(backend)
+    assert (tmp_path / "logs" / "j-env" / "1" / "node-0.log").read_text().strip() == "[][][kept]"

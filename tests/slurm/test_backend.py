@@ -11,7 +11,16 @@ from overcast.backends.base import EventKind
 from overcast.backends.slurm import SlurmBackend
 from overcast.placement.pool import Health, Purchase
 from tests.fixtures.slurm import LocalSlurm
-from tests.slurm.helpers import Events, node_log, pool_of, reference_result, request, train_spec, wait_until
+from tests.slurm.helpers import (
+    Events,
+    node_log,
+    pool_of,
+    reference_result,
+    request,
+    shell_spec,
+    train_spec,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slurm
 
@@ -84,3 +93,15 @@ def test_a_restarted_backend_finds_its_jobs_by_name_and_can_stop_them(
     assert [(e.kind, e.job_id, e.attempt) for e in fresh.poll()] == [(EventKind.STARTED, "crash", 3)]
     fresh.stop("crash", 3, grace_seconds=0)
     wait_until(lambda: fresh.active() == [], timeout=15, what="job gone from squeue")
+
+
+def test_a_job_never_inherits_overcasts_secrets(
+    slurm_backends: dict[str, SlurmBackend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OVERCAST_TOKEN", "oc_secret")
+    monkeypatch.setenv("OVERCAST_DATABASE_URL", "postgresql+psycopg://u:pw@db/x")
+    oci = slurm_backends["oci-hpc"]
+    spec = shell_spec("env", 'echo "[$OVERCAST_TOKEN][$OVERCAST_DATABASE_URL][$OVERCAST_JOB_ID]"')
+    oci.launch(request(oci, "env", 1, spec))
+    Events([oci]).wait(EventKind.SUCCEEDED, "env", 1)
+    assert "[][][env]" in node_log(oci, "env", 1, 0)

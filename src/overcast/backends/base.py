@@ -6,12 +6,21 @@ really running and reconcile: nothing lost, nothing running twice.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
 from overcast.placement.pool import Pool
 from overcast.spec.models import JobSpec
+
+# overcast's own credentials: the server may hold them, a job must never inherit them.
+SERVER_SECRETS = frozenset({"OVERCAST_TOKEN", "OVERCAST_DATABASE_URL"})
+
+
+def inherited_environ() -> dict[str, str]:
+    """This process's environment minus overcast's secrets: the base every backend gives a job."""
+    return {k: v for k, v in os.environ.items() if k not in SERVER_SECRETS}
 
 
 class CapacityError(Exception):

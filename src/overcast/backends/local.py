@@ -39,6 +39,7 @@ from overcast.backends.base import (
     EventKind,
     LaunchRequest,
     ProviderDown,
+    inherited_environ,
 )
 from overcast.backends.local_procs import alive, real_gpu_count, signal_group, terminate_groups
 from overcast.backends.local_runner import process_start_time, write_json_atomic
@@ -290,7 +291,7 @@ class LocalBackend:
         # The server's Python comes first on PATH, so `python train.py` finds the same packages.
         search = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
         for rank, node_id in enumerate(node_ids):
-            env = os.environ | {"PATH": search} | spec.env | request.env
+            env = inherited_environ() | {"PATH": search} | spec.env | request.env
             env |= {
                 "OVERCAST_NUM_NODES": str(request.num_nodes),
                 "OVERCAST_NODE_RANK": str(rank),

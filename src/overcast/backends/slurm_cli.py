@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from overcast.backends.base import inherited_environ
+
 # Messages Slurm prints when it cannot reach slurmctld at all (as opposed to rejecting a request).
 _UNREACHABLE = (
     "unable to contact slurm controller",
@@ -43,7 +45,7 @@ class SlurmCommands:
     bin_dir: str | None = None  # where sbatch & co live; None: PATH
 
     def run(self, *args: str, stdin: str | None = None) -> str:
-        env = dict(os.environ)
+        env = inherited_environ()  # sbatch exports it all to the job: never overcast's secrets
         if self.conf:
             env["SLURM_CONF"] = self.conf
         cmd = [os.path.join(self.bin_dir, args[0]) if self.bin_dir else args[0], *args[1:]]
