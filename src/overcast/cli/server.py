@@ -60,7 +60,10 @@ def up(
         except (FleetError, OSError) as exc:
             _fail(str(exc))
         if not backends:
-            _fail(f"{fleet}: no local clusters to run jobs on (add one under 'clusters:' with 'local: {{}}')")
+            _fail(
+                f"{fleet}: no clusters to run jobs on "
+                "(add one under 'clusters:' with 'local: {}' or 'slurm: {conf: ...}')"
+            )
     else:
         from overcast.backends.local import LocalBackend
 
