@@ -1,5 +1,6 @@
 """The twin backend: capacity truth, spot reclaims with checkpoint loss, outages."""
 
+import numpy as np
 import pytest
 
 from overcast.backends.base import CapacityError, EventKind, LaunchRequest, ProviderDown
@@ -78,3 +79,21 @@ def test_outage_preempts_everything_and_refuses_launches_until_it_ends():
     backend.set_down("gcp", False)
     launch(backend, pool, "b", 1, attempt=2)
     assert backend.active() == [("b", 2)]
+
+
+def test_usable_capacity_follows_the_spot_share_and_outages():
+    clock, pool, backend = make(nodes=4)
+    clock.at(3600.0, backend.set_available, pool.id, 0.5)  # 2 nodes from 1 h
+    clock.at(7200.0, backend.set_down, "gcp", True)  # nothing from 2 h
+    clock.at(9000.0, backend.set_down, "gcp", False)  # 2 nodes again from 2.5 h
+    clock.run_until(20000.0)
+    usable = backend.state[pool.id].usable_node_seconds(np.array([0.0, 3600.0, 7200.0, 10800.0]))
+    assert usable.tolist() == [4 * 3600.0, 2 * 3600.0, 2 * 1800.0]
+
+
+def test_on_demand_usable_capacity_ignores_stock_outs_running_instances_survive_them():
+    clock, pool, backend = make(purchase=Purchase.ON_DEMAND, nodes=4)
+    clock.at(3600.0, backend.set_available, pool.id, 0.0)
+    clock.run_until(7200.0)
+    usable = backend.state[pool.id].usable_node_seconds(np.array([0.0, 3600.0, 7200.0]))
+    assert usable.tolist() == [4 * 3600.0, 4 * 3600.0]

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -54,7 +55,30 @@ def test_a_different_seed_gives_a_different_run(scenario, runs):
 
 def test_cost_never_beats_the_lower_bound(runs):
     for name, run in runs.items():
-        assert run.metrics["cost_over_lower_bound"] >= 1.0, name
+        m = run.metrics
+        assert m["cost_over_lower_bound"] >= 1.0, name
+        assert m["cost_lower_bound"] >= m["cost_lower_bound_timeless"], name  # the larger valid one
+        assert m["cost_lower_bound"] <= m["cost_lower_bound_at_run_pace"] <= m["cost_total"], name
+
+
+def test_time_indexed_bound_keeps_work_after_its_submit():
+    # one pool at $8/GPU-h (1 GPU/node) beside a free pool of 1 node: 2 GPU-h submitted at 0 fit the free
+    # pool in two 1-hour slots, but 2 GPU-h submitted in the last slot need the paid pool for one of them
+    from overcast.placement.pool import Pool, Purchase
+    from overcast.twin.metrics import time_indexed_lower_bound
+
+    def pool(name, purchase, price):
+        return Pool(
+            id=name, provider=name, region="r", zone=None, instance_type="x", accelerator="H100",
+            gpus_per_node=1, purchase=purchase, price_per_node_hour=price, capacity_nodes=1,
+        )  # fmt: skip
+
+    free, paid = pool("free", Purchase.RESERVED, 1.0), pool("paid", Purchase.ON_DEMAND, 8.0)
+    edges = np.array([0.0, 3600.0, 7200.0])
+    usable = {"free": np.array([3600.0, 3600.0]), "paid": np.array([3600.0, 3600.0])}
+    early = time_indexed_lower_bound([(0.0, 7200.0, False)], [free, paid], usable, edges, 0.0)
+    late = time_indexed_lower_bound([(3600.0, 7200.0, False)], [free, paid], usable, edges, 0.0)
+    assert early.cost == pytest.approx(0.0) and late.cost == pytest.approx(8.0)
 
 
 def test_more_providers_cut_queueing_against_one_provider(runs):

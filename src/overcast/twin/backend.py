@@ -48,10 +48,28 @@ class PoolState:
     runs: dict[str, Run] = field(default_factory=dict)
     offered_node_seconds: float = 0.0  # integral of ``available`` over time, up to ``offered_to``
     offered_to: float = 0.0
+    changes: list[tuple[float, int, bool]] = field(default_factory=list)  # (time, available, down)
 
     def offered(self, now: float) -> float:
         """Node-seconds the provider would have given from time 0 to ``now``."""
         return self.offered_node_seconds + self.available * max(0.0, now - self.offered_to)
+
+    def usable_node_seconds(self, edges: np.ndarray) -> np.ndarray:
+        """Most node-seconds any schedule could have used in each slot [edges[i], edges[i+1]): none
+        while the provider is down (everything is stopped, launches fail); a spot pool never holds more
+        than the provider offers (it reclaims the rest); an on-demand or reserved pool keeps what runs
+        through a stock-out, so only its nominal size bounds it."""
+        times, caps = [0.0], [float(self.nodes)]
+        for t, available, down in self.changes:
+            times.append(t)
+            caps.append(0.0 if down else float(available if self.pool.purchase == "spot" else self.nodes))
+        times_a, caps_a = np.array(times), np.array(caps)
+        # integral of the step function up to each edge
+        starts = np.clip(times_a, edges[0], edges[-1])
+        cum_at = np.concatenate(([0.0], np.cumsum(caps_a[:-1] * np.diff(starts))))
+        k = np.searchsorted(starts, edges, side="right") - 1
+        integral = cum_at[k] + caps_a[k] * (edges - starts[k])
+        return np.diff(integral)
 
 
 @dataclass(slots=True)
@@ -190,6 +208,7 @@ class TwinBackend:
         now = self.clock.now
         s.offered_node_seconds, s.offered_to = s.offered(now), now
         s.available = math.floor(s.nodes * share + 1e-9)
+        s.changes.append((now, s.available, s.pool.provider in self.down))
         if s.pool.purchase != "spot":
             return  # on-demand instances already running are not taken back in a stock-out
         # newest runs are reclaimed first (a deterministic stand-in for the provider's choice)
@@ -198,6 +217,8 @@ class TwinBackend:
             self._end(s, run, graceful=False, detail=f"spot reclaim on {pool_id}")
 
     def set_down(self, provider: str, down: bool) -> None:
+        for s in self.by_provider[provider]:
+            s.changes.append((self.clock.now, s.available, down))
         if down:
             self.down.add(provider)
             for s in self.by_provider[provider]:
