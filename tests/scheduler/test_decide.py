@@ -160,3 +160,26 @@ def test_fair_share_interleaves_teams_of_equal_priority() -> None:
     assert [j.id for j in order_queue(pending)] == ["a0", "a1", "a2", "b0", "b1"]
     d = decide(make_snapshot([pool], pending, running), fair_share=True)
     assert [p.job_id for p in d.place] == ["b0", "a0", "b1", "a1", "a2"]
+
+
+def test_batch_path_does_not_start_long_jobs_from_the_back_of_the_queue() -> None:
+    # 4 free nodes, 12 one-node jobs: the four that waited longest are short, the newest are long. The
+    # solver used to value a job by its expected GPU-hours and started the long ones (regression).
+    pools = [make_pool("aws", price=98, capacity=4)]
+    hour = 3600.0
+    old = [make_job(f"old{i}").gpus("H100", 8).hours(0.25).pending(submitted_at=i) for i in range(4)]
+    new = [
+        make_job(f"new{i}").gpus("H100", 8).hours(32).pending(submitted_at=10 * hour + i) for i in range(8)
+    ]
+    d = decide(make_snapshot(pools, new + old, now=12 * hour), batch_threshold=5, time_budget_s=0.5)
+    assert sorted(p.job_id for p in d.place) == ["old0", "old1", "old2", "old3"]
+
+
+def test_batch_path_within_one_wait_tier_fills_every_free_node() -> None:
+    pools = [make_pool("aws", price=98, capacity=6)]
+    pending = [
+        make_job(f"j{i}").gpus("H100", 8).nodes(1 + i % 3).hours(2.0 ** (i % 5)).pending(submitted_at=i)
+        for i in range(12)
+    ]
+    d = decide(make_snapshot(pools, pending, now=60.0), batch_threshold=5, time_budget_s=0.5)
+    assert sum(p.nodes for p in d.place) == 6
