@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 
 from overcast.backends.slurm import SlurmBackend, SlurmCluster
 from tests.slurm.helpers import MemoryQueue
@@ -32,10 +33,15 @@ def test_stops_from_other_threads_while_the_loop_polls() -> None:
 
         stopper = threading.Thread(target=stop_some)
         stopper.start()
-        while stopper.is_alive():
+        deadline = time.monotonic() + 60
+        while stopper.is_alive() and time.monotonic() < deadline:
             backend.active()
             backend.poll()
-        stopper.join()
+            time.sleep(
+                0.001
+            )  # let go of the lock now and then: Python's lock is not fair, a tight loop starves
+        stopper.join(10)
+        assert not stopper.is_alive(), "the stopper thread never got through"
     finally:
         sys.setswitchinterval(old)
     assert errors == []
