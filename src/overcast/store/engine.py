@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -60,6 +62,20 @@ def make_engine(url: str) -> Engine:
     )
 
 
+def _set_wal(cursor) -> None:  # type: ignore[no-untyped-def]
+    """Switch to WAL. Several processes opening a fresh database at once can get "database is locked"
+    here without SQLite's busy handler being consulted, so retry for up to the busy timeout."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def _sqlite_engine(url: str, database: str | None) -> Engine:
     in_memory = not database or database == ":memory:"
     if in_memory:
@@ -87,7 +103,7 @@ def _sqlite_engine(url: str, database: str | None) -> Engine:
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
         if not in_memory:
-            cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+            _set_wal(cursor)  # readers never block the writer
             cursor.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; safe with WAL
         cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
         cursor.execute("PRAGMA foreign_keys=ON")
