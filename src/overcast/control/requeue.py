@@ -19,7 +19,7 @@ def requeue_after_loss(rt: Runtime, job: JobRecord, from_states: tuple[JobState,
         if done is not None:
             used = f"restart {job.restarts + 1} of {job.spec.max_restarts}"
             rt.store.add_event(job.id, "requeued", f"attempt {job.attempt}: {why} ({used})")
-            metrics.FAILOVERS.labels(reason=why.split(":", 1)[0].split(" ", 1)[0]).inc()
+            metrics.FAILOVERS.labels(reason=why.split(" ", 1)[0]).inc()  # "preempted on ..." -> "preempted"
         return
     done = rt.store.transition(
         job.id, from_states, JobState.FAILED, reason=f"{why}; out of restarts ({job.spec.max_restarts})"

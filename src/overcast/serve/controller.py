@@ -82,11 +82,13 @@ class ServiceController:
         self._probe(now)
         self.scale = autoscale(self.spec.replicas, self.scale, self.lb.rate.rate(now), now)
         replicas = [r.replica for r in self.replicas.values()]
-        plan = plan_replicas(self.spec, self.scale.target, self.version, replicas, self._pools(now))
+        pools = self._pools(now)
+        plan = plan_replicas(self.spec, self.scale.target, self.version, replicas, pools)
+        by_id = {pool.id: pool for pool in pools}
         for rid in plan.retire:
             self._retire(rid)
         for launch in plan.launch:
-            self._launch(launch.pool_id, launch.fallback, now)
+            self._launch(by_id[launch.pool_id], launch.fallback, now)
         self.lb.set_ready(
             {rid: r.url for rid, r in self.replicas.items() if r.replica.state is ReplicaState.READY}
         )
@@ -140,8 +142,7 @@ class ServiceController:
         return sorted(pools, key=lambda p: (p.price_per_node_hour, p.id))
 
     # -- apply --------------------------------------------------------------------------------------
-    def _launch(self, pool_id: str, fallback: bool, now: float) -> None:
-        pool = next(p for b in self.backends.values() for p in b.pools() if p.id == pool_id)
+    def _launch(self, pool: Pool, fallback: bool, now: float) -> None:
         rid = f"r{next(self._ids)}"
         job_id = f"svc-{self.spec.name}-{rid}"
         port = free_port()
