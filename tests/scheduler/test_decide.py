@@ -183,3 +183,36 @@ def test_batch_path_within_one_wait_tier_fills_every_free_node() -> None:
     ]
     d = decide(make_snapshot(pools, pending, now=60.0), batch_threshold=5, time_budget_s=0.5)
     assert sum(p.nodes for p in d.place) == 6
+
+
+def test_short_jobs_go_first_and_a_long_job_climbs_a_tier_per_doubling_of_its_slowdown() -> None:
+    hour = 3600.0
+    long_old = make_job("long-old").gpus("H100", 8).hours(32).pending(submitted_at=0)
+    short_new = make_job("short-new").gpus("H100", 8).hours(1).pending(submitted_at=10 * hour)
+    mid_new = make_job("mid-new").gpus("H100", 8).hours(4).pending(submitted_at=10 * hour)
+    pending = [long_old, mid_new, short_new]
+    # 10.5 h in: the long job's slowdown (10.5 / 32) is below the short job's (0.5 / 1): shortest first
+    assert [j.id for j in order_queue(pending, now=10.5 * hour)] == ["short-new", "mid-new", "long-old"]
+    # 33 h in: the long job waited its own length (tier 1), the 4 h job 23 h (tier 2), the 1 h job tier 4
+    assert [j.id for j in order_queue(pending, now=33 * hour)] == ["short-new", "mid-new", "long-old"]
+    # a long job that waited twice its length outranks fresh short jobs
+    fresh = make_job("fresh").gpus("H100", 8).hours(1).pending(submitted_at=64 * hour)
+    assert [j.id for j in order_queue([fresh, long_old], now=64.2 * hour)] == ["long-old", "fresh"]
+    assert [j.id for j in order_queue(pending, order="fifo", now=33 * hour)] == [
+        "long-old",
+        "mid-new",
+        "short-new",
+    ]
+
+
+def test_decide_gives_scarce_nodes_to_short_jobs_on_both_paths() -> None:
+    # 2 free nodes; a 16 h job waited 1 h, two 0.5 h jobs just arrived: the short ones start
+    hour = 3600.0
+    pools = [make_pool("aws", price=98, capacity=2)]
+    pending = [make_job("long").gpus("H100", 8).hours(16).pending(submitted_at=0)]
+    pending += [make_job(f"short{i}").gpus("H100", 8).hours(0.5).pending(submitted_at=hour) for i in range(2)]
+    for threshold in (200, 1):  # single-job path, batch solver
+        d = decide(make_snapshot(pools, pending, now=hour + 60), batch_threshold=threshold, time_budget_s=0.5)
+        assert sorted(p.job_id for p in d.place) == ["short0", "short1"]
+    d = decide(make_snapshot(pools, pending, now=hour + 60), queue_order="fifo")
+    assert [p.job_id for p in d.place] == ["long", "short0"]

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from overcast.placement.pool import Health, Pool, Purchase
 from overcast.scheduler.decide import decide
-from overcast.scheduler.queue import queue_key
+from overcast.scheduler.queue import queue_key, slowdown_key
 from overcast.scheduler.snapshot import Quota, Snapshot
 from overcast.spec.models import JobSpec, SpotPolicy
 from tests.scheduler.builders import make_job, make_pool, make_snapshot
@@ -326,7 +326,10 @@ def test_avoid_pools_respected_when_another_pool_fits(snapshot: Snapshot) -> Non
     pool it could use has fewer free nodes than it needs, even adding back what jobs after it took."""
     d = run(snapshot, batch=False)
     pending = {j.id: j for j in snapshot.pending}
-    turn = {job.id: i for i, job in enumerate(sorted(pending.values(), key=queue_key))}
+    turn = {
+        job.id: i
+        for i, job in enumerate(sorted(pending.values(), key=lambda j: slowdown_key(j, snapshot.now)))
+    }
     used = used_at_start(snapshot)
     for place in d.place:
         used[place.pool_id] += place.nodes

@@ -3,8 +3,8 @@
 Why per level: the solver trades jobs against each other by value, and a strict priority order must not
 be traded away, so decide() solves each level on the capacity the levels above it left (highest first).
 Within a level, leaving a job out costs the same per node for every job and more than any pool it could
-use, so the solver places whatever fits, then minimises expected cost; jobs that waited longer come
-first (``wait_tiers``). The solver knows nothing about quotas or the
+use, so the solver places whatever fits, then minimises expected cost; the solver's priority inside the
+level follows the queue order (``solver_tiers``). The solver knows nothing about quotas or the
 soft ``avoid_pools`` rule: every assignment is re-checked here in queue order against the live
 ``Usage`` (capacity and quota), and jobs the solver left out or that fail the check get one
 single-job placement on what is left, which also yields their "why not" text.
@@ -21,6 +21,7 @@ from overcast.placement import score
 from overcast.placement.batch import BatchProblem, solve
 from overcast.placement.filters import Request, request_key, run_filters
 from overcast.placement.index import PoolIndex, Usage
+from overcast.scheduler.queue import slowdown_tier
 from overcast.scheduler.sequential import place_in_order
 from overcast.scheduler.snapshot import PendingJob, Place
 
@@ -37,12 +38,13 @@ def place_level(
     now: float,
     time_budget_s: float,
     misses: dict[tuple, str],
+    order: str = "slowdown",
 ) -> tuple[list[Place], list[tuple[PendingJob, str]]]:
     """Place one priority level's ``jobs`` (in queue order) with the batch solver. Mutates ``usage``;
     ``misses`` as in ``sequential.place_in_order``."""
     placed: list[Place] = []
     leftover: list[PendingJob] = []
-    assignment = _solve_level(jobs, index, usage, now=now, time_budget_s=time_budget_s)
+    assignment = _solve_level(jobs, index, usage, now=now, time_budget_s=time_budget_s, order=order)
     for job, position in zip(jobs, assignment, strict=True):
         nodes = job.spec.num_nodes
         if position >= 0 and _fits(index, usage, position, nodes):
@@ -69,10 +71,10 @@ def _fits(index: PoolIndex, usage: Usage, position: int, nodes: int) -> bool:
 
 
 def _solve_level(
-    jobs: list[PendingJob], index: PoolIndex, usage: Usage, *, now: float, time_budget_s: float
+    jobs: list[PendingJob], index: PoolIndex, usage: Usage, *, now: float, time_budget_s: float, order: str
 ) -> np.ndarray:
     """Pool position per job (-1: left out) from the batch solver."""
-    problem, pools = build_problem(jobs, index, usage, now=now)
+    problem, pools = build_problem(jobs, index, usage, now=now, order=order)
     if problem.n_pairs == 0:
         return np.full(len(jobs), -1)
     try:
@@ -86,7 +88,7 @@ def _solve_level(
 
 
 def build_problem(
-    jobs: Iterable[PendingJob], index: PoolIndex, usage: Usage, *, now: float
+    jobs: Iterable[PendingJob], index: PoolIndex, usage: Usage, *, now: float, order: str = "slowdown"
 ) -> tuple[BatchProblem, np.ndarray]:
     """The BatchProblem for ``jobs`` on what ``usage`` leaves free, and the index position of each of
     its pools. Jobs with the same request share one filter run."""
@@ -116,7 +118,7 @@ def build_problem(
     # free node always goes to some job, and the solver never prefers a job for its length (a penalty
     # that grew with expected_hours made it run the longest jobs first, far down the queue).
     penalty = np.array([job.spec.num_nodes * per_node for job in jobs])
-    tiers = wait_tiers(jobs, now)
+    tiers = solver_tiers(jobs, now) if order == "slowdown" else wait_tiers(jobs, now)
     indptr = np.zeros(len(jobs) + 1, dtype=np.int64)
     np.cumsum([len(r[0]) for r in rows], out=indptr[1:])
     positions = np.concatenate([r[0] for r in rows]) if rows else np.zeros(0, dtype=np.int64)
@@ -138,12 +140,23 @@ def build_problem(
     return problem, used
 
 
+def solver_tiers(jobs: list[PendingJob], now: float) -> np.ndarray:
+    """The solver's priority for each job of one level under the slowdown order (``queue.py``): one
+    level per (slowdown tier, expected hours) pair, so the solver never leaves out a job that ranks
+    higher in the queue where it would fit by taking room from lower-ranked jobs, and packs freely among
+    jobs of the same pair (few pairs: tiers grow by doublings and estimates cluster on round numbers)."""
+    keys = [(slowdown_tier(job, now), -job.spec.expected_hours) for job in jobs]
+    ranks = {k: r for r, k in enumerate(sorted(set(keys)))}
+    return np.array([ranks[k] for k in keys], dtype=np.int64)
+
+
 def wait_tiers(jobs: list[PendingJob], now: float) -> np.ndarray:
     """The solver's priority for each job of one level: a tier per doubling of the hours it has waited
     (tier k: 2^k - 1 <= hours < 2^(k+1) - 1). The solver never leaves a job of a higher tier out where
     it would fit by taking room from lower tiers, so a job that waited far longer is never passed over
     (no starvation), while inside a tier it packs freely (small and short jobs fit around gangs). One
-    tier per job (strict FIFO) measured worse in the twin, and slower: no two jobs merge into a class."""
+    tier per job (strict FIFO) measured worse in the twin, and slower: no two jobs merge into a class.
+    Used with ``order="fifo"``."""
     waited = np.array([max(now - job.submitted_at, 0.0) for job in jobs]) / 3600.0
     return np.floor(np.log2(1.0 + waited)).astype(np.int64)
 

@@ -28,18 +28,22 @@ def decide(
     batch_threshold: int = BATCH_THRESHOLD,
     time_budget_s: float = TIME_BUDGET_S,
     fair_share: bool = False,
+    queue_order: str = "slowdown",
 ) -> Decisions:
     start = perf_counter()
     decisions = Decisions()
     timer = _StepTimer(decisions.step_seconds)
 
-    # 1. Order the queue: priority desc, then submit time (optionally fair share between teams).
+    # 1. Order the queue: priority desc, then (queue.py) slowdown tier, shorter first, submit time;
+    #    optionally fair share between teams.
     #    A job already running, or listed twice, is considered once.
     running_ids = {r.id for r in snapshot.running}
     queue: list[PendingJob] = []
     seen: set[str] = set()
     team_gpus = _team_gpus(snapshot) if fair_share else None
-    for job in order_queue(snapshot.pending, fair_share=fair_share, team_gpus=team_gpus):
+    for job in order_queue(
+        snapshot.pending, fair_share=fair_share, team_gpus=team_gpus, order=queue_order, now=snapshot.now
+    ):
         if job.id in running_ids:
             decisions.unplaced[job.id] = "already running"
         elif job.id not in seen:
@@ -71,7 +75,7 @@ def decide(
         if use_batch:
             budget = max(deadline - perf_counter(), 0.0) / (len(levels) - done)  # what is left, shared
             placed, unplaced = place_level(
-                jobs, index, usage, now=snapshot.now, time_budget_s=budget, misses=misses
+                jobs, index, usage, now=snapshot.now, time_budget_s=budget, misses=misses, order=queue_order
             )
         else:
             placed, unplaced = place_in_order(jobs, index, usage, now=snapshot.now, misses=misses)
