@@ -19,7 +19,13 @@ def test_places_in_priority_order_on_the_cheapest_pool_with_room() -> None:
     d = decide(make_snapshot([reserved, public], pending))
     assert {(p.job_id, p.pool_id) for p in d.place} == {("high", reserved.id), ("low", public.id)}
     assert d.unplaced == {}
-    assert set(d.step_seconds) == {"1-order-queue", "2-free-capacity", "3-place", "4-preempt"}
+    assert set(d.step_seconds) == {
+        "1-order-queue",
+        "2-free-capacity",
+        "3-place",
+        "4-preempt",
+        "5-consolidate",
+    }
     assert d.seconds >= sum(d.step_seconds.values()) * 0.5
 
 
@@ -216,3 +222,48 @@ def test_decide_gives_scarce_nodes_to_short_jobs_on_both_paths() -> None:
         assert sorted(p.job_id for p in d.place) == ["short0", "short1"]
     d = decide(make_snapshot(pools, pending, now=hour + 60), queue_order="fifo")
     assert [p.job_id for p in d.place] == ["long", "short0"]
+
+
+def _move_world() -> tuple:
+    reserved = make_pool("oci", purchase=Purchase.RESERVED, price=60, capacity=4, used=2)
+    dear = make_pool("aws", price=98, capacity=8, used=3)
+    return reserved, dear
+
+
+def test_consolidation_moves_long_checkpointed_work_from_list_price_onto_idle_reserved_nodes() -> None:
+    hour = 3600.0
+    reserved, dear = _move_world()
+    runs = [
+        make_job("long").gpus("H100", 8).nodes(2).hours(8).checkpoint().running(dear, started_at=0),
+        make_job("ending").gpus("H100", 8).hours(8).checkpoint().running(dear, started_at=-7 * hour),
+        make_job("no-ckpt").gpus("H100", 8).hours(8).running(dear, started_at=0),  # would start over
+    ]
+    held = make_job("held").gpus("H100", 8).nodes(2).running(reserved, started_at=0)
+    snap = make_snapshot([reserved, dear], [], [held, *runs], now=0.5 * hour)
+    d = decide(snap)
+    assert [p.job_id for p in d.preempt] == ["long"]
+    assert d.preempt[0].reason.startswith(f"move to cheaper {reserved.id}")
+    later = make_snapshot([reserved, dear], [], [held, *runs], now=7.5 * hour)
+    assert decide(later).preempt == []  # half an hour left: not worth a restart
+    assert decide(snap, consolidate=False).preempt == []
+
+
+def test_consolidation_waits_while_any_job_is_left_waiting_and_holds_the_room_it_takes() -> None:
+    hour = 3600.0
+    reserved, dear = _move_world()
+    held = make_job("held").gpus("H100", 8).nodes(2).running(reserved, started_at=0)
+    runs = [
+        make_job(f"r{i}").gpus("H100", 8).nodes(2).hours(8).checkpoint().running(dear, started_at=0)
+        for i in range(2)
+    ]
+    # two candidates, room for one: only one moves
+    d = decide(make_snapshot([reserved, dear], [], [held, *runs], now=hour))
+    assert len(d.preempt) == 1
+    # a 16-node gang that fits nowhere is waiting: no moves this cycle
+    gang = make_job("gang").gpus("H100", 8).nodes(16).pending(submitted_at=0)
+    d = decide(make_snapshot([reserved, dear], [gang], [held, *runs], now=hour))
+    assert d.preempt == [] and "gang" in d.unplaced
+    # a pending job that takes the free reserved room leaves nothing to move into
+    small = make_job("small").gpus("H100", 8).nodes(2).pending(submitted_at=0)
+    d = decide(make_snapshot([reserved, dear], [small], [held, *runs], now=hour))
+    assert [(p.job_id, p.pool_id) for p in d.place] == [("small", reserved.id)] and d.preempt == []

@@ -38,6 +38,7 @@ RATE = st.sampled_from([0.0, 0.2])
 TEAM = st.sampled_from(["a", "b"])
 PRIORITY = st.integers(-2, 2)
 NODES = st.integers(1, 4)
+MOVE = "move to cheaper "
 ACCEL_LIST = st.lists(ACCEL, min_size=1, max_size=2, unique=True)
 PROVIDER_ALLOW = st.lists(PROVIDER, min_size=1, unique=True)
 PROVIDER_DENY = st.lists(PROVIDER, max_size=2, unique=True)
@@ -89,7 +90,10 @@ def snapshots(draw, with_quotas: bool = False) -> Snapshot:
     running = []
     for i in range(draw(st.integers(0, 6))):
         pool = draw(st.sampled_from(world))
-        running.append(job_builder(draw, f"run{i}").running(pool, started_at=draw(st.floats(0, NOW))))
+        builder = job_builder(draw, f"run{i}")
+        if draw(st.booleans()):  # checkpointed, with an estimate: a candidate for consolidation moves
+            builder.checkpoint().hours(draw(st.sampled_from([0.5, 2.0, 8.0])))
+        running.append(builder.running(pool, started_at=draw(st.floats(0, NOW))))
     pending = []
     for i in range(draw(st.integers(0, 10))):
         avoid = frozenset(draw(st.lists(st.sampled_from([p.id for p in world]), max_size=2)))
@@ -128,6 +132,38 @@ def crowded(draw) -> Snapshot:
         .priority(draw(PRIORITY))
         .pending(submitted_at=i)
         for i in range(draw(st.integers(1, 5)))
+    ]
+    return make_snapshot(world, pending, running, [], frozenset(), now=NOW)
+
+
+@st.composite
+def movable(draw) -> Snapshot:
+    """H100 pools of every purchase kind with some room, checkpointed running jobs with estimates, few
+    pending jobs: worlds where consolidation moves happen (most examples move something)."""
+    world = [
+        make_pool(
+            id=f"p{i}",
+            provider=draw(PROVIDER),
+            purchase=draw(PURCHASE),
+            price=draw(st.floats(1, 100)),
+            capacity=(capacity := draw(st.integers(1, 8))),
+            used=draw(st.integers(0, capacity)),
+            preemptions_per_hour=draw(RATE),
+        )
+        for i in range(draw(st.integers(2, 4)))
+    ]
+    running = [
+        make_job(f"run{i}")
+        .gpus("H100", 8)
+        .nodes(draw(st.integers(1, 3)))
+        .hours(draw(st.sampled_from([0.5, 2.0, 8.0, 32.0])))
+        .checkpoint()
+        .running(draw(st.sampled_from(world)), started_at=draw(st.floats(-4 * 3600, NOW)))
+        for i in range(draw(st.integers(1, 5)))
+    ]
+    pending = [
+        make_job(f"job{i}").gpus("H100", 8).nodes(draw(NODES)).pending(submitted_at=i)
+        for i in range(draw(st.integers(0, 2)))
     ]
     return make_snapshot(world, pending, running, [], frozenset(), now=NOW)
 
@@ -278,6 +314,8 @@ def test_preemption_only_of_lower_priority(snapshot: Snapshot, batch: bool) -> N
     victims = [p.job_id for p in d.preempt]
     assert len(victims) == len(set(victims)), "a job preempted twice"
     for p in d.preempt:
+        if p.reason.startswith(MOVE):
+            continue  # test_consolidation_moves_are_safe
         assert p.job_id in running, "preempted a job that is not running"
         for_job = p.reason.removeprefix("make room for ").split(" ", 1)[0]
         assert specs[for_job].priority > running[p.job_id].spec.priority
@@ -297,6 +335,8 @@ def test_preemption_frees_enough_and_no_more(snapshot: Snapshot, batch: bool) ->
     pools = {p.id: p for p in snapshot.pools}
     victims: dict[str, list[int]] = defaultdict(list)  # preemptor -> victims' nodes
     for p in d.preempt:
+        if p.reason.startswith(MOVE):
+            continue
         for_job = p.reason.removeprefix("make room for ").split(" ", 1)[0]
         pool_id = d.unplaced[for_job].removeprefix("waiting for ").split(":", 1)[0]
         assert running[p.job_id].pool_id == pool_id, f"{p.job_id} does not run where {for_job} waits"
@@ -355,3 +395,32 @@ def test_queue_order_is_priority_then_submit_time() -> None:
         make_job("early-high").gpus("H100", 8).priority(5).pending(submitted_at=2),
     ]
     assert [j.id for j in sorted(jobs, key=queue_key)] == ["early-high", "late-high", "early-low"]
+
+
+@SETTINGS
+@given(st.one_of(WORLDS, movable()), st.booleans())
+def test_consolidation_moves_are_safe(snapshot: Snapshot, batch: bool) -> None:
+    """A move stops a running, checkpointed job with at least an hour of expected work left, only in a
+    cycle that left no job waiting, towards a usable pool it may run on that is cheaper than where it
+    runs (or reclaims less often) and has room for it next to everything placed and moved there."""
+    d = run(snapshot, batch)
+    running = {r.id: r for r in snapshot.running}
+    pools = {p.id: p for p in snapshot.pools}
+    used = used_at_start(snapshot)
+    for place in d.place:
+        used[place.pool_id] += place.nodes
+    for p in d.preempt:
+        if not p.reason.startswith(MOVE):
+            continue
+        assert not d.unplaced, f"moved {p.job_id} while {sorted(d.unplaced)} wait"
+        job = running[p.job_id]
+        target = pools[p.reason.removeprefix(MOVE).split(":", 1)[0]]
+        assert job.spec.checkpoint_dir and job.spec.expected_hours - (NOW - job.started_at) / 3600 >= 1.0
+        assert could_take(target, job.spec, snapshot) and target.usable(NOW)
+        here = pools[job.pool_id]
+        assert target.marginal_price_per_node_hour < here.marginal_price_per_node_hour or (
+            target.preemptions_per_hour < here.preemptions_per_hour
+        ), f"{p.job_id} moved to {target.id}, neither cheaper nor safer than {here.id}"
+        used[target.id] += job.nodes
+        cap = target.capacity_nodes
+        assert cap is None or used[target.id] <= cap, f"{target.id} over capacity after moves"

@@ -13,6 +13,7 @@ from time import perf_counter
 from overcast.placement.filters import request_key
 from overcast.placement.index import PoolIndex, Usage
 from overcast.scheduler.batch_adapter import place_level
+from overcast.scheduler.consolidate import find_moves
 from overcast.scheduler.preemption import find_eviction
 from overcast.scheduler.queue import order_queue
 from overcast.scheduler.sequential import place_in_order
@@ -29,6 +30,7 @@ def decide(
     time_budget_s: float = TIME_BUDGET_S,
     fair_share: bool = False,
     queue_order: str = "slowdown",
+    consolidate: bool = True,
 ) -> Decisions:
     start = perf_counter()
     decisions = Decisions()
@@ -90,7 +92,18 @@ def decide(
                 no_eviction[key] = job.spec.priority
         timer.lap("4-preempt", add=True)
 
-    # 5. Decisions: places, preemptions and why each other job stays pending.
+    # 5. Consolidate (consolidate.py): room no pending job could use, on a pool cheaper than where a
+    #    running job pays list price, takes that job: it is stopped gracefully and placed again next
+    #    cycle, when the saving over its expected remaining hours outweighs the restart.
+    if consolidate and not any(j.id in decisions.unplaced for j in queue):
+        for move in find_moves(index, usage, running_by_pool, now=snapshot.now, skip=preempted):
+            target = index.pools[move.position]
+            decisions.preempt.append(
+                Preempt(move.job.id, f"move to cheaper {target.id}: saves ~${move.saving:,.0f} expected")
+            )
+    timer.lap("5-consolidate")
+
+    # 6. Decisions: places, preemptions and why each other job stays pending.
     decisions.seconds = perf_counter() - start
     return decisions
 

@@ -82,6 +82,7 @@ class Engine:
         self.stats = EngineStats()
         self._specs: dict[tuple[int, bool, str, float], JobSpec] = {}
         self._next_arrival = 0
+        self._requeued = False  # the last cycle stopped jobs: the next tick must place them again
         self.reserved_per_second = (
             sum(
                 p.price_per_node_hour * (p.capacity_nodes or 0)
@@ -121,7 +122,8 @@ class Engine:
         next_sample = 0.0
         while t <= self.horizon:
             self.clock.run_until(t)
-            changed = self._arrivals(t) | self._events() | self._health_expired(t)
+            changed = self._arrivals(t) | self._events() | self._health_expired(t) | self._requeued
+            self._requeued = False
             if self.pending and changed:
                 self._cycle(t)
             if t >= next_sample:
@@ -139,7 +141,7 @@ class Engine:
     def _next_tick(self, t: float) -> float:
         """The next cycle boundary at which something can happen (skip idle cycles)."""
         nxt = t + self.cycle
-        if self.pending and self._any_cooling():
+        if self._requeued or (self.pending and self._any_cooling()):
             return nxt
         candidates = [self.horizon + self.cycle]
         if self._next_arrival < len(self.jobs):
@@ -233,6 +235,7 @@ class Engine:
             self.backend.stop(run.id, run.attempt, grace_seconds=30.0)
             self.stats.scheduler_preemptions += 1
             self._requeue(run.id)
+            self._requeued = True
         for place in decisions.place:
             job = self.pending.get(place.job_id)
             pool = self.pools.get(place.pool_id)
