@@ -181,3 +181,23 @@ def test_same_json_across_processes_with_different_hash_seeds(tmp_path):
         subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=120)
         reports.append(deterministic_part(json.loads((out / "report.json").read_text())))
     assert reports[0] == reports[1]
+
+
+def test_time_indexed_bound_puts_a_gang_only_on_pools_it_fits():
+    # a free 1-node pool and a $8/GPU-h 2-node pool: 2 GPU-h of one-node work fit the free pool over two
+    # slots, but a 2-node gang cannot run there at all and pays for both GPU-hours
+    from overcast.placement.pool import Pool, Purchase
+    from overcast.twin.bounds import time_indexed_lower_bound
+
+    def pool(name, purchase, price, nodes):
+        return Pool(
+            id=name, provider=name, region="r", zone=None, instance_type="x", accelerator="H100",
+            gpus_per_node=1, purchase=purchase, price_per_node_hour=price, capacity_nodes=nodes,
+        )  # fmt: skip
+
+    pools = [pool("free", Purchase.RESERVED, 1.0, 1), pool("paid", Purchase.ON_DEMAND, 8.0, 2)]
+    edges = np.array([0.0, 3600.0, 7200.0])
+    usable = {"free": np.full(2, 3600.0), "paid": np.full(2, 7200.0)}
+    single = time_indexed_lower_bound([(0.0, 7200.0, False, 1)], pools, usable, edges, 0.0)
+    gang = time_indexed_lower_bound([(0.0, 7200.0, False, 2)], pools, usable, edges, 0.0)
+    assert single.cost == pytest.approx(0.0) and gang.cost == pytest.approx(16.0)
