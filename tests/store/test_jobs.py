@@ -76,6 +76,22 @@ def test_transition_is_compare_and_set(store: Store) -> None:
     assert store.transition("j-missing000", [JobState.PENDING], JobState.LAUNCHING) is None
 
 
+def test_transition_writes_its_event_in_the_same_transaction_or_not_at_all(store: Store) -> None:
+    job = store.submit("ml", make_spec())
+    before = [e.kind for e in store.events(job_id=job.id)]
+    placed = store.transition(
+        job.id, [JobState.PENDING], JobState.LAUNCHING, attempt=1, event=("placed", "attempt 1 on p1")
+    )
+    assert placed is not None
+    lost = store.transition(job.id, [JobState.PENDING], JobState.LAUNCHING, event=("placed", "stale loop"))
+    assert lost is None  # the compare-and-set failed: no event either
+    store.transition(job.id, [JobState.LAUNCHING], JobState.RUNNING, event=("started", "s"), event_at=1234.0)
+    got = store.events(job_id=job.id)[len(before) :]
+    assert [(e.kind, e.detail) for e in got] == [("placed", "attempt 1 on p1"), ("started", "s")]
+    assert got[1].at == 1234.0
+    assert store.events(team="ml")[-1].kind == "started"  # the event belongs to the job's team
+
+
 def test_transition_rejects_unknown_fields(store: Store) -> None:
     job = store.submit("ml", make_spec())
     with pytest.raises(ValueError, match="cannot set \\['team'\\]"):

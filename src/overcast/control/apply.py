@@ -57,11 +57,11 @@ def apply_place(
     claimed = store.transition(
         job.id, [JobState.PENDING], JobState.LAUNCHING,
         attempt=attempt, pool_id=pool.id, backend=pool.backend, nodes=place.nodes, reason=place.reason,
+        event=("placed", f"attempt {attempt} on {pool.id} ({place.nodes} nodes): {place.reason}"),
     )  # fmt: skip
     if claimed is None:
         return  # someone else moved it (cancelled, or another loop took it)
     store.record_launch(job.id, attempt, pool.id, pool.backend, handle="")
-    store.add_event(job.id, "placed", f"attempt {attempt} on {pool.id} ({place.nodes} nodes): {place.reason}")
     env = job_env(job.id, attempt, place.nodes, job.spec, rt.home)
     request = LaunchRequest(job.id, attempt, pool, place.nodes, job.spec, env)
     try:
@@ -75,15 +75,19 @@ def apply_place(
         cooldown = learned.until - rt.clock() if learned.until else 0.0
         why = f"{pool.id}: {exc}; cooling down {cooldown:.0f}s (failure {learned.failures} in a row)"
         store.add_event(None, "pool-cooldown", why)
-        if store.transition(job.id, [JobState.LAUNCHING], JobState.PENDING, reason=f"{pool.id}: {exc}"):
-            store.add_event(job.id, outcome, f"attempt {attempt} on {pool.id}: {exc}; trying elsewhere")
+        if store.transition(
+            job.id, [JobState.LAUNCHING], JobState.PENDING, reason=f"{pool.id}: {exc}",
+            event=(outcome, f"attempt {attempt} on {pool.id}: {exc}; trying elsewhere"),
+        ):  # fmt: skip
             metrics.FAILOVERS.labels(reason=outcome).inc()
         return
     except Exception as exc:  # the job cannot start at all (bad workdir...): its own failure
         log.warning("launch of %s attempt %d failed: %s", job.id, attempt, exc)
         store.end_launch(job.id, attempt, "launch-error")
-        if store.transition(job.id, [JobState.LAUNCHING], JobState.FAILED, reason=f"launch failed: {exc}"):
-            store.add_event(job.id, "failed", f"attempt {attempt} could not start on {pool.id}: {exc}")
+        store.transition(
+            job.id, [JobState.LAUNCHING], JobState.FAILED, reason=f"launch failed: {exc}",
+            event=("failed", f"attempt {attempt} could not start on {pool.id}: {exc}"),
+        )  # fmt: skip
         return
     store.record_launch(job.id, attempt, pool.id, pool.backend, handle=allocation.handle)
     store.add_event(job.id, "launched", f"attempt {attempt} on {pool.id}")
@@ -98,8 +102,10 @@ def apply_preempt(rt: Runtime, preempt: Preempt, stop_job: Callable[[JobRecord, 
     if job is None:
         return
     live = [JobState.LAUNCHING, JobState.RUNNING]
-    stopping = store.transition(job.id, live, JobState.STOPPING, reason=f"preempted: {preempt.reason}")
+    stopping = store.transition(
+        job.id, live, JobState.STOPPING, reason=f"preempted: {preempt.reason}",
+        event=("preempting", f"attempt {job.attempt}: {preempt.reason}"),
+    )  # fmt: skip
     if stopping is None:
         return
-    store.add_event(job.id, "preempting", f"attempt {job.attempt}: {preempt.reason}")
     stop_job(stopping, f"preempted by the scheduler: {preempt.reason}")

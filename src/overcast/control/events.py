@@ -41,9 +41,11 @@ def handle_event(rt: Runtime, backend_name: str, event: BackendEvent) -> None:
     current = job is not None and job.attempt == event.attempt and job.backend == backend_name
     if current and job is not None and job.state is JobState.PENDING and event.kind is EventKind.SUCCEEDED:
         # Requeued (e.g. by a reconcile that raced the exit) but not relaunched: the work is done.
-        if store.transition(job.id, [JobState.PENDING], JobState.SUCCEEDED, reason=None):
+        done = ("succeeded", f"attempt {job.attempt} (after a requeue)")
+        if store.transition(
+            job.id, [JobState.PENDING], JobState.SUCCEEDED, reason=None, event=done, event_at=event.at
+        ):
             store.end_launch(job.id, job.attempt, "succeeded")
-            store.add_event(job.id, "succeeded", f"attempt {job.attempt} (after a requeue)", at=event.at)
         return
     if current and job is not None and job.state.terminal and event.kind is not EventKind.STARTED:
         _log_end_once(rt, job, event)
@@ -59,12 +61,19 @@ def handle_event(rt: Runtime, backend_name: str, event: BackendEvent) -> None:
     where = job.pool_id or backend_name
     detail = f"attempt {job.attempt} on {where}" + (f": {event.detail}" if event.detail else "")
     if event.kind is EventKind.STARTED:
-        if store.transition(job.id, [JobState.LAUNCHING], JobState.RUNNING, reason=None):
-            store.add_event(job.id, "started", detail, at=event.at)
+        store.transition(
+            job.id,
+            [JobState.LAUNCHING],
+            JobState.RUNNING,
+            reason=None,
+            event=("started", detail),
+            event_at=event.at,
+        )
     elif event.kind is EventKind.SUCCEEDED:
-        if store.transition(job.id, ACTIVE, JobState.SUCCEEDED, reason=None):
+        if store.transition(
+            job.id, ACTIVE, JobState.SUCCEEDED, reason=None, event=("succeeded", detail), event_at=event.at
+        ):
             store.end_launch(job.id, job.attempt, "succeeded")
-            store.add_event(job.id, "succeeded", detail, at=event.at)
     elif event.kind is EventKind.FAILED:
         rt.stop(backend_name, job.id, job.attempt, grace=0.0)  # the rest of the gang
         store.end_launch(job.id, job.attempt, "failed")
@@ -81,8 +90,10 @@ def handle_event(rt: Runtime, backend_name: str, event: BackendEvent) -> None:
         store.end_launch(job.id, job.attempt, "capacity-error")
         if job.pool_id:
             rt.avoid.setdefault(job.id, set()).add(job.pool_id)
-        if store.transition(job.id, ACTIVE, JobState.PENDING, reason=f"capacity error on {where}"):
-            store.add_event(job.id, "capacity-error", detail, at=event.at)
+        store.transition(
+            job.id, ACTIVE, JobState.PENDING, reason=f"capacity error on {where}",
+            event=("capacity-error", detail), event_at=event.at,
+        )  # fmt: skip
 
 
 def _log_end_once(rt: Runtime, job: JobRecord, event: BackendEvent) -> None:

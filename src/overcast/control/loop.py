@@ -126,8 +126,10 @@ class ControlLoop:
         for job in store.list(states=flagged, limit=1_000_000, cancel_requested=True):
             if job.state is JobState.PENDING:  # the store cancels these at once; this is a safety net
                 cancelled = JobState.CANCELLED
-                if store.transition(job.id, [JobState.PENDING], cancelled, reason="cancelled by user"):
-                    store.add_event(job.id, "cancelled", "while pending")
+                store.transition(
+                    job.id, [JobState.PENDING], cancelled, reason="cancelled by user",
+                    event=("cancelled", "while pending"),
+                )  # fmt: skip
                 continue
             stopping = store.transition(job.id, [job.state], JobState.STOPPING, reason="cancel requested")
             if stopping is None:
@@ -144,8 +146,9 @@ class ControlLoop:
         for job_id, why in unplaced.items():
             if self._reasons.get(job_id) != why:
                 self._reasons[job_id] = why
-                if self.store.transition(job_id, [JobState.PENDING], JobState.PENDING, reason=why):
-                    self.store.add_event(job_id, "waiting", why)
+                self.store.transition(
+                    job_id, [JobState.PENDING], JobState.PENDING, reason=why, event=("waiting", why)
+                )
         for job_id in set(self._reasons) - set(unplaced):
             del self._reasons[job_id]
 

@@ -61,8 +61,10 @@ def reconcile(rt: Runtime, in_flight: Callable[[str], bool] = lambda job_id: Fal
         else:
             store.end_launch(job.id, job.attempt, "lost")
             why = f"attempt {job.attempt} not running on {job.backend}"
-            if store.transition(job.id, [job.state], JobState.PENDING, reason=f"requeued: {why}"):
-                store.add_event(job.id, "requeued", f"{why} (found by reconcile)")
+            if store.transition(
+                job.id, [job.state], JobState.PENDING, reason=f"requeued: {why}",
+                event=("requeued", f"{why} (found by reconcile)"),
+            ):  # fmt: skip
                 report.requeued.append(job.id)
     for name, pairs in active.items():
         for job_id, attempt in sorted(pairs):

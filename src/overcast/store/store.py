@@ -231,12 +231,20 @@ class Store:
         return job_record(fresh._mapping)
 
     def transition(
-        self, job_id: str, from_states: Iterable[JobState], to: JobState, **fields: Any
+        self,
+        job_id: str,
+        from_states: Iterable[JobState],
+        to: JobState,
+        *,
+        event: tuple[str, str] | None = None,
+        event_at: float | None = None,
+        **fields: Any,
     ) -> JobRecord | None:
         """Compare-and-set in one transaction: only if the job is in one of from_states, else None.
 
         ``fields`` may set any of TRANSITION_FIELDS. Moving to RUNNING sets started_at and moving to
-        a terminal state sets ended_at, unless given.
+        a terminal state sets ended_at, unless given. ``event`` = (kind, detail) is written in the same
+        transaction, and only if the transition happens: a crash can never keep one without the other.
         """
         unknown = set(fields) - TRANSITION_FIELDS
         if unknown:
@@ -257,6 +265,14 @@ class Store:
             )
             if result.rowcount != 1:
                 return None
+            if event is not None:
+                kind, detail = event
+                at = now if event_at is None else event_at
+                conn.execute(
+                    insert(events).values(
+                        job_id=job_id, team=_team_of(job_id), at=at, kind=kind, detail=detail
+                    )
+                )
             row = conn.execute(select(jobs).where(jobs.c.id == job_id)).one()
         return job_record(row._mapping)
 
