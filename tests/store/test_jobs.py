@@ -92,6 +92,16 @@ def test_transition_writes_its_event_in_the_same_transaction_or_not_at_all(store
     assert store.events(team="ml")[-1].kind == "started"  # the event belongs to the job's team
 
 
+def test_transition_can_require_the_attempt_it_read(store: Store) -> None:
+    job = store.submit("ml", make_spec())
+    store.transition(job.id, [JobState.PENDING], JobState.LAUNCHING, attempt=1)
+    store.transition(job.id, [JobState.LAUNCHING], JobState.PENDING)  # e.g. a capacity error
+    # a stale loop read the job at attempt 0 and would launch attempt 1 again: refused
+    assert store.transition(job.id, [JobState.PENDING], JobState.LAUNCHING, attempt_was=0, attempt=1) is None
+    fresh = store.transition(job.id, [JobState.PENDING], JobState.LAUNCHING, attempt_was=1, attempt=2)
+    assert fresh is not None and fresh.attempt == 2
+
+
 def test_transition_rejects_unknown_fields(store: Store) -> None:
     job = store.submit("ml", make_spec())
     with pytest.raises(ValueError, match="cannot set \\['team'\\]"):

@@ -55,7 +55,7 @@ def apply_place(
         return  # the pool refused a job earlier in this tick: this one waits for the next tick's plan
     attempt = job.attempt + 1
     claimed = store.transition(
-        job.id, [JobState.PENDING], JobState.LAUNCHING,
+        job.id, [JobState.PENDING], JobState.LAUNCHING, attempt_was=job.attempt,
         attempt=attempt, pool_id=pool.id, backend=pool.backend, nodes=place.nodes, reason=place.reason,
         event=("placed", f"attempt {attempt} on {pool.id} ({place.nodes} nodes): {place.reason}"),
     )  # fmt: skip

@@ -238,6 +238,7 @@ class Store:
         *,
         event: tuple[str, str] | None = None,
         event_at: float | None = None,
+        attempt_was: int | None = None,
         **fields: Any,
     ) -> JobRecord | None:
         """Compare-and-set in one transaction: only if the job is in one of from_states, else None.
@@ -245,6 +246,8 @@ class Store:
         ``fields`` may set any of TRANSITION_FIELDS. Moving to RUNNING sets started_at and moving to
         a terminal state sets ended_at, unless given. ``event`` = (kind, detail) is written in the same
         transaction, and only if the transition happens: a crash can never keep one without the other.
+        ``attempt_was`` also requires the job's attempt number: a loop that read the job before another
+        loop used an attempt cannot reuse that number.
         """
         unknown = set(fields) - TRANSITION_FIELDS
         if unknown:
@@ -259,10 +262,11 @@ class Store:
         if to in TERMINAL_STATES:
             changes.setdefault("ended_at", now)
         allowed = [JobState(s).value for s in from_states]
+        match = [jobs.c.id == job_id, jobs.c.state.in_(allowed)]
+        if attempt_was is not None:
+            match.append(jobs.c.attempt == attempt_was)
         with self._write() as conn:
-            result = conn.execute(
-                update(jobs).where(jobs.c.id == job_id, jobs.c.state.in_(allowed)).values(changes)
-            )
+            result = conn.execute(update(jobs).where(*match).values(changes))
             if result.rowcount != 1:
                 return None
             if event is not None:
