@@ -59,6 +59,7 @@ def test_cost_never_beats_the_lower_bound(runs):
         assert m["cost_over_lower_bound"] >= 1.0, name
         assert m["cost_lower_bound"] >= m["cost_lower_bound_timeless"], name  # the larger valid one
         assert m["cost_lower_bound"] <= m["cost_lower_bound_at_run_pace"] <= m["cost_total"], name
+        assert m["cost_reserved_fee"] <= m["cost_lower_bound_at_run_mean_jct"] <= m["cost_total"], name
 
 
 def test_time_indexed_bound_keeps_work_after_its_submit():
@@ -201,3 +202,27 @@ def test_time_indexed_bound_puts_a_gang_only_on_pools_it_fits():
     single = time_indexed_lower_bound([(0.0, 7200.0, False, 1)], pools, usable, edges, 0.0)
     gang = time_indexed_lower_bound([(0.0, 7200.0, False, 2)], pools, usable, edges, 0.0)
     assert single.cost == pytest.approx(0.0) and gang.cost == pytest.approx(16.0)
+
+
+def test_mean_jct_bound_pays_for_the_completion_times_it_is_asked_for():
+    # a free 1-GPU pool and a $8/GPU-h one; two 1 GPU-h jobs at 0. The free pool alone finishes one in
+    # the first hour and one in the second (mean JCT 0.5 h counted from slot starts); mean 0 needs the
+    # paid pool for one GPU-hour, a mean of 0.25 h for half of one
+    from overcast.placement.pool import Pool, Purchase
+    from overcast.twin.jct_bound import mean_jct_lower_bound
+
+    def pool(name, purchase, price):
+        return Pool(
+            id=name, provider=name, region="r", zone=None, instance_type="x", accelerator="H100",
+            gpus_per_node=1, purchase=purchase, price_per_node_hour=price, capacity_nodes=1,
+        )  # fmt: skip
+
+    pools = [pool("free", Purchase.RESERVED, 1.0), pool("paid", Purchase.ON_DEMAND, 8.0)]
+    edges = np.array([0.0, 3600.0, 7200.0, 10800.0])
+    usable = {"free": np.full(3, 3600.0), "paid": np.full(3, 3600.0)}
+    jobs = [(0.0, 3600.0, False, 1), (0.0, 3600.0, False, 1)]
+    costs = [
+        mean_jct_lower_bound(jobs, [3600.0, 3600.0], pools, usable, edges, 0.0, mean).cost
+        for mean in (0.5, 0.25, 0.0)
+    ]
+    assert costs == pytest.approx([0.0, 4.0, 8.0])

@@ -77,25 +77,24 @@ def _fits(cls: tuple[bool, int], pool: Pool) -> bool:
     return pool.capacity_nodes is None or pool.capacity_nodes >= nodes
 
 
-def time_indexed_lower_bound(
-    jobs: list[Job],
-    pools: list[Pool],
-    usable_gpu_s: dict[str, np.ndarray],
-    edges: np.ndarray,
-    reserved_fee: float,
-    ends: list[float] | None = None,
-) -> LowerBound | None:
-    """``jobs``: (submit, GPU-seconds to occupy, spot allowed[, nodes]); ``usable_gpu_s``: per pool, the
-    most GPU-seconds any schedule could use in each slot between ``edges``. Jobs fall into classes
-    (spot allowed, gang size); a class may use the pools its gangs fit. Variables: y[c, p, t] GPU-hours of
-    class c in pool p in slot t, and backlog b[c, t] (released, not yet done, at the end of slot t):
-    b[c, t] = b[c, t-1] + released[c, t] - sum_p y[c, p, t], b >= 0, b[c, T-1] = 0. Any schedule gives a
-    feasible point (work cannot run before its submit; a gang runs in one pool; pools hold what they can),
-    so the optimum is a valid bound. None when the LP fails (the caller falls back to the timeless bound).
+@dataclass(slots=True)
+class _TimeLP:
+    """The time-indexed LP's arrays: x = [y[c, p, t] for each (class, pool) column, then b[c, t]]."""
 
-    With ``ends`` (when each job finished in the run), each class's backlog at each slot's end may not
-    exceed the run's (work of jobs submitted but not yet finished): the cheapest schedule that completes
-    work at least as fast as this run did (``AT_RUN_PACE_RULE``)."""
+    price: np.ndarray
+    a_eq: sparse.csr_array
+    b_eq: np.ndarray
+    a_ub: sparse.csr_array
+    b_ub: np.ndarray
+    upper: np.ndarray  # bounds on x (lower bounds are 0)
+    classes: list[tuple[bool, int]]
+    released: dict[tuple[bool, int], np.ndarray]  # GPU-hours released per class and slot
+    n_y: int
+
+
+def _time_lp(
+    jobs: list[Job], pools: list[Pool], usable_gpu_s: dict[str, np.ndarray], edges: np.ndarray
+) -> _TimeLP | None:
     n_slots = len(edges) - 1
     classes = sorted({_class_of(j) for j in jobs})
     if not classes or n_slots < 1:
@@ -139,21 +138,48 @@ def time_indexed_lower_bound(
         (np.ones(n_y), (np.concatenate(rows), np.concatenate(colx))), shape=(len(pools) * n_slots, n_y + n_b)
     )
     b_ub = np.concatenate([usable_gpu_s[p.id] / 3600.0 for p in pools])
-    lower, upper = np.zeros(n_y + n_b), np.full(n_y + n_b, np.inf)
-    if ends is not None:
-        done = {c: np.zeros(n_slots) for c in classes}
-        for job, end in zip(jobs, ends, strict=True):
-            k = min(max(int(np.searchsorted(edges, end, side="left")) - 1, 0), n_slots - 1)
-            done[_class_of(job)][k] += (
-                job[1] / 3600.0
-            )  # done by the end of slot k (edges[k] < end <= edges[k+1])
-        for i, c in enumerate(classes):
-            cap = np.maximum(np.cumsum(released[c]) - np.cumsum(done[c]), 0.0) + 1e-6
-            upper[n_y + i * n_slots : n_y + (i + 1) * n_slots] = cap
+    upper = np.full(n_y + n_b, np.inf)
     upper[n_y + n_slots - 1 :: n_slots] = 0.0  # every class: everything done by the end
+    return _TimeLP(price, a_eq, b_eq, a_ub, b_ub, upper, classes, released, n_y)
+
+
+def time_indexed_lower_bound(
+    jobs: list[Job],
+    pools: list[Pool],
+    usable_gpu_s: dict[str, np.ndarray],
+    edges: np.ndarray,
+    reserved_fee: float,
+    ends: list[float] | None = None,
+) -> LowerBound | None:
+    """``jobs``: (submit, GPU-seconds to occupy, spot allowed[, nodes]); ``usable_gpu_s``: per pool, the
+    most GPU-seconds any schedule could use in each slot between ``edges``. Jobs fall into classes
+    (spot allowed, gang size); a class may use the pools its gangs fit. Variables: y[c, p, t] GPU-hours of
+    class c in pool p in slot t, and backlog b[c, t] (released, not yet done, at the end of slot t):
+    b[c, t] = b[c, t-1] + released[c, t] - sum_p y[c, p, t], b >= 0, b[c, T-1] = 0. Any schedule gives a
+    feasible point (work cannot run before its submit; a gang runs in one pool; pools hold what they can),
+    so the optimum is a valid bound. None when the LP fails (the caller falls back to the timeless bound).
+
+    With ``ends`` (when each job finished in the run), each class's backlog at each slot's end may not
+    exceed the run's (work of jobs submitted but not yet finished): the cheapest schedule that completes
+    work at least as fast as this run did (``AT_RUN_PACE_RULE``)."""
+    lp = _time_lp(jobs, pools, usable_gpu_s, edges)
+    if lp is None:
+        return None
+    n_slots = len(edges) - 1
+    if ends is not None:
+        done = {c: np.zeros(n_slots) for c in lp.classes}
+        for job, end in zip(jobs, ends, strict=True):
+            # done by the end of slot k: edges[k] < end <= edges[k+1]
+            k = min(max(int(np.searchsorted(edges, end, side="left")) - 1, 0), n_slots - 1)
+            done[_class_of(job)][k] += job[1] / 3600.0
+        for i, c in enumerate(lp.classes):
+            cap = np.maximum(np.cumsum(lp.released[c]) - np.cumsum(done[c]), 0.0) + 1e-6
+            cols = lp.n_y + i * n_slots + np.arange(n_slots)
+            lp.upper[cols] = np.minimum(lp.upper[cols], cap)
     res = linprog(
-        price, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq, bounds=np.stack([lower, upper], 1), method="highs"
-    )
+        lp.price, A_ub=lp.a_ub, b_ub=lp.b_ub, A_eq=lp.a_eq, b_eq=lp.b_eq,
+        bounds=np.stack([np.zeros(len(lp.price)), lp.upper], 1), method="highs",
+    )  # fmt: skip
     if not res.success:
         return None
     return LowerBound(reserved_fee + float(res.fun), AT_RUN_PACE_RULE if ends else TIME_BOUND_RULE)

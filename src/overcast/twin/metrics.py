@@ -18,6 +18,9 @@ from overcast.twin.bounds import (
     time_indexed_lower_bound,
 )
 from overcast.twin.engine import Engine
+from overcast.twin.jct_bound import mean_jct_lower_bound
+
+MEAN_JCT_BOUND_MAX_JOBS = 20_000  # the LP sorts the finishable jobs per slot: bundled scenarios, not 1M
 
 __all__ = [
     "AT_RUN_PACE_RULE",
@@ -97,6 +100,9 @@ def summarize(engine: Engine, horizon_s: float) -> dict:
     offered = {pid: s.offered(end) * s.pool.gpus_per_node / 3600.0 for pid, s in backend.state.items()}
     timeless = cost_lower_bound(demand, pools, offered, reserved_fee)
     timed, at_pace = _time_bounds(engine, finished, pools, end, reserved_fee)
+    at_jct = None
+    if len(finished) == len(engine.records) and len(jct) <= MEAN_JCT_BOUND_MAX_JOBS:
+        at_jct = _mean_jct_bound(engine, finished, pools, horizon_s, reserved_fee, float(jct.mean()))
     lb = timed or timeless
     lb = max(lb, timeless, key=lambda b: b.cost)  # both are valid: report the larger
     return {
@@ -113,6 +119,7 @@ def summarize(engine: Engine, horizon_s: float) -> dict:
         "cost_lower_bound_at_run_pace": _r(at_pace.cost, 2) if at_pace else None,
         "cost_over_bound_at_run_pace": _r(total / at_pace.cost) if at_pace and at_pace.cost else None,
         "cost_over_lower_bound": _r(total / lb.cost if lb.cost else 0.0),
+        "cost_lower_bound_at_run_mean_jct": _r(at_jct.cost, 2) if at_jct else None,
         "jct_hours": {
             "mean": _r(jct.mean() if len(jct) else 0.0),
             "p50": _r(_pct(jct, 50)),
@@ -144,30 +151,50 @@ def summarize(engine: Engine, horizon_s: float) -> dict:
     }
 
 
-def _time_bounds(
-    engine: Engine, finished: list, pools: list[Pool], end: float, fee: float, *, pace: bool = True
-) -> tuple[LowerBound | None, LowerBound | None]:
-    """The time-indexed bound and the bound at this run's pace (one-hour slots, at most 2,000)."""
+def _bound_jobs(engine: Engine, finished: list) -> tuple[list[tuple], list[float]]:
+    """Per finished job: (submit, GPU-seconds it must occupy, spot allowed, nodes) and its shortest
+    duration; both count its work plus the shortest provisioning of a pool it may use."""
     states = engine.backend.state
-    gpn = engine.gpus_per_node
-    slot = max(3600.0, end / 2000.0)
-    edges = np.append(np.arange(0.0, end, slot), end) if end > 0 else np.array([0.0])
-    min_prov = {
+    prov = {
         c: min(
             (s.provision_seconds for s in states.values() if c or s.pool.purchase is not Purchase.SPOT),
             default=0.0,
         )
         for c in (False, True)
     }
+    gpn = engine.gpus_per_node
     jobs = [
-        (r.job.submit, (r.job.work + min_prov[r.job.spot_ok]) * r.job.nodes * gpn, r.job.spot_ok, r.job.nodes)
+        (r.job.submit, (r.job.work + prov[r.job.spot_ok]) * r.job.nodes * gpn, r.job.spot_ok, r.job.nodes)
         for r in finished
     ]
+    return jobs, [r.job.work + prov[r.job.spot_ok] for r in finished]
+
+
+def _time_bounds(
+    engine: Engine, finished: list, pools: list[Pool], end: float, fee: float, *, pace: bool = True
+) -> tuple[LowerBound | None, LowerBound | None]:
+    """The time-indexed bound and the bound at this run's pace (one-hour slots, at most 2,000)."""
+    states = engine.backend.state
+    slot = max(3600.0, end / 2000.0)
+    edges = np.append(np.arange(0.0, end, slot), end) if end > 0 else np.array([0.0])
+    jobs, _ = _bound_jobs(engine, finished)
     usable = {pid: s.usable_node_seconds(edges) * s.pool.gpus_per_node for pid, s in states.items()}
     at_pace = None
     if pace:
         at_pace = time_indexed_lower_bound(jobs, pools, usable, edges, fee, ends=[r.end for r in finished])
     return time_indexed_lower_bound(jobs, pools, usable, edges, fee), at_pace
+
+
+def _mean_jct_bound(
+    engine: Engine, finished: list, pools: list[Pool], horizon: float, fee: float, mean_jct_h: float
+) -> LowerBound | None:
+    """The cheapest any schedule finishing these jobs within the scenario window at this run's mean JCT
+    or better could be (``jct_bound.MEAN_JCT_RULE``; one-hour slots)."""
+    states = engine.backend.state
+    edges = np.append(np.arange(0.0, horizon, max(3600.0, horizon / 2000.0)), horizon)
+    jobs, durations = _bound_jobs(engine, finished)
+    usable = {pid: s.usable_node_seconds(edges) * s.pool.gpus_per_node for pid, s in states.items()}
+    return mean_jct_lower_bound(jobs, durations, pools, usable, edges, fee, mean_jct_h)
 
 
 def wall_metrics(engine: Engine, wall_seconds: float) -> dict:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from overcast.twin.jct_bound import MEAN_JCT_RULE
 from overcast.twin.metrics import AT_RUN_PACE_RULE
 from overcast.twin.runner import PolicyRun
 from overcast.twin.scenario import Scenario
@@ -82,18 +83,24 @@ def _ratio(x: float | None) -> str:
     return "–" if x is None else f"{x:.3f}"
 
 
+def _over(cost: float, bound: float | None) -> float | None:
+    return cost / bound if bound else None
+
+
 def markdown(data: dict, plots: list[str]) -> str:
     pol = data["policies"]
     lines = [f"# Twin report: {data['scenario']} (seed {data['seed']})", "", data["description"], ""]
     lines += [
-        "| policy | cost $ | $/useful GPU-h | vs lower bound | vs bound at its pace | JCT mean h "
-        "| JCT p50 h | JCT p99 h | queue mean h | goodput | lost GPU-h | reserved use | unfinished |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| policy | cost $ | $/useful GPU-h | vs lower bound | vs bound at its pace | vs bound at its JCT "
+        "| JCT mean h | JCT p50 h | JCT p99 h | queue mean h | goodput | lost GPU-h | reserved use "
+        "| unfinished |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, m in pol.items():
         lines.append(
             f"| {name} | {m['cost_total']:,.0f} | {m['cost_per_useful_gpu_hour']:.2f} | "
             f"{m['cost_over_lower_bound']:.3f} | {_ratio(m.get('cost_over_bound_at_run_pace'))} | "
+            f"{_ratio(_over(m['cost_total'], m.get('cost_lower_bound_at_run_mean_jct')))} | "
             f"{m['jct_hours']['mean']:.2f} | "
             f"{m['jct_hours']['p50']:.2f} | {m['jct_hours']['p99']:.2f} | "
             f"{m['queue_delay_hours']['mean']:.2f} | {m['goodput']:.3f} | "
@@ -109,6 +116,7 @@ def markdown(data: dict, plots: list[str]) -> str:
     first = next(iter(pol.values()))
     lines += ["", f"Lower bound: {first['lower_bound_rule']}.", ""]
     lines += [f"Bound at its pace: {AT_RUN_PACE_RULE}.", ""]
+    lines += [f"Bound at its JCT: {MEAN_JCT_RULE}.", ""]
     lines += [
         "## Scheduler timing (wall clock; varies run to run)",
         "",
