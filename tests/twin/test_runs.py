@@ -7,6 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from overcast.cli.main import app
+from overcast.placement.pool import Pool, Purchase
 from overcast.twin.report import deterministic_part, report_data, write_report
 from overcast.twin.runner import run_scenario
 from overcast.twin.scenario import ScenarioError, load_scenario
@@ -14,6 +15,14 @@ from tests.twin.helpers import EXAMPLES, small_scenario
 
 # needs only shipped data (catalog, pollux workload-6, GCP H100 probes for one zone)
 POLICIES = ["overcast", "single-provider", "spillover", "cheapest-first"]
+
+
+def _pool(name: str, purchase: Purchase, price: float, nodes: int = 1) -> Pool:
+    """A one-GPU-per-node pool for the hand-made bound cases."""
+    return Pool(
+        id=name, provider=name, region="r", zone=None, instance_type="x", accelerator="H100",
+        gpus_per_node=1, purchase=purchase, price_per_node_hour=price, capacity_nodes=nodes,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -65,16 +74,9 @@ def test_cost_never_beats_the_lower_bound(runs):
 def test_time_indexed_bound_keeps_work_after_its_submit():
     # one pool at $8/GPU-h (1 GPU/node) beside a free pool of 1 node: 2 GPU-h submitted at 0 fit the free
     # pool in two 1-hour slots, but 2 GPU-h submitted in the last slot need the paid pool for one of them
-    from overcast.placement.pool import Pool, Purchase
     from overcast.twin.metrics import time_indexed_lower_bound
 
-    def pool(name, purchase, price):
-        return Pool(
-            id=name, provider=name, region="r", zone=None, instance_type="x", accelerator="H100",
-            gpus_per_node=1, purchase=purchase, price_per_node_hour=price, capacity_nodes=1,
-        )  # fmt: skip
-
-    free, paid = pool("free", Purchase.RESERVED, 1.0), pool("paid", Purchase.ON_DEMAND, 8.0)
+    free, paid = _pool("free", Purchase.RESERVED, 1.0), _pool("paid", Purchase.ON_DEMAND, 8.0)
     edges = np.array([0.0, 3600.0, 7200.0])
     usable = {"free": np.array([3600.0, 3600.0]), "paid": np.array([3600.0, 3600.0])}
     early = time_indexed_lower_bound([(0.0, 7200.0, False)], [free, paid], usable, edges, 0.0)
@@ -187,16 +189,9 @@ def test_same_json_across_processes_with_different_hash_seeds(tmp_path):
 def test_time_indexed_bound_puts_a_gang_only_on_pools_it_fits():
     # a free 1-node pool and a $8/GPU-h 2-node pool: 2 GPU-h of one-node work fit the free pool over two
     # slots, but a 2-node gang cannot run there at all and pays for both GPU-hours
-    from overcast.placement.pool import Pool, Purchase
     from overcast.twin.bounds import time_indexed_lower_bound
 
-    def pool(name, purchase, price, nodes):
-        return Pool(
-            id=name, provider=name, region="r", zone=None, instance_type="x", accelerator="H100",
-            gpus_per_node=1, purchase=purchase, price_per_node_hour=price, capacity_nodes=nodes,
-        )  # fmt: skip
-
-    pools = [pool("free", Purchase.RESERVED, 1.0, 1), pool("paid", Purchase.ON_DEMAND, 8.0, 2)]
+    pools = [_pool("free", Purchase.RESERVED, 1.0, 1), _pool("paid", Purchase.ON_DEMAND, 8.0, 2)]
     edges = np.array([0.0, 3600.0, 7200.0])
     usable = {"free": np.full(2, 3600.0), "paid": np.full(2, 7200.0)}
     single = time_indexed_lower_bound([(0.0, 7200.0, False, 1)], pools, usable, edges, 0.0)
@@ -208,16 +203,9 @@ def test_mean_jct_bound_pays_for_the_completion_times_it_is_asked_for():
     # a free 1-GPU pool and a $8/GPU-h one; two 1 GPU-h jobs at 0. The free pool alone finishes one in
     # the first hour and one in the second (mean JCT 0.5 h counted from slot starts); mean 0 needs the
     # paid pool for one GPU-hour, a mean of 0.25 h for half of one
-    from overcast.placement.pool import Pool, Purchase
     from overcast.twin.jct_bound import mean_jct_lower_bound
 
-    def pool(name, purchase, price):
-        return Pool(
-            id=name, provider=name, region="r", zone=None, instance_type="x", accelerator="H100",
-            gpus_per_node=1, purchase=purchase, price_per_node_hour=price, capacity_nodes=1,
-        )  # fmt: skip
-
-    pools = [pool("free", Purchase.RESERVED, 1.0), pool("paid", Purchase.ON_DEMAND, 8.0)]
+    pools = [_pool("free", Purchase.RESERVED, 1.0), _pool("paid", Purchase.ON_DEMAND, 8.0)]
     edges = np.array([0.0, 3600.0, 7200.0, 10800.0])
     usable = {"free": np.full(3, 3600.0), "paid": np.full(3, 3600.0)}
     jobs = [(0.0, 3600.0, False, 1), (0.0, 3600.0, False, 1)]
