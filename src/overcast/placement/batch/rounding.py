@@ -72,3 +72,14 @@ def split_class_cols(cm: ClassModel, rel: Relaxation, y: np.ndarray, extra: int 
     chosen[cls[moved]] = True
     rank = np.arange(cm.n_cols) - cm.col_indptr[cls]
     return np.flatnonzero(chosen[cls] & ((rel.y > 1e-6) | (y > 0) | (rank < extra)))
+
+
+def big_gang_cols(
+    cm: ClassModel, rel: Relaxation, y: np.ndarray, min_nodes: int, extra: int = 2
+) -> np.ndarray:
+    """Columns of the big-gang MILP: for every class of at least ``min_nodes`` nodes, the columns the
+    LP or the rounding used plus its ``extra`` cheapest ones."""
+    cls = cm.col_class
+    rank = np.arange(cm.n_cols) - cm.col_indptr[cls]
+    big = cm.nodes[cls] >= min_nodes
+    return np.flatnonzero(big & ((rel.y > 1e-6) | (y > 0) | (rank < extra)))

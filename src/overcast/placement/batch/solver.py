@@ -2,11 +2,14 @@
 
 1. classes   prune pairs that never pay off; merge identical jobs into classes (exact)
 2. greedy    priority, then value density; always available, always checked (the fallback)
-3. lp        min-cost-flow LP relaxation; its value is the lower bound reported with every solution
+3. lp        min-cost-flow LP relaxation; its value is the lower bound reported with every solution;
+             large models hand the last column-generation flows to a forked child (relax.py) and
+             round the near-optimal flow meanwhile; the child's bound is collected at the end
 4. round     LP-guided greedy: visit order by priority and value, pools by LP value (rounding.py);
              with several priority levels the guide is a second LP with priority-boosted penalties
    eject     move jobs into cheaper pools, relocating smaller jobs out of the way (eject.py)
 5. milp      small models: exact HiGHS class MILP warm-started from the best so far, within the budget
+   big-gang  large models with >= 0.5 s left: exact sub-MILP over the gangs of >= 64 nodes (the rest fixed)
    split-milp large models: exact sub-MILP over the classes the LP split (60% of what is left), then
    lns       HiGHS sub-MILPs over neighbourhoods of related pools until the budget ends
 6. check     independent checker; a solution that fails is never returned (greedy instead)
@@ -31,12 +34,24 @@ from overcast.placement.batch.lns import improve
 from overcast.placement.batch.milp import solve_milp
 from overcast.placement.batch.problem import BatchProblem, BatchSolution
 from overcast.placement.batch.relax import Relaxation, solve_relaxation, start_columns
-from overcast.placement.batch.rounding import priority_guide, round_relaxation, split_class_cols
+from overcast.placement.batch.rounding import (
+    big_gang_cols,
+    priority_guide,
+    round_relaxation,
+    split_class_cols,
+)
 
 log = logging.getLogger(__name__)
 
 METHODS = ("auto", "milp", "lp", "greedy")
 MILP_MAX_COLS = 60_000  # class columns up to which the exact MILP is the improvement step
+# Column generation hands the last rounds to a child process once its Lagrangian bound is within this
+# of the restricted optimum; the primal of that round guides the rounding (relax._column_generation).
+SPLIT_TOL = 1e-2
+BOUND_WAIT_S = 10.0
+BIG_GANG_NODES = 64  # big-gang MILP: classes of at least this many nodes are re-placed exactly
+BIG_GANG_MIN_S = 0.5  # run it only if this much budget is left after eject
+BIG_GANG_MAX_S = 2.0  # its HiGHS time limit at most (10k x 1k: optimal in 0.1-1.2 s)
 
 
 def solve(
@@ -61,11 +76,12 @@ def solve(
     clock.lap("greedy")
     best, best_obj, how, status = y_greedy, greedy_obj, "greedy", "feasible"
     bound = float("nan")
+    rel: Relaxation | None = None
     if method != "greedy" and not cm.n_cols:
         bound, status = greedy_obj, "optimal"  # nothing can pay off anywhere: leaving all out is optimal
     if method != "greedy" and cm.n_cols:
         try:
-            rel = solve_relaxation(cm, start=start_columns(cm, y_greedy))
+            rel = solve_relaxation(cm, start=start_columns(cm, y_greedy), split_tol=SPLIT_TOL)
             bound = rel.bound
             clock.lap("lp")
             guide = priority_guide(cm, rel)
@@ -89,6 +105,13 @@ def solve(
             if obj < best_obj:
                 best, best_obj, how = y, obj, f"lp-round({order})"
             left = deadline - time.perf_counter()
+            if method == "auto" and cm.n_cols > MILP_MAX_COLS and left > BIG_GANG_MIN_S:
+                y = big_gang_milp(cm, guide, best, time_limit=min(left, BIG_GANG_MAX_S))
+                obj = cm.objective(y)
+                if obj < best_obj:
+                    best, best_obj, how = y, obj, how + "+big-gang-milp"
+                clock.lap("big-gang-milp")
+                left = deadline - time.perf_counter()
             if method == "auto" and cm.n_cols > MILP_MAX_COLS and left > 0.05:
                 y = _split_milp(cm, guide, best, time_limit=max(0.6 * left, 0.05))
                 obj = cm.objective(y)
@@ -109,6 +132,11 @@ def solve(
         except Exception as exc:  # a solver bug must not cost the scheduler its round: keep the best so far
             log.exception("batch placement: improvement stages failed, keeping %s", how)
             how, status = f"{how} (later stages failed: {exc!r})", "fallback"
+    if rel is not None and rel.pending is not None:
+        # The child finishing column generation ran beside rounding, eject and LNS; its bound is the
+        # full LP's. Waited for until BOUND_WAIT_S past the deadline, else the Lagrangian bound stays.
+        bound = rel.final_bound(max(deadline - time.perf_counter(), 0.0) + BOUND_WAIT_S)
+        clock.lap("bound")
     assignment = cm.to_assignment(best, problem.n_jobs)
     objective = problem.objective(assignment)
     errors = check_solution(problem, assignment, objective)
@@ -163,7 +191,17 @@ def _exact(
 def _split_milp(cm: ClassModel, rel: Relaxation, y: np.ndarray, *, time_limit: float) -> np.ndarray:
     """Free every member of the classes the LP split and re-place them exactly (HiGHS) over their
     LP/rounded columns and a few cheap ones, in the capacity the other classes leave; then fill."""
-    cols = split_class_cols(cm, rel, y)
+    return _free_and_resolve(cm, y, split_class_cols(cm, rel, y), time_limit=time_limit)
+
+
+def big_gang_milp(cm: ClassModel, rel: Relaxation, y: np.ndarray, *, time_limit: float) -> np.ndarray:
+    """The rounding's loss is in big gangs (10k x 1k: 256-GPU gangs the LP splits over cheap pools):
+    free every class of at least BIG_GANG_NODES nodes and re-place them exactly over their LP and
+    rounded columns and their 2 cheapest, in the capacity the smaller jobs leave; then fill."""
+    return _free_and_resolve(cm, y, big_gang_cols(cm, rel, y, BIG_GANG_NODES), time_limit=time_limit)
+
+
+def _free_and_resolve(cm: ClassModel, y: np.ndarray, cols: np.ndarray, *, time_limit: float) -> np.ndarray:
     if cols.size == 0:
         return y
     chosen = np.zeros(cm.n_classes, dtype=bool)
