@@ -1,5 +1,6 @@
 """`overcast serve` end to end: a real process running the LB and replicas on the built-in local providers."""
 
+import os
 import subprocess
 import sys
 import time
@@ -12,11 +13,17 @@ from tests.serve.replica_procs import free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def env_for(home: Path) -> dict[str, str]:
+    return dict(os.environ, OVERCAST_HOME=str(home))
+
+
 def test_overcast_serve_answers_through_its_load_balancer(tmp_path):
     port = free_port()
     cmd = [sys.executable, "-m", "overcast.cli.main", "serve", "examples/serve/service-local.yaml"]
     cmd += ["--port", str(port), "--duration", "20"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env_for(tmp_path)
+    )
     try:
         deadline = time.monotonic() + 20
         answers = []
@@ -36,16 +43,18 @@ def test_overcast_serve_answers_through_its_load_balancer(tmp_path):
     assert "launching on azure-local" in out and "launching on oci-local" in out
 
 
-def test_a_job_file_is_refused_with_a_clear_error():
+def test_a_job_file_is_refused_with_a_clear_error(tmp_path):
     cmd = [sys.executable, "-m", "overcast.cli.main", "serve", "examples/jobs/single-h100.yaml"]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60, env=env_for(tmp_path))
     assert res.returncode == 2 and "is a job, not a service" in res.stdout + res.stderr
 
 
-def test_sigterm_stops_every_replica():
+def test_sigterm_stops_every_replica(tmp_path):
     port = free_port()
     cmd = [sys.executable, "-m", "overcast.cli.main", "serve", "examples/serve/service-local.yaml"]
-    proc = subprocess.Popen([*cmd, "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*cmd, "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE, text=True, env=env_for(tmp_path)
+    )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:

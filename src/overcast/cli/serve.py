@@ -3,6 +3,10 @@
 The load balancer listens on --port; the replica manager launches replicas through the fleet's local
 backends, replaces lost ones and autoscales on the load balancer's request rate. Runs until Ctrl-C (or
 --duration seconds), then stops every replica.
+
+State lives under ``$OVERCAST_HOME/serve`` (the replicas' local providers and each service's ledger), apart
+from the jobs' providers, whose reconciler stops every launch that is not a stored job. An ``overcast serve``
+that was killed (SIGKILL, a crash) and is started again adopts the replicas its predecessor left running.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ def serve(
 ) -> None:
     """Run an inference service: load balancer + replica manager over the local providers."""
     import asyncio
+    import contextlib
     import signal
-    import tempfile
     import threading
     import time
 
@@ -37,9 +41,11 @@ def serve(
     from overcast.control.setup import backends_from_fleet
     from overcast.serve.controller import ServiceController
     from overcast.serve.lb import LoadBalancer
+    from overcast.serve.ledger import ServiceBusy
     from overcast.spec.errors import SpecError
     from overcast.spec.loader import load_spec
     from overcast.spec.models import ServiceSpec
+    from overcast.store.engine import overcast_home
 
     console = Console()
     try:
@@ -54,7 +60,7 @@ def serve(
     if not isinstance(spec, ServiceSpec):
         console.print(f"[red]error:[/] {file} is a job, not a service (add a service: section)")
         raise typer.Exit(2)
-    home = Path(tempfile.mkdtemp(prefix="overcast-serve-"))
+    home = overcast_home() / "serve"
     if fleet_doc is None:
         backends = [LocalBackend(cluster, home=home) for cluster in DEMO_CLUSTERS]
     else:
@@ -63,33 +69,47 @@ def serve(
         console.print("[red]error:[/] the fleet has no local providers to run replicas on")
         raise typer.Exit(2)
     lb = LoadBalancer(spec.name)
-    ctl = ServiceController(
-        spec, backends, lb, log=lambda msg: console.print(f"[dim]{time.strftime('%X')}[/] {msg}")
-    )
+
+    def log(msg: str) -> None:
+        console.print(f"[dim]{time.strftime('%X')}[/] {msg}")
+
+    try:
+        ctl = ServiceController(spec, backends, lb, log=log, home=home)
+    except (ServiceBusy, ValueError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
     stop = threading.Event()
 
-    def control() -> None:
-        while not stop.is_set():
+    def tick() -> None:
+        try:
             ctl.tick()
-            stop.wait(0.5)
+        except Exception as exc:  # one bad tick (a backend error) must not end the service
+            log(f"tick failed: {type(exc).__name__}: {exc}")
+
+    def control() -> None:
+        while not stop.wait(0.5):
+            tick()
 
     async def main() -> None:
         runner = web.AppRunner(lb.app(), access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        console.print(f"service [bold]{spec.name}[/] on http://127.0.0.1:{port} (metrics: /-/metrics)")
         thread = threading.Thread(target=control, daemon=True)
-        thread.start()
-        done = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):  # stop replicas on the way out, never orphan them
-            asyncio.get_running_loop().add_signal_handler(sig, done.set)
         try:
-            await asyncio.wait_for(done.wait(), timeout=duration or None)
-        except TimeoutError:
-            pass
+            # The first tick (adopting a predecessor's replicas, probing them) runs before the load
+            # balancer listens, so a restarted service answers from its first request.
+            await asyncio.to_thread(tick)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+            console.print(f"service [bold]{spec.name}[/] on http://127.0.0.1:{port} (metrics: /-/metrics)")
+            thread.start()
+            done = asyncio.Event()
+            for sig in (signal.SIGTERM, signal.SIGINT):  # stop replicas on the way out, never orphan them
+                asyncio.get_running_loop().add_signal_handler(sig, done.set)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), timeout=duration or None)
         finally:
             stop.set()
-            await asyncio.to_thread(thread.join, 10)
+            if thread.is_alive():
+                await asyncio.to_thread(thread.join, 10)
             ctl.shutdown()
             await runner.cleanup()
 

@@ -5,23 +5,35 @@ new versions without dropping traffic.
 Each ``tick()`` is the service's own snapshot -> decide -> apply: read backend events and probes (snapshot),
 ``autoscale`` + ``plan_replicas`` (decide, the same pure functions the serving twin replays), then start and
 stop replicas and tell the load balancer which replicas are ready (apply).
+
+With a ``home`` the controller keeps a ledger (``serve/ledger.py``) and its first tick adopts the replicas
+a previous controller of the same service left running (it crashed, or was killed): they are found in the
+backends' ``active()``, probed, and kept instead of launched again; replicas of an older spec are rolled.
 """
 
 from __future__ import annotations
 
-import itertools
 import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import httpx
 
 from overcast.backends.base import Backend, CapacityError, EventKind, LaunchRequest, ProviderDown
-from overcast.placement.pool import Pool
+from overcast.placement.pool import Pool, Purchase
 from overcast.serve.autoscaler import ScaleState, autoscale
 from overcast.serve.lb import LoadBalancer
+from overcast.serve.ledger import (
+    LedgerState,
+    ReplicaRecord,
+    ServiceLedger,
+    parse_replica_job_id,
+    replica_job_id,
+    rid_number,
+)
 from overcast.serve.replicas import Replica, ReplicaState, plan_replicas
 from overcast.spec.models import JobSpec, ServiceSpec
 
@@ -53,16 +65,23 @@ class ServiceController:
         *,
         clock: Callable[[], float] = time.time,
         log: Callable[[str], None] = lambda _msg: None,
+        home: Path | None = None,
     ) -> None:
+        """``home``: keep a ledger under ``home/services/<name>`` and adopt what it finds there (the
+        service's lock is taken here: ServiceBusy if another controller runs it). None: no memory."""
         self.spec = spec
         self.version = 1
+        self.ledger = ServiceLedger(home, spec.name) if home is not None else None
+        if self.ledger is not None:
+            self.ledger.lock()
+        self._state = LedgerState()
+        self._adopted = self.ledger is None
         self.backends = {b.name: b for b in backends}
         self.lb = lb
         self.clock = clock
         self.log = log
         self.scale = ScaleState(spec.replicas.min_replicas)
         self.replicas: dict[str, LiveReplica] = {}
-        self._ids = itertools.count()
         self._cooldown: dict[str, float] = {}
         self._http = httpx.Client(timeout=spec.readiness_probe.timeout_seconds)
 
@@ -72,15 +91,22 @@ class ServiceController:
         self.spec = spec
         self.version += 1
         self.log(f"rolling update to version {self.version}")
+        self._persist()
 
     def ready_count(self) -> int:
         return sum(1 for r in self.replicas.values() if r.replica.state is ReplicaState.READY)
 
     def tick(self) -> None:
         now = self.clock()
+        if not self._adopted:
+            self._adopt()
         self._read_events()
         self._probe(now)
-        self.scale = autoscale(self.spec.replicas, self.scale, self.lb.rate.rate(now), now)
+        scale = autoscale(self.spec.replicas, self.scale, self.lb.rate.rate(now), now)
+        moved = scale.target != self.scale.target
+        self.scale = scale
+        if moved:
+            self._persist()  # a restart resumes at this target instead of min_replicas
         replicas = [r.replica for r in self.replicas.values()]
         pools = self._pools(now)
         plan = plan_replicas(self.spec, self.scale.target, self.version, replicas, pools)
@@ -98,6 +124,61 @@ class ServiceController:
             self._retire(rid)
         self.lb.set_ready({})
         self._http.close()
+        if self.ledger is not None:
+            self.ledger.unlock()
+
+    # -- adoption -----------------------------------------------------------------------------------
+    def _adopt(self) -> None:
+        """Take over the replicas a previous controller of this service left running."""
+        assert self.ledger is not None
+        saved = self.ledger.load()
+        spec_json = self.spec.model_dump_json()
+        if saved.spec is not None:
+            self.version = saved.version if saved.spec == spec_json else saved.version + 1
+            if self.version != saved.version:
+                self.log(f"spec changed since the last run: rolling update to version {self.version}")
+        if saved.target is not None:
+            policy = self.spec.replicas
+            top = policy.max_replicas if policy.max_replicas is not None else policy.min_replicas
+            self.scale = ScaleState(max(policy.min_replicas, min(top, saved.target)))
+        self._state.next_rid = saved.next_rid
+        unjudged: dict[str, ReplicaRecord] = {}  # records on a backend whose active() failed
+        for name, backend in self.backends.items():
+            try:
+                active = backend.active()
+            except Exception as exc:  # unknown truth: keep its records, adopt nothing from it now
+                self.log(f"active() of {name} failed: {exc}")
+                unjudged |= {rid: r for rid, r in saved.replicas.items() if r.backend == name}
+                continue
+            for job_id, attempt in active:
+                parsed = parse_replica_job_id(job_id)
+                if parsed is None or parsed[0] != self.spec.name:
+                    continue  # a job, or another service's replica
+                rid = parsed[1]
+                self._state.next_rid = max(self._state.next_rid, rid_number(rid) + 1)
+                rec = saved.replicas.get(rid)
+                if rec is None or rec.backend != name or rec.attempt != attempt or rid in self.replicas:
+                    backend.stop(job_id, attempt, grace_seconds=2.0)  # ours, but nobody can reach it
+                    self.log(f"stopped unrecorded replica launch {job_id} attempt {attempt} on {name}")
+                    continue
+                replica = Replica(
+                    rid, rec.pool_id, rec.provider, Purchase(rec.purchase), ReplicaState.LAUNCHING,
+                    rec.version, rec.fallback,
+                )  # fmt: skip
+                self.replicas[rid] = LiveReplica(replica, name, job_id, rec.url, rec.launched_at)
+                self._state.replicas[rid] = rec
+                self.log(f"replica {rid} adopted on {rec.provider} (version {rec.version})")
+        self._state.replicas |= unjudged
+        self._adopted = True
+        self._persist()
+
+    def _persist(self) -> None:
+        if self.ledger is None:
+            return
+        self._state.spec = self.spec.model_dump_json()
+        self._state.version = self.version
+        self._state.target = self.scale.target
+        self.ledger.save(self._state)
 
     # -- snapshot -----------------------------------------------------------------------------------
     def _read_events(self) -> None:
@@ -143,9 +224,11 @@ class ServiceController:
 
     # -- apply --------------------------------------------------------------------------------------
     def _launch(self, pool: Pool, fallback: bool, now: float) -> None:
-        rid = f"r{next(self._ids)}"
-        job_id = f"svc-{self.spec.name}-{rid}"
+        rid = f"r{self._state.next_rid}"
+        self._state.next_rid += 1
+        job_id = replica_job_id(self.spec.name, rid)
         port = free_port()
+        url = f"http://127.0.0.1:{port}"
         job = JobSpec(
             name=job_id,
             resources=self.spec.resources,
@@ -157,16 +240,25 @@ class ServiceController:
         env = {"OVERCAST_REPLICA_PORT": str(port), "OVERCAST_REPLICA_ID": rid, "OVERCAST_JOB_ID": job_id}
         env["OVERCAST_SERVICE_VERSION"] = str(self.version)
         env["OVERCAST_PYTHON"] = sys.executable  # lets a replica's run line use overcast's interpreter
+        record = ReplicaRecord(
+            pool.backend, 1, pool.id, pool.provider, str(pool.purchase), url, self.version, fallback, now
+        )
+        self._state.replicas[rid] = record
+        self._persist()  # recorded before it runs: a crash right after the launch cannot orphan it
         try:
             self.backends[pool.backend].launch(LaunchRequest(job_id, 1, pool, 1, job, env))
         except (CapacityError, ProviderDown) as exc:
             self._cooldown[pool.id] = now + COOLDOWN_SECONDS
             self.log(f"launch on {pool.id} refused: {exc}")
+            self._forget(rid)
             return
+        except Exception:
+            self._forget(rid)
+            raise
         replica = Replica(
             rid, pool.id, pool.provider, pool.purchase, ReplicaState.LAUNCHING, self.version, fallback
         )
-        self.replicas[rid] = LiveReplica(replica, pool.backend, job_id, f"http://127.0.0.1:{port}", now)
+        self.replicas[rid] = LiveReplica(replica, pool.backend, job_id, url, now)
         self.log(f"replica {rid} launching on {pool.provider} (version {self.version})")
 
     def _retire(self, rid: str) -> None:
@@ -176,7 +268,12 @@ class ServiceController:
         backend = self.backends.get(live.backend)
         if backend is not None:
             backend.stop(live.job_id, 1, grace_seconds=2.0)
+        self._forget(rid)  # only once stopped
         self.log(f"replica {rid} retired from {live.replica.provider}")
+
+    def _forget(self, rid: str) -> None:
+        if self._state.replicas.pop(rid, None) is not None:
+            self._persist()
 
     def _mark_failed(self, rid: str, why: str) -> None:
         if self.replicas[rid].replica.state is not ReplicaState.FAILED:
