@@ -1,7 +1,7 @@
 """Persistent state: SQLAlchemy Core + Alembic; SQLite by default, PostgreSQL for production."""
 
 from overcast.store.engine import StoreConfigError, StoreUnavailable, default_url, overcast_home
-from overcast.store.records import EventRecord, JobRecord, LaunchRecord, PoolHealthRecord
+from overcast.store.records import EventRecord, JobRecord, LaunchRecord, PoolHealthRecord, ServiceRecord
 from overcast.store.states import ACTIVE_STATES, TERMINAL_STATES, JobState
 from overcast.store.store import Store, check_team_name, new_job_id
 
@@ -13,6 +13,7 @@ __all__ = [
     "JobState",
     "LaunchRecord",
     "PoolHealthRecord",
+    "ServiceRecord",
     "Store",
     "StoreConfigError",
     "StoreUnavailable",

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from sqlalchemy import Row
 
-from overcast.spec.models import JobSpec
+from overcast.spec.models import JobSpec, ServiceSpec
 from overcast.store.states import JobState
 
 
@@ -80,4 +81,34 @@ def job_record(row: Mapping[str, Any] | Row[Any], spec: JobSpec | None = None) -
         ended_at=m["ended_at"],
         cancel_requested=bool(m["cancel_requested"]),
         reason=m["reason"],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRecord:
+    id: str  # "s-..." : names the service's replica launches and its controller's ledger
+    team: str
+    name: str
+    spec: ServiceSpec
+    version: int  # +1 for every accepted change of the spec
+    state: str  # "active" | "deleting"
+    lb_port: int | None
+    status: dict[str, Any]  # what its controller last reported (ready replicas, target, load balancer)
+    submitted_at: float
+    updated_at: float
+
+
+def service_record(row: Mapping[str, Any] | Row[Any]) -> ServiceRecord:
+    m = row if isinstance(row, Mapping) else row._mapping
+    return ServiceRecord(
+        id=m["id"],
+        team=m["team"],
+        name=m["name"],
+        spec=ServiceSpec.model_validate_json(m["spec"]),
+        version=m["version"],
+        state=m["state"],
+        lb_port=m["lb_port"],
+        status=json.loads(m["status"] or "{}"),
+        submitted_at=m["submitted_at"],
+        updated_at=m["updated_at"],
     )

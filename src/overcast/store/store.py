@@ -22,6 +22,7 @@ from overcast.spec.models import JobSpec
 from overcast.store import migrate, tokens
 from overcast.store.engine import StoreUnavailable, default_url, make_engine, safe_url
 from overcast.store.records import EventRecord, JobRecord, LaunchRecord, PoolHealthRecord, job_record
+from overcast.store.services import ServiceMethods
 from overcast.store.states import TERMINAL_STATES, JobState
 from overcast.store.tables import events, jobs, launches, leases, pool_health, teams
 from overcast.store.tables import tokens as tokens_table
@@ -48,7 +49,7 @@ def new_job_id() -> str:
     return "j-" + "".join(_ID_ALPHABET[b & 31] for b in secrets.token_bytes(10))
 
 
-class Store:
+class Store(ServiceMethods):
     def __init__(self, url: str | None = None, *, clock: Callable[[], float] = time.time) -> None:
         """Open (and migrate to head) the database at ``url``, default: see ``engine.default_url``."""
         self.url = url or default_url()

@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData()
@@ -112,4 +113,22 @@ leases = Table(
     Column("name", String(64), primary_key=True),
     Column("holder", String(128), nullable=False),
     Column("expires_at", Float, nullable=False),
+)
+
+# An inference service (overcast.serve): the spec the API accepted, and what its controller reports.
+# Names are unique within a team; the id names its replicas' launches and its controller's ledger.
+services = Table(
+    "services",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("team", String(64), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("spec", Text, nullable=False),  # ServiceSpec as JSON
+    Column("version", Integer, nullable=False),  # +1 for every accepted change of the spec
+    Column("state", String(16), nullable=False),  # "active" | "deleting" (the row goes once stopped)
+    Column("lb_port", Integer),  # the load balancer's port, kept across server restarts
+    Column("status", Text, nullable=False, default="{}"),  # JSON, written by the service's controller
+    Column("submitted_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("team", "name", name="uq_services_team_name"),
 )
