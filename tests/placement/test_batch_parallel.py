@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bench.queue_gen import generate
-from overcast.placement.batch import check_solution, solve
+from overcast.placement.batch import check_solution, greedy, solve
 from overcast.placement.batch.background import Background
 from overcast.placement.batch.classes import build_classes
 from overcast.placement.batch.fill import fill
@@ -95,3 +95,11 @@ def test_big_gang_milp_keeps_the_solution_valid_and_never_worse() -> None:
     assignment = cm.to_assignment(y_big, problem.n_jobs)
     assert check_solution(problem, assignment) == []
     assert rel.bound <= problem.objective(assignment) + 1e-6
+
+
+def test_short_budget_runs_the_big_gang_milp_beside_lns() -> None:
+    problem = generate(4000, 600, seed=1, priority_levels=1).problem
+    sol = solve(problem, time_budget_s=2.0)
+    assert "side" in sol.timings and "lns" in sol.timings
+    assert check_solution(problem, sol.assignment, sol.objective) == []
+    assert sol.objective <= greedy(problem).objective + 1e-6

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 
 import numpy as np
 
+from overcast.placement.batch.background import Background
 from overcast.placement.batch.check import InvalidSolution, check_solution
 from overcast.placement.batch.classes import ClassModel, build_classes
 from overcast.placement.batch.eject import improve_rounding
@@ -52,6 +54,9 @@ BOUND_WAIT_S = 10.0
 BIG_GANG_NODES = 64  # big-gang MILP: classes of at least this many nodes are re-placed exactly
 BIG_GANG_MIN_S = 0.5  # run it only if this much budget is left after eject
 BIG_GANG_MAX_S = 2.0  # its HiGHS time limit at most (10k x 1k: optimal in 0.1-1.2 s)
+# With less than this left after eject, the big-gang MILP runs in a forked child beside LNS instead.
+SIDE_MAX_LEFT_S = 3.0
+SIDE_GRACE_S = 0.05  # waited for it past the deadline
 
 
 def solve(
@@ -77,6 +82,7 @@ def solve(
     best, best_obj, how, status = y_greedy, greedy_obj, "greedy", "feasible"
     bound = float("nan")
     rel: Relaxation | None = None
+    side: Background | None = None
     if method != "greedy" and not cm.n_cols:
         bound, status = greedy_obj, "optimal"  # nothing can pay off anywhere: leaving all out is optimal
     if method != "greedy" and cm.n_cols:
@@ -105,14 +111,19 @@ def solve(
             if obj < best_obj:
                 best, best_obj, how = y, obj, f"lp-round({order})"
             left = deadline - time.perf_counter()
-            if method == "auto" and cm.n_cols > MILP_MAX_COLS and left > BIG_GANG_MIN_S:
+            large = method == "auto" and cm.n_cols > MILP_MAX_COLS
+            if large and 0.05 < left < SIDE_MAX_LEFT_S:
+                # Short budget: the second core runs the big-gang MILP while this one runs LNS; the
+                # better result is kept (they start from the same solution, so they do not combine).
+                side = Background(lambda y0=best: _big_gang_side(cm, guide, y0, deadline))
+            elif large and left > BIG_GANG_MIN_S:
                 y = big_gang_milp(cm, guide, best, time_limit=min(left, BIG_GANG_MAX_S))
                 obj = cm.objective(y)
                 if obj < best_obj:
                     best, best_obj, how = y, obj, how + "+big-gang-milp"
                 clock.lap("big-gang-milp")
                 left = deadline - time.perf_counter()
-            if method == "auto" and cm.n_cols > MILP_MAX_COLS and left > 0.05:
+            if large and side is None and left > 0.05:
                 y = _split_milp(cm, guide, best, time_limit=max(0.6 * left, 0.05))
                 obj = cm.objective(y)
                 if obj < best_obj:
@@ -129,9 +140,22 @@ def solve(
                 if obj < best_obj:
                     best, best_obj, how = y, obj, how + f"+lns({stats.accepted}/{stats.steps})"
                 clock.lap("lns")
+            if side is not None:
+                got = side.next(max(deadline - time.perf_counter(), 0.0) + SIDE_GRACE_S)
+                side.cancel()
+                if got is not None:
+                    y = np.zeros(cm.n_cols, dtype=np.int64)
+                    y[got[0]] = got[1]
+                    if cm.objective(y) < best_obj:
+                        best, best_obj = y, cm.objective(y)
+                        how = how.split("+lns")[0] + "+big-gang-milp(side)"
+                clock.lap("side")
         except Exception as exc:  # a solver bug must not cost the scheduler its round: keep the best so far
             log.exception("batch placement: improvement stages failed, keeping %s", how)
             how, status = f"{how} (later stages failed: {exc!r})", "fallback"
+        finally:
+            if side is not None:
+                side.cancel()
     if rel is not None and rel.pending is not None:
         # The child finishing column generation ran beside rounding, eject and LNS; its bound is the
         # full LP's. Waited for until BOUND_WAIT_S past the deadline, else the Lagrangian bound stays.
@@ -158,6 +182,16 @@ def solve(
         timings=timings,
         total_penalty=total_penalty,
     )
+
+
+def _big_gang_side(
+    cm: ClassModel, guide: Relaxation, y: np.ndarray, deadline: float
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """In the child: the big-gang MILP until the deadline; yields (columns, counts) if it improved y."""
+    y_big = big_gang_milp(cm, guide, y, time_limit=max(deadline - time.perf_counter() - 0.02, 0.05))
+    if cm.objective(y_big) < cm.objective(y):
+        nz = np.flatnonzero(y_big)
+        yield nz, y_big[nz]
 
 
 def _exact(
