@@ -1,0 +1,161 @@
+"""The node agent of an EC2 instance launched by overcast (started by the user-data):
+
+    python -m overcast.backends.aws_agent --region R --job J --attempt A --nodes N -- bash job.sh
+
+1. Asks the instance metadata service (IMDSv2) for its instance id.
+2. Finds its gang (instances tagged with the job and attempt): its rank is its ``AmiLaunchIndex`` (one
+   ``run_instances`` call per gang numbers them 0..N-1) and the head is rank 0's private IP.
+3. Runs the job with the OVERCAST_* contract, as the leader of a process group and a child subreaper
+   (the node ends when every process of the job has ended).
+4. While it runs, watches two things in the metadata service, which cost no EC2 API calls:
+   the instance tag ``overcast:stop`` (set by ``AwsBackend.stop``; needs InstanceMetadataTags, which the
+   backend enables) and the spot interruption notice (``spot/instance-action``, two minutes before a
+   reclaim). Either one sends SIGTERM to the job: it saves a checkpoint and exits.
+5. When the job ends, tags its own instance ``overcast:exit=<code>`` (and ``overcast:sigterm=1``) and
+   terminates it. The tag is how the backend tells a finished node from a lost one.
+
+The instance needs an instance profile allowing ec2:DescribeInstances, and ec2:CreateTags and
+ec2:TerminateInstances on itself. Set ``AWS_EC2_METADATA_SERVICE_ENDPOINT`` to use another metadata
+endpoint (botocore reads the same variable for the instance's credentials).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+IMDS_DEFAULT = "http://169.254.169.254"
+GANG_WAIT_SECONDS = 600.0  # how long rank discovery waits for the whole gang to be running
+
+
+class Metadata:
+    """A small IMDSv2 client (token, then GETs)."""
+
+    def __init__(self, endpoint: str | None = None) -> None:
+        base = endpoint or os.environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT") or IMDS_DEFAULT
+        self.base = base.rstrip("/")
+        self._token = ""
+
+    def _request(self, path: str, method: str = "GET", headers: dict[str, str] | None = None) -> str:
+        req = urllib.request.Request(self.base + path, method=method, headers=headers or {})
+        with urllib.request.urlopen(req, timeout=2) as resp:
+            return resp.read().decode()
+
+    def get(self, path: str) -> str | None:
+        """The value at latest/meta-data/<path>, None when there is none (404)."""
+        if not self._token:
+            ttl = {"X-aws-ec2-metadata-token-ttl-seconds": "21600"}
+            self._token = self._request("/latest/api/token", "PUT", ttl)
+        try:
+            return self._request(
+                f"/latest/meta-data/{path}", headers={"X-aws-ec2-metadata-token": self._token}
+            )
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            if exc.code == 401:  # the token expired: get a new one next time
+                self._token = ""
+            raise
+
+
+def find_gang(ec2: object, job: str, attempt: str, nodes: int, me: str) -> tuple[int, str]:
+    """(my rank, the head's private IP), once all ``nodes`` instances of the gang are visible."""
+    filters = [
+        {"Name": "tag:overcast:job", "Values": [job]},
+        {"Name": "tag:overcast:attempt", "Values": [attempt]},
+        {"Name": "instance-state-name", "Values": ["pending", "running"]},
+    ]
+    deadline = time.monotonic() + GANG_WAIT_SECONDS
+    while True:
+        pages = ec2.get_paginator("describe_instances").paginate(Filters=filters)  # type: ignore[attr-defined]
+        found = [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
+        by_index = {i["AmiLaunchIndex"]: i for i in found if i.get("PrivateIpAddress")}
+        mine = next((i for i in found if i["InstanceId"] == me), None)
+        if mine is not None and len(by_index) >= nodes and 0 in by_index:
+            return mine["AmiLaunchIndex"], by_index[0]["PrivateIpAddress"]
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"gang {job}/{attempt}: {len(by_index)} of {nodes} instances after waiting")
+        time.sleep(1.0)
+
+
+def run_job(cmd: list[str], env: dict[str, str], meta: Metadata, poll: float) -> tuple[int, bool]:
+    """Run the job; SIGTERM it on a stop request or a spot notice. Returns (exit code, got SIGTERM)."""
+    from overcast.backends.local_runner import become_subreaper
+
+    become_subreaper()
+    # its own process group (SIGTERM reaches all of it), in the node's session
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, process_group=0)
+    signalled = False
+    while True:
+        try:
+            code = proc.wait(timeout=poll)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        if signalled:
+            continue
+        try:
+            why = meta.get("tags/instance/overcast:stop") or meta.get("spot/instance-action")
+        except OSError as exc:  # the metadata service hiccuped: look again next time
+            print(f"overcast-agent: metadata: {exc}", file=sys.stderr, flush=True)
+            continue
+        if why:
+            print(f"overcast-agent: stop requested ({why}): SIGTERM", file=sys.stderr, flush=True)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            signalled = True
+    while True:  # orphans of the job (a checkpoint still being written) end before the node does
+        try:
+            os.wait()
+        except ChildProcessError:
+            break
+    return (128 - code if code < 0 else code), signalled
+
+
+def main(argv: list[str]) -> int:
+    if "--" not in argv:
+        print("usage: python -m overcast.backends.aws_agent [options] -- CMD...", file=sys.stderr)
+        return 2
+    split = argv.index("--")
+    parser = argparse.ArgumentParser(prog="overcast.backends.aws_agent")
+    parser.add_argument("--region", required=True)
+    parser.add_argument("--endpoint-url")
+    parser.add_argument("--job", required=True)
+    parser.add_argument("--attempt", required=True)
+    parser.add_argument("--nodes", type=int, required=True)
+    parser.add_argument("--poll", type=float, default=2.0)
+    args = parser.parse_args(argv[:split])
+    cmd = argv[split + 1 :]
+
+    import boto3
+
+    from overcast.backends.aws_client import RETRIES
+
+    meta = Metadata()
+    me = meta.get("instance-id")
+    if not me:
+        print("overcast-agent: no instance id in the metadata service", file=sys.stderr)
+        return 1
+    ec2 = boto3.client("ec2", region_name=args.region, endpoint_url=args.endpoint_url, config=RETRIES)
+    rank, head = find_gang(ec2, args.job, args.attempt, args.nodes, me)
+    env = os.environ | {"OVERCAST_NODE_RANK": str(rank), "OVERCAST_HEAD_ADDR": head}
+    print(f"overcast-agent: {me} is rank {rank} of {args.nodes}, head {head}", file=sys.stderr, flush=True)
+    code, sigterm = run_job(cmd, env, meta, args.poll)
+    tags = [{"Key": "overcast:exit", "Value": str(code)}]
+    if sigterm:
+        tags.append({"Key": "overcast:sigterm", "Value": "1"})
+    print(f"overcast-agent: job exited {code}; tagging and terminating {me}", file=sys.stderr, flush=True)
+    ec2.create_tags(Resources=[me], Tags=tags)
+    ec2.terminate_instances(InstanceIds=[me])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
