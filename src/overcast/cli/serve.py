@@ -24,8 +24,15 @@ def serve(
     fleet: Annotated[Path | None, typer.Option(help="fleet file; default: two local providers")] = None,
     port: Annotated[int, typer.Option(help="load balancer port")] = 8780,
     duration: Annotated[float, typer.Option(help="stop after this many seconds (0: run until Ctrl-C)")] = 0.0,
+    server: Annotated[
+        str | None,
+        typer.Option(help="submit to this overcast server (`overcast up`), which runs it, instead of here"),
+    ] = None,
 ) -> None:
     """Run an inference service: load balancer + replica manager over the local providers."""
+    if server is not None:
+        _submit(file, server)
+        return
     import asyncio
     import contextlib
     import signal
@@ -115,6 +122,22 @@ def serve(
 
     asyncio.run(main())
     console.print("stopped")
+
+
+def _submit(file: Path, server: str) -> None:
+    """POST the file to the server's /v1/services: a new service, or a new version of the team's one."""
+    from overcast.control.client import ApiClient, ClientError
+
+    try:
+        text = file.read_text()
+        svc = ApiClient(server).request("POST", "/v1/services", json={"yaml": text})
+    except (OSError, ClientError) as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(
+        f"service {svc['name']} (team {svc['team']}) version {svc['version']} on {server}; "
+        f"its load balancer: GET /v1/services/{svc['name']} (status.url)"
+    )
 
 
 def register(app: typer.Typer) -> None:

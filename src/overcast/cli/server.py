@@ -46,6 +46,7 @@ def up(
     from overcast.control.demo import DEMO_CLUSTERS
     from overcast.control.loop import ControlLoop
     from overcast.control.setup import backends_from_fleet
+    from overcast.serve.supervisor import ServiceSupervisor
     from overcast.store import Store, StoreConfigError, StoreUnavailable, default_url, overcast_home
 
     home = overcast_home()
@@ -56,7 +57,11 @@ def up(
         _fail(str(exc))
     if fleet is not None:
         try:
-            backends = backends_from_fleet(load_fleet(fleet), home)
+            fleet_doc = load_fleet(fleet)
+            backends = backends_from_fleet(fleet_doc, home)
+            # services' replicas on providers of their own (under home/serve): the job loop's reconciler
+            # stops every launch that is not a stored job
+            service_backends = backends_from_fleet(fleet_doc, home / "serve")
         except (FleetError, OSError) as exc:
             _fail(str(exc))
         if not backends:
@@ -68,11 +73,17 @@ def up(
         from overcast.backends.local import LocalBackend
 
         backends = [LocalBackend(cluster, home=home) for cluster in DEMO_CLUSTERS]
+        service_backends = [LocalBackend(cluster, home=home / "serve") for cluster in DEMO_CLUSTERS]
     _admin_token(store, home)
     loop = ControlLoop(store, backends, home=home, grace_seconds=grace)
     stop = threading.Event()
     thread = threading.Thread(target=loop.run, args=(stop, interval), name="control-loop", daemon=True)
     thread.start()
+    services = ServiceSupervisor(
+        store, service_backends, home / "serve", host=host, interval=interval, log=typer.echo
+    )
+    services_thread = threading.Thread(target=services.run, args=(stop,), name="services", daemon=True)
+    services_thread.start()
     names = ", ".join(b.name for b in backends)
     typer.echo(f"overcast: http://{host}:{port}  store {default_url()}  backends {names}")
     typer.echo(f"admin token in {home / 'token'}")
@@ -81,6 +92,7 @@ def up(
     finally:
         stop.set()
         thread.join(timeout=30)
+        services_thread.join(timeout=60)  # services' replicas keep running: the next `up` adopts them
 
 
 def demo(

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -30,6 +31,7 @@ from overcast.serve.ledger import (
     LedgerState,
     ReplicaRecord,
     ServiceLedger,
+    check_service_name,
     parse_replica_job_id,
     replica_job_id,
     rid_number,
@@ -66,12 +68,16 @@ class ServiceController:
         clock: Callable[[], float] = time.time,
         log: Callable[[str], None] = lambda _msg: None,
         home: Path | None = None,
+        key: str | None = None,
     ) -> None:
-        """``home``: keep a ledger under ``home/services/<name>`` and adopt what it finds there (the
-        service's lock is taken here: ServiceBusy if another controller runs it). None: no memory."""
+        """``home``: keep a ledger under ``home/services/<key>`` and adopt what it finds there (the
+        service's lock is taken here: ServiceBusy if another controller runs it). None: no memory.
+        ``key`` (default: the spec's name) names the replica launches ``svc.<key>.<rid>``."""
         self.spec = spec
+        self.key = key or spec.name
+        check_service_name(self.key)
         self.version = 1
-        self.ledger = ServiceLedger(home, spec.name) if home is not None else None
+        self.ledger = ServiceLedger(home, self.key) if home is not None else None
         if self.ledger is not None:
             self.ledger.lock()
         self._state = LedgerState()
@@ -119,9 +125,32 @@ class ServiceController:
             {rid: r.url for rid, r in self.replicas.items() if r.replica.state is ReplicaState.READY}
         )
 
+    def status(self) -> dict[str, Any]:
+        """What the API shows: target, ready count, version and every replica."""
+        replicas = [
+            {"id": rid, "provider": r.replica.provider, "pool": r.replica.pool_id,
+             "state": str(r.replica.state), "version": r.replica.version, "fallback": r.replica.fallback,
+             "url": r.url}
+            for rid, r in sorted(self.replicas.items(), key=lambda item: rid_number(item[0]))
+        ]  # fmt: skip
+        return {"target": self.scale.target, "ready": self.ready_count(), "version": self.version} | {
+            "replicas": replicas
+        }
+
+    def adopt(self) -> None:
+        """Adopt a predecessor's replicas now (the first tick does it anyway)."""
+        if not self._adopted:
+            self._adopt()
+
     def shutdown(self) -> None:
+        """Stop every replica: the service ends."""
+        self.adopt()  # a predecessor's replicas too
         for rid in list(self.replicas):
             self._retire(rid)
+        self.detach()
+
+    def detach(self) -> None:
+        """Stop managing without stopping the replicas: the next controller of the service adopts them."""
         self.lb.set_ready({})
         self._http.close()
         if self.ledger is not None:
@@ -152,7 +181,7 @@ class ServiceController:
                 continue
             for job_id, attempt in active:
                 parsed = parse_replica_job_id(job_id)
-                if parsed is None or parsed[0] != self.spec.name:
+                if parsed is None or parsed[0] != self.key:
                     continue  # a job, or another service's replica
                 rid = parsed[1]
                 self._state.next_rid = max(self._state.next_rid, rid_number(rid) + 1)
@@ -226,7 +255,7 @@ class ServiceController:
     def _launch(self, pool: Pool, fallback: bool, now: float) -> None:
         rid = f"r{self._state.next_rid}"
         self._state.next_rid += 1
-        job_id = replica_job_id(self.spec.name, rid)
+        job_id = replica_job_id(self.key, rid)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         job = JobSpec(

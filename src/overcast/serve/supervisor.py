@@ -1,0 +1,182 @@
+"""The server's services: a controller and a load balancer for every service in the store.
+
+``overcast up`` runs one ``ServiceSupervisor`` in a thread. Each second it reads the services table and
+starts a runner for a new service, hands a changed spec to its runner (a rolling update), and for a
+service marked for deletion stops every replica and removes the row.
+
+A thread per service, not one tick of every service per loop tick: a tick probes each replica with a
+blocking HTTP request (up to the spec's ``timeout_seconds``) and calls the backends, so one service with
+slow or dead replicas would otherwise hold back every other service and the job loop. The load balancers
+are asyncio servers and all share one event loop thread. The backends are shared (``serve/shared.py``):
+each service's controller sees only its own replicas' events.
+
+Stopping the server (``close``) stops the runners but not the replicas: the next server adopts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from overcast.backends.base import Backend
+from overcast.serve.controller import ServiceController
+from overcast.serve.lb import LoadBalancer, serve
+from overcast.serve.shared import SharedBackend
+from overcast.spec.models import ServiceSpec
+from overcast.store import ServiceRecord, Store
+
+Log = Callable[[str], None]
+
+
+class ServiceRunner:
+    """One stored service: its controller ticking in its own thread, its load balancer on the shared loop."""
+
+    def __init__(
+        self, record: ServiceRecord, shared: Sequence[SharedBackend], home: Path,
+        loop: asyncio.AbstractEventLoop, store: Store, *, host: str, interval: float, log: Log,
+        tick: bool = True,
+    ) -> None:  # fmt: skip
+        """``tick`` False: adopt the service's replicas but manage nothing (to stop them)."""
+        self.id, self.name, self.version = record.id, record.name, record.version
+        self.store, self.loop, self.shared, self.interval = store, loop, shared, interval
+        self.lb = LoadBalancer(record.name)
+        views = [s.view(record.id) for s in shared]
+        try:
+            self.ctl = ServiceController(
+                record.spec, views, self.lb, home=home, key=record.id, log=lambda m: log(f"{self.name}: {m}")
+            )
+        except Exception:
+            self._release()
+            raise
+        try:
+            self.site, self.port = self._listen(host, record.lb_port or 0)
+        except OSError:  # its old port is taken now: any free one (the API shows it)
+            self.site, self.port = self._listen(host, 0)
+        self.url = f"http://{host}:{self.port}"
+        self.log = log
+        self._pending: ServiceSpec | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"service-{self.name}", daemon=True)
+        if tick:
+            self._thread.start()
+
+    def _listen(self, host: str, port: int) -> tuple[Any, int]:
+        return asyncio.run_coroutine_threadsafe(serve(self.lb, host, port), self.loop).result(10)
+
+    def update(self, spec: ServiceSpec, version: int) -> None:
+        """Roll out ``spec`` (applied by the runner's own thread, between ticks)."""
+        with self._lock:
+            self._pending, self.version = spec, version
+
+    def _run(self) -> None:
+        last: dict[str, Any] | None = None
+        while True:
+            with self._lock:
+                spec, self._pending = self._pending, None
+            try:
+                if spec is not None:
+                    self.ctl.update(spec)
+                self.ctl.tick()
+                status = self.ctl.status() | {"url": self.url, "at": round(time.time(), 1)}
+                if last is None or {**status, "at": 0} != {**last, "at": 0}:  # write changes only
+                    self.store.set_service_status(self.id, status, lb_port=self.port)
+                    last = status
+            except Exception as exc:  # a bad tick (a backend error, the database away) is retried
+                self.log(f"{self.name}: tick failed: {type(exc).__name__}: {exc}")
+            if self._stop.wait(self.interval):
+                return
+
+    def close(self, *, stop_replicas: bool) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(30)
+        if stop_replicas:
+            self.ctl.shutdown()
+        else:
+            self.ctl.detach()
+        asyncio.run_coroutine_threadsafe(self.site.cleanup(), self.loop).result(10)
+        self._release()
+
+    def _release(self) -> None:
+        for s in self.shared:
+            s.release(self.id)
+
+
+class ServiceSupervisor:
+    def __init__(
+        self, store: Store, backends: Sequence[Backend], home: Path, *, host: str = "127.0.0.1",
+        interval: float = 0.5, log: Log = lambda _msg: None,
+    ) -> None:  # fmt: skip
+        self.store, self.home, self.host, self.interval, self.log = store, home, host, interval, log
+        self.shared = [SharedBackend(b) for b in backends]
+        self.runners: dict[str, ServiceRunner] = {}
+        self.loop = asyncio.new_event_loop()
+        self._loop_thread = threading.Thread(target=self.loop.run_forever, name="service-lbs", daemon=True)
+        self._loop_thread.start()
+
+    def run(self, stop: threading.Event, every: float = 1.0) -> None:
+        """Sync with the store until ``stop``; then stop the runners (the replicas keep running)."""
+        try:
+            while True:
+                try:
+                    self.sync()
+                except Exception as exc:  # the database away: try again next time
+                    self.log(f"services: sync failed: {type(exc).__name__}: {exc}")
+                if stop.wait(every):
+                    return
+        finally:
+            self.close()
+
+    def sync(self) -> None:
+        records = {s.id: s for s in self.store.services()}
+        for sid in [sid for sid in self.runners if sid not in records]:  # removed behind our back
+            self.runners.pop(sid).close(stop_replicas=True)
+        for record in records.values():
+            runner = self.runners.get(record.id)
+            if record.state == "deleting":
+                self._delete(record, runner)
+            elif runner is None:
+                self._start(record)
+            elif record.version != runner.version:
+                self.log(f"{record.name}: version {record.version}")
+                runner.update(record.spec, record.version)
+
+    def _start(self, record: ServiceRecord) -> None:
+        try:
+            self.runners[record.id] = ServiceRunner(
+                record, self.shared, self.home, self.loop, self.store,
+                host=self.host, interval=self.interval, log=self.log,
+            )  # fmt: skip
+        except Exception as exc:  # ServiceBusy (another controller has it), a bad port: said in its status
+            self.log(f"{record.name}: cannot start: {exc}")
+            self.store.set_service_status(record.id, {"error": str(exc)}, lb_port=record.lb_port)
+            return
+        self.log(f"{record.name}: load balancer on {self.runners[record.id].url}")
+
+    def _delete(self, record: ServiceRecord, runner: ServiceRunner | None) -> None:
+        if runner is None:  # deleted while no runner had it (a server restart): adopt, then stop
+            try:
+                runner = ServiceRunner(
+                    record, self.shared, self.home, self.loop, self.store,
+                    host=self.host, interval=self.interval, log=self.log, tick=False,
+                )  # fmt: skip
+            except Exception as exc:
+                self.log(f"{record.name}: cannot stop: {exc}")
+                return
+        else:
+            del self.runners[record.id]
+        runner.close(stop_replicas=True)
+        if self.store.delete_service(record.id):
+            self.log(f"{record.name}: deleted")
+
+    def close(self) -> None:
+        for runner in self.runners.values():
+            runner.close(stop_replicas=False)
+        self.runners.clear()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._loop_thread.join(10)
