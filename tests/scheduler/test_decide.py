@@ -267,3 +267,24 @@ def test_consolidation_waits_while_any_job_is_left_waiting_and_holds_the_room_it
     small = make_job("small").gpus("H100", 8).nodes(2).pending(submitted_at=0)
     d = decide(make_snapshot([reserved, dear], [small], [held, *runs], now=hour))
     assert [(p.job_id, p.pool_id) for p in d.place] == [("small", reserved.id)] and d.preempt == []
+
+
+def test_burst_limit_keeps_big_jobs_on_the_reservation_and_lets_small_ones_burst() -> None:
+    reserved = make_pool("oci", purchase=Purchase.RESERVED, price=60, capacity=4, used=4)
+    dear = make_pool("aws", price=98, capacity=16)
+    big = make_job("big").gpus("H100", 8).nodes(2).hours(8).pending(submitted_at=0)  # 16 node-hours
+    small = make_job("small").gpus("H100", 8).hours(2).pending(submitted_at=1)  # 2 node-hours
+    wide = make_job("wide").gpus("H100", 8).nodes(8).hours(8).pending(submitted_at=2)  # no reservation fits
+    for threshold in (200, 1):  # single-job path, batch solver
+        d = decide(
+            make_snapshot([reserved, dear], [big, small, wide]), burst_limit_node_hours=4,
+            batch_threshold=threshold, time_budget_s=0.5,
+        )  # fmt: skip
+        assert sorted((p.job_id, p.pool_id) for p in d.place) == [("small", dear.id), ("wide", dear.id)]
+        assert d.unplaced["big"].startswith("burst limit: 16 node-hours > 4")
+    # without the limit the big job bursts too; with room on the reservation it goes there either way
+    d = decide(make_snapshot([reserved, dear], [big, small, wide]))
+    assert {p.job_id for p in d.place} == {"big", "small", "wide"}
+    free = make_pool("oci", purchase=Purchase.RESERVED, price=60, capacity=4)
+    d = decide(make_snapshot([free, dear], [big]), burst_limit_node_hours=4)
+    assert [(p.job_id, p.pool_id) for p in d.place] == [("big", free.id)]

@@ -163,7 +163,7 @@ def movable(draw) -> Snapshot:
     ]
     pending = [
         make_job(f"job{i}").gpus("H100", 8).nodes(draw(NODES)).pending(submitted_at=i)
-        for i in range(draw(st.integers(0, 2)))
+        for i in range(draw(st.integers(0, 3)))
     ]
     return make_snapshot(world, pending, running, [], frozenset(), now=NOW)
 
@@ -205,14 +205,14 @@ class Errors(logging.Handler):
         self.messages.append(self.format(record))
 
 
-def run(snapshot: Snapshot, batch: bool):
+def run(snapshot: Snapshot, batch: bool, **options: float):
     """decide() on ``snapshot``; with ``batch`` every level goes to the batch solver. decide() survives
     a solver failure by placing one by one, so the failure is caught from its log here instead."""
     errors = Errors()
     logger = logging.getLogger("overcast.scheduler.batch_adapter")
     logger.addHandler(errors)
     try:
-        decisions = decide(snapshot, batch_threshold=0 if batch else 1000, time_budget_s=0.5)
+        decisions = decide(snapshot, batch_threshold=0 if batch else 1000, time_budget_s=0.5, **options)
     finally:
         logger.removeHandler(errors)
     assert not errors.messages, errors.messages[0]
@@ -424,3 +424,27 @@ def test_consolidation_moves_are_safe(snapshot: Snapshot, batch: bool) -> None:
         used[target.id] += job.nodes
         cap = target.capacity_nodes
         assert cap is None or used[target.id] <= cap, f"{target.id} over capacity after moves"
+
+
+@settings(SETTINGS, max_examples=300)  # about 1 in 40 of these worlds could break the rule
+@given(movable(), st.booleans())
+def test_burst_limit_keeps_big_jobs_off_list_price_while_a_reservation_fits_them(
+    snapshot: Snapshot, batch: bool
+) -> None:
+    """With a limit of 1 node-hour, a job of 2+ node-hours lands only on zero-price pools whenever some
+    usable zero-price pool it may use is large enough for its gang."""
+    d = run(snapshot, batch, burst_limit_node_hours=1.0)
+    specs = {j.id: j.spec for j in snapshot.pending}
+    pools = {p.id: p for p in snapshot.pools}
+    for place in d.place:
+        spec, pool = specs[place.job_id], pools[place.pool_id]
+        if spec.num_nodes * spec.expected_hours <= 1.0 or pool.marginal_price_per_node_hour == 0:
+            continue
+        homes = [
+            p.id
+            for p in snapshot.pools
+            if p.marginal_price_per_node_hour == 0
+            and could_take(p, spec, snapshot)
+            and (p.capacity_nodes is None or p.capacity_nodes >= spec.num_nodes)
+        ]
+        assert not homes, f"{place.job_id} burst onto {pool.id} though {homes} could hold it"

@@ -21,6 +21,7 @@ from overcast.placement import score
 from overcast.placement.batch import BatchProblem, solve
 from overcast.placement.filters import Request, request_key, run_filters
 from overcast.placement.index import PoolIndex, Usage
+from overcast.scheduler.burst import BurstLimit
 from overcast.scheduler.queue import slowdown_tier
 from overcast.scheduler.sequential import place_in_order
 from overcast.scheduler.snapshot import PendingJob, Place
@@ -39,12 +40,15 @@ def place_level(
     time_budget_s: float,
     misses: dict[tuple, str],
     order: str = "slowdown",
+    burst: BurstLimit | None = None,
 ) -> tuple[list[Place], list[tuple[PendingJob, str]]]:
     """Place one priority level's ``jobs`` (in queue order) with the batch solver. Mutates ``usage``;
     ``misses`` as in ``sequential.place_in_order``."""
     placed: list[Place] = []
     leftover: list[PendingJob] = []
-    assignment = _solve_level(jobs, index, usage, now=now, time_budget_s=time_budget_s, order=order)
+    assignment = _solve_level(
+        jobs, index, usage, now=now, time_budget_s=time_budget_s, order=order, burst=burst
+    )
     for job, position in zip(jobs, assignment, strict=True):
         nodes = job.spec.num_nodes
         if position >= 0 and _fits(index, usage, position, nodes):
@@ -58,7 +62,7 @@ def place_level(
             placed.append(Place(job.id, pool.id, nodes, reason))
         else:
             leftover.append(job)
-    more, unplaced = place_in_order(leftover, index, usage, now=now, misses=misses)
+    more, unplaced = place_in_order(leftover, index, usage, now=now, misses=misses, burst=burst)
     return placed + more, unplaced
 
 
@@ -71,10 +75,17 @@ def _fits(index: PoolIndex, usage: Usage, position: int, nodes: int) -> bool:
 
 
 def _solve_level(
-    jobs: list[PendingJob], index: PoolIndex, usage: Usage, *, now: float, time_budget_s: float, order: str
+    jobs: list[PendingJob],
+    index: PoolIndex,
+    usage: Usage,
+    *,
+    now: float,
+    time_budget_s: float,
+    order: str,
+    burst: BurstLimit | None,
 ) -> np.ndarray:
     """Pool position per job (-1: left out) from the batch solver."""
-    problem, pools = build_problem(jobs, index, usage, now=now, order=order)
+    problem, pools = build_problem(jobs, index, usage, now=now, order=order, burst=burst)
     if problem.n_pairs == 0:
         return np.full(len(jobs), -1)
     try:
@@ -88,7 +99,13 @@ def _solve_level(
 
 
 def build_problem(
-    jobs: Iterable[PendingJob], index: PoolIndex, usage: Usage, *, now: float, order: str = "slowdown"
+    jobs: Iterable[PendingJob],
+    index: PoolIndex,
+    usage: Usage,
+    *,
+    now: float,
+    order: str = "slowdown",
+    burst: BurstLimit | None = None,
 ) -> tuple[BatchProblem, np.ndarray]:
     """The BatchProblem for ``jobs`` on what ``usage`` leaves free, and the index position of each of
     its pools. Jobs with the same request share one filter run."""
@@ -103,6 +120,8 @@ def build_problem(
         if key not in compatible:
             compatible[key] = _compatible(Request.of(spec), index, usage, now=now)
         positions = compatible[key]
+        if burst is not None and burst.limited(job, index):
+            positions = positions[index.marginal[positions] == 0]
         cost_key = (key, spec.expected_hours, bool(spec.checkpoint_dir))
         if cost_key not in costs:
             costs[cost_key] = score.expected_cost(index, positions, spec)

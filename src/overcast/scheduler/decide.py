@@ -13,6 +13,7 @@ from time import perf_counter
 from overcast.placement.filters import request_key
 from overcast.placement.index import PoolIndex, Usage
 from overcast.scheduler.batch_adapter import place_level
+from overcast.scheduler.burst import BurstLimit
 from overcast.scheduler.consolidate import find_moves
 from overcast.scheduler.preemption import find_eviction
 from overcast.scheduler.queue import order_queue
@@ -31,6 +32,7 @@ def decide(
     fair_share: bool = False,
     queue_order: str = "slowdown",
     consolidate: bool = True,
+    burst_limit_node_hours: float | None = None,
 ) -> Decisions:
     start = perf_counter()
     decisions = Decisions()
@@ -73,14 +75,18 @@ def decide(
     misses: dict[tuple, str] = {}  # request_key -> why it fits nowhere
     no_eviction: dict[tuple, int] = {}  # request_key -> highest priority that found no eviction
     deadline = perf_counter() + time_budget_s
+    burst = None if burst_limit_node_hours is None else BurstLimit(burst_limit_node_hours, snapshot.now)
     for done, jobs in enumerate(levels):
         if use_batch:
             budget = max(deadline - perf_counter(), 0.0) / (len(levels) - done)  # what is left, shared
             placed, unplaced = place_level(
-                jobs, index, usage, now=snapshot.now, time_budget_s=budget, misses=misses, order=queue_order
-            )
+                jobs, index, usage, now=snapshot.now, time_budget_s=budget, misses=misses,
+                order=queue_order, burst=burst,
+            )  # fmt: skip
         else:
-            placed, unplaced = place_in_order(jobs, index, usage, now=snapshot.now, misses=misses)
+            placed, unplaced = place_in_order(
+                jobs, index, usage, now=snapshot.now, misses=misses, burst=burst
+            )
         decisions.place.extend(placed)
         timer.lap("3-place", add=True)
         for job, why in unplaced:
@@ -88,8 +94,10 @@ def decide(
             key = request_key(job.spec)
             if not running_by_pool or no_eviction.get(key, -(10**9)) >= job.spec.priority:
                 continue
-            if not _preempt_for(job, index, running_by_pool, usage, snapshot.now, preempted, decisions):
-                no_eviction[key] = job.spec.priority
+            now = snapshot.now
+            found = _preempt_for(job, index, running_by_pool, usage, now, preempted, decisions, burst)
+            if not found and (burst is None or not burst.limited(job, index)):
+                no_eviction[key] = job.spec.priority  # (a limited job's miss says nothing of smaller ones)
         timer.lap("4-preempt", add=True)
 
     # 5. Consolidate (consolidate.py): room no pending job could use, on a pool cheaper than where a
@@ -116,10 +124,12 @@ def _preempt_for(
     now: float,
     preempted: set[str],
     decisions: Decisions,
+    burst: BurstLimit | None,
 ) -> bool:
-    """Preempt for ``job`` if some pool allows it; False when none does."""
+    """Preempt for ``job`` if some pool allows it; False when none does (or only one the burst limit
+    keeps it off)."""
     eviction = find_eviction(job, index, running_by_pool, now=now, usage=usage, already_preempted=preempted)
-    if eviction is None:
+    if eviction is None or (burst is not None and not burst.allowed(job, index, eviction.position)):
         return False
     pool = index.pools[eviction.position]
     for victim in eviction.victims:

@@ -26,9 +26,8 @@ class Policy(Protocol):
 class OvercastPolicy:
     """The production decide(): the point of the twin is that this is the same code path."""
 
-    name = "overcast"
-
-    def __init__(self, options: Mapping[str, object] | None = None) -> None:
+    def __init__(self, options: Mapping[str, object] | None = None, name: str = "overcast") -> None:
+        self.name = name
         try:
             from overcast.scheduler.decide import decide
         except ImportError as err:  # the scheduler module is missing from this install
@@ -147,7 +146,7 @@ class CheapestFirst:
         return _first_fit(snapshot, order, False, "cheapest available, per job")
 
 
-POLICY_NAMES = ("overcast", "single-provider", "spillover", "cheapest-first")
+POLICY_NAMES = ("overcast", "overcast-burst", "single-provider", "spillover", "cheapest-first")
 
 
 def make_policy(
@@ -155,9 +154,14 @@ def make_policy(
     home_provider: str,
     spillover_order: list[str],
     decide_options: Mapping[str, object] | None = None,
+    burst_limit_node_hours: float = 8.0,
 ) -> Policy:
+    """``overcast-burst``: the same decide() with its burst limit on (``scheduler/burst.py``)."""
     if name == "overcast":
         return OvercastPolicy(decide_options)
+    if name == "overcast-burst":
+        options = {**(decide_options or {}), "burst_limit_node_hours": burst_limit_node_hours}
+        return OvercastPolicy(options, name=name)
     if name == "single-provider":
         return SingleProvider(home_provider)
     if name == "spillover":

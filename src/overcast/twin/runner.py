@@ -107,7 +107,11 @@ def run_policy(
         clock.at(outage.start_hour * 3600.0, backend.set_down, outage.provider, True)
         clock.at((outage.start_hour + outage.hours) * 3600.0, backend.set_down, outage.provider, False)
     policy = make_policy(
-        policy_name, scenario.home_provider, scenario.spillover_order, scenario.decide_options
+        policy_name,
+        scenario.home_provider,
+        scenario.spillover_order,
+        scenario.decide_options,
+        scenario.burst_limit_node_hours,
     )
     engine = Engine(
         clock,

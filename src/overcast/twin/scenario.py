@@ -84,7 +84,10 @@ class Scenario(Strict):
     drain_days: float = Field(default=30.0, ge=0)  # run on after arrivals stop, to finish the queue
     home_provider: str  # the single-provider baseline stays here
     spillover_order: list[str]  # providers in the fixed-order spillover baseline's order
-    policies: list[str] = ["overcast", "single-provider", "spillover", "cheapest-first"]
+    policies: list[str] = ["overcast", "overcast-burst", "single-provider", "spillover", "cheapest-first"]
+    # overcast-burst: jobs above this many expected node-hours do not start on list-price pools while a
+    # reservation they fit exists (decide's burst_limit_node_hours)
+    burst_limit_node_hours: float = Field(default=4.0, gt=0)
     # keyword arguments for overcast.scheduler.decide.decide (e.g. batch_threshold, time_budget_s)
     decide_options: dict[str, float | int | bool] = {}
     workload: WorkloadSpec

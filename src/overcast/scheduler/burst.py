@@ -1,0 +1,60 @@
+"""Burst limit: which jobs may start on list-price capacity while capacity already paid for exists.
+
+With ``decide(burst_limit_node_hours=L)``, a job whose expected size (nodes x expected_hours) exceeds L
+does not start on a pool with a marginal price (on-demand, spot) when some pool it could use costs
+nothing more per hour (a reservation) and is large enough for its whole gang: it waits for that pool,
+and its slowdown tier moves it up the queue while it waits. Jobs that fit no such pool (larger than
+every reservation, or whose constraints exclude them, or while the reservation's provider is down) are
+not limited, so every job can still run.
+
+Why: list-price capacity buys the most completion time per dollar on small jobs. A job's completion
+time counts once whatever its size, but its list-price cost grows with nodes x hours, so spending the
+on-demand budget on short, narrow work and keeping the big work on the reservation cuts cost a lot and
+mean JCT a little (it is a trade: the big jobs wait longer). Off by default: the right L is the lab's
+price for an hour of completion time, not something the scheduler can know.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from overcast.placement.filters import Request, request_key, run_filters
+from overcast.placement.index import PoolIndex
+from overcast.scheduler.snapshot import PendingJob
+
+
+@dataclass(slots=True)
+class BurstLimit:
+    node_hours: float
+    now: float
+    _homes: dict[tuple, np.ndarray] = field(default_factory=dict)  # request key -> zero-price pools
+
+    def limited(self, job: PendingJob, index: PoolIndex) -> bool:
+        """True when ``job`` may only start on pools that cost nothing more per hour."""
+        spec = job.spec
+        if spec.num_nodes * spec.expected_hours <= self.node_hours:
+            return False
+        return len(self.homes(job, index)) > 0
+
+    def homes(self, job: PendingJob, index: PoolIndex) -> np.ndarray:
+        """Usable zero-marginal-price pools the job may use whose nominal size holds its gang (free room
+        aside: waiting for room there is the point)."""
+        key = request_key(job.spec)
+        found = self._homes.get(key)
+        if found is None:
+            trace, _ = run_filters(Request.of(job.spec), index, now=self.now, usage=None)
+            positions = trace.survivors_but_usage
+            positions = positions[index.marginal[positions] == 0]
+            sizes = [index.pools[p].capacity_nodes for p in positions.tolist()]
+            big_enough = np.array([s is None or s >= job.spec.num_nodes for s in sizes], dtype=bool)
+            found = self._homes[key] = positions[big_enough] if len(positions) else positions
+        return found
+
+    def allowed(self, job: PendingJob, index: PoolIndex, position: int) -> bool:
+        return index.marginal[position] == 0 or not self.limited(job, index)
+
+    def reason(self, job: PendingJob) -> str:
+        size = job.spec.num_nodes * job.spec.expected_hours
+        return f"burst limit: {size:g} node-hours > {self.node_hours:g}; waits for reserved capacity"
