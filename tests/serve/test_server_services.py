@@ -60,6 +60,18 @@ def test_a_service_submitted_to_the_server_survives_its_restart_and_is_deleted(t
         up.send_signal(signal.SIGKILL)
         up.wait(10)
         up = start_up(env, port)
+        codes: list[int] = []
+
+        def answered() -> bool:  # the load balancer, back on its port, answers from its first request on
+            try:
+                r = httpx.post(before["url"] + "/generate", json={"prompt": "x"}, timeout=2)
+            except httpx.ConnectError:
+                return False
+            codes.append(r.status_code)
+            return len(codes) >= 10
+
+        wait_for(answered, 30, "the load balancer after the restart")
+        assert codes == [200] * len(codes)
         after = wait_for(lambda: ready(before["at"]), 30, "the service after the restart")
         assert [r["id"] for r in after["replicas"]] == [r["id"] for r in before["replicas"]]
         assert httpx.post(after["url"] + "/generate", json={"prompt": "x"}, timeout=5).status_code == 200

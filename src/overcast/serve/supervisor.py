@@ -52,12 +52,9 @@ class ServiceRunner:
         except Exception:
             self._release()
             raise
-        try:
-            self.site, self.port = self._listen(host, record.lb_port or 0)
-        except OSError:  # its old port is taken now: any free one (the API shows it)
-            self.site, self.port = self._listen(host, 0)
-        self.url = f"http://{host}:{self.port}"
-        self.log = log
+        self.host, self.port, self.log = host, record.lb_port, log
+        self.site: Any = None
+        self.url: str | None = None
         self._pending: ServiceSpec | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -65,8 +62,18 @@ class ServiceRunner:
         if tick:
             self._thread.start()
 
-    def _listen(self, host: str, port: int) -> tuple[Any, int]:
-        return asyncio.run_coroutine_threadsafe(serve(self.lb, host, port), self.loop).result(10)
+    def _listen(self) -> None:
+        """Called after the first tick (adoption, probes): a restarted service answers its first request."""
+        for port in (self.port or 0, 0):  # its old port, else (taken now) any free one: the API shows it
+            try:
+                coro = serve(self.lb, self.host, port)
+                self.site, self.port = asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
+                break
+            except OSError:
+                if port == 0:
+                    raise
+        self.url = f"http://{self.host}:{self.port}"
+        self.log(f"{self.name}: load balancer on {self.url}")
 
     def update(self, spec: ServiceSpec, version: int) -> None:
         """Roll out ``spec`` (applied by the runner's own thread, between ticks)."""
@@ -82,6 +89,8 @@ class ServiceRunner:
                 if spec is not None:
                     self.ctl.update(spec)
                 self.ctl.tick()
+                if self.site is None:
+                    self._listen()
                 status = self.ctl.status() | {"url": self.url, "at": round(time.time(), 1)}
                 if last is None or {**status, "at": 0} != {**last, "at": 0}:  # write changes only
                     self.store.set_service_status(self.id, status, lb_port=self.port)
@@ -99,7 +108,8 @@ class ServiceRunner:
             self.ctl.shutdown()
         else:
             self.ctl.detach()
-        asyncio.run_coroutine_threadsafe(self.site.cleanup(), self.loop).result(10)
+        if self.site is not None:
+            asyncio.run_coroutine_threadsafe(self.site.cleanup(), self.loop).result(10)
         self._release()
 
     def _release(self) -> None:
@@ -156,7 +166,6 @@ class ServiceSupervisor:
             self.log(f"{record.name}: cannot start: {exc}")
             self.store.set_service_status(record.id, {"error": str(exc)}, lb_port=record.lb_port)
             return
-        self.log(f"{record.name}: load balancer on {self.runners[record.id].url}")
 
     def _delete(self, record: ServiceRecord, runner: ServiceRunner | None) -> None:
         if runner is None:  # deleted while no runner had it (a server restart): adopt, then stop
