@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from overcast.backends.base import BackendEvent, EventKind
+from overcast.backends.base import BackendEvent, EventKind, LaunchRequest
 from overcast.control.events import handle_event
 from overcast.store import JobState, Store
 from tests.control.harness import job, make_loop, run_until, state
@@ -55,3 +55,19 @@ def test_an_end_whose_event_a_crash_lost_is_logged_once_on_replay(tmp_path: Path
     for _ in range(2):
         handle_event(loop.rt, "local:oci-local", replay)
     assert [e.kind for e in store.events(job_id=record.id)].count("succeeded") == 1
+
+
+def test_the_job_loop_leaves_a_service_replica_on_a_shared_backend_alone(tmp_path: Path) -> None:
+    """A replica launch (job id svc.<service>.<rid>) is not a stored job: neither reconcile nor the
+    event handler may stop it as an orphan; its service controller owns it."""
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    loop = make_loop(tmp_path, store)
+    backend = loop.backends["local:azure-local"]
+    pool = backend.pools()[0]
+    replica = job("replica", "sleep 30")
+    backend.launch(LaunchRequest("svc.llm.r1", 1, pool, 1, replica))
+    record = store.submit("default", job("other", "sleep 0.2"))
+    run_until(loop, lambda: state(store, record.id).state is JobState.SUCCEEDED)  # reconcile + events ran
+    assert ("svc.llm.r1", 1) in backend.active()
+    assert not [e for e in store.events() if e.job_id == "svc.llm.r1"]
+    backend.stop("svc.llm.r1", 1, 0.5)

@@ -23,6 +23,15 @@ def inherited_environ() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in SERVER_SECRETS}
 
 
+# Launches of inference-service replicas carry job ids "svc.<service>.<rid>" (serve/ledger.py); stored
+# jobs are "j-...". The job loop leaves replica launches alone on a backend the two share.
+REPLICA_PREFIX = "svc."
+
+
+def is_replica_launch(job_id: str) -> bool:
+    return job_id.startswith(REPLICA_PREFIX)
+
+
 class CapacityError(Exception):
     """The provider said "out of capacity" for this pool (learned health: cooldown with backoff)."""
 

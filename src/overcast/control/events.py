@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from overcast.backends.base import BackendEvent, EventKind
+from overcast.backends.base import BackendEvent, EventKind, is_replica_launch
 from overcast.control.requeue import requeue_after_loss, retry_after_failure
 from overcast.control.runtime import Runtime
 from overcast.store import JobRecord, JobState
@@ -37,6 +37,8 @@ def poll_all(rt: Runtime) -> int:
 
 def handle_event(rt: Runtime, backend_name: str, event: BackendEvent) -> None:
     store = rt.store
+    if is_replica_launch(event.job_id):
+        return  # a service replica's launch: its service controller watches it, not the job loop
     job = store.get(event.job_id)
     current = job is not None and job.attempt == event.attempt and job.backend == backend_name
     if current and job is not None and job.state is JobState.PENDING and event.kind is EventKind.SUCCEEDED:

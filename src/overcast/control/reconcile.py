@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from overcast.backends.base import is_replica_launch
 from overcast.control.requeue import finish_stop
 from overcast.control.runtime import LIVE, Runtime
 from overcast.store import JobState
@@ -68,6 +69,8 @@ def reconcile(rt: Runtime, in_flight: Callable[[str], bool] = lambda job_id: Fal
                 report.requeued.append(job.id)
     for name, pairs in active.items():
         for job_id, attempt in sorted(pairs):
+            if is_replica_launch(job_id):
+                continue  # a service replica: its service controller adopts or stops it
             if (name, job_id, attempt) not in expected:
                 rt.stop(name, job_id, attempt)
                 report.stopped.append((job_id, attempt))

@@ -22,8 +22,9 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from overcast.backends.base import REPLICA_PREFIX
+
 SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-REPLICA_PREFIX = "svc."
 _RID = re.compile(r"r[0-9]{1,9}")
 
 
