@@ -11,8 +11,9 @@ Each row solves one generated queue (bench/queue_gen.py, seed 1) twice in this p
 fallback alone (the baseline) and the full pipeline (``solve(method="auto")``) with the row's time budget.
 "flat" queues have one priority level (the notes' setting); "tiered" queues have three levels, so the
 priority rule binds and costs objective (the LP bound ignores the rule, so it is still a valid bound).
-Columns: wall and CPU seconds (CPU = this process; the LP and MILPs are single-threaded, so CPU time is
-what an idle machine's wall time would be), objective, LP bound, gap = (obj - LB) / obj, value gap =
+Columns: wall and CPU seconds (CPU = this process; the LP and MILPs are single-threaded; ``child_cpu_s``
+in the JSON is the CPU time of the forked children: the last column-generation flows, the side MILP),
+objective, LP bound, gap = (obj - LB) / obj, value gap =
 (obj - LB) / (sum of penalties - LB), the greedy's gap, greedy/pipeline objective ratio, jobs placed.
 Writes bench/results/batch_placement.json (or batch_placement_quick.json).
 """
@@ -25,6 +26,7 @@ import json
 import os
 import platform
 import pstats
+import resource
 import sys
 import time
 from pathlib import Path
@@ -51,11 +53,12 @@ def run_row(n_jobs: int, n_pools: int, levels: int, budget: float | None, profil
     g_wall, g_cpu = time.perf_counter() - wall, time.process_time() - cpu
     budget = budget_for(n_jobs) if budget is None else budget
     prof = cProfile.Profile(time.process_time) if profile else None
-    wall, cpu = time.perf_counter(), time.process_time()
+    wall, cpu, child = time.perf_counter(), time.process_time(), _children_cpu()
     if prof is not None:
         prof.enable()
     sol = solve(problem, time_budget_s=budget)
     s_wall, s_cpu = time.perf_counter() - wall, time.process_time() - cpu
+    s_child = _children_cpu() - child
     if prof is not None:
         prof.disable()
         pstats.Stats(prof, stream=sys.stderr).sort_stats("cumulative").print_stats(30)
@@ -74,6 +77,7 @@ def run_row(n_jobs: int, n_pools: int, levels: int, budget: float | None, profil
         "budget_s": budget,
         "wall_s": s_wall,
         "cpu_s": s_cpu,
+        "child_cpu_s": s_child,
         "objective": sol.objective,
         "lower_bound": lb,
         "gap": sol.gap,
@@ -89,6 +93,12 @@ def run_row(n_jobs: int, n_pools: int, levels: int, budget: float | None, profil
         "greedy_placed": base.placed,
         "greedy_over_pipeline": base.objective / sol.objective if sol.objective > 0 else 1.0,
     }
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's reaped children (solve's forked helpers)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def print_table(rows: list[dict]) -> None:
@@ -120,14 +130,16 @@ def main() -> None:
         row = run_row(*args.case, 3 if args.tiered else 1, args.budget, profile=args.profile)
         print_table([row])
         print("stages (wall s):", {k: round(v, 3) for k, v in row["stages_s"].items()})
+        print(f"child processes' CPU s: {row['child_cpu_s']:.2f}")
         print(f"machine load average (1 min): {row['load_average']:.2f}")
         return
     if args.quick:
         grid = [(1_000, 300, 1, None), (10_000, 300, 1, None), (1_000, 300, 3, None)]
     else:
         grid = [(j, p, lv, None) for lv in (1, 3) for j in (1_000, 10_000, 50_000) for p in (300, 1_000)]
-        # What more improvement time buys (split-MILP + LNS) on the two target sizes.
-        grid += [(10_000, 1_000, 1, 30.0), (50_000, 1_000, 1, 120.0)]
+        # The issue's 10k x 1k target is 2 s wall: budget 1.9 s leaves the check and hand-out inside it.
+        # What more improvement time buys (big-gang MILP, split-MILP, LNS) on the two target sizes.
+        grid += [(10_000, 1_000, 1, 1.9), (10_000, 1_000, 1, 30.0), (50_000, 1_000, 1, 120.0)]
     rows = []
     for n_jobs, n_pools, levels, budget in grid:
         rows.append(run_row(n_jobs, n_pools, levels, args.budget if budget is None else budget))
