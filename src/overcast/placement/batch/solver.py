@@ -116,8 +116,8 @@ def solve(
             left = deadline - time.perf_counter()
             large = method == "auto" and cm.n_cols > MILP_MAX_COLS
             if large and IMPROVE_MIN_S < left < SIDE_MAX_LEFT_S:
-                # Short budget: the second core runs the big-gang MILP while this one runs LNS; the
-                # better result is kept (they start from the same solution, so they do not combine).
+                # Short budget: the second core runs the big-gang MILP while this one runs split-milp and
+                # LNS; the better result is kept (they start from the same solution: they do not combine).
                 side = Background(lambda y0=best: _big_gang_side(cm, guide, y0, deadline))
             elif large and left > BIG_GANG_MIN_S:
                 y = big_gang_milp(cm, guide, best, time_limit=min(left, BIG_GANG_MAX_S))
@@ -126,7 +126,7 @@ def solve(
                     best, best_obj, how = y, obj, how + "+big-gang-milp"
                 clock.lap("big-gang-milp")
                 left = deadline - time.perf_counter()
-            if large and side is None and left > IMPROVE_MIN_S:
+            if large and left > IMPROVE_MIN_S:
                 y = _split_milp(cm, guide, best, time_limit=max(0.6 * left, 0.05))
                 obj = cm.objective(y)
                 if obj < best_obj:
