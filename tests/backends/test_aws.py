@@ -17,9 +17,11 @@ from botocore.exceptions import ClientError
 from overcast.backends.aws import AwsBackend
 from overcast.backends.aws_client import AwsError, AwsSettings, translate
 from overcast.backends.base import CapacityError, EventKind, LaunchRequest, ProviderDown
+from overcast.catalog.fleet import parse_fleet
 from overcast.catalog.pools import pool_id
 from overcast.control.health import Backoff
 from overcast.control.loop import ControlLoop
+from overcast.control.setup import backends_from_fleet
 from overcast.placement.pool import Pool, Purchase
 from overcast.spec.models import AcceleratorRequest, JobSpec, Resources, SpotPolicy
 from overcast.store import JobState, Store
@@ -223,3 +225,34 @@ def test_stop_gives_the_job_sigterm_through_the_agent_and_a_failure_is_reported(
     assert all({t["Key"]: t["Value"] for t in i["Tags"]}.get("overcast:exit") == "143" for i in gang)
     assert all("saved" in vms.console(i["InstanceId"]) for i in gang)
     assert backend.poll() == [] and backend.active() == []
+
+
+def test_an_aws_entry_of_the_fleet_file_runs_jobs_through_the_loop(
+    moto_ec2: MotoEC2,  # noqa: F811
+    vms: VmEmulator,
+    tmp_path: Path,
+) -> None:
+    text = f"""\
+aws:
+  - name: use1
+    region: {REGION}
+    endpoint_url: {moto_ec2.endpoint_url}
+    instance_types: [{P5}]
+    image_id: {moto_ec2.image_id()}
+    max_nodes: 2
+"""
+    fleet = parse_fleet(text)
+    backends = backends_from_fleet(fleet, tmp_path)
+    assert [b.name for b in backends] == ["aws:use1"]
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    loop = ControlLoop(store, backends, home=tmp_path, grace_seconds=2.0)
+    record = store.submit("default", gpu_job("hello", "sleep 1; echo hello from $OVERCAST_NODE_RANK", 1))
+    run_until(loop, lambda: state(store, record.id).state is JobState.RUNNING)
+    # the services' backends of the same account (under home/serve) do not see the jobs' instances,
+    # so neither side's reconcile stops the other's
+    (services,) = backends_from_fleet(fleet, tmp_path / "serve")
+    assert services.active() == [] and backends[0].active() == [(record.id, 1)]
+    run_until(loop, lambda: state(store, record.id).state.terminal)
+    assert state(store, record.id).state is JobState.SUCCEEDED
+    (instance,) = vms.instances(overcast_job=record.id)
+    assert "hello from 0" in vms.console(instance["InstanceId"])

@@ -139,3 +139,39 @@ def test_a_provider_typo_is_an_error_with_a_suggestion() -> None:
         "<fleet>:4: reservations[0].provider: unknown provider 'zzz': not a provider overcast knows nor a "
         "cluster here",
     ]
+
+
+AWS = """\
+aws:
+  - name: use1
+    region: us-east-1
+    instance_types: [p5.48xlarge, p4d.24xlarge]
+    image_id: ami-0123456789abcdef0
+    max_nodes: 4
+    endpoint_url: http://127.0.0.1:5000
+"""
+
+
+def test_an_aws_account_entry_and_its_mistakes_by_file_line_and_field(tmp_path: Path) -> None:
+    (account,) = load_fleet(write_fleet(tmp_path, AWS)).aws
+    assert (account.name, account.region, account.max_nodes) == ("use1", "us-east-1", 4)
+    assert account.instance_types == ["p5.48xlarge", "p4d.24xlarge"]
+    assert account.purchases == ["on-demand", "spot"]
+    bad = (
+        AWS.replace("p4d.24xlarge", "p4d.24xlarg")
+        .replace("max_nodes: 4", "max_nodes: 0")
+        .replace("image_id: ami-0123456789abcdef0", "image: ami-0123456789abcdef0")
+        .replace("http://127", "127")
+    )
+    path = tmp_path / "fleet.yaml"
+    assert _error(tmp_path, bad).splitlines() == [
+        f"{path}:2: aws[0].image_id: required field is missing",
+        f"{path}:4: aws[0].instance_types: no AWS offer for 'p4d.24xlarg' in us-east-1 in the catalog "
+        "(did you mean p4d.24xlarge, p4de.24xlarge, p3dn.24xlarge?)",
+        f"{path}:5: aws[0].image: unknown field (did you mean 'image_id'?)",
+        f"{path}:6: aws[0].max_nodes: Input should be greater than 0 (got 0)",
+        f"{path}:7: aws[0].endpoint_url: String should match pattern '^https?://' (got '127.0.0.1:5000')",
+    ]
+    with pytest.raises(FleetError, match="aws names must be unique: use1"):
+        parse_fleet(AWS + AWS.removeprefix("aws:\n"))
+    assert "unknown purchase option 'sport'" in _error(tmp_path, AWS + "    purchases: [spot, sport]\n")

@@ -148,7 +148,7 @@ class AwsBackend:
         s = self.settings
         tags = {
             "Name": f"overcast-{request.job_id}-{request.attempt}",
-            "overcast:backend": self.name,
+            "overcast:backend": self.settings.owner,
             "overcast:job": request.job_id,
             "overcast:attempt": str(request.attempt),
             "overcast:pool": pool.id,
@@ -172,7 +172,7 @@ class AwsBackend:
             # IMDSv2 only; tags in the metadata service let the agent see a stop request for free
             "MetadataOptions": {"HttpTokens": "required", "InstanceMetadataTags": "enabled"},
             # EC2's idempotency key: a retried call (botocore, or a loop replaying its apply) launches once
-            "ClientToken": _client_token(self.name, request.job_id, request.attempt),
+            "ClientToken": _client_token(self.settings.owner, request.job_id, request.attempt),
         }
         if pool.purchase is Purchase.SPOT:
             spot = {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}
@@ -294,7 +294,7 @@ class AwsBackend:
     # -- internals ----------------------------------------------------------------------------------
 
     def _gangs(self, extra: list[dict] | None = None) -> list[Gang]:
-        filters = [{"Name": "tag:overcast:backend", "Values": [self.name]}, *(extra or [])]
+        filters = [{"Name": "tag:overcast:backend", "Values": [self.settings.owner]}, *(extra or [])]
         try:
             pages = list(self.ec2.get_paginator("describe_instances").paginate(Filters=filters))
         except (ClientError, BotoCoreError) as exc:

@@ -99,6 +99,14 @@ class AwsSettings:
     python: str = "python3"  # the interpreter on the node that runs overcast's agent
     bootstrap: str = ""  # shell run on the node before the agent (e.g. pip install overcast)
     agent_poll_seconds: float = 2.0  # how often the agent looks for a stop request
+    # Two backends of one account must not see each other's instances (the job loop would stop a
+    # service's replicas as orphans): the scope is part of the ownership tag.
+    scope: str = ""
+
+    @property
+    def owner(self) -> str:
+        """The value of the ``overcast:backend`` tag on this backend's instances."""
+        return f"aws:{self.name}" + (f"/{self.scope}" if self.scope else "")
 
 
 def ec2_client(settings: AwsSettings, **credentials: Any) -> Any:

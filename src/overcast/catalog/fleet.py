@@ -8,6 +8,8 @@ clusters:                # private clusters: a Slurm cluster or local processes
   - {name: oci-hpc, slurm: {conf: /etc/slurm/slurm.conf}, nodes: 64, gpus_per_node: 8,
      accelerator: H100, price_per_gpu_hour: 1.20}
   - {name: azure-local, local: {}, nodes: 2, gpus_per_node: 4, accelerator: A100, price_per_gpu_hour: 2.0}
+aws:                     # AWS accounts/regions overcast launches EC2 instances in (backend aws:<name>)
+  - {name: use1, region: us-east-1, instance_types: [p5.48xlarge], max_nodes: 4, image_id: ami-0abc}
 quotas:                  # at most this many GPUs in use at once
   - {provider: aws, region: us-east-1, max_gpus: 256}
 disabled_providers: [gcp]
@@ -33,6 +35,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -140,6 +143,52 @@ class Cluster(_Strict):
         return self.price_per_gpu_hour * self.gpus_per_node
 
 
+class AwsAccount(_Strict):
+    """EC2 in one account and region: pools are the catalog's offers of ``instance_types`` there, per AZ
+    and purchase option, each holding at most ``max_nodes`` of our instances (see backends/aws.py).
+
+    A top-level list rather than a ``clusters:`` entry: AWS is not a private cluster of fixed size, and
+    its pools already exist in the catalog (``overcast optimize`` prices them without this entry)."""
+
+    name: Name
+    region: str = Field(min_length=1)
+    instance_types: list[str] = Field(min_length=1)
+    image_id: str = Field(pattern=r"^ami-[0-9a-zA-Z]+$")
+    max_nodes: int = Field(default=4, gt=0)
+    purchases: list[str] = Field(default=["on-demand", "spot"], min_length=1)
+    endpoint_url: str | None = Field(default=None, pattern=r"^https?://")
+    subnet_ids: dict[str, str] = {}  # AZ name -> subnet id
+    security_group_ids: list[str] = []
+    iam_instance_profile: str | None = None
+    key_name: str | None = None
+    python: str = "python3"
+    bootstrap: str = ""
+
+    @field_validator("purchases")
+    @classmethod
+    def _purchases(cls, value: list[str]) -> list[str]:
+        bad = [p for p in value if p not in ("on-demand", "spot")]
+        if bad:
+            raise ValueError(f"unknown purchase option {bad[0]!r}: give on-demand and/or spot")
+        return value
+
+    @field_validator("instance_types")
+    @classmethod
+    def _in_catalog(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        region = info.data.get("region")
+        if region is None:  # the region itself is wrong: reported there
+            return value
+        from overcast.catalog.load import load_offers
+
+        offered = {o.instance_type for o in load_offers() if o.provider == "aws" and o.region == region}
+        for name in value:
+            if name not in offered:
+                close = difflib.get_close_matches(name, sorted(offered), n=3)
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                raise ValueError(f"no AWS offer for {name!r} in {region} in the catalog{hint}")
+        return value
+
+
 class QuotaRule(_Strict):
     provider: Provider
     region: str | None = None  # None: the whole provider
@@ -149,16 +198,20 @@ class QuotaRule(_Strict):
 class Fleet(_Strict):
     reservations: list[Reservation] = []
     clusters: list[Cluster] = []
+    aws: list[AwsAccount] = []
     quotas: list[QuotaRule] = []
     disabled_providers: list[Provider] = []
     spot_preemptions_per_hour: dict[Provider, Annotated[float, Field(ge=0)]] = {}
 
     @model_validator(mode="after")
     def _unique_cluster_names(self) -> Self:
-        names = [c.name for c in self.clusters]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"cluster names must be unique: {', '.join(dupes)}")
+        for what, names in (
+            ("cluster", [c.name for c in self.clusters]),
+            ("aws", [a.name for a in self.aws]),
+        ):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{what} names must be unique: {', '.join(dupes)}")
         return self
 
 

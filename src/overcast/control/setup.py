@@ -1,13 +1,16 @@
-"""Backends from a fleet file: each ``local:`` cluster becomes a LocalBackend with one pool."""
+"""Backends from a fleet file: each ``local:`` cluster becomes a LocalBackend with one pool, each
+``slurm:`` cluster a SlurmBackend, each ``aws:`` account an AwsBackend (EC2, pools from the catalog)."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from overcast.backends.base import Backend
 from overcast.backends.local import LocalBackend, LocalCluster
-from overcast.catalog.fleet import Cluster, Fleet
+from overcast.catalog.fleet import AwsAccount, Cluster, Fleet
 from overcast.placement.pool import Purchase
+from overcast.store.engine import overcast_home
 
 
 def local_cluster(cluster: Cluster) -> LocalCluster:
@@ -23,9 +26,42 @@ def local_cluster(cluster: Cluster) -> LocalCluster:
     )
 
 
+def _scope(home: Path) -> str:
+    """ "" for $OVERCAST_HOME itself, "serve" for $OVERCAST_HOME/serve (the services' backends): the same
+    on every host, so a loop that takes over on another machine finds the instances of the one it replaces."""
+    try:
+        rel = home.resolve().relative_to(overcast_home().resolve()).as_posix()
+        return "" if rel == "." else rel
+    except ValueError:  # a home elsewhere (tests, a second deployment): its own scope
+        return hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:8]
+
+
+def aws_backend(account: AwsAccount, home: Path) -> Backend:
+    from overcast.backends.aws import AwsBackend  # boto3 is only imported by fleets that use AWS
+    from overcast.backends.aws_client import AwsSettings
+
+    settings = AwsSettings(
+        name=account.name,
+        region=account.region,
+        instance_types=tuple(account.instance_types),
+        image_id=account.image_id,
+        max_nodes=account.max_nodes,
+        endpoint_url=account.endpoint_url,
+        purchases=tuple(account.purchases),
+        subnet_ids=tuple(sorted(account.subnet_ids.items())),
+        security_group_ids=tuple(account.security_group_ids),
+        iam_instance_profile=account.iam_instance_profile,
+        key_name=account.key_name,
+        python=account.python,
+        bootstrap=account.bootstrap,
+        scope=_scope(home),
+    )
+    return AwsBackend(settings, home=home)
+
+
 def backends_from_fleet(fleet: Fleet, home: Path) -> list[Backend]:
-    """The backends this process can run jobs on: every ``local:`` and ``slurm:`` cluster of the fleet.
-    Public-cloud pools (catalog offers, reservations) have no launching backend here yet."""
+    """The backends this process can run jobs on: every ``local:`` and ``slurm:`` cluster and every
+    ``aws:`` account of the fleet. Other public clouds and reservations have no launching backend yet."""
     backends: list[Backend] = []
     for cluster in fleet.clusters:
         if cluster.local is not None:
@@ -35,4 +71,5 @@ def backends_from_fleet(fleet: Fleet, home: Path) -> list[Backend]:
             from overcast.backends.slurm_config import slurm_cluster_from_fleet
 
             backends.append(SlurmBackend(slurm_cluster_from_fleet(cluster, home)))
+    backends += [aws_backend(account, home) for account in fleet.aws]
     return backends
