@@ -7,6 +7,7 @@ running instance's user-data as local processes, so the node agent and the job r
 from __future__ import annotations
 
 import base64
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -140,7 +141,9 @@ def test_capacity_errors_outages_and_other_errors_map_to_overcast_exceptions(
 
 
 def _aws_loop(home: Path, store: Store, backend: AwsBackend) -> ControlLoop:
-    return ControlLoop(store, [backend], home=home, grace_seconds=2.0, backoff=Backoff(60.0, 600.0))
+    # a 1 s lease: a loop that dies is replaced within a second (15 s by default)
+    backoff = Backoff(60.0, 600.0)
+    return ControlLoop(store, [backend], home=home, grace_seconds=2.0, backoff=backoff, lease_ttl=1.0)
 
 
 def _result_lines(vms: VmEmulator, job_id: str, attempt: int) -> list[str]:
@@ -159,7 +162,7 @@ def test_loop_fails_over_on_capacity_resumes_after_a_spot_reclaim_and_reconciles
     loop = _aws_loop(tmp_path, store, AwsBackend(aws, home=tmp_path))
     moto_ec2.set_capacity(P5, "us-east-1a", 0)  # the cheapest spot pool (use1-az6) is sold out
     record = store.submit(
-        "default", gpu_job("train", train_command(steps=200, step_seconds=0.03), 2, SpotPolicy.REQUIRED)
+        "default", gpu_job("train", train_command(steps=150, step_seconds=0.03), 2, SpotPolicy.REQUIRED)
     )
     ckpt = tmp_path / "checkpoints" / record.id / "checkpoint.npz"
     run_until(loop, lambda: state(store, record.id).state is JobState.RUNNING and ckpt.exists())
@@ -174,7 +177,7 @@ def test_loop_fails_over_on_capacity_resumes_after_a_spot_reclaim_and_reconciles
 
     # The loop dies; a new loop with a new backend (same store and home) finds the gang running in EC2.
     loop = _aws_loop(tmp_path, store, AwsBackend(aws, home=tmp_path))
-    loop.tick()
+    run_until(loop, lambda: loop.leader)  # once the dead loop's lease has expired: it reconciles first
     after = state(store, record.id)
     assert (after.state, after.attempt) == (JobState.RUNNING, first.attempt)
     assert "requeued" not in [e.kind for e in store.events(job_id=record.id)]
@@ -187,10 +190,13 @@ def test_loop_fails_over_on_capacity_resumes_after_a_spot_reclaim_and_reconciles
     assert (final.state, final.restarts, final.attempt) == (JobState.SUCCEEDED, 1, first.attempt + 1)
     kinds = [e.kind for e in store.events(job_id=record.id)]
     assert kinds.index("preempted") < kinds.index("requeued") < kinds.index("succeeded")
-    reference = reference_result(tmp_path / "ref", steps=200)
+    reference = reference_result(tmp_path / "ref", steps=150)
     assert _result_lines(vms, record.id, final.attempt) == [reference] * 2
-    consoles = "".join(vms.console(i["InstanceId"]) for i in vms.instances(overcast_job=record.id))
-    assert "resumed from checkpoint" in consoles
+    final_gang = vms.instances(overcast_job=record.id, overcast_attempt=str(final.attempt))
+    resumed = [
+        re.search(r"resumed from checkpoint at step (\d+)", vms.console(i["InstanceId"])) for i in final_gang
+    ]
+    assert all(m and 0 < int(m[1]) < 150 for m in resumed), resumed  # from mid-run, not from the end
     # every instance of the job is gone (the agents terminated themselves, the backend the rest)
     states = {i["State"]["Name"] for i in vms.instances(overcast_job=record.id)}
     assert states == {"terminated"}
@@ -198,7 +204,7 @@ def test_loop_fails_over_on_capacity_resumes_after_a_spot_reclaim_and_reconciles
     assert backend.poll() == [] and backend.active() == []  # the outcome was acknowledged: nothing left
 
 
-def test_stop_gives_the_job_sigterm_through_the_agent_and_a_failure_is_reported(
+def test_stop_and_a_spot_notice_give_the_job_sigterm_through_the_agent_and_failures_are_reported(
     moto_ec2: MotoEC2,  # noqa: F811
     vms: VmEmulator,
     tmp_path: Path,
@@ -208,8 +214,10 @@ def test_stop_gives_the_job_sigterm_through_the_agent_and_a_failure_is_reported(
     saver = "trap 'echo saved; exit 143' TERM; while true; do sleep 0.05; done"
     backend.launch(LaunchRequest("s", 1, pool, 2, gpu_job("s", saver)))
     backend.launch(LaunchRequest("f", 1, pool, 1, gpu_job("f", "exit 3", nodes=1)))
+    spot = pool_of(backend, "use1-az2", Purchase.SPOT)
+    backend.launch(LaunchRequest("n", 1, spot, 1, gpu_job("n", saver, nodes=1)))
     events: list = []
-    wanted = {("s", EventKind.STARTED), ("f", EventKind.FAILED)}
+    wanted = {("s", EventKind.STARTED), ("f", EventKind.FAILED), ("n", EventKind.STARTED)}
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and not wanted <= {(e.job_id, e.kind) for e in events}:
         events += backend.poll()
@@ -218,6 +226,17 @@ def test_stop_gives_the_job_sigterm_through_the_agent_and_a_failure_is_reported(
     assert ("s", EventKind.STARTED) in kinds and ("f", EventKind.FAILED) in kinds
     failed = next(e for e in events if e.kind is EventKind.FAILED)
     assert failed.exit_code == 3 and "exited with 3" in failed.detail
+    # EC2's two-minute spot notice: the agent sees it in the metadata service, the job saves and exits
+    (noticed,) = vms.instances(overcast_job="n")
+    vms.spot_notice(noticed["InstanceId"])
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not any(
+        e.job_id == "n" for e in events if e.kind is EventKind.PREEMPTED
+    ):
+        events += backend.poll()
+        time.sleep(0.1)
+    preempted = next(e for e in events if e.job_id == "n" and e.kind is EventKind.PREEMPTED)
+    assert "SIGTERM" in preempted.detail and "saved" in vms.console(noticed["InstanceId"])
     started = time.monotonic()
     backend.stop("s", 1, grace_seconds=15.0)
     assert time.monotonic() - started < 10  # the job saved and the agents ended their instances

@@ -126,7 +126,7 @@ class AwsBackend:
             group_name = self._placement_group(request) if request.num_nodes > 1 else None
             try:
                 reply = call(self.ec2, "run_instances", **self._run_params(request, pool, az, group_name))
-            except CapacityError:
+            except Exception:  # nothing was launched: the group would be left empty
                 self._delete_placement_group(group_name)
                 raise
             instances = reply["Instances"]
@@ -225,26 +225,26 @@ class AwsBackend:
     def stop(self, job_id: str, attempt: int, grace_seconds: float) -> None:
         """Ask the agents to SIGTERM the job (tag ``overcast:stop``), wait up to the grace period for the
         nodes to end and terminate themselves, then terminate what is left."""
-        with self._lock:
+        with self._lock:  # only the state file: polls and other stops go on while this one waits
             state = self._state()
             key = f"{job_id}--{attempt}"
             if key not in state["stopped"]:
                 state["stopped"].append(key)
                 self._save(state)
-            gang = self._gang(job_id, attempt)
-            if gang is None or not gang.live:
-                return
+        gang = self._gang(job_id, attempt)
+        if gang is None or not gang.live:
+            return
+        ids = [i["InstanceId"] for i in gang.live]
+        if grace_seconds > 0:
+            call(self.ec2, "create_tags", Resources=ids, Tags=[{"Key": "overcast:stop", "Value": "1"}])
+            deadline = time.monotonic() + grace_seconds
+            while time.monotonic() < deadline:
+                time.sleep(STOP_POLL_SECONDS)
+                gang = self._gang(job_id, attempt)
+                if gang is None or not gang.live:
+                    return
             ids = [i["InstanceId"] for i in gang.live]
-            if grace_seconds > 0:
-                call(self.ec2, "create_tags", Resources=ids, Tags=[{"Key": "overcast:stop", "Value": "1"}])
-                deadline = time.monotonic() + grace_seconds
-                while time.monotonic() < deadline:
-                    time.sleep(STOP_POLL_SECONDS)
-                    gang = self._gang(job_id, attempt)
-                    if gang is None or not gang.live:
-                        return
-                ids = [i["InstanceId"] for i in gang.live]
-            call(self.ec2, "terminate_instances", InstanceIds=ids)
+        call(self.ec2, "terminate_instances", InstanceIds=ids)
 
     def poll(self) -> list[BackendEvent]:
         with self._lock:

@@ -22,6 +22,14 @@ def job_script(request: LaunchRequest) -> str:
     return setup + (spec.run or "true") + "\n"
 
 
+def _shell_path(path: str) -> str:
+    """``path`` quoted for bash, with a leading ``~/`` left to expand to the node's home."""
+    if path == "~" or path.startswith("~/"):
+        rest = path[2:]
+        return "~/" + (shlex.quote(rest) if rest else "")
+    return shlex.quote(path)
+
+
 def user_data(settings: AwsSettings, request: LaunchRequest) -> str:
     script = job_script(request)
     if any(line == _EOF for line in script.splitlines()):
@@ -35,7 +43,7 @@ def user_data(settings: AwsSettings, request: LaunchRequest) -> str:
     ]  # fmt: skip
     if settings.endpoint_url:
         agent += ["--endpoint-url", settings.endpoint_url]
-    workdir = f"cd {shlex.quote(request.spec.workdir)}\n" if request.spec.workdir else ""
+    workdir = f"cd {_shell_path(request.spec.workdir)}\n" if request.spec.workdir else ""
     text = (
         "#!/bin/bash\n"
         f"# overcast node: job {request.job_id} attempt {request.attempt} ({request.num_nodes} nodes)\n"
