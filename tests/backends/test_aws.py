@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from overcast.backends.aws import AwsBackend
+from overcast.backends.aws import NO_AGENT, AwsBackend
 from overcast.backends.aws_client import AwsError, AwsSettings, translate
 from overcast.backends.base import CapacityError, EventKind, LaunchRequest, ProviderDown
 from overcast.catalog.fleet import parse_fleet
@@ -275,3 +275,26 @@ aws:
     assert state(store, record.id).state is JobState.SUCCEEDED
     (instance,) = vms.instances(overcast_job=record.id)
     assert "hello from 0" in vms.console(instance["InstanceId"])
+
+
+def test_a_gang_whose_agent_never_starts_fails_instead_of_running_forever(
+    moto_ec2: MotoEC2,  # noqa: F811
+    vms: VmEmulator,
+    tmp_path: Path,
+) -> None:
+    # an AMI without overcast: the user-data cannot start the agent, and the instance would bill forever
+    backend = AwsBackend(
+        settings(moto_ec2, python="no-such-python3", agent_timeout_seconds=1.0), home=tmp_path
+    )
+    pool = pool_of(backend, "use1-az2", Purchase.ON_DEMAND)
+    backend.launch(LaunchRequest("broken", 1, pool, 1, gpu_job("b", "true", nodes=1)))
+    events: list = []
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not events:
+        events += backend.poll()
+        time.sleep(0.1)
+    assert [(e.kind, e.detail) for e in events] == [(EventKind.FAILED, NO_AGENT)]  # never STARTED
+    (instance,) = vms.instances(overcast_job="broken")
+    assert "no-such-python3" in vms.console(instance["InstanceId"])  # bash: command not found
+    backend.stop("broken", 1, grace_seconds=0.0)  # what the loop does after a failure
+    assert backend.poll() == [] and backend.active() == []

@@ -45,6 +45,7 @@ from overcast.catalog.pools import offer_pools
 from overcast.placement.pool import Health, Pool, Purchase
 from overcast.store.engine import overcast_home
 
+NO_AGENT = "the node agent never started (does the AMI have python3 and overcast? see the console output)"
 STOP_POLL_SECONDS = 0.2  # how often stop() looks whether the gang has ended within its grace period
 
 
@@ -269,6 +270,10 @@ class AwsBackend:
                 elif gang.all_running() and gang.key not in state["started"]:
                     events.append(BackendEvent(EventKind.STARTED, gang.job_id, gang.attempt, now))
                     self._unacked.append(("started", gang.key))
+                elif self._agent_missing(gang, now):
+                    # a broken AMI or user-data: without an agent nothing would ever end these instances
+                    events.append(BackendEvent(EventKind.FAILED, gang.job_id, gang.attempt, now, NO_AGENT))
+                    self._unacked.append(("reported", gang.key))
             visible = {gang.key for gang in gangs}  # EC2 forgets terminated instances after about an hour
             for what in state:
                 state[what] = [key for key in state[what] if key in visible]
@@ -308,6 +313,10 @@ class AwsBackend:
         ]
         found = self._gangs(extra)
         return found[0] if found else None
+
+    def _agent_missing(self, gang: Gang, now: float) -> bool:
+        since = gang.agent_missing_since()
+        return since is not None and now - since > self.settings.agent_timeout_seconds
 
     def _group_of(self, gang: Gang) -> str | None:
         return f"overcast-{gang.job_id}-{gang.attempt}" if gang.nodes > 1 else None

@@ -33,6 +33,7 @@ import urllib.request
 
 IMDS_DEFAULT = "http://169.254.169.254"
 GANG_WAIT_SECONDS = 600.0  # how long rank discovery waits for the whole gang to be running
+AGENT_FAILED = 125  # the exit code tagged when the agent itself failed before or around the job
 
 
 class Metadata:
@@ -144,16 +145,25 @@ def main(argv: list[str]) -> int:
         print("overcast-agent: no instance id in the metadata service", file=sys.stderr)
         return 1
     ec2 = boto3.client("ec2", region_name=args.region, endpoint_url=args.endpoint_url, config=RETRIES)
-    rank, head = find_gang(ec2, args.job, args.attempt, args.nodes, me)
-    env = os.environ | {"OVERCAST_NODE_RANK": str(rank), "OVERCAST_HEAD_ADDR": head}
-    print(f"overcast-agent: {me} is rank {rank} of {args.nodes}, head {head}", file=sys.stderr, flush=True)
-    code, sigterm = run_job(cmd, env, meta, args.poll)
-    tags = [{"Key": "overcast:exit", "Value": str(code)}]
-    if sigterm:
-        tags.append({"Key": "overcast:sigterm", "Value": "1"})
-    print(f"overcast-agent: job exited {code}; tagging and terminating {me}", file=sys.stderr, flush=True)
-    ec2.create_tags(Resources=[me], Tags=tags)
-    ec2.terminate_instances(InstanceIds=[me])
+    # "the agent runs": the backend reports STARTED only once every rank says so
+    ec2.create_tags(Resources=[me], Tags=[{"Key": "overcast:agent", "Value": "up"}])
+    code, sigterm = AGENT_FAILED, False
+    try:
+        rank, head = find_gang(ec2, args.job, args.attempt, args.nodes, me)
+        env = os.environ | {"OVERCAST_NODE_RANK": str(rank), "OVERCAST_HEAD_ADDR": head}
+        print(
+            f"overcast-agent: {me} is rank {rank} of {args.nodes}, head {head}", file=sys.stderr, flush=True
+        )
+        code, sigterm = run_job(cmd, env, meta, args.poll)
+    finally:  # whatever happened, the instance must not stay up (and bill) with nothing running
+        tags = [{"Key": "overcast:exit", "Value": str(code)}]
+        if sigterm:
+            tags.append({"Key": "overcast:sigterm", "Value": "1"})
+        print(f"overcast-agent: exit {code}; tagging and terminating {me}", file=sys.stderr, flush=True)
+        try:
+            ec2.create_tags(Resources=[me], Tags=tags)
+        finally:
+            ec2.terminate_instances(InstanceIds=[me])
     return 0
 
 

@@ -99,6 +99,7 @@ class AwsSettings:
     python: str = "python3"  # the interpreter on the node that runs overcast's agent
     bootstrap: str = ""  # shell run on the node before the agent (e.g. pip install overcast)
     agent_poll_seconds: float = 2.0  # how often the agent looks for a stop request
+    agent_timeout_seconds: float = 900.0  # boot + bootstrap: after this, a gang without agents has FAILED
     # Two backends of one account must not see each other's instances (the job loop would stop a
     # service's replicas as orphans): the scope is part of the ownership tag.
     scope: str = ""

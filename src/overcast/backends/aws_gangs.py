@@ -4,6 +4,7 @@ Everything the AWS backend needs to know after a crash is on the instances thems
 
     overcast:backend   which AwsBackend launched it (several accounts or regions may share one API)
     overcast:job, overcast:attempt, overcast:pool, overcast:nodes, overcast:rank
+    overcast:agent     the node agent runs (STARTED waits for every rank's)
     overcast:exit      the job's exit code, set by the node agent just before it terminates the instance
     overcast:sigterm   the job got SIGTERM (a stop request or a spot notice) before it exited
     overcast:stop      the control loop stopped this gang: no events, the agent sends SIGTERM
@@ -51,8 +52,16 @@ class Gang:
         return any("overcast:stop" in tags(i) for i in self.instances)
 
     def all_running(self) -> bool:
+        """Every rank's instance runs and its agent has come up."""
+        up = [i for i in self.instances if self.state(i) == "running" and "overcast:agent" in tags(i)]
+        return len(up) == self.nodes
+
+    def agent_missing_since(self) -> float | None:
+        """The launch time of a gang whose instances all run but some agent has not come up, else None."""
         running = [i for i in self.instances if self.state(i) == "running"]
-        return len(running) == self.nodes
+        if len(running) < self.nodes or self.all_running():
+            return None
+        return max(i["LaunchTime"].timestamp() for i in running)
 
     def terminal_event(self, now: float) -> BackendEvent | None:
         """The gang's outcome, once it has one: lost > preempted by notice > failed > all succeeded."""
