@@ -57,7 +57,8 @@ BIG_GANG_MAX_S = 2.0  # its HiGHS time limit at most (10k x 1k: optimal in 0.1-1
 # Large models start an improvement stage only with this much budget left: LNS's closing fill alone
 # takes ~0.6 s at 50k x 1k, and HiGHS overshoots short limits (a 0.15 s window ran 1.2 s over).
 IMPROVE_MIN_S = 0.5
-# With less than this left after eject, the big-gang MILP runs in a forked child beside LNS instead.
+# With less than this left after eject, the big-gang MILP runs in a forked child beside split-milp and
+# LNS instead of before them.
 SIDE_MAX_LEFT_S = 3.0
 SIDE_GRACE_S = 0.05  # waited for it past the deadline
 
@@ -67,7 +68,8 @@ def solve(
 ) -> BatchSolution:
     """Place the jobs of ``problem``. ``method``: "auto" (size decides MILP or LNS), "milp" (exact MILP
     whatever the size), "lp" (LP + rounding, no improvement), "greedy" (fallback only). The LP and the
-    rounding always run to completion; improvement stops at ``time_budget_s`` after the start."""
+    rounding always run to completion; improvement stops at ``time_budget_s`` after the start; the
+    full-LP bound of a handed-over column generation is waited for (up to BOUND_WAIT_S more)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if not np.isfinite(time_budget_s) or time_budget_s < 0:
@@ -86,6 +88,7 @@ def solve(
     bound = float("nan")
     rel: Relaxation | None = None
     side: Background | None = None
+    side_how = ""
     if method != "greedy" and not cm.n_cols:
         bound, status = greedy_obj, "optimal"  # nothing can pay off anywhere: leaving all out is optimal
     if method != "greedy" and cm.n_cols:
@@ -119,6 +122,7 @@ def solve(
                 # Short budget: the second core runs the big-gang MILP while this one runs split-milp and
                 # LNS; the better result is kept (they start from the same solution: they do not combine).
                 side = Background(lambda y0=best: _big_gang_side(cm, guide, y0, deadline))
+                side_how = how + "+big-gang-milp(side)"
             elif large and left > BIG_GANG_MIN_S:
                 y = big_gang_milp(cm, guide, best, time_limit=min(left, BIG_GANG_MAX_S))
                 obj = cm.objective(y)
@@ -150,8 +154,7 @@ def solve(
                     y = np.zeros(cm.n_cols, dtype=np.int64)
                     y[got[0]] = got[1]
                     if cm.objective(y) < best_obj:
-                        best, best_obj = y, cm.objective(y)
-                        how = how.split("+lns")[0] + "+big-gang-milp(side)"
+                        best, best_obj, how = y, cm.objective(y), side_how
                 clock.lap("side")
         except Exception as exc:  # a solver bug must not cost the scheduler its round: keep the best so far
             log.exception("batch placement: improvement stages failed, keeping %s", how)
