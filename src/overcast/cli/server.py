@@ -67,7 +67,7 @@ def up(
         if not backends:
             _fail(
                 f"{fleet}: no clusters to run jobs on "
-                "(add one under 'clusters:' with 'local: {}' or 'slurm: {conf: ...}')"
+                "(add one under 'clusters:' with 'local: {}' or 'slurm: {conf: ...}', or an 'aws:' account)"
             )
     else:
         from overcast.backends.local import LocalBackend
