@@ -239,13 +239,16 @@ def test_consolidation_moves_long_checkpointed_work_from_list_price_onto_idle_re
         make_job("no-ckpt").gpus("H100", 8).hours(8).running(dear, started_at=0),  # would start over
     ]
     held = make_job("held").gpus("H100", 8).nodes(2).running(reserved, started_at=0)
-    snap = make_snapshot([reserved, dear], [], [held, *runs], now=0.5 * hour)
+    snap = make_snapshot([reserved, dear], [], [held, *runs], now=1.5 * hour)
     d = decide(snap)
     assert [p.job_id for p in d.preempt] == ["long"]
     assert d.preempt[0].reason.startswith(f"move to cheaper {reserved.id}")
     later = make_snapshot([reserved, dear], [], [held, *runs], now=7.5 * hour)
     assert decide(later).preempt == []  # half an hour left: not worth a restart
     assert decide(snap, consolidate=False).preempt == []
+    # a job started on the dear pool half an hour ago: demand overflowed lately, the room is not spare
+    fresh = make_job("fresh").gpus("H100", 8).hours(1).running(dear, started_at=hour)
+    assert decide(make_snapshot([reserved, dear], [], [held, fresh, *runs], now=1.5 * hour)).preempt == []
 
 
 def test_consolidation_waits_while_any_job_is_left_waiting_and_holds_the_room_it_takes() -> None:
@@ -257,15 +260,15 @@ def test_consolidation_waits_while_any_job_is_left_waiting_and_holds_the_room_it
         for i in range(2)
     ]
     # two candidates, room for one: only one moves
-    d = decide(make_snapshot([reserved, dear], [], [held, *runs], now=hour))
+    d = decide(make_snapshot([reserved, dear], [], [held, *runs], now=2 * hour))
     assert len(d.preempt) == 1
     # a 16-node gang that fits nowhere is waiting: no moves this cycle
     gang = make_job("gang").gpus("H100", 8).nodes(16).pending(submitted_at=0)
-    d = decide(make_snapshot([reserved, dear], [gang], [held, *runs], now=hour))
+    d = decide(make_snapshot([reserved, dear], [gang], [held, *runs], now=2 * hour))
     assert d.preempt == [] and "gang" in d.unplaced
     # a pending job that takes the free reserved room leaves nothing to move into
     small = make_job("small").gpus("H100", 8).nodes(2).pending(submitted_at=0)
-    d = decide(make_snapshot([reserved, dear], [small], [held, *runs], now=hour))
+    d = decide(make_snapshot([reserved, dear], [small], [held, *runs], now=2 * hour))
     assert [(p.job_id, p.pool_id) for p in d.place] == [("small", reserved.id)] and d.preempt == []
 
 

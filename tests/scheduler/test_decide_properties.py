@@ -158,7 +158,7 @@ def movable(draw) -> Snapshot:
         .nodes(draw(st.integers(1, 3)))
         .hours(draw(st.sampled_from([0.5, 2.0, 8.0, 32.0])))
         .checkpoint()
-        .running(draw(st.sampled_from(world)), started_at=draw(st.floats(-4 * 3600, NOW)))
+        .running(draw(st.sampled_from(world)), started_at=draw(st.floats(-8 * 3600, NOW - 3600)))
         for i in range(draw(st.integers(1, 5)))
     ]
     pending = [

@@ -89,7 +89,7 @@ class Scenario(Strict):
     # reservation they fit exists (decide's burst_limit_node_hours)
     burst_limit_node_hours: float = Field(default=4.0, gt=0)
     # keyword arguments for overcast.scheduler.decide.decide (e.g. batch_threshold, time_budget_s)
-    decide_options: dict[str, float | int | bool] = {}
+    decide_options: dict[str, float | int | bool | str] = {}
     workload: WorkloadSpec
     pools: list[PoolSpec] = Field(min_length=1)
     outages: list[Outage] = []
