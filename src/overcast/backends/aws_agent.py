@@ -22,18 +22,16 @@ endpoint (botocore reads the same variable for the instance's credentials).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import signal
-import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 
+from overcast.backends.node_agent import AGENT_FAILED, run_job
+
 IMDS_DEFAULT = "http://169.254.169.254"
 GANG_WAIT_SECONDS = 600.0  # how long rank discovery waits for the whole gang to be running
-AGENT_FAILED = 125  # the exit code tagged when the agent itself failed before or around the job
 
 
 class Metadata:
@@ -86,40 +84,6 @@ def find_gang(ec2: object, job: str, attempt: str, nodes: int, me: str) -> tuple
         time.sleep(1.0)
 
 
-def run_job(cmd: list[str], env: dict[str, str], meta: Metadata, poll: float) -> tuple[int, bool]:
-    """Run the job; SIGTERM it on a stop request or a spot notice. Returns (exit code, got SIGTERM)."""
-    from overcast.backends.local_runner import become_subreaper
-
-    become_subreaper()
-    # its own process group (SIGTERM reaches all of it), in the node's session
-    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, process_group=0)
-    signalled = False
-    while True:
-        try:
-            code = proc.wait(timeout=poll)
-            break
-        except subprocess.TimeoutExpired:
-            pass
-        if signalled:
-            continue
-        try:
-            why = meta.get("tags/instance/overcast:stop") or meta.get("spot/instance-action")
-        except OSError as exc:  # the metadata service hiccuped: look again next time
-            print(f"overcast-agent: metadata: {exc}", file=sys.stderr, flush=True)
-            continue
-        if why:
-            print(f"overcast-agent: stop requested ({why}): SIGTERM", file=sys.stderr, flush=True)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            signalled = True
-    while True:  # orphans of the job (a checkpoint still being written) end before the node does
-        try:
-            os.wait()
-        except ChildProcessError:
-            break
-    return (128 - code if code < 0 else code), signalled
-
-
 def main(argv: list[str]) -> int:
     if "--" not in argv:
         print("usage: python -m overcast.backends.aws_agent [options] -- CMD...", file=sys.stderr)
@@ -154,7 +118,11 @@ def main(argv: list[str]) -> int:
         print(
             f"overcast-agent: {me} is rank {rank} of {args.nodes}, head {head}", file=sys.stderr, flush=True
         )
-        code, sigterm = run_job(cmd, env, meta, args.poll)
+
+        def should_stop() -> str | None:
+            return meta.get("tags/instance/overcast:stop") or meta.get("spot/instance-action")
+
+        code, sigterm = run_job(cmd, env, should_stop, args.poll)
     finally:  # whatever happened, the instance must not stay up (and bill) with nothing running
         tags = [{"Key": "overcast:exit", "Value": str(code)}]
         if sigterm:
