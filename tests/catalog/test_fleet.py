@@ -175,3 +175,37 @@ def test_an_aws_account_entry_and_its_mistakes_by_file_line_and_field(tmp_path: 
     with pytest.raises(FleetError, match="aws names must be unique: use1"):
         parse_fleet(AWS + AWS.removeprefix("aws:\n"))
     assert "unknown purchase option 'sport'" in _error(tmp_path, AWS + "    purchases: [spot, sport]\n")
+
+
+OCI = """\
+oci:
+  - name: iad
+    region: us-ashburn-1
+    compartment_id: ocid1.compartment.oc1..aaaa
+    shapes: [BM.GPU.H100.8, BM.GPU.A100-v2.8]
+    image_id: ocid1.image.oc1.iad.aaaa
+    subnet_id: ocid1.subnet.oc1.iad.aaaa
+    max_nodes: 2
+"""
+
+
+def test_an_oci_entry_and_its_mistakes_by_file_line_and_field(tmp_path: Path) -> None:
+    (account,) = load_fleet(write_fleet(tmp_path, OCI)).oci
+    assert (account.name, account.region, account.max_nodes) == ("iad", "us-ashburn-1", 2)
+    assert account.shapes == ["BM.GPU.H100.8", "BM.GPU.A100-v2.8"] and account.endpoint is None
+    bad = (
+        OCI.replace("BM.GPU.H100.8", "BM.GPU.H100.9")
+        .replace("ocid1.image", "ami")
+        .replace("subnet_id:", "subnet:")
+    )
+    path = tmp_path / "fleet.yaml"
+    assert _error(tmp_path, bad).splitlines() == [
+        f"{path}:2: oci[0].subnet_id: required field is missing",
+        f"{path}:5: oci[0].shapes: no OCI offer for shape 'BM.GPU.H100.9' in us-ashburn-1 in the catalog "
+        "(did you mean BM.GPU.H100.8, BM.GPU.H200.8, BM.GPU.A10.4?)",
+        f"{path}:6: oci[0].image_id: String should match pattern '^ocid1\\.image\\.' "
+        "(got 'ami.oc1.iad.aaaa')",
+        f"{path}:7: oci[0].subnet: unknown field (did you mean 'subnet_id'?)",
+    ]
+    with pytest.raises(FleetError, match="oci names must be unique: iad"):
+        parse_fleet(OCI + OCI.removeprefix("oci:\n"))

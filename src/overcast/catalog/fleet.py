@@ -10,6 +10,9 @@ clusters:                # private clusters: a Slurm cluster or local processes
   - {name: azure-local, local: {}, nodes: 2, gpus_per_node: 4, accelerator: A100, price_per_gpu_hour: 2.0}
 aws:                     # AWS accounts/regions overcast launches EC2 instances in (backend aws:<name>)
   - {name: use1, region: us-east-1, instance_types: [p5.48xlarge], max_nodes: 4, image_id: ami-0abc}
+oci:                     # OCI compartments/regions overcast launches instances in (backend oci:<name>)
+  - {name: iad, region: us-ashburn-1, compartment_id: ocid1.compartment.oc1..x, shapes: [BM.GPU.H100.8],
+     image_id: ocid1.image.oc1..x, subnet_id: ocid1.subnet.oc1..x, max_nodes: 4}
 quotas:                  # at most this many GPUs in use at once
   - {provider: aws, region: us-east-1, max_gpus: 256}
 disabled_providers: [gcp]
@@ -189,6 +192,42 @@ class AwsAccount(_Strict):
         return value
 
 
+class OciAccount(_Strict):
+    """OCI Compute in one compartment and region: pools are the catalog's offers of ``shapes`` there, per
+    availability domain (on-demand; preemptible only where the catalog has a price), each holding at most
+    ``max_nodes`` of our instances (see backends/oci.py). A top-level list, like ``aws:``."""
+
+    name: Name
+    region: str = Field(min_length=1)
+    compartment_id: str = Field(pattern=r"^ocid1\.(compartment|tenancy)\.")
+    shapes: list[str] = Field(min_length=1)
+    image_id: str = Field(pattern=r"^ocid1\.image\.")
+    subnet_id: str = Field(pattern=r"^ocid1\.subnet\.")
+    max_nodes: int = Field(default=4, gt=0)
+    endpoint: str | None = Field(default=None, pattern=r"^https?://")
+    config_file: str | None = None  # OCI SDK config; default ~/.oci/config
+    profile: str = "DEFAULT"
+    ssh_authorized_keys: str = ""
+    python: str = "python3"
+    bootstrap: str = ""
+
+    @field_validator("shapes")
+    @classmethod
+    def _in_catalog(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        region = info.data.get("region")
+        if region is None:  # the region itself is wrong: reported there
+            return value
+        from overcast.catalog.load import load_offers
+
+        offered = {o.instance_type for o in load_offers() if o.provider == "oci" and o.region == region}
+        for name in value:
+            if name not in offered:
+                close = difflib.get_close_matches(name, sorted(offered), n=3)
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                raise ValueError(f"no OCI offer for shape {name!r} in {region} in the catalog{hint}")
+        return value
+
+
 class QuotaRule(_Strict):
     provider: Provider
     region: str | None = None  # None: the whole provider
@@ -199,6 +238,7 @@ class Fleet(_Strict):
     reservations: list[Reservation] = []
     clusters: list[Cluster] = []
     aws: list[AwsAccount] = []
+    oci: list[OciAccount] = []
     quotas: list[QuotaRule] = []
     disabled_providers: list[Provider] = []
     spot_preemptions_per_hour: dict[Provider, Annotated[float, Field(ge=0)]] = {}
@@ -208,6 +248,7 @@ class Fleet(_Strict):
         for what, names in (
             ("cluster", [c.name for c in self.clusters]),
             ("aws", [a.name for a in self.aws]),
+            ("oci", [a.name for a in self.oci]),
         ):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:

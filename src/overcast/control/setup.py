@@ -8,7 +8,7 @@ from pathlib import Path
 
 from overcast.backends.base import Backend
 from overcast.backends.local import LocalBackend, LocalCluster
-from overcast.catalog.fleet import AwsAccount, Cluster, Fleet
+from overcast.catalog.fleet import AwsAccount, Cluster, Fleet, OciAccount
 from overcast.placement.pool import Purchase
 from overcast.store.engine import overcast_home
 
@@ -59,6 +59,29 @@ def aws_backend(account: AwsAccount, home: Path) -> Backend:
     return AwsBackend(settings, home=home)
 
 
+def oci_backend(account: OciAccount, home: Path) -> Backend:
+    from overcast.backends.oci import OciBackend  # the oci SDK is only imported by fleets that use OCI
+    from overcast.backends.oci_client import OciSettings
+
+    settings = OciSettings(
+        name=account.name,
+        region=account.region,
+        compartment_id=account.compartment_id,
+        shapes=tuple(account.shapes),
+        image_id=account.image_id,
+        subnet_id=account.subnet_id,
+        max_nodes=account.max_nodes,
+        endpoint=account.endpoint,
+        config_file=account.config_file,
+        profile=account.profile,
+        ssh_authorized_keys=account.ssh_authorized_keys,
+        python=account.python,
+        bootstrap=account.bootstrap,
+        scope=_scope(home),
+    )
+    return OciBackend(settings, home=home)
+
+
 def backends_from_fleet(fleet: Fleet, home: Path) -> list[Backend]:
     """The backends this process can run jobs on: every ``local:`` and ``slurm:`` cluster and every
     ``aws:`` account of the fleet. Other public clouds and reservations have no launching backend yet."""
@@ -72,4 +95,5 @@ def backends_from_fleet(fleet: Fleet, home: Path) -> list[Backend]:
 
             backends.append(SlurmBackend(slurm_cluster_from_fleet(cluster, home)))
     backends += [aws_backend(account, home) for account in fleet.aws]
+    backends += [oci_backend(account, home) for account in fleet.oci]
     return backends
