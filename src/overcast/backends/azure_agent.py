@@ -1,0 +1,154 @@
+"""The node agent of an Azure VM created by overcast (started by the custom data):
+
+    python -m overcast.backends.azure_agent --job J --attempt A --nodes N -- bash job.sh
+
+1. Asks the instance metadata service (IMDS, ``GET /metadata/instance`` with ``Metadata: true``) who it
+   is: subscription, resource group, VM name, rank (its ``overcast-rank`` tag) and private IP. It signs
+   in with the VM's managed identity (azure-identity's ManagedIdentityCredential, also through IMDS) and
+   tags its VM ``overcast-agent=up`` and ``overcast-ip=<private IP>``.
+2. Finds its gang (the resource group's VMs tagged with the job and attempt): the head is rank 0's
+   ``overcast-ip``. It waits until all N agents are up.
+3. Runs the job through ``node_agent.run_job`` (a process group, SIGTERM on request).
+4. While it runs, watches IMDS, which costs no ARM calls: its own tags (``overcast-stop``, set by
+   ``AzureBackend.stop``) and scheduled events (``/metadata/scheduledevents``: a ``Preempt`` event is
+   Azure's 30-second spot eviction notice). Either one sends SIGTERM to the job.
+5. When the job ends, tags its VM ``overcast-exit=<code>`` (and ``overcast-sigterm=1``) and deallocates
+   it: compute billing stops, and the tag stays readable until the backend deletes the VM (ARM would
+   forget a deleted VM, tag and all, at once).
+
+``OVERCAST_AZURE_IMDS`` sets another metadata endpoint (``AZURE_POD_IDENTITY_AUTHORITY_HOST`` does the
+same for azure-identity's token requests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import urllib.request
+from typing import Any
+
+from overcast.backends.node_agent import AGENT_FAILED, run_job
+
+IMDS_DEFAULT = "http://169.254.169.254"
+IMDS_VERSION = "2021-02-01"
+EVENTS_VERSION = "2020-07-01"
+GANG_WAIT_SECONDS = 600.0  # how long rank discovery waits for the whole gang's agents
+NOTICE_TYPES = frozenset({"Preempt", "Terminate"})
+
+
+class Imds:
+    """A small client of Azure's instance metadata service."""
+
+    def __init__(self, endpoint: str | None = None) -> None:
+        self.base = (endpoint or os.environ.get("OVERCAST_AZURE_IMDS") or IMDS_DEFAULT).rstrip("/")
+
+    def get(self, path: str, version: str) -> Any:
+        url = f"{self.base}/metadata/{path}?api-version={version}"
+        req = urllib.request.Request(url, headers={"Metadata": "true"})  # IMDS refuses requests without it
+        with urllib.request.urlopen(req, timeout=2) as resp:
+            return json.loads(resp.read().decode() or "null")
+
+    def instance(self) -> dict[str, Any]:
+        return self.get("instance", IMDS_VERSION)
+
+    def my_tags(self) -> dict[str, str]:
+        return {t["name"]: t["value"] for t in self.instance()["compute"].get("tagsList", [])}
+
+    def notice(self, vm_name: str) -> str | None:
+        """A scheduled Preempt (spot eviction) or Terminate event for this VM, as a reason, or None."""
+        for event in self.get("scheduledevents", EVENTS_VERSION).get("Events", []):
+            if event.get("EventType") in NOTICE_TYPES and vm_name in event.get("Resources", []):
+                return f"scheduled event {event['EventType']} not before {event.get('NotBefore', '?')}"
+        return None
+
+
+def private_ip(instance: dict[str, Any]) -> str:
+    try:
+        return instance["network"]["interface"][0]["ipv4"]["ipAddress"][0]["privateIpAddress"]
+    except (KeyError, IndexError):
+        return ""
+
+
+def find_head(compute: Any, rg: str, job: str, attempt: str, nodes: int) -> str:
+    """Rank 0's private IP, once every rank's agent of the gang has come up."""
+    deadline = time.monotonic() + GANG_WAIT_SECONDS
+    while True:
+        gang = [
+            vm
+            for vm in compute.virtual_machines.list(rg)
+            if (vm.tags or {}).get("overcast-job") == job
+            and (vm.tags or {}).get("overcast-attempt") == attempt
+        ]
+        up = {
+            vm.tags.get("overcast-rank"): vm.tags.get("overcast-ip", "")
+            for vm in gang
+            if "overcast-agent" in vm.tags
+        }
+        if len(up) >= nodes and "0" in up:
+            return up["0"]
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"gang {job}/{attempt}: {len(up)} of {nodes} agents after waiting")
+        time.sleep(1.0)
+
+
+def tag_vm(compute: Any, rg: str, name: str, extra: dict[str, str]) -> None:
+    """Add tags to a VM: ARM's PATCH replaces the tags object, so read the current ones first."""
+    current = compute.virtual_machines.get(rg, name).tags or {}
+    compute.virtual_machines.begin_update(rg, name, {"tags": dict(current) | extra}).result()
+
+
+def main(argv: list[str]) -> int:
+    if "--" not in argv:
+        print("usage: python -m overcast.backends.azure_agent [options] -- CMD...", file=sys.stderr)
+        return 2
+    split = argv.index("--")
+    parser = argparse.ArgumentParser(prog="overcast.backends.azure_agent")
+    parser.add_argument("--arm-endpoint")
+    parser.add_argument("--job", required=True)
+    parser.add_argument("--attempt", required=True)
+    parser.add_argument("--nodes", type=int, required=True)
+    parser.add_argument("--poll", type=float, default=2.0)
+    args = parser.parse_args(argv[:split])
+    cmd = argv[split + 1 :]
+
+    from azure.identity import ManagedIdentityCredential
+
+    from overcast.backends.azure_client import AzureSettings, compute_client
+
+    imds = Imds()
+    me = imds.instance()["compute"]
+    name, rg, sub = me["name"], me["resourceGroupName"], me["subscriptionId"]
+    rank = {t["name"]: t["value"] for t in me.get("tagsList", [])}.get("overcast-rank", "0")
+    where = AzureSettings(name="node", subscription_id=sub, resource_group=rg, region=me.get("location", ""),
+                          vm_sizes=(), image="", subnet_id="", identity_id="", endpoint=args.arm_endpoint,
+                          lro_poll_seconds=1.0)  # fmt: skip
+    compute = compute_client(where, ManagedIdentityCredential())
+    # "the agent runs" (the backend reports STARTED once every rank says so) and where it listens
+    tag_vm(compute, rg, name, {"overcast-agent": "up", "overcast-ip": private_ip(imds.instance())})
+    code, sigterm = AGENT_FAILED, False
+    try:
+        head = find_head(compute, rg, args.job, args.attempt, args.nodes)
+        env = os.environ | {"OVERCAST_NODE_RANK": rank, "OVERCAST_HEAD_ADDR": head}
+        print(
+            f"overcast-agent: {name} is rank {rank} of {args.nodes}, head {head}", file=sys.stderr, flush=True
+        )
+
+        def should_stop() -> str | None:
+            return ("stop tag" if "overcast-stop" in imds.my_tags() else None) or imds.notice(name)
+
+        code, sigterm = run_job(cmd, env, should_stop, args.poll)
+    finally:  # whatever happened, the VM must not stay up (and bill) with nothing running
+        exit_tags = {"overcast-exit": str(code)} | ({"overcast-sigterm": "1"} if sigterm else {})
+        print(f"overcast-agent: exit {code}; tagging and deallocating {name}", file=sys.stderr, flush=True)
+        try:
+            tag_vm(compute, rg, name, exit_tags)
+        finally:
+            compute.virtual_machines.begin_deallocate(rg, name).result()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,123 @@
+"""What ARM says about overcast's VMs, grouped by gang: one (job, attempt) = N VMs created together.
+
+Everything the Azure backend needs to know after a crash is on the VMs themselves, as tags (Azure tag
+names may not contain ``/``, so they use ``-``):
+
+    overcast-backend   which AzureBackend created it (several subscriptions or regions may share an RG)
+    overcast-job, overcast-attempt, overcast-pool, overcast-nodes, overcast-rank
+    overcast-agent     the node agent runs (STARTED waits for every rank's); overcast-ip: its private IP
+    overcast-exit      the job's exit code, set by the agent just before it deallocates its VM
+    overcast-sigterm   the job got SIGTERM (a stop request or a Preempt event) before it exited
+    overcast-stop      the control loop stopped this gang: no events, the agent sends SIGTERM
+
+Unlike EC2, ARM forgets a deleted VM at once (a spot eviction with policy Delete, or someone deleting it):
+a VM of the gang that is no longer listed, or listed as ``Deleting`` or ``Failed`` without an exit tag,
+was lost. That is why the agent deallocates its VM instead of deleting it: the exit tag must outlive the
+job until the backend has read it (the backend deletes the VMs once the outcome is delivered).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from overcast.backends.base import BackendEvent, EventKind
+
+GONE_STATES = frozenset({"Deleting", "Failed"})
+
+
+def tags(vm: Any) -> dict[str, str]:
+    return dict(vm.tags or {})
+
+
+def provisioning(vm: Any) -> str:
+    return str(vm.properties.provisioning_state or "") if vm.properties else ""
+
+
+def rank(vm: Any) -> int:
+    return int(tags(vm).get("overcast-rank", "0"))
+
+
+@dataclass(slots=True)
+class Gang:
+    job_id: str
+    attempt: int
+    pool_id: str
+    nodes: int
+    vms: list[Any] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return f"{self.job_id}--{self.attempt}"
+
+    @property
+    def live(self) -> list[Any]:
+        """VMs that may still run the job: not ended (exit tag), not being deleted, not failed."""
+        return [v for v in self.vms if "overcast-exit" not in tags(v) and provisioning(v) not in GONE_STATES]
+
+    @property
+    def stop_requested(self) -> bool:
+        return any("overcast-stop" in tags(v) for v in self.vms)
+
+    def all_running(self) -> bool:
+        """Every rank's VM is provisioned and its agent has come up."""
+        up = [v for v in self.vms if provisioning(v) == "Succeeded" and "overcast-agent" in tags(v)]
+        return len(up) == self.nodes
+
+    def agent_missing_since(self) -> float | None:
+        """The creation time of a gang whose VMs are all provisioned but some agent has not come up."""
+        ready = [v for v in self.vms if provisioning(v) == "Succeeded"]
+        if len(ready) < self.nodes or self.all_running():
+            return None
+        times = [v.properties.time_created for v in ready if v.properties.time_created]
+        return max(times).timestamp() if times else dt.datetime.now(dt.UTC).timestamp()
+
+    def terminal_event(self, now: float) -> BackendEvent | None:
+        """The gang's outcome, once it has one: lost > preempted by notice > failed > all succeeded."""
+        ended: list[tuple[int, int, bool]] = []  # (rank, exit code, got SIGTERM)
+        lost: list[str] = []
+        for vm in sorted(self.vms, key=rank):
+            t = tags(vm)
+            if "overcast-exit" in t:
+                ended.append((rank(vm), int(t["overcast-exit"]), t.get("overcast-sigterm") == "1"))
+            elif provisioning(vm) in GONE_STATES:
+                lost.append(f"{vm.name} (rank {rank(vm)}) {provisioning(vm)} without an exit code")
+        missing = self.nodes - len(self.vms)
+        if missing > 0:  # evicted (spot, policy Delete) or deleted outside overcast: ARM forgets it
+            lost.append(f"{missing} VM(s) no longer listed by Azure")
+        job, attempt = self.job_id, self.attempt
+        if lost:
+            why = f"node lost (spot eviction or deleted outside overcast): {lost[0]}"
+            return BackendEvent(EventKind.PREEMPTED, job, attempt, now, why)
+        for r, code, sigterm in ended:
+            if code != 0 and sigterm:
+                why = f"node {r} got SIGTERM (Preempt event or stop), exit {code}"
+                return BackendEvent(EventKind.PREEMPTED, job, attempt, now, why)
+        for r, code, _ in ended:
+            if code != 0:
+                return BackendEvent(EventKind.FAILED, job, attempt, now, f"node {r} exited with {code}", code)
+        if len(ended) == self.nodes:
+            return BackendEvent(EventKind.SUCCEEDED, job, attempt, now, "", 0)
+        return None
+
+
+def group(vms: list[Any], owner: str, launched: dict[str, int] | None = None) -> list[Gang]:
+    """Gangs of ``owner``'s VMs, in (job, attempt) order. ``launched`` (key -> nodes) adds the gangs this
+    backend created whose VMs are all gone: ARM no longer lists them, but their loss must be reported."""
+    gangs: dict[tuple[str, int], Gang] = {}
+    for vm in vms:
+        t = tags(vm)
+        if t.get("overcast-backend") != owner:
+            continue
+        try:
+            key = (t["overcast-job"], int(t["overcast-attempt"]))
+            nodes = int(t.get("overcast-nodes", "1"))
+        except (KeyError, ValueError):
+            continue
+        gang = gangs.setdefault(key, Gang(key[0], key[1], t.get("overcast-pool", ""), nodes))
+        gang.vms.append(vm)
+    for gang_key, nodes in (launched or {}).items():
+        job, _, attempt = gang_key.rpartition("--")
+        gangs.setdefault((job, int(attempt)), Gang(job, int(attempt), "", nodes))
+    return [gangs[key] for key in sorted(gangs)]
