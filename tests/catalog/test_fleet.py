@@ -209,3 +209,41 @@ def test_an_oci_entry_and_its_mistakes_by_file_line_and_field(tmp_path: Path) ->
     ]
     with pytest.raises(FleetError, match="oci names must be unique: iad"):
         parse_fleet(OCI + OCI.removeprefix("oci:\n"))
+
+
+AZURE = """\
+azure:
+  - name: eus
+    subscription_id: 00000000-0000-0000-0000-00000000c0de
+    resource_group: overcast-rg
+    region: eastus
+    zones: ["1", "2"]
+    vm_sizes: [Standard_ND96isr_H100_v5]
+    image: microsoft-dsvm:ubuntu-hpc:2204:latest
+    subnet_id: /subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/v/subnets/n
+    identity_id: /subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/i
+"""  # noqa: E501 (a resource id)
+
+
+def test_an_azure_entry_and_its_mistakes_by_file_line_and_field(tmp_path: Path) -> None:
+    (account,) = load_fleet(write_fleet(tmp_path, AZURE)).azure
+    assert (account.name, account.region, account.zones) == ("eus", "eastus", ["1", "2"])
+    assert account.vm_sizes == ["Standard_ND96isr_H100_v5"] and account.endpoint is None
+    bad = (
+        AZURE.replace("ND96isr_H100_v5", "ND96isr_H100_v6")
+        .replace("microsoft-dsvm:ubuntu-hpc:2204:latest", "ubuntu")
+        .replace("identity_id:", "identity:")
+    )
+    path = tmp_path / "fleet.yaml"
+    assert _error(tmp_path, bad).splitlines() == [
+        f"{path}:2: azure[0].identity_id: required field is missing",
+        f"{path}:7: azure[0].vm_sizes: no Azure offer for VM size 'Standard_ND96isr_H100_v6' in eastus in "
+        "the catalog (did you mean Standard_ND96isr_H100_v5, Standard_ND96amsr_A100_v4, "
+        "Standard_NC96ads_A100_v4?)",
+        f"{path}:8: azure[0].image: String should match pattern "
+        "'^(/subscriptions/.+|[^:]+:[^:]+:[^:]+:[^:]+)$' (got 'ubuntu')",
+        f"{path}:10: azure[0].identity: unknown field (did you mean 'identity_id'?)",
+    ]
+    with pytest.raises(FleetError, match="azure names must be unique: eus"):
+        parse_fleet(AZURE + AZURE.removeprefix("azure:\n"))
+    assert "unknown purchase option 'sport'" in _error(tmp_path, AZURE + "    purchases: [spot, sport]\n")

@@ -13,6 +13,10 @@ aws:                     # AWS accounts/regions overcast launches EC2 instances 
 oci:                     # OCI compartments/regions overcast launches instances in (backend oci:<name>)
   - {name: iad, region: us-ashburn-1, compartment_id: ocid1.compartment.oc1..x, shapes: [BM.GPU.H100.8],
      image_id: ocid1.image.oc1..x, subnet_id: ocid1.subnet.oc1..x, max_nodes: 4}
+azure:                   # Azure subscriptions/regions overcast creates VMs in (backend azure:<name>)
+  - {name: eus, subscription_id: 0000-..., resource_group: rg, region: eastus, zones: ["1", "2"],
+     vm_sizes: [Standard_ND96isr_H100_v5], image: /subscriptions/.../gpu, subnet_id: /subscriptions/...,
+     identity_id: /subscriptions/.../userAssignedIdentities/overcast-node, max_nodes: 4}
 quotas:                  # at most this many GPUs in use at once
   - {provider: aws, region: us-east-1, max_gpus: 256}
 disabled_providers: [gcp]
@@ -228,6 +232,51 @@ class OciAccount(_Strict):
         return value
 
 
+class AzureAccount(_Strict):
+    """Azure VMs in one subscription, resource group and region: pools are the catalog's offers of
+    ``vm_sizes`` there, per configured zone (or per region) and purchase option, each holding at most
+    ``max_nodes`` of our VMs (see backends/azure.py). A top-level list, like ``aws:``."""
+
+    name: Name
+    subscription_id: str = Field(min_length=1)
+    resource_group: str = Field(min_length=1)
+    region: str = Field(min_length=1)
+    vm_sizes: list[str] = Field(min_length=1)
+    image: str = Field(pattern=r"^(/subscriptions/.+|[^:]+:[^:]+:[^:]+:[^:]+)$")  # resource id or URN
+    subnet_id: str = Field(pattern=r"^/subscriptions/.+/subnets/[^/]+$")
+    identity_id: str = Field(pattern=r"^/subscriptions/.+/userAssignedIdentities/[^/]+$")
+    zones: list[str] = []
+    max_nodes: int = Field(default=4, gt=0)
+    purchases: list[str] = Field(default=["on-demand", "spot"], min_length=1)
+    endpoint: str | None = Field(default=None, pattern=r"^https?://")
+    admin_username: str = "overcast"
+    ssh_public_key: str = ""
+    python: str = "python3"
+    bootstrap: str = ""
+
+    @field_validator("purchases")
+    @classmethod
+    def _purchases(cls, value: list[str]) -> list[str]:
+        return AwsAccount._purchases(value)
+
+    @field_validator("vm_sizes")
+    @classmethod
+    def _in_catalog(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        region = info.data.get("region")
+        if region is None:  # the region itself is wrong: reported there
+            return value
+        from overcast.catalog.load import load_offers
+
+        offered = {o.instance_type for o in load_offers() if o.provider == "azure" and o.region == region}
+        lower = {name.lower() for name in offered}  # ARM compares VM sizes case-insensitively
+        for name in value:
+            if name.lower() not in lower:
+                close = difflib.get_close_matches(name, sorted(offered), n=3)
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                raise ValueError(f"no Azure offer for VM size {name!r} in {region} in the catalog{hint}")
+        return value
+
+
 class QuotaRule(_Strict):
     provider: Provider
     region: str | None = None  # None: the whole provider
@@ -239,6 +288,7 @@ class Fleet(_Strict):
     clusters: list[Cluster] = []
     aws: list[AwsAccount] = []
     oci: list[OciAccount] = []
+    azure: list[AzureAccount] = []
     quotas: list[QuotaRule] = []
     disabled_providers: list[Provider] = []
     spot_preemptions_per_hour: dict[Provider, Annotated[float, Field(ge=0)]] = {}
@@ -249,6 +299,7 @@ class Fleet(_Strict):
             ("cluster", [c.name for c in self.clusters]),
             ("aws", [a.name for a in self.aws]),
             ("oci", [a.name for a in self.oci]),
+            ("azure", [a.name for a in self.azure]),
         ):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:

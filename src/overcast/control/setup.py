@@ -8,7 +8,7 @@ from pathlib import Path
 
 from overcast.backends.base import Backend
 from overcast.backends.local import LocalBackend, LocalCluster
-from overcast.catalog.fleet import AwsAccount, Cluster, Fleet, OciAccount
+from overcast.catalog.fleet import AwsAccount, AzureAccount, Cluster, Fleet, OciAccount
 from overcast.placement.pool import Purchase
 from overcast.store.engine import overcast_home
 
@@ -82,6 +82,32 @@ def oci_backend(account: OciAccount, home: Path) -> Backend:
     return OciBackend(settings, home=home)
 
 
+def azure_backend(account: AzureAccount, home: Path) -> Backend:
+    from overcast.backends.azure import AzureBackend  # the Azure SDK is only imported by fleets that use it
+    from overcast.backends.azure_client import AzureSettings
+
+    settings = AzureSettings(
+        name=account.name,
+        subscription_id=account.subscription_id,
+        resource_group=account.resource_group,
+        region=account.region,
+        vm_sizes=tuple(account.vm_sizes),
+        image=account.image,
+        subnet_id=account.subnet_id,
+        identity_id=account.identity_id,
+        zones=tuple(account.zones),
+        max_nodes=account.max_nodes,
+        endpoint=account.endpoint,
+        purchases=tuple(account.purchases),
+        admin_username=account.admin_username,
+        ssh_public_key=account.ssh_public_key,
+        python=account.python,
+        bootstrap=account.bootstrap,
+        scope=_scope(home),
+    )
+    return AzureBackend(settings, home=home)  # credentials: DefaultAzureCredential
+
+
 def backends_from_fleet(fleet: Fleet, home: Path) -> list[Backend]:
     """The backends this process can run jobs on: every ``local:`` and ``slurm:`` cluster and every
     ``aws:`` account of the fleet. Other public clouds and reservations have no launching backend yet."""
@@ -96,4 +122,5 @@ def backends_from_fleet(fleet: Fleet, home: Path) -> list[Backend]:
             backends.append(SlurmBackend(slurm_cluster_from_fleet(cluster, home)))
     backends += [aws_backend(account, home) for account in fleet.aws]
     backends += [oci_backend(account, home) for account in fleet.oci]
+    backends += [azure_backend(account, home) for account in fleet.azure]
     return backends
