@@ -252,3 +252,17 @@ def test_absurdly_deep_nesting_is_a_spec_error():
 
     with pytest.raises(SpecError, match="nested too deeply"):
         load_spec_text("name: x\nrun: " + "[" * 5000 + "]" * 5000, source="job.yaml")
+
+
+@pytest.mark.parametrize("hours", ["1e-320", ".inf", ".nan", "0", "-1", "1e9"])
+def test_expected_hours_must_be_a_finite_sane_number(hours: str):
+    """A runtime estimate of 1e-320 h or infinity used to pass and then crash the scheduler's queue order
+    for every team; it is a clear error at submit time instead."""
+    err = error(
+        f"""
+        name: train
+        run: python train.py
+        expected_hours: {hours}
+        """
+    )
+    assert (err.line, err.field) == (3, "expected_hours")

@@ -85,14 +85,14 @@ def _solve_level(
     burst: BurstLimit | None,
 ) -> np.ndarray:
     """Pool position per job (-1: left out) from the batch solver."""
-    problem, pools = build_problem(jobs, index, usage, now=now, order=order, burst=burst)
-    if problem.n_pairs == 0:
-        return np.full(len(jobs), -1)
     try:
-        solution = solve(problem, time_budget_s=time_budget_s)
+        problem, pools = build_problem(jobs, index, usage, now=now, order=order, burst=burst)
+        if problem.n_pairs == 0:
+            return np.full(len(jobs), -1)
+        solution = solve(problem, time_budget_s=time_budget_s, need_bound=False)  # only placements are used
     except Exception:  # a solver bug must not stop scheduling: single-job placement takes the level
         log.exception(
-            "batch solver failed (%d jobs, %d pools); placing them one by one", problem.n_jobs, len(pools)
+            "batch solver failed (%d jobs, %d pools); placing them one by one", len(jobs), len(index.pools)
         )
         return np.full(len(jobs), -1)
     return np.where(solution.assignment >= 0, pools[np.maximum(solution.assignment, 0)], -1)

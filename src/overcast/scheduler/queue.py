@@ -22,6 +22,7 @@ from itertools import groupby
 from overcast.scheduler.snapshot import PendingJob
 
 ORDERS = ("slowdown", "fifo")
+MAX_TIER = 64  # 2**64 times its own length waited: beyond any real queue
 
 
 def queue_key(job: PendingJob) -> tuple[int, float, str]:
@@ -32,7 +33,7 @@ def queue_key(job: PendingJob) -> tuple[int, float, str]:
 def slowdown_tier(job: PendingJob, now: float) -> int:
     """One tier per doubling of (1 + hours waited / expected hours); 0 for a job that just arrived."""
     waited_h = max(now - job.submitted_at, 0.0) / 3600.0
-    return int(math.log2(1.0 + waited_h / job.spec.expected_hours))
+    return min(int(math.log2(1.0 + waited_h / max(job.spec.expected_hours, 1e-6))), MAX_TIER)
 
 
 def slowdown_key(job: PendingJob, now: float) -> tuple[int, int, float, float, str]:

@@ -63,14 +63,15 @@ class JobSpec(Strict):
     team: str = "default"
     max_restarts: int = Field(default=10, ge=0)  # restarts after preemption / node or provider loss
     max_retries_on_failure: int = Field(default=0, ge=0)  # restarts after the job itself fails
-    expected_hours: float = Field(default=1.0, gt=0)  # for cost estimates; SkyPilot assumes 1 h too
+    # cost estimates and queue order; SkyPilot assumes 1 h too. Bounded: 3.6 s to ~11 years, finite.
+    expected_hours: float = Field(default=1.0, ge=0.001, le=100_000)
 
 
 class ReadinessProbe(Strict):
     path: str = "/"
     initial_delay_seconds: float = Field(default=5.0, ge=0)
-    timeout_seconds: float = Field(default=2.0, gt=0)
-    period_seconds: float = Field(default=2.0, gt=0)
+    timeout_seconds: float = Field(default=2.0, gt=0, le=60)  # a probe blocks its service's tick
+    period_seconds: float = Field(default=2.0, gt=0, le=3600)
 
 
 class Autoscaling(Strict):

@@ -4,13 +4,18 @@ OR-Tools' min-cost flow holds the GIL (measured: a Python loop beside it in a th
 than after it), so a thread cannot overlap it with Python work; a forked child can (copy-on-write: it
 sees every array as it was at the fork, nothing is pickled on the way in). The child sends each value
 its generator yields as a length-prefixed pickle through a pipe, in order, and exits with
-``os._exit`` (no atexit handlers, no flushing of the parent's buffers). Where ``os.fork`` is missing
-the generator runs inline.
+``os._exit`` (no atexit handlers, no flushing of the parent's buffers). The parent may be a server with
+threads, sockets and database connections, so the child first restores default signal handlers (a
+SIGTERM ends it), stops the cyclic garbage collector (no finaliser of a parent's object, such as a
+database connection's goodbye, runs in it) and closes every inherited descriptor but its pipe (nothing it
+could touch reaches a parent's socket, and a listening port is never held by it). Where ``os.fork`` is
+missing the generator runs inline; where the fork fails, ``next`` returns None.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import pickle
 import select
@@ -37,11 +42,16 @@ class Background:
                 self._inline = list(fn())
             return
         read, write = os.pipe()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:  # no memory or no process slot for a child: no result, the caller goes on
+            os.close(read)
+            os.close(write)
+            return
         if pid == 0:  # child: never returns
             code = 1
             try:
-                os.close(read)
+                _isolate_child(write)
                 with os.fdopen(write, "wb", buffering=0) as out:
                     for value in fn():
                         data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
@@ -66,8 +76,9 @@ class Background:
                         return pickle.loads(data)
                     except Exception:
                         return None
-            ready, _, _ = select.select([self._fd], [], [], max(end - time.perf_counter(), 0.0))
-            if not ready:
+            poller = select.poll()  # not select.select: it fails on descriptors numbered >= 1024
+            poller.register(self._fd, select.POLLIN)
+            if not poller.poll(max(end - time.perf_counter(), 0.0) * 1000.0):
                 return None
             chunk = os.read(self._fd, 1 << 20)
             if not chunk:  # the child ended
@@ -88,3 +99,16 @@ class Background:
 
     def __del__(self) -> None:
         self.cancel()
+
+
+def _isolate_child(keep: int) -> None:
+    """In the forked child: default signals, no cyclic GC, no inherited descriptor but ``keep``."""
+    gc.disable()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_DFL)
+    null = os.open(os.devnull, os.O_RDWR)
+    for std in (0, 1, 2):  # a solver library printing something must not fail (or reach a parent's pipe)
+        if std != keep:
+            os.dup2(null, std)
+    os.closerange(3, keep)
+    os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1 << 16)

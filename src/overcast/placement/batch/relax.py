@@ -86,12 +86,14 @@ def solve_relaxation(
     *,
     start: np.ndarray | None = None,
     split_tol: float = 0.0,
+    bound_in_child: bool = True,
 ) -> Relaxation:
     """LP relaxation for ``count`` jobs per class and ``capacity`` nodes per pool (defaults: the model's)
     over the columns ``cols`` (default: all). ``start`` (column indices) seeds column generation, e.g.
     with the columns of a greedy solution. Returns y over all columns (0 outside ``cols``). With
     ``split_tol`` > the stop tolerance, column generation hands over to a child process once its
-    Lagrangian bound is that close (see ``_column_generation``)."""
+    Lagrangian bound is that close (see ``_column_generation``); with ``bound_in_child`` False it just
+    stops there (the Lagrangian bound, valid but looser, is the bound: for callers that never read it)."""
     count = cm.count if count is None else np.asarray(count, dtype=np.int64)
     capacity = cm.capacity if capacity is None else np.asarray(capacity, dtype=np.float64)
     net = _Network(cm, count, capacity)
@@ -115,7 +117,7 @@ def solve_relaxation(
         active &= allowed
     stop_tol = LARGE_STOP_TOL if np.count_nonzero(allowed) > LARGE_COLS else BOUND_TOL
     split = split_tol if split_tol > stop_tol else None
-    return _column_generation(net, allowed, active, stop_tol, split)
+    return _column_generation(net, allowed, active, stop_tol, split, child=bound_in_child)
 
 
 def _column_generation(
@@ -125,6 +127,7 @@ def _column_generation(
     stop_tol: float,
     split_tol: float | None,
     rounds: int = 0,
+    child: bool = True,
 ) -> Relaxation:
     """Re-solve the flow over ``active`` columns, adding priced-out ones, until the Lagrangian bound is
     within ``stop_tol``. Once it is within ``split_tol``, a forked child finishes the loop (for the
@@ -157,6 +160,8 @@ def _column_generation(
         active[new[np.arange(new.size) - first < _ADD_COLS]] = True
         if split_tol is not None and lagrange >= cost - split_tol * abs(cost):
             y = net.y(flow)
+            if not child:
+                return Relaxation(y, lagrange, rounds, int(use.size))
 
             def finish(done: int = rounds) -> Iterator[float]:
                 yield _column_generation(net, allowed, active, stop_tol, None, done).bound

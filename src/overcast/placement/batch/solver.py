@@ -64,12 +64,19 @@ SIDE_GRACE_S = 0.05  # waited for it past the deadline
 
 
 def solve(
-    problem: BatchProblem, *, time_budget_s: float = 1.5, method: str = "auto", seed: int = 0
+    problem: BatchProblem,
+    *,
+    time_budget_s: float = 1.5,
+    method: str = "auto",
+    seed: int = 0,
+    need_bound: bool = True,
 ) -> BatchSolution:
     """Place the jobs of ``problem``. ``method``: "auto" (size decides MILP or LNS), "milp" (exact MILP
     whatever the size), "lp" (LP + rounding, no improvement), "greedy" (fallback only). The LP and the
     rounding always run to completion; improvement stops at ``time_budget_s`` after the start; the
-    full-LP bound of a handed-over column generation is waited for (up to BOUND_WAIT_S more)."""
+    full-LP bound of a handed-over column generation is waited for (up to BOUND_WAIT_S more).
+    ``need_bound=False`` (a scheduler that only uses the assignment): no child finishes the LP for the
+    bound and nothing is waited for; ``lower_bound`` is then the Lagrangian one (valid, looser)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if not np.isfinite(time_budget_s) or time_budget_s < 0:
@@ -93,7 +100,9 @@ def solve(
         bound, status = greedy_obj, "optimal"  # nothing can pay off anywhere: leaving all out is optimal
     if method != "greedy" and cm.n_cols:
         try:
-            rel = solve_relaxation(cm, start=start_columns(cm, y_greedy), split_tol=SPLIT_TOL)
+            rel = solve_relaxation(
+                cm, start=start_columns(cm, y_greedy), split_tol=SPLIT_TOL, bound_in_child=need_bound
+            )
             bound = rel.bound
             clock.lap("lp")
             guide = priority_guide(cm, rel)
