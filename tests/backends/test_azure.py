@@ -17,12 +17,14 @@ import pytest
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 
-from overcast.backends.azure import AzureBackend, vm_name
+from overcast.backends.azure import NO_AGENT, AzureBackend, vm_name
 from overcast.backends.azure_client import AzureApiError, AzureSettings, translate
-from overcast.backends.base import CapacityError, LaunchRequest, ProviderDown
+from overcast.backends.base import CapacityError, EventKind, LaunchRequest, ProviderDown
+from overcast.catalog.fleet import parse_fleet
 from overcast.catalog.pools import pool_id
 from overcast.control.health import Backoff
 from overcast.control.loop import ControlLoop
+from overcast.control.setup import backends_from_fleet
 from overcast.placement.pool import Pool, Purchase
 from overcast.spec.models import AcceleratorRequest, JobSpec, Resources, SpotPolicy
 from overcast.store import JobState, Store
@@ -265,3 +267,94 @@ def test_loop_fails_over_on_capacity_resumes_after_an_eviction_and_reconciles_af
     run_until(loop, lambda: gang_vms(fake_arm, record.id) == [])  # every VM of the job is deleted
     backend = loop.backends["azure:eus"]
     assert backend.poll() == [] and backend.active() == []
+
+
+def test_stop_and_a_preempt_event_give_the_job_sigterm_through_the_agent_and_failures_are_reported(
+    fake_arm: FakeArm,  # noqa: F811
+    vms: VmEmulator,
+    tmp_path: Path,
+) -> None:
+    backend = backend_of(fake_arm, tmp_path)
+    pool = pool_of(backend, "2", Purchase.ON_DEMAND)
+    saver = "trap 'echo saved; exit 143' TERM; while true; do sleep 0.05; done"
+    backend.launch(LaunchRequest("s", 1, pool, 2, gpu_job("s", saver)))
+    backend.launch(LaunchRequest("f", 1, pool, 1, gpu_job("f", "exit 3", nodes=1)))
+    spot = pool_of(backend, "2", Purchase.SPOT)
+    backend.launch(LaunchRequest("n", 1, spot, 1, gpu_job("n", saver, nodes=1)))
+    wanted = {("s", EventKind.STARTED), ("f", EventKind.FAILED), ("n", EventKind.STARTED)}
+    events = wait_events(backend, lambda evs: wanted <= {(e.job_id, e.kind) for e in evs})
+    assert wanted <= {(e.job_id, e.kind) for e in events}
+    failed = next(e for e in events if e.kind is EventKind.FAILED)
+    assert failed.exit_code == 3 and "exited with 3" in failed.detail
+    # the failed node tagged its exit and deallocated itself; the backend deletes it after the report
+    assert wait_events(backend, lambda _: gang_vms(fake_arm, "f") == []) == []
+    # Azure's spot eviction notice (a Preempt scheduled event): the job saves and exits
+    noticed = vm_name("azure:eus", "n", 1, 0)
+    vms.evict_notice(noticed)
+    events = wait_events(backend, lambda evs: any(e.job_id == "n" for e in evs), timeout=15)
+    preempted = next(e for e in events if e.job_id == "n")
+    assert preempted.kind is EventKind.PREEMPTED and "SIGTERM" in preempted.detail
+    assert "saved" in vms.console(noticed) and "scheduled event Preempt" in vms.console(noticed)
+    started = time.monotonic()
+    backend.stop("s", 1, grace_seconds=15.0)
+    assert time.monotonic() - started < 10  # the job saved and the agents ended their VMs
+    names = [vm_name("azure:eus", "s", 1, r) for r in (0, 1)]
+    assert all("saved" in vms.console(n) and "exit 143" in vms.console(n) for n in names)
+    assert eventually(lambda: gang_vms(fake_arm, "s") == [])  # stop() deleted the gang's VMs
+    assert backend.poll() == [] and backend.active() == []
+
+
+def test_a_gang_whose_agent_never_starts_fails_instead_of_running_forever(
+    fake_arm: FakeArm,  # noqa: F811
+    vms: VmEmulator,
+    tmp_path: Path,
+) -> None:
+    # an image without overcast: the custom data cannot start the agent, and the VM would bill forever
+    backend = backend_of(fake_arm, tmp_path, python="no-such-python3", agent_timeout_seconds=1.0)
+    pool = pool_of(backend, "1", Purchase.ON_DEMAND)
+    backend.launch(LaunchRequest("broken", 1, pool, 1, gpu_job("b", "true", nodes=1)))
+    events = wait_events(backend, lambda evs: bool(evs), timeout=15)
+    assert [(e.kind, e.detail) for e in events] == [(EventKind.FAILED, NO_AGENT)]  # never STARTED
+    assert "no-such-python3" in vms.console(vm_name("azure:eus", "broken", 1, 0))  # command not found
+    backend.stop("broken", 1, grace_seconds=0.0)  # what the loop does after a failure
+    assert eventually(lambda: fake_arm.vms == {})
+    assert backend.poll() == [] and backend.active() == []
+
+
+def test_an_azure_entry_of_the_fleet_file_runs_jobs_through_the_loop(
+    fake_arm: FakeArm,  # noqa: F811
+    vms: VmEmulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # No credential in code: DefaultAzureCredential finds the controller's managed identity (here the
+    # emulator's IMDS, as on an Azure VM that runs `overcast up`)
+    monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", f"{vms.imds_url}/controller")
+    text = f"""\
+azure:
+  - name: eus
+    subscription_id: {SUBSCRIPTION}
+    resource_group: {RESOURCE_GROUP}
+    region: {REGION}
+    zones: ["3"]
+    endpoint: {fake_arm.endpoint}
+    vm_sizes: [{H100}]
+    image: microsoft-dsvm:ubuntu-hpc:2204:latest
+    subnet_id: {SUBNET}
+    identity_id: {IDENTITY}
+    max_nodes: 2
+"""
+    fleet = parse_fleet(text)
+    backends = backends_from_fleet(fleet, tmp_path)
+    assert [b.name for b in backends] == ["azure:eus"]
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    loop = ControlLoop(store, backends, home=tmp_path, grace_seconds=2.0)
+    record = store.submit("default", gpu_job("hello", "sleep 1; echo hello from $OVERCAST_NODE_RANK", 1))
+    run_until(loop, lambda: state(store, record.id).state is JobState.RUNNING)
+    # the services' backends of the same subscription (under home/serve) do not see the jobs' VMs
+    (services,) = backends_from_fleet(fleet, tmp_path / "serve")
+    assert services.active() == [] and backends[0].active() == [(record.id, 1)]
+    run_until(loop, lambda: state(store, record.id).state.terminal)
+    assert state(store, record.id).state is JobState.SUCCEEDED
+    (vm,) = [name for name in vms.booted() if record.id.lower() in name]
+    assert "hello from 0" in vms.console(vm)
