@@ -14,11 +14,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from azure.core import MatchConditions
 from azure.core.credentials import AccessToken
-from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceModifiedError
 
 from overcast.backends.azure import NO_AGENT, AzureBackend, vm_name
-from overcast.backends.azure_client import AzureApiError, AzureSettings, translate
+from overcast.backends.azure_client import AzureApiError, AzureSettings, add_tags, translate
 from overcast.backends.base import CapacityError, EventKind, LaunchRequest, ProviderDown
 from overcast.catalog.fleet import parse_fleet
 from overcast.catalog.pools import pool_id
@@ -152,6 +153,15 @@ def test_pools_and_a_two_node_gang_through_the_sdk(fake_arm: FakeArm, tmp_path: 
     assert backend.launch(request).handle == allocation.handle and len(fake_arm.creates()) == puts
     assert backend.active() == [("j1", 1)]
     assert pool_of(backend, "2", Purchase.SPOT).used_nodes == 2
+    # tags are added with the VM's ETag: a write based on a stale read fails instead of dropping a tag
+    stale = backend.compute.virtual_machines.get(RESOURCE_GROUP, names[0])
+    add_tags(backend.compute, RESOURCE_GROUP, names[0], {"overcast-exit": "0"})
+    with pytest.raises(ResourceModifiedError):
+        backend.compute.virtual_machines.begin_update(
+            RESOURCE_GROUP, names[0], {"tags": dict(stale.tags) | {"overcast-stop": "1"}},
+            etag=stale.etag, match_condition=MatchConditions.IfNotModified,
+        ).result()  # fmt: skip
+    assert fake_arm.vm(names[0])["tags"]["overcast-exit"] == "0"  # type: ignore[index]
     backend.stop("j1", 1, grace_seconds=0.0)
     assert backend.poll() == [] and backend.active() == []
     assert eventually(lambda: gang_vms(fake_arm, "j1") == [])  # deleted (ARM forgets a deleted VM)

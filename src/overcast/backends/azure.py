@@ -29,9 +29,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from overcast.backends.azure_client import AzureSettings, call, compute_client
+from overcast.backends.azure_client import AzureSettings, add_tags, call, compute_client
 from overcast.backends.azure_customdata import custom_data
-from overcast.backends.azure_gangs import Gang, group, provisioning, tags
+from overcast.backends.azure_gangs import Gang, group, provisioning
 from overcast.backends.base import (
     Allocation,
     BackendEvent,
@@ -323,9 +323,7 @@ class AzureBackend:
         return call("list VMs", lambda: list(self.compute.virtual_machines.list(rg)))
 
     def _tag(self, vm: Any, extra: dict[str, str]) -> None:
-        """Add tags to a VM (ARM's PATCH replaces the whole tags object: send the old ones too)."""
-        vms, rg = self.compute.virtual_machines, self.settings.resource_group
-        call("tag VM", lambda: vms.begin_update(rg, vm.name, {"tags": tags(vm) | extra}).result())
+        call("tag VM", add_tags, self.compute, self.settings.resource_group, vm.name, extra)
 
     def _delete(self, gang: Gang, ended_only: bool = False) -> None:
         """Delete the gang's VMs (all, or only those that ended or failed) without waiting: ARM carries on

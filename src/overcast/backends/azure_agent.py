@@ -94,12 +94,6 @@ def find_head(compute: Any, rg: str, job: str, attempt: str, nodes: int) -> str:
         time.sleep(1.0)
 
 
-def tag_vm(compute: Any, rg: str, name: str, extra: dict[str, str]) -> None:
-    """Add tags to a VM: ARM's PATCH replaces the tags object, so read the current ones first."""
-    current = compute.virtual_machines.get(rg, name).tags or {}
-    compute.virtual_machines.begin_update(rg, name, {"tags": dict(current) | extra}).result()
-
-
 def main(argv: list[str]) -> int:
     if "--" not in argv:
         print("usage: python -m overcast.backends.azure_agent [options] -- CMD...", file=sys.stderr)
@@ -116,7 +110,7 @@ def main(argv: list[str]) -> int:
 
     from azure.identity import ManagedIdentityCredential
 
-    from overcast.backends.azure_client import AzureSettings, compute_client
+    from overcast.backends.azure_client import AzureSettings, add_tags, compute_client
 
     imds = Imds()
     me = imds.instance()["compute"]
@@ -127,7 +121,7 @@ def main(argv: list[str]) -> int:
                           lro_poll_seconds=1.0)  # fmt: skip
     compute = compute_client(where, ManagedIdentityCredential())
     # "the agent runs" (the backend reports STARTED once every rank says so) and where it listens
-    tag_vm(compute, rg, name, {"overcast-agent": "up", "overcast-ip": private_ip(imds.instance())})
+    add_tags(compute, rg, name, {"overcast-agent": "up", "overcast-ip": private_ip(imds.instance())})
     code, sigterm = AGENT_FAILED, False
     try:
         head = find_head(compute, rg, args.job, args.attempt, args.nodes)
@@ -144,7 +138,7 @@ def main(argv: list[str]) -> int:
         exit_tags = {"overcast-exit": str(code)} | ({"overcast-sigterm": "1"} if sigterm else {})
         print(f"overcast-agent: exit {code}; tagging and deallocating {name}", file=sys.stderr, flush=True)
         try:
-            tag_vm(compute, rg, name, exit_tags)
+            add_tags(compute, rg, name, exit_tags)
         finally:
             compute.virtual_machines.begin_deallocate(rg, name).result()
     return 0

@@ -151,6 +151,31 @@ def translate(operation: str, exc: Exception) -> Exception:
     return exc
 
 
+def add_tags(compute: Any, resource_group: str, name: str, extra: dict[str, str], attempts: int = 5) -> None:
+    """Add tags to a VM. ARM's PATCH replaces the tags object as a whole, so the current tags are read
+    and sent back with the new ones, conditional on the VM's ETag: when the agent (exit code) and the
+    backend (stop request) tag one VM at once, neither write can drop the other's tag."""
+    from azure.core import MatchConditions
+    from azure.core.exceptions import ResourceModifiedError
+
+    vms = compute.virtual_machines
+    for attempt in range(attempts):
+        vm = vms.get(resource_group, name)
+        tags = dict(vm.tags or {}) | extra
+        try:
+            vms.begin_update(
+                resource_group,
+                name,
+                {"tags": tags},
+                etag=vm.etag,
+                match_condition=MatchConditions.IfNotModified,
+            ).result()
+            return
+        except ResourceModifiedError:  # someone else tagged it in between: read again
+            if attempt == attempts - 1:
+                raise
+
+
 def call(operation: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     """``fn(*args, **kwargs)`` with ARM's errors translated (see ``translate``)."""
     try:
