@@ -76,7 +76,7 @@ def apply_place(
         why = f"{pool.id}: {exc}; cooling down {cooldown:.0f}s (failure {learned.failures} in a row)"
         store.add_event(None, "pool-cooldown", why)
         if store.transition(
-            job.id, [JobState.LAUNCHING], JobState.PENDING, reason=f"{pool.id}: {exc}",
+            job.id, [JobState.LAUNCHING], JobState.PENDING, reason=f"{pool.id}: {exc}", attempt_was=attempt,
             event=(outcome, f"attempt {attempt} on {pool.id}: {exc}; trying elsewhere"),
         ):  # fmt: skip
             metrics.FAILOVERS.labels(reason=outcome).inc()
@@ -86,7 +86,7 @@ def apply_place(
         store.end_launch(job.id, attempt, "launch-error")
         store.transition(
             job.id, [JobState.LAUNCHING], JobState.FAILED, reason=f"launch failed: {exc}",
-            event=("failed", f"attempt {attempt} could not start on {pool.id}: {exc}"),
+            attempt_was=attempt, event=("failed", f"attempt {attempt} could not start on {pool.id}: {exc}"),
         )  # fmt: skip
         return
     store.record_launch(job.id, attempt, pool.id, pool.backend, handle=allocation.handle)
@@ -103,7 +103,7 @@ def apply_preempt(rt: Runtime, preempt: Preempt, stop_job: Callable[[JobRecord, 
         return
     live = [JobState.LAUNCHING, JobState.RUNNING]
     stopping = store.transition(
-        job.id, live, JobState.STOPPING, reason=f"preempted: {preempt.reason}",
+        job.id, live, JobState.STOPPING, reason=f"preempted: {preempt.reason}", attempt_was=job.attempt,
         event=("preempting", f"attempt {job.attempt}: {preempt.reason}"),
     )  # fmt: skip
     if stopping is None:

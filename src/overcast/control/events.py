@@ -45,8 +45,9 @@ def handle_event(rt: Runtime, backend_name: str, event: BackendEvent) -> None:
         # Requeued (e.g. by a reconcile that raced the exit) but not relaunched: the work is done.
         done = ("succeeded", f"attempt {job.attempt} (after a requeue)")
         if store.transition(
-            job.id, [JobState.PENDING], JobState.SUCCEEDED, reason=None, event=done, event_at=event.at
-        ):
+            job.id, [JobState.PENDING], JobState.SUCCEEDED, reason=None, event=done, event_at=event.at,
+            attempt_was=job.attempt,
+        ):  # fmt: skip
             store.end_launch(job.id, job.attempt, "succeeded")
         return
     if current and job is not None and job.state.terminal and event.kind is not EventKind.STARTED:
@@ -70,11 +71,13 @@ def handle_event(rt: Runtime, backend_name: str, event: BackendEvent) -> None:
             reason=None,
             event=("started", detail),
             event_at=event.at,
+            attempt_was=job.attempt,
         )
     elif event.kind is EventKind.SUCCEEDED:
         if store.transition(
-            job.id, ACTIVE, JobState.SUCCEEDED, reason=None, event=("succeeded", detail), event_at=event.at
-        ):
+            job.id, ACTIVE, JobState.SUCCEEDED, reason=None, event=("succeeded", detail), event_at=event.at,
+            attempt_was=job.attempt,
+        ):  # fmt: skip
             store.end_launch(job.id, job.attempt, "succeeded")
     elif event.kind is EventKind.FAILED:
         rt.stop(backend_name, job.id, job.attempt, grace=0.0)  # the rest of the gang
@@ -94,7 +97,7 @@ def handle_event(rt: Runtime, backend_name: str, event: BackendEvent) -> None:
             rt.avoid.setdefault(job.id, set()).add(job.pool_id)
         store.transition(
             job.id, ACTIVE, JobState.PENDING, reason=f"capacity error on {where}",
-            event=("capacity-error", detail), event_at=event.at,
+            event=("capacity-error", detail), event_at=event.at, attempt_was=job.attempt,
         )  # fmt: skip
 
 

@@ -131,7 +131,9 @@ class ControlLoop:
                     event=("cancelled", "while pending"),
                 )  # fmt: skip
                 continue
-            stopping = store.transition(job.id, [job.state], JobState.STOPPING, reason="cancel requested")
+            stopping = store.transition(
+                job.id, [job.state], JobState.STOPPING, reason="cancel requested", attempt_was=job.attempt
+            )
             if stopping is None:
                 continue
             self.stopper.stop(stopping, "cancelled")

@@ -63,7 +63,7 @@ def reconcile(rt: Runtime, in_flight: Callable[[str], bool] = lambda job_id: Fal
             store.end_launch(job.id, job.attempt, "lost")
             why = f"attempt {job.attempt} not running on {job.backend}"
             if store.transition(
-                job.id, [job.state], JobState.PENDING, reason=f"requeued: {why}",
+                job.id, [job.state], JobState.PENDING, reason=f"requeued: {why}", attempt_was=job.attempt,
                 event=("requeued", f"{why} (found by reconcile)"),
             ):  # fmt: skip
                 report.requeued.append(job.id)

@@ -17,6 +17,7 @@ def requeue_after_loss(rt: Runtime, job: JobRecord, from_states: tuple[JobState,
         used = f"restart {job.restarts + 1} of {job.spec.max_restarts}"
         done = rt.store.transition(
             job.id, from_states, JobState.PENDING, restarts=job.restarts + 1, reason=f"requeued: {why}",
+            attempt_was=job.attempt,
             event=("requeued", f"attempt {job.attempt}: {why} ({used})"),
         )  # fmt: skip
         if done is not None:
@@ -24,6 +25,7 @@ def requeue_after_loss(rt: Runtime, job: JobRecord, from_states: tuple[JobState,
         return
     rt.store.transition(
         job.id, from_states, JobState.FAILED, reason=f"{why}; out of restarts ({job.spec.max_restarts})",
+        attempt_was=job.attempt,
         event=("failed", f"{why}; max_restarts={job.spec.max_restarts} used up"),
     )  # fmt: skip
 
@@ -34,12 +36,14 @@ def retry_after_failure(rt: Runtime, job: JobRecord, from_states: tuple[JobState
         used = f"retry {job.failures + 1} of {job.spec.max_retries_on_failure}"
         rt.store.transition(
             job.id, from_states, JobState.PENDING, failures=job.failures + 1, reason=f"retrying: {why}",
+            attempt_was=job.attempt,
             event=("retry", f"attempt {job.attempt}: {why} ({used})"),
         )  # fmt: skip
         return
     rt.store.transition(
-        job.id, from_states, JobState.FAILED, reason=why, event=("failed", f"attempt {job.attempt}: {why}")
-    )
+        job.id, from_states, JobState.FAILED, reason=why, event=("failed", f"attempt {job.attempt}: {why}"),
+        attempt_was=job.attempt,
+    )  # fmt: skip
 
 
 def finish_stop(rt: Runtime, job: JobRecord, why: str) -> None:
@@ -48,10 +52,10 @@ def finish_stop(rt: Runtime, job: JobRecord, why: str) -> None:
     if job.cancel_requested:
         rt.store.transition(
             job.id, [JobState.STOPPING], JobState.CANCELLED, reason="cancelled by user",
-            event=("cancelled", f"attempt {job.attempt} stopped"),
+            attempt_was=job.attempt, event=("cancelled", f"attempt {job.attempt} stopped"),
         )  # fmt: skip
     else:
         rt.store.transition(
-            job.id, [JobState.STOPPING], JobState.PENDING, reason=f"requeued: {why}",
+            job.id, [JobState.STOPPING], JobState.PENDING, reason=f"requeued: {why}", attempt_was=job.attempt,
             event=("requeued", f"attempt {job.attempt}: {why}"),
         )  # fmt: skip
