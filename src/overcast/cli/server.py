@@ -59,9 +59,13 @@ def up(
         try:
             fleet_doc = load_fleet(fleet)
             backends = backends_from_fleet(fleet_doc, home)
-            # services' replicas on providers of their own (under home/serve): the job loop's reconciler
-            # stops every launch that is not a stored job
-            service_backends = backends_from_fleet(fleet_doc, home / "serve")
+            # services' replicas on providers of their own (under home/serve), local ones only: a replica
+            # is reached at 127.0.0.1:<port>, so one on a cloud VM would bill and never be ready
+            from overcast.backends.local import LocalBackend
+
+            service_backends = [
+                b for b in backends_from_fleet(fleet_doc, home / "serve") if isinstance(b, LocalBackend)
+            ]
         except (FleetError, OSError) as exc:
             _fail(str(exc))
         if not backends:
