@@ -109,10 +109,10 @@ def main(argv: list[str]) -> int:
         print("overcast-agent: no instance id in the metadata service", file=sys.stderr)
         return 1
     ec2 = boto3.client("ec2", region_name=args.region, endpoint_url=args.endpoint_url, config=RETRIES)
-    # "the agent runs": the backend reports STARTED only once every rank says so
-    ec2.create_tags(Resources=[me], Tags=[{"Key": "overcast:agent", "Value": "up"}])
     code, sigterm = AGENT_FAILED, False
     try:
+        # "the agent runs": the backend reports STARTED only once every rank says so
+        ec2.create_tags(Resources=[me], Tags=[{"Key": "overcast:agent", "Value": "up"}])
         rank, head = find_gang(ec2, args.job, args.attempt, args.nodes, me)
         env = os.environ | {"OVERCAST_NODE_RANK": str(rank), "OVERCAST_HEAD_ADDR": head}
         print(

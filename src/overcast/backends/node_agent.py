@@ -12,9 +12,11 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 
 AGENT_FAILED = 125  # the exit code recorded when the agent itself failed before or around the job
+LEFTOVER_GRACE_S = 30.0  # what the job's leftover processes get after its main process ended
 
 
 def run_job(
@@ -46,9 +48,45 @@ def run_job(
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
             signalled = True
-    while True:  # orphans of the job (a checkpoint still being written) end before the node does
-        try:
-            os.wait()
-        except ChildProcessError:
-            break
+    _reap_leftovers(proc.pid)
     return (128 - code if code < 0 else code), signalled
+
+
+def _reap_leftovers(pgid: int) -> None:
+    """Processes the job left behind (a checkpoint still being written, a forgotten ``nohup …&``): they
+    get SIGTERM and LEFTOVER_GRACE_S seconds, then SIGKILL, so the node always ends and stops billing."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + LEFTOVER_GRACE_S
+    killed = False
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return  # nothing left under this subreaper
+        if pid:
+            continue
+        if time.monotonic() > deadline:
+            if killed:
+                return  # unkillable (uninterruptible sleep): give up waiting, the node ends anyway
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+            _kill_children()
+            killed, deadline = True, time.monotonic() + 5.0
+        time.sleep(0.1)
+
+
+def _kill_children() -> None:
+    """SIGKILL every process whose parent is this one (orphans re-parented here left the job's group)."""
+    me = str(os.getpid())
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                ppid = fh.read().rsplit(")", 1)[1].split()[1]
+        except (OSError, IndexError):
+            continue
+        if ppid == me:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry), signal.SIGKILL)
