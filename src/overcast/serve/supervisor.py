@@ -58,6 +58,7 @@ class ServiceRunner:
         self._pending: ServiceSpec | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._final = "detach"  # what the runner's thread does after its last tick (close() sets it)
         self._thread = threading.Thread(target=self._run, name=f"service-{self.name}", daemon=True)
         if tick:
             self._thread.start()
@@ -81,6 +82,18 @@ class ServiceRunner:
             self._pending, self.version = spec, version
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:  # on this thread, after its last tick: no tick can launch a replica after the stop
+            self._finish()
+
+    def _finish(self) -> None:
+        if self._final == "shutdown":
+            self.ctl.shutdown()
+        else:
+            self.ctl.detach()
+
+    def _loop(self) -> None:
         last: dict[str, Any] | None = None
         while True:
             with self._lock:
@@ -101,13 +114,14 @@ class ServiceRunner:
                 return
 
     def close(self, *, stop_replicas: bool) -> None:
+        self._final = "shutdown" if stop_replicas else "detach"
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(30)
-        if stop_replicas:
-            self.ctl.shutdown()
+        if self._thread.ident is None:  # never started (tick=False): finish here
+            self._finish()
         else:
-            self.ctl.detach()
+            self._thread.join(30)
+            if self._thread.is_alive():  # a tick is stuck in a probe or a backend call
+                self.log(f"{self.name}: its tick is still running; it will {self._final} when it returns")
         if self.site is not None:
             asyncio.run_coroutine_threadsafe(self.site.cleanup(), self.loop).result(10)
         self._release()
