@@ -130,9 +130,13 @@ def test_pools_and_a_two_node_gang_through_the_sdk(fake_arm: FakeArm, tmp_path: 
     request = LaunchRequest("j1", 1, spot, 2, gpu_job("j", "echo hi"), env)
     allocation = backend.launch(request)
     names = [vm_name("azure:eus", "j1", 1, r) for r in (0, 1)]
-    assert allocation.handle == ",".join(names) and sorted(fake_arm.creates()) == sorted(names)
+    assert allocation.handle == ",".join(names) and fake_arm.creates() == [names[0][:-2], *names]
+    # one proximity placement group per gang, in the pool's zone, made first; both VMs are in it
+    (group,) = fake_arm.groups.values()
+    assert group["zones"] == ["2"] and group["properties"]["proximityPlacementGroupType"] == "Standard"
     for rank, name in enumerate(names):
         vm = fake_arm.vm(name)
+        assert vm is not None and vm["properties"]["proximityPlacementGroup"] == {"id": group["id"]}
         assert (
             vm is not None and vm["zones"] == ["2"] and vm["properties"]["provisioningState"] == "Succeeded"
         )
@@ -165,6 +169,7 @@ def test_pools_and_a_two_node_gang_through_the_sdk(fake_arm: FakeArm, tmp_path: 
     backend.stop("j1", 1, grace_seconds=0.0)
     assert backend.poll() == [] and backend.active() == []
     assert eventually(lambda: gang_vms(fake_arm, "j1") == [])  # deleted (ARM forgets a deleted VM)
+    assert backend.poll() == [] and fake_arm.groups == {}  # then the group, once it is empty
 
 
 def test_capacity_errors_roll_back_and_outages_map_to_provider_down(
@@ -178,7 +183,8 @@ def test_capacity_errors_roll_back_and_outages_map_to_provider_down(
     fake_arm.set_capacity(H100, "1", 1, "ZonalAllocationFailed")
     with pytest.raises(CapacityError, match="ZonalAllocationFailed"):
         backend.launch(LaunchRequest("big", 1, pool, 2, gpu_job("j", "true")))
-    assert len(fake_arm.creates()) == 2 and gang_vms(fake_arm, "big") == []
+    assert len(fake_arm.creates()) == 3 and gang_vms(fake_arm, "big") == []  # a group + 2 VMs
+    assert fake_arm.groups == {}  # the group is deleted too
     assert backend.active() == [] and backend.poll() == []  # nothing left behind, nothing to report
     for code in (
         "SkuNotAvailable",
@@ -274,7 +280,8 @@ def test_loop_fails_over_on_capacity_resumes_after_an_eviction_and_reconciles_af
     assert _result_lines(vms, final_names) == [reference_result(tmp_path / "ref", steps=150)] * 2
     resumed = [re.search(r"resumed from checkpoint at step (\d+)", vms.console(n)) for n in final_names]
     assert all(m and 0 < int(m[1]) < 150 for m in resumed), resumed  # from mid-run, not from the end
-    run_until(loop, lambda: gang_vms(fake_arm, record.id) == [])  # every VM of the job is deleted
+    # every VM of the job is deleted, and both attempts' placement groups once they were empty
+    run_until(loop, lambda: gang_vms(fake_arm, record.id) == [] and fake_arm.groups == {})
     backend = loop.backends["azure:eus"]
     assert backend.poll() == [] and backend.active() == []
 

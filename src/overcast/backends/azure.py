@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
-import re
 import threading
 import time
 from pathlib import Path
@@ -32,6 +30,7 @@ from typing import Any
 from overcast.backends.azure_client import AzureSettings, add_tags, call, compute_client
 from overcast.backends.azure_customdata import custom_data
 from overcast.backends.azure_gangs import Gang, group, provisioning
+from overcast.backends.azure_vmspec import gang_name, group_body, vm_body, vm_name
 from overcast.backends.base import (
     Allocation,
     BackendEvent,
@@ -42,18 +41,11 @@ from overcast.backends.base import (
 from overcast.backends.local_runner import write_json_atomic
 from overcast.catalog.offer import Offer
 from overcast.catalog.pools import offer_pools
-from overcast.placement.pool import Health, Pool, Purchase
+from overcast.placement.pool import Health, Pool
 from overcast.store.engine import overcast_home
 
 NO_AGENT = "the node agent never started (does the image have python3 and overcast? see the boot diagnostics)"
 STOP_POLL_SECONDS = 0.2  # how often stop() looks whether the gang has ended within its grace period
-
-
-def vm_name(owner: str, job_id: str, attempt: int, rank: int) -> str:
-    """A VM (and Linux host) name: at most 64 characters of [a-z0-9-], unique per (owner, job, attempt)."""
-    slug = re.sub(r"[^a-z0-9-]+", "-", job_id.lower()).strip("-")[:32] or "job"
-    digest = hashlib.sha256(f"{owner}/{job_id}/{attempt}".encode()).hexdigest()[:8]
-    return f"oc-{slug}-{attempt}-{digest}-{rank}"
 
 
 class AzureBackend:
@@ -142,16 +134,13 @@ class AzureBackend:
             data = custom_data(self.settings, request)
             vms = self.compute.virtual_machines
             rg = self.settings.resource_group
-            try:  # in parallel: creating a GPU VM takes minutes on Azure
+            try:
+                group_id = self._create_group(request, pool) if request.num_nodes > 1 else None
+                bodies = [vm_body(self.settings, request, pool, r, data, group_id) for r in range(len(names))]
+                # in parallel: creating a GPU VM takes minutes on Azure
                 pollers = [
-                    call(
-                        "create VM",
-                        vms.begin_create_or_update,
-                        rg,
-                        name,
-                        self._vm_body(request, pool, rank, name, data),
-                    )
-                    for rank, name in enumerate(names)
+                    call("create VM", vms.begin_create_or_update, rg, name, body)
+                    for name, body in zip(names, bodies, strict=True)
                 ]
                 for poller in pollers:
                     call("create VM", poller.result)
@@ -171,65 +160,38 @@ class AzureBackend:
             with contextlib.suppress(Exception):
                 poller.result()
         state, key = self._state(), f"{request.job_id}--{request.attempt}"
-        if self._gang(request.job_id, request.attempt) is None:
-            state["launched"].pop(key, None)
-        elif key not in state["stopped"]:  # something survived: the poll's clean-up deletes it
+        if key not in state["stopped"]:  # whatever survives (a VM, the group): the poll's clean-up
             state["stopped"].append(key)
+        with contextlib.suppress(Exception):
+            if self._gang(request.job_id, request.attempt) is None:
+                self._drop(state, key, request.num_nodes)
         self._save(state)
 
-    def _vm_body(self, request: LaunchRequest, pool: Pool, rank: int, name: str, data: str) -> dict[str, Any]:
-        s = self.settings
-        vm_tags = {
-            "overcast-backend": s.owner,
-            "overcast-job": request.job_id,
-            "overcast-attempt": str(request.attempt),
-            "overcast-pool": pool.id,
-            "overcast-nodes": str(request.num_nodes),
-            "overcast-rank": str(rank),
-        }
-        linux: dict[str, Any] = {"disablePasswordAuthentication": True}
-        if s.ssh_public_key:
-            path = f"/home/{s.admin_username}/.ssh/authorized_keys"
-            linux["ssh"] = {"publicKeys": [{"path": path, "keyData": s.ssh_public_key}]}
-        nic = {
-            "name": f"{name}-nic",
-            "properties": {
-                "primary": True,
-                "deleteOption": "Delete",  # the NIC goes with the VM: nothing left to clean up
-                "enableAcceleratedNetworking": True,
-                "ipConfigurations": [{"name": "ipconfig1", "properties": {"subnet": {"id": s.subnet_id}}}],
-            },
-        }
-        props: dict[str, Any] = {
-            "hardwareProfile": {"vmSize": pool.instance_type},
-            "storageProfile": {
-                "imageReference": _image_reference(s.image),
-                "osDisk": {
-                    "createOption": "FromImage",
-                    "deleteOption": "Delete",
-                    "managedDisk": {"storageAccountType": "Premium_LRS"},
-                },
-            },
-            "osProfile": {
-                "computerName": name,
-                "adminUsername": s.admin_username,
-                "customData": data,
-                "linuxConfiguration": linux,
-            },
-            # VM-level NIC configurations: ARM creates (and deletes) the NIC, no Microsoft.Network calls
-            "networkProfile": {"networkApiVersion": "2020-11-01", "networkInterfaceConfigurations": [nic]},
-        }
-        if pool.purchase is Purchase.SPOT:
-            props |= {"priority": "Spot", "evictionPolicy": "Delete", "billingProfile": {"maxPrice": -1}}
-        body: dict[str, Any] = {
-            "location": s.region,
-            "tags": vm_tags,
-            "identity": {"type": "UserAssigned", "userAssignedIdentities": {s.identity_id: {}}},
-            "properties": props,
-        }
-        if pool.zone:
-            body["zones"] = [pool.zone]
-        return body
+    def _create_group(self, request: LaunchRequest, pool: Pool) -> str:
+        """The gang's proximity placement group (one network spine), made before its VMs."""
+        name = gang_name(self.settings.owner, request.job_id, request.attempt)
+        groups = self.compute.proximity_placement_groups
+        made = call(
+            "create PPG",
+            groups.create_or_update,
+            self.settings.resource_group,
+            name,
+            group_body(self.settings, pool),
+        )
+        return str(made.id)
+
+    def _drop(self, state: dict[str, Any], key: str, nodes: int) -> None:
+        """Forget a gang whose VMs are all gone, once its placement group is deleted too."""
+        if nodes > 1:
+            job_id, _, attempt = key.rpartition("--")
+            name = gang_name(self.settings.owner, job_id, int(attempt))
+            call(
+                "delete PPG",
+                self.compute.proximity_placement_groups.delete,
+                self.settings.resource_group,
+                name,
+            )
+        state["launched"].pop(key, None)
 
     # -- stop, poll, active -------------------------------------------------------------------------
 
@@ -270,8 +232,8 @@ class AzureBackend:
             for gang in gangs:
                 if gang.key in state["stopped"] or gang.key in state["reported"] or gang.stop_requested:
                     self._delete(gang, ended_only=gang.key not in state["stopped"])
-                    if not gang.vms:
-                        state["launched"].pop(gang.key, None)
+                    if not gang.vms and gang.key in state["launched"]:
+                        self._drop(state, gang.key, gang.nodes)
                     continue
                 event = gang.terminal_event(now)
                 if event is not None:
@@ -356,13 +318,3 @@ class AzureBackend:
 
     def _save(self, state: dict[str, Any]) -> None:
         write_json_atomic(self.dir / "acked.json", state)
-
-
-def _image_reference(image: str) -> dict[str, str]:
-    """An image resource id (a gallery or managed image), or a marketplace URN publisher:offer:sku:version."""
-    if image.startswith("/"):
-        return {"id": image}
-    parts = image.split(":")
-    if len(parts) != 4:
-        raise ValueError(f"image {image!r}: give a resource id or publisher:offer:sku:version")
-    return dict(zip(("publisher", "offer", "sku", "version"), parts, strict=True))
