@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from overcast.backends.azure_client import AzureSettings, add_tags, call, compute_client
+from overcast.backends.azure_client import AzureApiError, AzureSettings, add_tags, call, compute_client
 from overcast.backends.azure_customdata import custom_data
 from overcast.backends.azure_gangs import Gang, group, provisioning
 from overcast.backends.azure_vmspec import gang_name, group_body, vm_body, vm_name
@@ -209,7 +209,8 @@ class AzureBackend:
             return
         if grace_seconds > 0 and gang.live:
             for vm in gang.live:
-                self._tag(vm, {"overcast-stop": "1"})
+                with contextlib.suppress(AzureApiError):  # gone since the list: nothing to ask
+                    self._tag(vm, {"overcast-stop": "1"})
             deadline = time.monotonic() + grace_seconds
             while time.monotonic() < deadline:
                 time.sleep(STOP_POLL_SECONDS)

@@ -121,7 +121,8 @@ def compute_client(settings: AzureSettings, credential: Any = None) -> Any:
     kwargs = dict(CLIENT_OPTIONS, polling_interval=settings.lro_poll_seconds)
     if settings.endpoint:
         kwargs["base_url"] = settings.endpoint
-        kwargs["credential_scopes"] = ["https://management.azure.com/.default"]
+        # the token's audience is ARM's own URL (also right for sovereign clouds' endpoints)
+        kwargs["credential_scopes"] = [settings.endpoint.rstrip("/") + "/.default"]
     return ComputeManagementClient(credential, settings.subscription_id, **kwargs)
 
 
