@@ -120,10 +120,10 @@ def main(argv: list[str]) -> int:
                           vm_sizes=(), image="", subnet_id="", identity_id="", endpoint=args.arm_endpoint,
                           lro_poll_seconds=1.0)  # fmt: skip
     compute = compute_client(where, ManagedIdentityCredential())
-    # "the agent runs" (the backend reports STARTED once every rank says so) and where it listens
-    add_tags(compute, rg, name, {"overcast-agent": "up", "overcast-ip": private_ip(imds.instance())})
     code, sigterm = AGENT_FAILED, False
     try:
+        # "the agent runs" (the backend reports STARTED once every rank says so) and where it listens
+        add_tags(compute, rg, name, {"overcast-agent": "up", "overcast-ip": private_ip(imds.instance())})
         head = find_head(compute, rg, args.job, args.attempt, args.nodes)
         env = os.environ | {"OVERCAST_NODE_RANK": rank, "OVERCAST_HEAD_ADDR": head}
         print(
