@@ -1,0 +1,112 @@
+"""What OCI says about overcast's instances, grouped by gang: one (job, attempt) = N ``launch_instance``.
+
+Everything the OCI backend needs after a crash is on the instances, as freeform tags:
+
+    overcast-backend   which OciBackend launched it (several compartments or regions may share one API)
+    overcast-job, overcast-attempt, overcast-pool, overcast-nodes, overcast-rank (set at launch)
+    overcast-agent     the node agent runs (STARTED waits for every rank's); overcast-addr its private IP
+    overcast-exit      the job's exit code, set by the node agent just before it terminates the instance
+    overcast-sigterm   the job got SIGTERM (a stop request) before it exited
+    overcast-stop      the control loop stopped this gang: no events, the agent sends SIGTERM
+
+An instance that is gone (STOPPING, STOPPED, TERMINATING, TERMINATED, or no longer listed) without an
+exit tag was lost: a preemption, a host failure, or someone terminated it outside overcast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from overcast.backends.base import BackendEvent, EventKind
+from overcast.backends.oci_client import GONE_STATES, LIVE_STATES, TAG
+
+
+def tags(instance: Any) -> dict[str, str]:
+    return dict(instance.freeform_tags or {})
+
+
+def rank_of(instance: Any) -> int:
+    try:
+        return int(tags(instance).get(TAG + "rank", "0"))
+    except ValueError:
+        return 0
+
+
+@dataclass(slots=True)
+class Gang:
+    job_id: str
+    attempt: int
+    pool_id: str
+    nodes: int
+    instances: list[Any]  # oci.core.models.Instance
+
+    @property
+    def key(self) -> str:
+        return f"{self.job_id}--{self.attempt}"
+
+    @property
+    def live(self) -> list[Any]:
+        return [i for i in self.instances if i.lifecycle_state in LIVE_STATES]
+
+    @property
+    def stop_requested(self) -> bool:
+        return any(TAG + "stop" in tags(i) for i in self.instances)
+
+    def all_running(self) -> bool:
+        """Every rank's instance runs and its agent has come up."""
+        up = [i for i in self.instances if i.lifecycle_state == "RUNNING" and TAG + "agent" in tags(i)]
+        return len({rank_of(i) for i in up}) == self.nodes
+
+    def agent_missing_since(self) -> float | None:
+        """The launch time of a gang whose instances all run but some agent has not come up, else None."""
+        running = [i for i in self.instances if i.lifecycle_state == "RUNNING"]
+        if len(running) < self.nodes or self.all_running():
+            return None
+        return max(i.time_created.timestamp() for i in running)
+
+    def terminal_event(self, now: float) -> BackendEvent | None:
+        """The gang's outcome, once it has one: lost > preempted by SIGTERM > failed > all succeeded."""
+        ended: list[tuple[int, int, bool]] = []  # (rank, exit code, got SIGTERM)
+        lost: list[str] = []
+        for inst in sorted(self.instances, key=rank_of):
+            t, rank, st = tags(inst), rank_of(inst), inst.lifecycle_state
+            if TAG + "exit" in t:
+                ended.append((rank, int(t[TAG + "exit"]), t.get(TAG + "sigterm") == "1"))
+            elif st in GONE_STATES:
+                lost.append(f"{inst.id} (rank {rank}) {st} without an exit code")
+        missing = self.nodes - len({rank_of(i) for i in self.instances})
+        if missing > 0:  # terminated long ago (OCI lists terminated instances for a while only)
+            lost.append(f"{missing} instance(s) no longer listed by OCI")
+        job, attempt = self.job_id, self.attempt
+        if lost:
+            why = f"node lost (preempted or terminated outside overcast): {lost[0]}"
+            return BackendEvent(EventKind.PREEMPTED, job, attempt, now, why)
+        for rank, code, sigterm in ended:
+            if code != 0 and sigterm:
+                why = f"node {rank} got SIGTERM, exit {code}"
+                return BackendEvent(EventKind.PREEMPTED, job, attempt, now, why)
+        for rank, code, _ in ended:
+            if code != 0:
+                why = f"node {rank} exited with {code}"
+                return BackendEvent(EventKind.FAILED, job, attempt, now, why, code)
+        if len(ended) == self.nodes:
+            return BackendEvent(EventKind.SUCCEEDED, job, attempt, now, "", 0)
+        return None
+
+
+def group(instances: list[Any], owner: str) -> list[Gang]:
+    """Gangs of the instances tagged with ``owner`` (others are ignored), in (job, attempt) order."""
+    gangs: dict[tuple[str, int], Gang] = {}
+    for inst in instances:
+        t = tags(inst)
+        if t.get(TAG + "backend") != owner:
+            continue
+        try:
+            key = (t[TAG + "job"], int(t[TAG + "attempt"]))
+            nodes = int(t.get(TAG + "nodes", "1"))
+        except (KeyError, ValueError):
+            continue
+        gang = gangs.setdefault(key, Gang(key[0], key[1], t.get(TAG + "pool", ""), nodes, []))
+        gang.instances.append(inst)
+    return [gangs[key] for key in sorted(gangs)]
