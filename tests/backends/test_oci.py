@@ -60,6 +60,10 @@ def pool_of(backend: OciBackend, ad: str, purchase: Purchase = Purchase.ON_DEMAN
     return next(p for p in backend.pools() if p.id == wanted)
 
 
+def vms_of(fake: FakeOci, job: str) -> list[str]:
+    return [iid for iid, i in fake.instances.items() if i.data["freeformTags"]["overcast-job"] == job]
+
+
 def poll_until(backend: OciBackend, wanted: set, timeout: float = 20.0) -> list:
     events: list = []
     deadline = time.monotonic() + timeout
@@ -121,7 +125,25 @@ def test_a_gang_is_n_tagged_launches_in_one_ad_idempotent_and_preemptible_on_spo
     backend.launch(spot)
     action = oci_fake.launches[-1]["preemptibleInstanceConfig"]["preemptionAction"]
     assert action == {"type": "TERMINATE", "preserveBootVolume": False}
-    # 4 instances, listed in pages of 3 (opc-next-page)
+    # A loop that died in the middle of a launch (after rank 0): the replayed launch starts rank 1 only.
+    real_launch, calls = backend.compute.launch_instance, []
+
+    def dies_after_one(*args: object, **kw: object) -> object:
+        if calls:
+            raise SystemExit("the loop's process died")  # not an Exception: no rollback ran
+        calls.append(1)
+        return real_launch(*args, **kw)
+
+    backend.compute.launch_instance = dies_after_one
+    crashed = LaunchRequest("c", 1, pool_of(backend, AD1), 2, gpu_job("c", "true"))
+    with pytest.raises(SystemExit):
+        backend.launch(crashed)
+    backend.compute.launch_instance = real_launch
+    backend.launch(crashed)
+    assert [b["freeformTags"]["overcast-rank"] for b in oci_fake.launches[-2:]] == ["0", "1"]
+    assert len(vms_of(oci_fake, "c")) == 2
+    backend.stop("c", 1, grace_seconds=0.0)
+    # 6 instances, listed in pages of 3 (opc-next-page)
     assert backend.active() == [("j1", 1), ("s", 1)]
     assert pool_of(backend, AD2).used_nodes == 3
     backend.stop("j1", 1, grace_seconds=0.0)
