@@ -71,7 +71,8 @@ def up(
         if not backends:
             _fail(
                 f"{fleet}: no clusters to run jobs on "
-                "(add one under 'clusters:' with 'local: {}' or 'slurm: {conf: ...}', or an 'aws:' account)"
+                "(add one under 'clusters:' with 'local: {}' or 'slurm: {conf: ...}', "
+                "or an 'aws:', 'azure:' or 'oci:' account)"
             )
     else:
         from overcast.backends.local import LocalBackend
