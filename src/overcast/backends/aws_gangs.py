@@ -15,13 +15,15 @@ was lost: a spot reclaim, a hardware failure, or someone terminated it outside o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from overcast.backends.base import BackendEvent, EventKind
+from overcast.backends.base import BackendEvent
+from overcast.backends.cloud_gangs import GangHead, Wording, by_gang, outcome
 
 LIVE_STATES = frozenset({"pending", "running"})
 GONE_STATES = frozenset({"shutting-down", "terminated", "stopping", "stopped"})
+WORDING = Wording(lost="spot reclaim or terminated outside overcast", sigterm="spot notice or stop")
 
 
 def tags(instance: dict[str, Any]) -> dict[str, str]:
@@ -29,16 +31,8 @@ def tags(instance: dict[str, Any]) -> dict[str, str]:
 
 
 @dataclass(slots=True)
-class Gang:
-    job_id: str
-    attempt: int
-    pool_id: str
-    nodes: int
-    instances: list[dict[str, Any]]
-
-    @property
-    def key(self) -> str:
-        return f"{self.job_id}--{self.attempt}"
+class Gang(GangHead):
+    instances: list[dict[str, Any]] = field(default_factory=list)
 
     def state(self, instance: dict[str, Any]) -> str:
         return instance["State"]["Name"]
@@ -64,7 +58,7 @@ class Gang:
         return max(i["LaunchTime"].timestamp() for i in running)
 
     def terminal_event(self, now: float) -> BackendEvent | None:
-        """The gang's outcome, once it has one: lost > preempted by notice > failed > all succeeded."""
+        """The gang's outcome, once it has one (``cloud_gangs.outcome``)."""
         ended: list[tuple[int, int, bool]] = []  # (rank, exit code, got SIGTERM)
         lost: list[str] = []
         for inst in sorted(self.instances, key=lambda i: i.get("AmiLaunchIndex", 0)):
@@ -78,34 +72,10 @@ class Gang:
         missing = self.nodes - len(self.instances)  # terminated long ago: EC2 no longer lists it
         if missing > 0:
             lost.append(f"{missing} instance(s) no longer listed by EC2")
-        job, attempt = self.job_id, self.attempt
-        if lost:
-            why = f"node lost (spot reclaim or terminated outside overcast): {lost[0]}"
-            return BackendEvent(EventKind.PREEMPTED, job, attempt, now, why)
-        for rank, code, sigterm in ended:
-            if code != 0 and sigterm:
-                why = f"node {rank} got SIGTERM (spot notice or stop), exit {code}"
-                return BackendEvent(EventKind.PREEMPTED, job, attempt, now, why)
-        for rank, code, _ in ended:
-            if code != 0:
-                return BackendEvent(
-                    EventKind.FAILED, job, attempt, now, f"node {rank} exited with {code}", code
-                )
-        if len(ended) == self.nodes:
-            return BackendEvent(EventKind.SUCCEEDED, job, attempt, now, "", 0)
-        return None
+        return outcome(self, ended, lost, now, WORDING)
 
 
 def group(instances: list[dict[str, Any]]) -> list[Gang]:
     """Gangs of the instances (those without overcast's tags are ignored), in (job, attempt) order."""
-    gangs: dict[tuple[str, int], Gang] = {}
-    for inst in instances:
-        t = tags(inst)
-        try:
-            key = (t["overcast:job"], int(t["overcast:attempt"]))
-            nodes = int(t.get("overcast:nodes", "1"))
-        except (KeyError, ValueError):
-            continue
-        gang = gangs.setdefault(key, Gang(key[0], key[1], t.get("overcast:pool", ""), nodes, []))
-        gang.instances.append(inst)
-    return [gangs[key] for key in sorted(gangs)]
+    gangs = by_gang(instances, tags, "overcast:")
+    return [Gang(h.job_id, h.attempt, h.pool_id, h.nodes, items) for h, items in gangs]

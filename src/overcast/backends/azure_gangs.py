@@ -22,9 +22,11 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from overcast.backends.base import BackendEvent, EventKind
+from overcast.backends.base import BackendEvent
+from overcast.backends.cloud_gangs import GangHead, Wording, by_gang, outcome, split_key
 
 GONE_STATES = frozenset({"Deleting", "Failed"})
+WORDING = Wording(lost="spot eviction or deleted outside overcast", sigterm="Preempt event or stop")
 
 
 def tags(vm: Any) -> dict[str, str]:
@@ -40,16 +42,8 @@ def rank(vm: Any) -> int:
 
 
 @dataclass(slots=True)
-class Gang:
-    job_id: str
-    attempt: int
-    pool_id: str
-    nodes: int
+class Gang(GangHead):
     vms: list[Any] = field(default_factory=list)
-
-    @property
-    def key(self) -> str:
-        return f"{self.job_id}--{self.attempt}"
 
     @property
     def live(self) -> list[Any]:
@@ -74,7 +68,7 @@ class Gang:
         return max(times).timestamp() if times else dt.datetime.now(dt.UTC).timestamp()
 
     def terminal_event(self, now: float) -> BackendEvent | None:
-        """The gang's outcome, once it has one: lost > preempted by notice > failed > all succeeded."""
+        """The gang's outcome, once it has one (``cloud_gangs.outcome``)."""
         ended: list[tuple[int, int, bool]] = []  # (rank, exit code, got SIGTERM)
         lost: list[str] = []
         for vm in sorted(self.vms, key=rank):
@@ -86,38 +80,15 @@ class Gang:
         missing = self.nodes - len(self.vms)
         if missing > 0:  # evicted (spot, policy Delete) or deleted outside overcast: ARM forgets it
             lost.append(f"{missing} VM(s) no longer listed by Azure")
-        job, attempt = self.job_id, self.attempt
-        if lost:
-            why = f"node lost (spot eviction or deleted outside overcast): {lost[0]}"
-            return BackendEvent(EventKind.PREEMPTED, job, attempt, now, why)
-        for r, code, sigterm in ended:
-            if code != 0 and sigterm:
-                why = f"node {r} got SIGTERM (Preempt event or stop), exit {code}"
-                return BackendEvent(EventKind.PREEMPTED, job, attempt, now, why)
-        for r, code, _ in ended:
-            if code != 0:
-                return BackendEvent(EventKind.FAILED, job, attempt, now, f"node {r} exited with {code}", code)
-        if len(ended) == self.nodes:
-            return BackendEvent(EventKind.SUCCEEDED, job, attempt, now, "", 0)
-        return None
+        return outcome(self, ended, lost, now, WORDING)
 
 
 def group(vms: list[Any], owner: str, launched: dict[str, int] | None = None) -> list[Gang]:
     """Gangs of ``owner``'s VMs, in (job, attempt) order. ``launched`` (key -> nodes) adds the gangs this
     backend created whose VMs are all gone: ARM no longer lists them, but their loss must be reported."""
-    gangs: dict[tuple[str, int], Gang] = {}
-    for vm in vms:
-        t = tags(vm)
-        if t.get("overcast-backend") != owner:
-            continue
-        try:
-            key = (t["overcast-job"], int(t["overcast-attempt"]))
-            nodes = int(t.get("overcast-nodes", "1"))
-        except (KeyError, ValueError):
-            continue
-        gang = gangs.setdefault(key, Gang(key[0], key[1], t.get("overcast-pool", ""), nodes))
-        gang.vms.append(vm)
+    gangs = {(h.job_id, h.attempt): Gang(h.job_id, h.attempt, h.pool_id, h.nodes, items)
+             for h, items in by_gang(vms, tags, "overcast-", owner)}  # fmt: skip
     for gang_key, nodes in (launched or {}).items():
-        job, _, attempt = gang_key.rpartition("--")
-        gangs.setdefault((job, int(attempt)), Gang(job, int(attempt), "", nodes))
+        job, attempt = split_key(gang_key)
+        gangs.setdefault((job, attempt), Gang(job, attempt, "", nodes))
     return [gangs[key] for key in sorted(gangs)]

@@ -15,11 +15,14 @@ exit tag was lost: a preemption, a host failure, or someone terminated it outsid
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from overcast.backends.base import BackendEvent, EventKind
+from overcast.backends.base import BackendEvent
+from overcast.backends.cloud_gangs import GangHead, Wording, by_gang, outcome
 from overcast.backends.oci_client import GONE_STATES, LIVE_STATES, TAG
+
+WORDING = Wording(lost="preempted or terminated outside overcast")
 
 
 def tags(instance: Any) -> dict[str, str]:
@@ -34,16 +37,8 @@ def rank_of(instance: Any) -> int:
 
 
 @dataclass(slots=True)
-class Gang:
-    job_id: str
-    attempt: int
-    pool_id: str
-    nodes: int
-    instances: list[Any]  # oci.core.models.Instance
-
-    @property
-    def key(self) -> str:
-        return f"{self.job_id}--{self.attempt}"
+class Gang(GangHead):
+    instances: list[Any] = field(default_factory=list)  # oci.core.models.Instance
 
     @property
     def live(self) -> list[Any]:
@@ -66,7 +61,7 @@ class Gang:
         return max(i.time_created.timestamp() for i in running)
 
     def terminal_event(self, now: float) -> BackendEvent | None:
-        """The gang's outcome, once it has one: lost > preempted by SIGTERM > failed > all succeeded."""
+        """The gang's outcome, once it has one (``cloud_gangs.outcome``)."""
         ended: list[tuple[int, int, bool]] = []  # (rank, exit code, got SIGTERM)
         lost: list[str] = []
         for inst in sorted(self.instances, key=rank_of):
@@ -78,35 +73,10 @@ class Gang:
         missing = self.nodes - len({rank_of(i) for i in self.instances})
         if missing > 0:  # terminated long ago (OCI lists terminated instances for a while only)
             lost.append(f"{missing} instance(s) no longer listed by OCI")
-        job, attempt = self.job_id, self.attempt
-        if lost:
-            why = f"node lost (preempted or terminated outside overcast): {lost[0]}"
-            return BackendEvent(EventKind.PREEMPTED, job, attempt, now, why)
-        for rank, code, sigterm in ended:
-            if code != 0 and sigterm:
-                why = f"node {rank} got SIGTERM, exit {code}"
-                return BackendEvent(EventKind.PREEMPTED, job, attempt, now, why)
-        for rank, code, _ in ended:
-            if code != 0:
-                why = f"node {rank} exited with {code}"
-                return BackendEvent(EventKind.FAILED, job, attempt, now, why, code)
-        if len(ended) == self.nodes:
-            return BackendEvent(EventKind.SUCCEEDED, job, attempt, now, "", 0)
-        return None
+        return outcome(self, ended, lost, now, WORDING)
 
 
 def group(instances: list[Any], owner: str) -> list[Gang]:
     """Gangs of the instances tagged with ``owner`` (others are ignored), in (job, attempt) order."""
-    gangs: dict[tuple[str, int], Gang] = {}
-    for inst in instances:
-        t = tags(inst)
-        if t.get(TAG + "backend") != owner:
-            continue
-        try:
-            key = (t[TAG + "job"], int(t[TAG + "attempt"]))
-            nodes = int(t.get(TAG + "nodes", "1"))
-        except (KeyError, ValueError):
-            continue
-        gang = gangs.setdefault(key, Gang(key[0], key[1], t.get(TAG + "pool", ""), nodes, []))
-        gang.instances.append(inst)
-    return [gangs[key] for key in sorted(gangs)]
+    gangs = by_gang(instances, tags, TAG, owner)
+    return [Gang(h.job_id, h.attempt, h.pool_id, h.nodes, items) for h, items in gangs]
