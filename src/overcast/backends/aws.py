@@ -18,11 +18,7 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
-import json
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,26 +27,20 @@ from botocore.exceptions import BotoCoreError, ClientError
 from overcast.backends.aws_client import AwsError, AwsSettings, call, ec2_client, translate
 from overcast.backends.aws_gangs import LIVE_STATES, Gang, group
 from overcast.backends.aws_userdata import user_data
-from overcast.backends.base import (
-    Allocation,
-    BackendEvent,
-    CapacityError,
-    EventKind,
-    LaunchRequest,
-    ProviderDown,
-)
-from overcast.backends.local_runner import write_json_atomic
+from overcast.backends.base import Allocation, CapacityError, LaunchRequest, ProviderDown
+from overcast.backends.cloud_backend import CloudBackend
 from overcast.catalog.offer import Offer
-from overcast.catalog.pools import offer_pools
-from overcast.placement.pool import Health, Pool, Purchase
-from overcast.store.engine import overcast_home
+from overcast.placement.pool import Pool, Purchase
 
 NO_AGENT = "the node agent never started (does the AMI have python3 and overcast? see the console output)"
-STOP_POLL_SECONDS = 0.2  # how often stop() looks whether the gang has ended within its grace period
 
 
-class AwsBackend:
+class AwsBackend(CloudBackend):
     """Backend protocol for one AWS account + region (``aws:<name>``)."""
+
+    provider = "aws"
+    no_agent = NO_AGENT
+    state_lists = ("started", "reported", "stopped", "cleaned")  # cleaned: placement group deleted
 
     def __init__(
         self,
@@ -62,63 +52,18 @@ class AwsBackend:
     ) -> None:
         if settings.max_nodes < 1 or not settings.instance_types:
             raise ValueError(f"aws {settings.name!r}: needs instance_types and max_nodes >= 1")
-        self.settings = settings
-        self.name = f"aws:{settings.name}"
         self.ec2 = client if client is not None else ec2_client(settings)
-        if offers is None:
-            from overcast.catalog.load import load_offers
-
-            offers = load_offers()
-        self._pools = {p.id: p for p in self._catalog_pools(offers)}
-        self.dir = (home or overcast_home()) / "aws" / settings.name
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
-        self._unacked: list[tuple[str, str]] = []  # (what, gang key) delivered by the last poll
         self._zone_names: dict[str, str] | None = None
+        self._setup(settings, settings.instance_types, home, offers)
 
-    # -- pools --------------------------------------------------------------------------------------
-
-    def _catalog_pools(self, offers: list[Offer]) -> list[Pool]:
-        s = self.settings
-        mine = [
-            o
-            for o in offers
-            if o.provider == "aws" and o.region == s.region and o.instance_type in s.instance_types
-        ]
-        missing = sorted(set(s.instance_types) - {o.instance_type for o in mine})
-        if missing:
-            raise ValueError(f"aws {s.name!r}: no catalog offer for {', '.join(missing)} in {s.region}")
-        pools = [p for p in offer_pools(mine) if p.purchase.value in s.purchases]
-        for pool in pools:
-            pool.capacity_nodes = s.max_nodes
-            pool.backend = self.name
-            pool.labels = {"aws": "true"}
-        return pools
-
-    def pools(self) -> list[Pool]:
-        try:
-            used: dict[str, int] = {}
-            for gang in self._gangs():
-                used[gang.pool_id] = used.get(gang.pool_id, 0) + len(gang.live)
-            health = Health.OK
-        except ProviderDown:
-            used, health = {}, Health.DOWN
-        cap = self.settings.max_nodes
-        zones = self._zones() if health is Health.OK else {}
-        return [
-            dataclasses.replace(
-                p, used_nodes=min(used.get(p.id, 0), cap), health=health, labels=dict(p.labels)
-            )
-            for p in self._pools.values()
-            if health is Health.DOWN or p.zone in zones  # zones this account has (no Local Zones)
-        ]
+    def _in_account(self, pools: list[Pool]) -> list[Pool]:
+        zones = self._zones()
+        return [p for p in pools if p.zone in zones]  # zones this account has (no Local Zones)
 
     # -- launch -------------------------------------------------------------------------------------
 
     def launch(self, request: LaunchRequest) -> Allocation:
-        pool = self._pools.get(request.pool.id)
-        if pool is None:
-            raise ValueError(f"pool {request.pool.id} does not belong to backend {self.name}")
+        pool = self._own_pool(request)
         with self._lock:
             existing = self._gang(request.job_id, request.attempt)
             if existing is not None and existing.live:  # the same attempt again: launching is idempotent
@@ -223,82 +168,29 @@ class AwsBackend:
 
     # -- stop, poll, active -------------------------------------------------------------------------
 
-    def stop(self, job_id: str, attempt: int, grace_seconds: float) -> None:
-        """Ask the agents to SIGTERM the job (tag ``overcast:stop``), wait up to the grace period for the
-        nodes to end and terminate themselves, then terminate what is left."""
-        with self._lock:  # only the state file: polls and other stops go on while this one waits
-            state = self._state()
-            key = f"{job_id}--{attempt}"
-            if key not in state["stopped"]:
-                state["stopped"].append(key)
-                self._save(state)
-        gang = self._gang(job_id, attempt)
-        if gang is None or not gang.live:
-            return
+    # stop() tags the gang ``overcast:stop``: the agents see it in the metadata service and SIGTERM the
+    # job; at the end of the grace period what is left is terminated.
+
+    def _ask_stop(self, gang: Gang) -> None:
         ids = [i["InstanceId"] for i in gang.live]
-        if grace_seconds > 0:
-            call(self.ec2, "create_tags", Resources=ids, Tags=[{"Key": "overcast:stop", "Value": "1"}])
-            deadline = time.monotonic() + grace_seconds
-            while time.monotonic() < deadline:
-                time.sleep(STOP_POLL_SECONDS)
-                gang = self._gang(job_id, attempt)
-                if gang is None or not gang.live:
-                    return
-            ids = [i["InstanceId"] for i in gang.live]
-        call(self.ec2, "terminate_instances", InstanceIds=ids)
+        call(self.ec2, "create_tags", Resources=ids, Tags=[{"Key": "overcast:stop", "Value": "1"}])
 
-    def poll(self) -> list[BackendEvent]:
-        with self._lock:
-            state = self._state()
-            for what, key in self._unacked:  # the loop handled last poll's events: acknowledge them
-                if key not in state[what]:
-                    state[what].append(key)
-            self._unacked = []
-            gangs = self._gangs()
-            events: list[BackendEvent] = []
-            now = time.time()
-            for gang in gangs:
-                if gang.key in state["stopped"] or gang.key in state["reported"] or gang.stop_requested:
-                    if not gang.live and gang.key not in state["cleaned"]:
-                        self._delete_placement_group(self._group_of(gang))
-                        state["cleaned"].append(gang.key)
-                    continue
-                event = gang.terminal_event(now)
-                if event is not None:
-                    events.append(event)
-                    self._unacked.append(("reported", gang.key))
-                elif gang.all_running() and gang.key not in state["started"]:
-                    events.append(BackendEvent(EventKind.STARTED, gang.job_id, gang.attempt, now))
-                    self._unacked.append(("started", gang.key))
-                elif self._agent_missing(gang, now):
-                    # a broken AMI or user-data: without an agent nothing would ever end these instances
-                    events.append(BackendEvent(EventKind.FAILED, gang.job_id, gang.attempt, now, NO_AGENT))
-                    self._unacked.append(("reported", gang.key))
-            visible = {gang.key for gang in gangs}  # EC2 forgets terminated instances after about an hour
-            for what in state:
-                state[what] = [key for key in state[what] if key in visible]
-            self._save(state)
-            return events
+    def _end(self, gang: Gang) -> None:
+        if gang.live:
+            call(self.ec2, "terminate_instances", InstanceIds=[i["InstanceId"] for i in gang.live])
 
-    def active(self) -> list[tuple[str, int]]:
-        """Gangs with a live instance, and ended ones whose outcome has not been delivered yet."""
-        with self._lock:
-            state = self._state()
-            done = set(state["stopped"]) | set(state["reported"])
-            return [
-                (gang.job_id, gang.attempt)
-                for gang in self._gangs()
-                if gang.live or not (gang.key in done or gang.stop_requested)
-            ]
-
-    def redeliver(self) -> None:
-        """The caller could not handle the last poll's events: the next poll reports them again."""
-        with self._lock:
-            self._unacked = []
+    def _clean_up(self, gang: Gang, state: dict[str, Any]) -> None:
+        """Delete an ended gang's placement group once (EC2 refuses while an instance is in it)."""
+        if not gang.live and gang.key not in state["cleaned"]:
+            self._delete_placement_group(self._group_of(gang))
+            state["cleaned"].append(gang.key)
 
     # -- internals ----------------------------------------------------------------------------------
 
-    def _gangs(self, extra: list[dict] | None = None) -> list[Gang]:
+    def _gangs(self, state: dict[str, Any] | None = None) -> list[Gang]:
+        return self._find(None)
+
+    def _find(self, extra: list[dict] | None) -> list[Gang]:
         filters = [{"Name": "tag:overcast:backend", "Values": [self.settings.owner]}, *(extra or [])]
         try:
             pages = list(self.ec2.get_paginator("describe_instances").paginate(Filters=filters))
@@ -311,12 +203,8 @@ class AwsBackend:
             {"Name": "tag:overcast:job", "Values": [job_id]},
             {"Name": "tag:overcast:attempt", "Values": [str(attempt)]},
         ]
-        found = self._gangs(extra)
+        found = self._find(extra)
         return found[0] if found else None
-
-    def _agent_missing(self, gang: Gang, now: float) -> bool:
-        since = gang.agent_missing_since()
-        return since is not None and now - since > self.settings.agent_timeout_seconds
 
     def _group_of(self, gang: Gang) -> str | None:
         return f"overcast-{gang.job_id}-{gang.attempt}" if gang.nodes > 1 else None
@@ -324,16 +212,6 @@ class AwsBackend:
     def _allocation(self, gang: Gang) -> Allocation:
         ids = ",".join(i["InstanceId"] for i in gang.instances if i["State"]["Name"] in LIVE_STATES)
         return Allocation(gang.job_id, gang.attempt, self.name, handle=ids)
-
-    def _state(self) -> dict[str, list[str]]:
-        try:
-            found = json.loads((self.dir / "acked.json").read_text())
-        except (OSError, ValueError):
-            found = {}
-        return {what: list(found.get(what, [])) for what in ("started", "reported", "stopped", "cleaned")}
-
-    def _save(self, state: dict[str, list[str]]) -> None:
-        write_json_atomic(self.dir / "acked.json", state)
 
 
 def _client_token(backend: str, job_id: str, attempt: int) -> str:

@@ -21,9 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,25 +28,20 @@ from overcast.backends.azure_client import AzureApiError, AzureSettings, add_tag
 from overcast.backends.azure_customdata import custom_data
 from overcast.backends.azure_gangs import Gang, group, provisioning
 from overcast.backends.azure_vmspec import gang_name, group_body, vm_body, vm_name
-from overcast.backends.base import (
-    Allocation,
-    BackendEvent,
-    EventKind,
-    LaunchRequest,
-    ProviderDown,
-)
-from overcast.backends.local_runner import write_json_atomic
+from overcast.backends.base import Allocation, LaunchRequest
+from overcast.backends.cloud_backend import CloudBackend
+from overcast.backends.cloud_gangs import gang_key, split_key
 from overcast.catalog.offer import Offer
-from overcast.catalog.pools import offer_pools
-from overcast.placement.pool import Health, Pool
-from overcast.store.engine import overcast_home
+from overcast.placement.pool import Pool
 
 NO_AGENT = "the node agent never started (does the image have python3 and overcast? see the boot diagnostics)"
-STOP_POLL_SECONDS = 0.2  # how often stop() looks whether the gang has ended within its grace period
 
 
-class AzureBackend:
+class AzureBackend(CloudBackend):
     """Backend protocol for one Azure subscription + resource group + region (``azure:<name>``)."""
+
+    provider = "azure"
+    no_agent = NO_AGENT
 
     def __init__(
         self,
@@ -62,64 +54,20 @@ class AzureBackend:
     ) -> None:
         if settings.max_nodes < 1 or not settings.vm_sizes:
             raise ValueError(f"azure {settings.name!r}: needs vm_sizes and max_nodes >= 1")
-        self.settings = settings
-        self.name = f"azure:{settings.name}"
         self.compute = client if client is not None else compute_client(settings, credential)
-        if offers is None:
-            from overcast.catalog.load import load_offers
+        self._setup(settings, settings.vm_sizes, home, offers, fold_case=True)
 
-            offers = load_offers()
-        self._pools = {p.id: p for p in self._catalog_pools(offers)}
-        self.dir = (home or overcast_home()) / "azure" / settings.name
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
-        self._unacked: list[tuple[str, str]] = []  # (what, gang key) delivered by the last poll
-
-    # -- pools --------------------------------------------------------------------------------------
-
-    def _catalog_pools(self, offers: list[Offer]) -> list[Pool]:
-        s = self.settings
-        sizes = {v.lower(): v for v in s.vm_sizes}
-        mine = [
-            o
-            for o in offers
-            if o.provider == "azure" and o.region == s.region and o.instance_type.lower() in sizes
-        ]
-        missing = sorted(set(sizes) - {o.instance_type.lower() for o in mine})
-        if missing:
-            raise ValueError(f"azure {s.name!r}: no catalog offer for {', '.join(missing)} in {s.region}")
-        if s.zones:  # the catalog prices Azure per region: the same offer in each configured zone
-            mine = [dataclasses.replace(o, zone=z) for o in mine for z in s.zones]
-        pools = [p for p in offer_pools(mine) if p.purchase.value in s.purchases]
-        for pool in pools:
-            pool.capacity_nodes = s.max_nodes
-            pool.backend = self.name
-            pool.labels = {"azure": "true"}
-        return pools
-
-    def pools(self) -> list[Pool]:
-        try:
-            used: dict[str, int] = {}
-            for gang in self._gangs():
-                used[gang.pool_id] = used.get(gang.pool_id, 0) + len(gang.live)
-            health = Health.OK
-        except ProviderDown:
-            used, health = {}, Health.DOWN
-        cap = self.settings.max_nodes
-        return [
-            dataclasses.replace(
-                p, used_nodes=min(used.get(p.id, 0), cap), health=health, labels=dict(p.labels)
-            )
-            for p in self._pools.values()
-        ]
+    def _placed(self, offers: list[Offer]) -> list[Offer]:
+        """The catalog prices Azure per region: the same offer in each configured zone."""
+        if not self.settings.zones:
+            return offers
+        return [dataclasses.replace(o, zone=z) for o in offers for z in self.settings.zones]
 
     # -- launch -------------------------------------------------------------------------------------
 
     def launch(self, request: LaunchRequest) -> Allocation:
-        pool = self._pools.get(request.pool.id)
-        if pool is None:
-            raise ValueError(f"pool {request.pool.id} does not belong to backend {self.name}")
-        key = f"{request.job_id}--{request.attempt}"
+        pool = self._own_pool(request)
+        key = gang_key(request.job_id, request.attempt)
         with self._lock:
             existing = self._gang(request.job_id, request.attempt)
             if existing is not None and len(existing.live) == request.num_nodes:  # a replayed apply
@@ -159,7 +107,7 @@ class AzureBackend:
         for poller in pollers:
             with contextlib.suppress(Exception):
                 poller.result()
-        state, key = self._state(), f"{request.job_id}--{request.attempt}"
+        state, key = self._state(), gang_key(request.job_id, request.attempt)
         if key not in state["stopped"]:  # whatever survives (a VM, the group): the poll's clean-up
             state["stopped"].append(key)
         with contextlib.suppress(Exception):
@@ -183,8 +131,7 @@ class AzureBackend:
     def _drop(self, state: dict[str, Any], key: str, nodes: int) -> None:
         """Forget a gang whose VMs are all gone, once its placement group is deleted too."""
         if nodes > 1:
-            job_id, _, attempt = key.rpartition("--")
-            name = gang_name(self.settings.owner, job_id, int(attempt))
+            name = gang_name(self.settings.owner, *split_key(key))
             call(
                 "delete PPG",
                 self.compute.proximity_placement_groups.delete,
@@ -195,79 +142,23 @@ class AzureBackend:
 
     # -- stop, poll, active -------------------------------------------------------------------------
 
-    def stop(self, job_id: str, attempt: int, grace_seconds: float) -> None:
-        """Ask the agents to SIGTERM the job (tag ``overcast-stop``), wait up to the grace period for the
-        nodes to end, then delete the gang's VMs."""
-        with self._lock:  # only the state file: polls and other stops go on while this one waits
-            state = self._state()
-            key = f"{job_id}--{attempt}"
-            if key not in state["stopped"]:
-                state["stopped"].append(key)
-                self._save(state)
-        gang = self._gang(job_id, attempt)
-        if gang is None:
-            return
-        if grace_seconds > 0 and gang.live:
-            for vm in gang.live:
-                with contextlib.suppress(AzureApiError):  # gone since the list: nothing to ask
-                    self._tag(vm, {"overcast-stop": "1"})
-            deadline = time.monotonic() + grace_seconds
-            while time.monotonic() < deadline:
-                time.sleep(STOP_POLL_SECONDS)
-                gang = self._gang(job_id, attempt)
-                if gang is None or not gang.live:
-                    break
-        if gang is not None:
-            self._delete(gang)
+    # stop() tags the gang ``overcast-stop``: the agents see it in the instance metadata service and
+    # SIGTERM the job; at the end of the grace period the gang's VMs are deleted.
 
-    def poll(self) -> list[BackendEvent]:
-        with self._lock:
-            state = self._state()
-            for what, key in self._unacked:  # the loop handled last poll's events: acknowledge them
-                if key not in state[what]:
-                    state[what].append(key)
-            self._unacked = []
-            gangs = self._gangs(state)
-            events: list[BackendEvent] = []
-            now = time.time()
-            for gang in gangs:
-                if gang.key in state["stopped"] or gang.key in state["reported"] or gang.stop_requested:
-                    self._delete(gang, ended_only=gang.key not in state["stopped"])
-                    if not gang.vms and gang.key in state["launched"]:
-                        self._drop(state, gang.key, gang.nodes)
-                    continue
-                event = gang.terminal_event(now)
-                if event is not None:
-                    events.append(event)
-                    self._unacked.append(("reported", gang.key))
-                elif gang.all_running() and gang.key not in state["started"]:
-                    events.append(BackendEvent(EventKind.STARTED, gang.job_id, gang.attempt, now))
-                    self._unacked.append(("started", gang.key))
-                elif self._agent_missing(gang, now):
-                    # a broken image or custom data: without an agent nothing would ever end these VMs
-                    events.append(BackendEvent(EventKind.FAILED, gang.job_id, gang.attempt, now, NO_AGENT))
-                    self._unacked.append(("reported", gang.key))
-            visible = {gang.key for gang in gangs}
-            for what in ("started", "reported", "stopped"):
-                state[what] = [key for key in state[what] if key in visible]
-            self._save(state)
-            return events
+    def _ask_stop(self, gang: Gang) -> None:
+        for vm in gang.live:
+            with contextlib.suppress(AzureApiError):  # gone since the list: nothing to ask
+                self._tag(vm, {"overcast-stop": "1"})
 
-    def active(self) -> list[tuple[str, int]]:
-        """Gangs with a live VM, and ended or lost ones whose outcome has not been delivered yet."""
-        with self._lock:
-            state = self._state()
-            done = set(state["stopped"]) | set(state["reported"])
-            return [
-                (gang.job_id, gang.attempt)
-                for gang in self._gangs(state)
-                if gang.live or not (gang.key in done or gang.stop_requested)
-            ]
+    def _end(self, gang: Gang) -> None:
+        self._delete(gang)
 
-    def redeliver(self) -> None:
-        """The caller could not handle the last poll's events: the next poll reports them again."""
-        with self._lock:
-            self._unacked = []
+    def _clean_up(self, gang: Gang, state: dict[str, Any]) -> None:
+        """Delete the VMs that ended (all of a stopped gang), then forget a gang with none left: the
+        agents only deallocate, so their exit tags outlive the job until the outcome is delivered."""
+        self._delete(gang, ended_only=gang.key not in state["stopped"])
+        if not gang.vms and gang.key in state["launched"]:
+            self._drop(state, gang.key, gang.nodes)
 
     # -- internals ----------------------------------------------------------------------------------
 
@@ -298,24 +189,11 @@ class AzureBackend:
                 continue
             call("delete VM", vms.begin_delete, rg, vm.name, polling=False)
 
-    def _agent_missing(self, gang: Gang, now: float) -> bool:
-        since = gang.agent_missing_since()
-        return since is not None and now - since > self.settings.agent_timeout_seconds
-
     def _allocation(self, gang: Gang) -> Allocation:
         names = ",".join(vm.name for vm in gang.live)
         return Allocation(gang.job_id, gang.attempt, self.name, handle=names)
 
-    def _state(self) -> dict[str, Any]:
-        try:
-            found = json.loads((self.dir / "acked.json").read_text())
-        except (OSError, ValueError):
-            found = {}
-        state: dict[str, Any] = {
-            what: list(found.get(what, [])) for what in ("started", "reported", "stopped")
-        }
-        state["launched"] = dict(found.get("launched", {}))
-        return state
-
-    def _save(self, state: dict[str, Any]) -> None:
-        write_json_atomic(self.dir / "acked.json", state)
+    def _more_state(self, found: dict[str, Any]) -> dict[str, Any]:
+        """The gangs launched (key -> nodes): ARM forgets a deleted VM at once, so a gang evicted whole
+        is known only from here."""
+        return {"launched": dict(found.get("launched", {}))}

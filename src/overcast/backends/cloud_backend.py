@@ -1,0 +1,242 @@
+"""What the three cloud backends (aws, azure, oci) share: the catalog pools, the acknowledged-event state,
+the poll state machine, stop's grace period, active() and redeliver().
+
+A provider subclass supplies the API calls through a few hooks (``_gangs``, ``_gang``, ``_ask_stop``,
+``_end``, ``_clean_up``, ``_in_account``); the gang objects follow ``cloud_gangs`` (``key``, ``live``,
+``stop_requested``, ``all_running()``, ``agent_missing_since()``, ``terminal_event()``).
+
+Local state (``$OVERCAST_HOME/<provider>/<name>/acked.json``) holds lists of gang keys: ``started`` and
+``reported`` (events the loop has acknowledged), ``stopped`` (gangs the loop stopped: no events), plus
+whatever a provider adds. The provider's API is the truth about what runs; losing the file replays the
+last outcomes, which the loop ignores as stale.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from overcast.backends.base import BackendEvent, EventKind, LaunchRequest, ProviderDown
+from overcast.backends.cloud_gangs import gang_key
+from overcast.backends.local_runner import write_json_atomic
+from overcast.catalog.offer import Offer
+from overcast.catalog.pools import offer_pools
+from overcast.placement.pool import Health, Pool
+from overcast.store.engine import overcast_home
+
+STOP_POLL_SECONDS = 0.2  # how often stop() looks whether the gang has ended within its grace period
+
+State = dict[str, Any]
+
+
+class CloudBackend:
+    """The shared half of a cloud backend; see the module docstring for the hooks."""
+
+    provider: ClassVar[str]  # "aws", "azure", "oci": catalog provider, state folder, pool label
+    no_agent: ClassVar[str]  # the FAILED detail of a gang whose agents never came up
+    state_lists: ClassVar[tuple[str, ...]] = ("started", "reported", "stopped")
+    settings: Any  # the provider's settings: name, region, max_nodes, purchases, agent_timeout_seconds
+
+    def _setup(
+        self,
+        settings: Any,
+        types: Sequence[str],
+        home: Path | None,
+        offers: list[Offer] | None,
+        fold_case: bool = False,
+    ) -> None:
+        """The common part of __init__ (after the provider has made its clients)."""
+        self.settings = settings
+        self.name = f"{self.provider}:{settings.name}"
+        if offers is None:
+            from overcast.catalog.load import load_offers
+
+            offers = load_offers()
+        self._pools = {p.id: p for p in self._catalog_pools(offers, types, fold_case)}
+        self.dir = (home or overcast_home()) / self.provider / settings.name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._unacked: list[tuple[str, str]] = []  # (what, gang key) delivered by the last poll
+
+    # -- pools --------------------------------------------------------------------------------------
+
+    def _catalog_pools(self, offers: list[Offer], types: Sequence[str], fold_case: bool) -> list[Pool]:
+        """The catalog's offers for the configured region and types (compared case-blind with
+        ``fold_case``): one pool per (type, zone, purchase), ``max_nodes`` as capacity."""
+        s = self.settings
+
+        def fold(name: str) -> str:
+            return name.lower() if fold_case else name
+
+        wanted = {fold(t) for t in types}
+        mine = [
+            o
+            for o in offers
+            if o.provider == self.provider and o.region == s.region and fold(o.instance_type) in wanted
+        ]
+        missing = sorted(wanted - {fold(o.instance_type) for o in mine})
+        if missing:
+            raise ValueError(
+                f"{self.provider} {s.name!r}: no catalog offer for {', '.join(missing)} in {s.region}"
+            )
+        pools = [p for p in offer_pools(self._placed(mine)) if p.purchase.value in s.purchases]
+        for pool in pools:
+            pool.capacity_nodes = s.max_nodes
+            pool.backend = self.name
+            pool.labels = {self.provider: "true"}
+        return pools
+
+    def _placed(self, offers: list[Offer]) -> list[Offer]:
+        """Hook: the offers as placed in zones (Azure's catalog prices per region)."""
+        return offers
+
+    def _in_account(self, pools: list[Pool]) -> list[Pool]:
+        """Hook: the pools whose zone this account can use (may ask the API; ProviderDown: DOWN)."""
+        return pools
+
+    def pools(self) -> list[Pool]:
+        try:
+            used: dict[str, int] = {}
+            for gang in self._gangs():
+                used[gang.pool_id] = used.get(gang.pool_id, 0) + len(gang.live)
+            usable = self._in_account(list(self._pools.values()))
+            health = Health.OK
+        except ProviderDown:
+            used, usable, health = {}, list(self._pools.values()), Health.DOWN
+        cap = self.settings.max_nodes
+        return [
+            dataclasses.replace(
+                p, used_nodes=min(used.get(p.id, 0), cap), health=health, labels=dict(p.labels)
+            )
+            for p in usable
+        ]
+
+    def _own_pool(self, request: LaunchRequest) -> Pool:
+        pool = self._pools.get(request.pool.id)
+        if pool is None:
+            raise ValueError(f"pool {request.pool.id} does not belong to backend {self.name}")
+        return pool
+
+    # -- provider hooks -----------------------------------------------------------------------------
+
+    def _gangs(self, state: State | None = None) -> list[Any]:
+        """Our gangs as the API shows them, in (job, attempt) order."""
+        raise NotImplementedError
+
+    def _gang(self, job_id: str, attempt: int) -> Any | None:
+        raise NotImplementedError
+
+    def _ask_stop(self, gang: Any) -> None:
+        """Tag the gang's live nodes ``stop``: their agents send the job SIGTERM."""
+        raise NotImplementedError
+
+    def _end(self, gang: Any) -> None:
+        """End what is left of a stopped gang (terminate, or delete)."""
+        raise NotImplementedError
+
+    def _clean_up(self, gang: Any, state: State) -> None:
+        """Hook: each poll, for a gang that gets no more events (stopped, reported or stop-tagged)."""
+
+    # -- stop, poll, active -------------------------------------------------------------------------
+
+    def stop(self, job_id: str, attempt: int, grace_seconds: float) -> None:
+        """Ask the agents to SIGTERM the job, wait up to the grace period for the nodes to end, then end
+        what is left."""
+        self._silence(job_id, attempt)
+        gang = self._gang(job_id, attempt)
+        if gang is None:
+            return
+        if grace_seconds > 0 and gang.live:
+            self._ask_stop(gang)
+            deadline = time.monotonic() + grace_seconds
+            while time.monotonic() < deadline:
+                time.sleep(STOP_POLL_SECONDS)
+                gang = self._gang(job_id, attempt)
+                if gang is None or not gang.live:
+                    break
+        if gang is not None:
+            self._end(gang)
+
+    def poll(self) -> list[BackendEvent]:
+        with self._lock:
+            state = self._state()
+            for what, key in self._unacked:  # the loop handled last poll's events: acknowledge them
+                if key not in state[what]:
+                    state[what].append(key)
+            self._unacked = []
+            gangs = self._gangs(state)
+            events: list[BackendEvent] = []
+            now = time.time()
+            for gang in gangs:
+                if gang.key in state["stopped"] or gang.key in state["reported"] or gang.stop_requested:
+                    self._clean_up(gang, state)
+                    continue
+                event = gang.terminal_event(now)
+                if event is not None:
+                    events.append(event)
+                    self._unacked.append(("reported", gang.key))
+                elif gang.all_running() and gang.key not in state["started"]:
+                    events.append(BackendEvent(EventKind.STARTED, gang.job_id, gang.attempt, now))
+                    self._unacked.append(("started", gang.key))
+                elif self._agent_missing(gang, now):
+                    # a broken image or boot script: without an agent nothing would ever end these nodes
+                    events.append(
+                        BackendEvent(EventKind.FAILED, gang.job_id, gang.attempt, now, self.no_agent)
+                    )
+                    self._unacked.append(("reported", gang.key))
+            visible = {gang.key for gang in gangs}  # the APIs forget ended machines after a while
+            for what in self.state_lists:
+                state[what] = [key for key in state[what] if key in visible]
+            self._save(state)
+            return events
+
+    def active(self) -> list[tuple[str, int]]:
+        """Gangs with a live node, and ended or lost ones whose outcome has not been delivered yet."""
+        with self._lock:
+            state = self._state()
+            done = set(state["stopped"]) | set(state["reported"])
+            return [
+                (gang.job_id, gang.attempt)
+                for gang in self._gangs(state)
+                if gang.live or not (gang.key in done or gang.stop_requested)
+            ]
+
+    def redeliver(self) -> None:
+        """The caller could not handle the last poll's events: the next poll reports them again."""
+        with self._lock:
+            self._unacked = []
+
+    # -- local state --------------------------------------------------------------------------------
+
+    def _silence(self, job_id: str, attempt: int) -> None:
+        """No events for this gang any more (stopped by the loop, or rolled back at launch)."""
+        with self._lock:  # only the state file: polls and other stops go on while a stop waits
+            state = self._state()
+            key = gang_key(job_id, attempt)
+            if key not in state["stopped"]:
+                state["stopped"].append(key)
+                self._save(state)
+
+    def _agent_missing(self, gang: Any, now: float) -> bool:
+        since = gang.agent_missing_since()
+        return since is not None and now - since > self.settings.agent_timeout_seconds
+
+    def _state(self) -> State:
+        try:
+            found = json.loads((self.dir / "acked.json").read_text())
+        except (OSError, ValueError):
+            found = {}
+        state: State = {what: list(found.get(what, [])) for what in self.state_lists}
+        return state | self._more_state(found)
+
+    def _more_state(self, found: dict[str, Any]) -> State:
+        """Hook: what a provider keeps in the state file beyond the lists of gang keys."""
+        return {}
+
+    def _save(self, state: State) -> None:
+        write_json_atomic(self.dir / "acked.json", state)
