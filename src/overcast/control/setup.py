@@ -1,16 +1,21 @@
 """Backends from a fleet file: each ``local:`` cluster becomes a LocalBackend with one pool, each
-``slurm:`` cluster a SlurmBackend, each ``aws:`` account an AwsBackend (EC2, pools from the catalog)."""
+``slurm:`` cluster a SlurmBackend, each ``aws:`` / ``azure:`` / ``oci:`` account a cloud backend (pools
+from the catalog)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
+from typing import Any, TypeVar
 
 from overcast.backends.base import Backend
 from overcast.backends.local import LocalBackend, LocalCluster
 from overcast.catalog.fleet import AwsAccount, AzureAccount, Cluster, Fleet, OciAccount
 from overcast.placement.pool import Purchase
 from overcast.store.engine import overcast_home
+
+T = TypeVar("T")
 
 
 def local_cluster(cluster: Cluster) -> LocalCluster:
@@ -36,81 +41,47 @@ def _scope(home: Path) -> str:
         return hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:8]
 
 
+def _settings(cls: type[T], account: Any, home: Path) -> T:
+    """A cloud backend's settings from its fleet entry: the fields of the same name (lists as tuples,
+    mappings as sorted pairs, so the settings stay hashable), plus the ownership scope of ``home``."""
+    values: dict[str, Any] = {"scope": _scope(home)}
+    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if field.name == "scope" or not hasattr(account, field.name):
+            continue
+        value = getattr(account, field.name)
+        if isinstance(value, list):
+            value = tuple(value)
+        elif isinstance(value, dict):
+            value = tuple(sorted(value.items()))
+        values[field.name] = value
+    return cls(**values)
+
+
 def aws_backend(account: AwsAccount, home: Path) -> Backend:
     from overcast.backends.aws import AwsBackend  # boto3 is only imported by fleets that use AWS
     from overcast.backends.aws_client import AwsSettings
 
-    settings = AwsSettings(
-        name=account.name,
-        region=account.region,
-        instance_types=tuple(account.instance_types),
-        image_id=account.image_id,
-        max_nodes=account.max_nodes,
-        endpoint_url=account.endpoint_url,
-        purchases=tuple(account.purchases),
-        subnet_ids=tuple(sorted(account.subnet_ids.items())),
-        security_group_ids=tuple(account.security_group_ids),
-        iam_instance_profile=account.iam_instance_profile,
-        key_name=account.key_name,
-        python=account.python,
-        bootstrap=account.bootstrap,
-        scope=_scope(home),
-    )
-    return AwsBackend(settings, home=home)
+    return AwsBackend(_settings(AwsSettings, account, home), home=home)
 
 
 def oci_backend(account: OciAccount, home: Path) -> Backend:
     from overcast.backends.oci import OciBackend  # the oci SDK is only imported by fleets that use OCI
     from overcast.backends.oci_client import OciSettings
 
-    settings = OciSettings(
-        name=account.name,
-        region=account.region,
-        compartment_id=account.compartment_id,
-        shapes=tuple(account.shapes),
-        image_id=account.image_id,
-        subnet_id=account.subnet_id,
-        max_nodes=account.max_nodes,
-        endpoint=account.endpoint,
-        config_file=account.config_file,
-        profile=account.profile,
-        ssh_authorized_keys=account.ssh_authorized_keys,
-        python=account.python,
-        bootstrap=account.bootstrap,
-        scope=_scope(home),
-    )
-    return OciBackend(settings, home=home)
+    return OciBackend(_settings(OciSettings, account, home), home=home)
 
 
 def azure_backend(account: AzureAccount, home: Path) -> Backend:
     from overcast.backends.azure import AzureBackend  # the Azure SDK is only imported by fleets that use it
     from overcast.backends.azure_client import AzureSettings
 
-    settings = AzureSettings(
-        name=account.name,
-        subscription_id=account.subscription_id,
-        resource_group=account.resource_group,
-        region=account.region,
-        vm_sizes=tuple(account.vm_sizes),
-        image=account.image,
-        subnet_id=account.subnet_id,
-        identity_id=account.identity_id,
-        zones=tuple(account.zones),
-        max_nodes=account.max_nodes,
-        endpoint=account.endpoint,
-        purchases=tuple(account.purchases),
-        admin_username=account.admin_username,
-        ssh_public_key=account.ssh_public_key,
-        python=account.python,
-        bootstrap=account.bootstrap,
-        scope=_scope(home),
-    )
-    return AzureBackend(settings, home=home)  # credentials: DefaultAzureCredential
+    return AzureBackend(_settings(AzureSettings, account, home), home=home)  # DefaultAzureCredential
 
 
 def backends_from_fleet(fleet: Fleet, home: Path) -> list[Backend]:
     """The backends this process can run jobs on: every ``local:`` and ``slurm:`` cluster and every
-    ``aws:`` account of the fleet. Other public clouds and reservations have no launching backend yet."""
+    ``aws:``, ``azure:`` and ``oci:`` account of the fleet. Other providers and reservations have no
+    launching backend yet."""
     backends: list[Backend] = []
     for cluster in fleet.clusters:
         if cluster.local is not None:
