@@ -21,14 +21,13 @@ endpoint (botocore reads the same variable for the instance's credentials).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 import urllib.error
 import urllib.request
 
-from overcast.backends.node_agent import AGENT_FAILED, run_job
+from overcast.backends.cloud_agent import parse_args, run_rank, serve
 
 IMDS_DEFAULT = "http://169.254.169.254"
 GANG_WAIT_SECONDS = 600.0  # how long rank discovery waits for the whole gang to be running
@@ -85,19 +84,11 @@ def find_gang(ec2: object, job: str, attempt: str, nodes: int, me: str) -> tuple
 
 
 def main(argv: list[str]) -> int:
-    if "--" not in argv:
-        print("usage: python -m overcast.backends.aws_agent [options] -- CMD...", file=sys.stderr)
+    module = "overcast.backends.aws_agent"
+    parsed = parse_args(module, argv, 2.0, [("--region", True), ("--endpoint-url", False)])
+    if parsed is None:
         return 2
-    split = argv.index("--")
-    parser = argparse.ArgumentParser(prog="overcast.backends.aws_agent")
-    parser.add_argument("--region", required=True)
-    parser.add_argument("--endpoint-url")
-    parser.add_argument("--job", required=True)
-    parser.add_argument("--attempt", required=True)
-    parser.add_argument("--nodes", type=int, required=True)
-    parser.add_argument("--poll", type=float, default=2.0)
-    args = parser.parse_args(argv[:split])
-    cmd = argv[split + 1 :]
+    args, cmd = parsed
 
     import boto3
 
@@ -109,30 +100,21 @@ def main(argv: list[str]) -> int:
         print("overcast-agent: no instance id in the metadata service", file=sys.stderr)
         return 1
     ec2 = boto3.client("ec2", region_name=args.region, endpoint_url=args.endpoint_url, config=RETRIES)
-    code, sigterm = AGENT_FAILED, False
-    try:
+
+    def start() -> tuple[int, bool]:
         # "the agent runs": the backend reports STARTED only once every rank says so
         ec2.create_tags(Resources=[me], Tags=[{"Key": "overcast:agent", "Value": "up"}])
         rank, head = find_gang(ec2, args.job, args.attempt, args.nodes, me)
-        env = os.environ | {"OVERCAST_NODE_RANK": str(rank), "OVERCAST_HEAD_ADDR": head}
-        print(
-            f"overcast-agent: {me} is rank {rank} of {args.nodes}, head {head}", file=sys.stderr, flush=True
-        )
 
         def should_stop() -> str | None:
             return meta.get("tags/instance/overcast:stop") or meta.get("spot/instance-action")
 
-        code, sigterm = run_job(cmd, env, should_stop, args.poll)
-    finally:  # whatever happened, the instance must not stay up (and bill) with nothing running
-        tags = [{"Key": "overcast:exit", "Value": str(code)}]
-        if sigterm:
-            tags.append({"Key": "overcast:sigterm", "Value": "1"})
-        print(f"overcast-agent: exit {code}; tagging and terminating {me}", file=sys.stderr, flush=True)
-        try:
-            ec2.create_tags(Resources=[me], Tags=tags)
-        finally:
-            ec2.terminate_instances(InstanceIds=[me])
-    return 0
+        return run_rank(cmd, me, rank, args.nodes, head, should_stop, args.poll)
+
+    def tag(tags: dict[str, str]) -> None:
+        ec2.create_tags(Resources=[me], Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+
+    return serve(me, "overcast:", start, tag, lambda: ec2.terminate_instances(InstanceIds=[me]))
 
 
 if __name__ == "__main__":

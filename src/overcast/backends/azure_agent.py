@@ -22,7 +22,6 @@ same for azure-identity's token requests).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -30,7 +29,7 @@ import time
 import urllib.request
 from typing import Any
 
-from overcast.backends.node_agent import AGENT_FAILED, run_job
+from overcast.backends.cloud_agent import parse_args, run_rank, serve
 
 IMDS_DEFAULT = "http://169.254.169.254"
 IMDS_VERSION = "2021-02-01"
@@ -95,18 +94,10 @@ def find_head(compute: Any, rg: str, job: str, attempt: str, nodes: int) -> str:
 
 
 def main(argv: list[str]) -> int:
-    if "--" not in argv:
-        print("usage: python -m overcast.backends.azure_agent [options] -- CMD...", file=sys.stderr)
+    parsed = parse_args("overcast.backends.azure_agent", argv, 2.0, [("--arm-endpoint", False)])
+    if parsed is None:
         return 2
-    split = argv.index("--")
-    parser = argparse.ArgumentParser(prog="overcast.backends.azure_agent")
-    parser.add_argument("--arm-endpoint")
-    parser.add_argument("--job", required=True)
-    parser.add_argument("--attempt", required=True)
-    parser.add_argument("--nodes", type=int, required=True)
-    parser.add_argument("--poll", type=float, default=2.0)
-    args = parser.parse_args(argv[:split])
-    cmd = argv[split + 1 :]
+    args, cmd = parsed
 
     from azure.identity import ManagedIdentityCredential
 
@@ -120,28 +111,24 @@ def main(argv: list[str]) -> int:
                           vm_sizes=(), image="", subnet_id="", identity_id="", endpoint=args.arm_endpoint,
                           lro_poll_seconds=1.0)  # fmt: skip
     compute = compute_client(where, ManagedIdentityCredential())
-    code, sigterm = AGENT_FAILED, False
-    try:
+
+    def start() -> tuple[int, bool]:
         # "the agent runs" (the backend reports STARTED once every rank says so) and where it listens
         add_tags(compute, rg, name, {"overcast-agent": "up", "overcast-ip": private_ip(imds.instance())})
         head = find_head(compute, rg, args.job, args.attempt, args.nodes)
-        env = os.environ | {"OVERCAST_NODE_RANK": rank, "OVERCAST_HEAD_ADDR": head}
-        print(
-            f"overcast-agent: {name} is rank {rank} of {args.nodes}, head {head}", file=sys.stderr, flush=True
-        )
 
         def should_stop() -> str | None:
             return ("stop tag" if "overcast-stop" in imds.my_tags() else None) or imds.notice(name)
 
-        code, sigterm = run_job(cmd, env, should_stop, args.poll)
-    finally:  # whatever happened, the VM must not stay up (and bill) with nothing running
-        exit_tags = {"overcast-exit": str(code)} | ({"overcast-sigterm": "1"} if sigterm else {})
-        print(f"overcast-agent: exit {code}; tagging and deallocating {name}", file=sys.stderr, flush=True)
-        try:
-            add_tags(compute, rg, name, exit_tags)
-        finally:
-            compute.virtual_machines.begin_deallocate(rg, name).result()
-    return 0
+        return run_rank(cmd, name, rank, args.nodes, head, should_stop, args.poll)
+
+    def tag(tags: dict[str, str]) -> None:
+        add_tags(compute, rg, name, tags)
+
+    def deallocate() -> None:  # not delete: the exit tag must outlive the job (see azure_gangs)
+        compute.virtual_machines.begin_deallocate(rg, name).result()
+
+    return serve(name, "overcast-", start, tag, deallocate, how="deallocating")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ is ``OVERCAST_OCI_METADATA_URL`` (default ``http://169.254.169.254/opc/v2``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -29,7 +28,7 @@ import time
 import urllib.request
 from typing import Any
 
-from overcast.backends.node_agent import AGENT_FAILED, run_job
+from overcast.backends.cloud_agent import parse_args, run_rank, say, serve
 
 IMDS_DEFAULT = "http://169.254.169.254/opc/v2"
 STOPPED_BEFORE_START = 143  # recorded as if the job had got SIGTERM: it was stopped, nothing failed
@@ -86,20 +85,11 @@ def find_head(
 
 
 def main(argv: list[str]) -> int:
-    if "--" not in argv:
-        print("usage: python -m overcast.backends.oci_agent [options] -- CMD...", file=sys.stderr)
+    options = [("--region", True), ("--compartment", True), ("--endpoint", False)]
+    parsed = parse_args("overcast.backends.oci_agent", argv, 5.0, options)
+    if parsed is None:
         return 2
-    split = argv.index("--")
-    parser = argparse.ArgumentParser(prog="overcast.backends.oci_agent")
-    parser.add_argument("--region", required=True)
-    parser.add_argument("--compartment", required=True)
-    parser.add_argument("--endpoint")
-    parser.add_argument("--job", required=True)
-    parser.add_argument("--attempt", required=True)
-    parser.add_argument("--nodes", type=int, required=True)
-    parser.add_argument("--poll", type=float, default=5.0)
-    args = parser.parse_args(argv[:split])
-    cmd = argv[split + 1 :]
+    args, cmd = parsed
 
     from overcast.backends.oci_client import TAG, call, set_tags
 
@@ -108,39 +98,31 @@ def main(argv: list[str]) -> int:
     vnics = metadata("vnics/")
     addr = vnics[0]["privateIp"] if vnics else "127.0.0.1"
     compute = compute_client(args.region, args.endpoint)
-    code, sigterm = AGENT_FAILED, False
-    try:
+
+    def start() -> tuple[int, bool]:
         # "the agent runs": the backend reports STARTED only once every rank says so
         set_tags(compute, iid, {TAG + "agent": "up", TAG + "addr": addr})
         head = find_head(compute, args.compartment, iid, args.job, args.attempt, args.nodes, args.poll)
         if head is None:
-            print("overcast-agent: stopped before the job started", file=sys.stderr, flush=True)
-            code, sigterm = STOPPED_BEFORE_START, True
-            return 0
-        env = os.environ | {"OVERCAST_NODE_RANK": rank, "OVERCAST_HEAD_ADDR": head}
-        print(
-            f"overcast-agent: {iid} is rank {rank} of {args.nodes}, head {head}", file=sys.stderr, flush=True
-        )
+            say("stopped before the job started")
+            return STOPPED_BEFORE_START, True
 
         def should_stop() -> str | None:
             try:
                 inst = call(compute, "get_instance", iid).data
             except Exception as exc:  # an API hiccup: look again at the next poll
-                print(f"overcast-agent: stop check: {exc}", file=sys.stderr, flush=True)
+                say(f"stop check: {exc}")
                 return None
             if TAG + "stop" in (inst.freeform_tags or {}):
                 return "stop tag"
             return "instance terminating" if inst.lifecycle_state in ("STOPPING", "TERMINATING") else None
 
-        code, sigterm = run_job(cmd, env, should_stop, args.poll)
-    finally:  # whatever happened, the instance must not stay up (and bill) with nothing running
-        tags = {TAG + "exit": str(code)} | ({TAG + "sigterm": "1"} if sigterm else {})
-        print(f"overcast-agent: exit {code}; tagging and terminating {iid}", file=sys.stderr, flush=True)
-        try:
-            set_tags(compute, iid, tags)
-        finally:
-            call(compute, "terminate_instance", iid, preserve_boot_volume=False)
-    return 0
+        return run_rank(cmd, iid, rank, args.nodes, head, should_stop, args.poll)
+
+    def terminate() -> None:
+        call(compute, "terminate_instance", iid, preserve_boot_volume=False)
+
+    return serve(iid, TAG, start, lambda tags: set_tags(compute, iid, tags), terminate)
 
 
 if __name__ == "__main__":

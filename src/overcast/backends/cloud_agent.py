@@ -1,0 +1,73 @@
+"""What the node agents of the three clouds (aws_agent, azure_agent, oci_agent) share: the command line,
+the log lines, and the end of a node (its exit tags, then powering its machine off, whatever happened).
+
+Each provider's agent finds its rank and head through its own metadata service and API, and says how to
+tag and end its machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+
+from overcast.backends.node_agent import AGENT_FAILED, run_job
+
+ShouldStop = Callable[[], str | None]
+
+
+def say(message: str) -> None:
+    print(f"overcast-agent: {message}", file=sys.stderr, flush=True)
+
+
+def parse_args(
+    module: str, argv: list[str], poll: float, options: list[tuple[str, bool]]
+) -> tuple[argparse.Namespace, list[str]] | None:
+    """``--job --attempt --nodes --poll`` plus the provider's ``options`` ((flag, required)), then ``--``
+    and the job's command; None (after the usage line) when there is no ``--``."""
+    if "--" not in argv:
+        print(f"usage: python -m {module} [options] -- CMD...", file=sys.stderr)
+        return None
+    split = argv.index("--")
+    parser = argparse.ArgumentParser(prog=module)
+    for flag, required in options:
+        parser.add_argument(flag, required=required)
+    parser.add_argument("--job", required=True)
+    parser.add_argument("--attempt", required=True)
+    parser.add_argument("--nodes", type=int, required=True)
+    parser.add_argument("--poll", type=float, default=poll)
+    return parser.parse_args(argv[:split]), argv[split + 1 :]
+
+
+def run_rank(
+    cmd: list[str], node: str, rank: int | str, nodes: int, head: str, should_stop: ShouldStop, poll: float
+) -> tuple[int, bool]:
+    """Run the job as ``rank`` of ``nodes`` with the head at ``head``: (exit code, got SIGTERM)."""
+    env = os.environ | {"OVERCAST_NODE_RANK": str(rank), "OVERCAST_HEAD_ADDR": head}
+    say(f"{node} is rank {rank} of {nodes}, head {head}")
+    return run_job(cmd, env, should_stop, poll)
+
+
+def serve(
+    node: str,
+    prefix: str,
+    start: Callable[[], tuple[int, bool]],
+    tag: Callable[[dict[str, str]], None],
+    power_off: Callable[[], object],
+    how: str = "terminating",
+) -> int:
+    """Run ``start`` (the node's life: (exit code, got SIGTERM)), then tag the machine ``<prefix>exit``
+    (and ``<prefix>sigterm``) and power it off: whatever happened, the machine must not stay up (and bill)
+    with nothing running. An agent that failed itself exits ``AGENT_FAILED``."""
+    code, sigterm = AGENT_FAILED, False
+    try:
+        code, sigterm = start()
+    finally:
+        exit_tags = {prefix + "exit": str(code)} | ({prefix + "sigterm": "1"} if sigterm else {})
+        say(f"exit {code}; tagging and {how} {node}")
+        try:
+            tag(exit_tags)
+        finally:
+            power_off()
+    return 0
