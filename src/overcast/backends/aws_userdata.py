@@ -9,19 +9,17 @@ from __future__ import annotations
 
 from overcast.backends.aws_client import AwsSettings
 from overcast.backends.base import LaunchRequest
+from overcast.backends.cloud_agent import agent_command
 from overcast.backends.node_boot import boot_script
 
 USER_DATA_LIMIT = 16 * 1024  # EC2 refuses larger user-data (before base64)
 
 
 def user_data(settings: AwsSettings, request: LaunchRequest) -> str:
-    agent = [
-        settings.python, "-m", "overcast.backends.aws_agent", "--region", settings.region,
-        "--job", request.job_id, "--attempt", str(request.attempt), "--nodes", str(request.num_nodes),
-        "--poll", str(settings.agent_poll_seconds),
-    ]  # fmt: skip
-    if settings.endpoint_url:
-        agent += ["--endpoint-url", settings.endpoint_url]
+    last = ["--endpoint-url", settings.endpoint_url] if settings.endpoint_url else []
+    module = "overcast.backends.aws_agent"
+    first = ["--region", settings.region]
+    agent = agent_command(settings.python, module, request, settings.agent_poll_seconds, first, last)
     text = boot_script(request, settings.bootstrap, agent)
     if len(text.encode()) > USER_DATA_LIMIT:
         raise ValueError(f"user-data is {len(text.encode())} bytes, EC2 takes at most {USER_DATA_LIMIT}")

@@ -12,6 +12,7 @@ import base64
 
 from overcast.backends.azure_client import AzureSettings
 from overcast.backends.base import LaunchRequest
+from overcast.backends.cloud_agent import agent_command
 from overcast.backends.node_boot import boot_script
 
 CUSTOM_DATA_LIMIT = 64 * 1024  # Azure refuses more than 64 KiB of custom data (after base64)
@@ -19,13 +20,9 @@ CUSTOM_DATA_LIMIT = 64 * 1024  # Azure refuses more than 64 KiB of custom data (
 
 def custom_data(settings: AzureSettings, request: LaunchRequest) -> str:
     """The script, base64-encoded as ARM's ``osProfile.customData`` wants it."""
-    agent = [
-        settings.python, "-m", "overcast.backends.azure_agent", "--job", request.job_id,
-        "--attempt", str(request.attempt), "--nodes", str(request.num_nodes),
-        "--poll", str(settings.agent_poll_seconds),
-    ]  # fmt: skip
-    if settings.endpoint:
-        agent += ["--arm-endpoint", settings.endpoint]
+    last = ["--arm-endpoint", settings.endpoint] if settings.endpoint else []
+    module = "overcast.backends.azure_agent"
+    agent = agent_command(settings.python, module, request, settings.agent_poll_seconds, [], last)
     text = boot_script(request, settings.bootstrap, agent)
     encoded = base64.b64encode(text.encode()).decode()
     if len(encoded) > CUSTOM_DATA_LIMIT:

@@ -1,5 +1,6 @@
-"""What the node agents of the three clouds (aws_agent, azure_agent, oci_agent) share: the command line,
-the log lines, and the end of a node (its exit tags, then powering its machine off, whatever happened).
+"""What the node agents of the three clouds (aws_agent, azure_agent, oci_agent) share: the command line
+(as the boot script writes it and as the agent reads it), the log lines, and the end of a node (its exit
+tags, then powering its machine off, whatever happened).
 
 Each provider's agent finds its rank and head through its own metadata service and API, and says how to
 tag and end its machine.
@@ -12,6 +13,7 @@ import os
 import sys
 from collections.abc import Callable
 
+from overcast.backends.base import LaunchRequest
 from overcast.backends.node_agent import AGENT_FAILED, run_job
 
 ShouldStop = Callable[[], str | None]
@@ -19,6 +21,15 @@ ShouldStop = Callable[[], str | None]
 
 def say(message: str) -> None:
     print(f"overcast-agent: {message}", file=sys.stderr, flush=True)
+
+
+def agent_command(
+    python: str, module: str, request: LaunchRequest, poll: float, first: list[str], last: list[str]
+) -> list[str]:
+    """The boot script's command line for the agent ``module``: the provider's ``first`` options, the
+    gang's, then the provider's ``last`` ones (what ``parse_args`` reads)."""
+    gang = ["--job", request.job_id, "--attempt", str(request.attempt), "--nodes", str(request.num_nodes)]
+    return [python, "-m", module, *first, *gang, "--poll", str(poll), *last]
 
 
 def parse_args(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 
 from overcast.backends.base import LaunchRequest
+from overcast.backends.cloud_agent import agent_command
 from overcast.backends.node_boot import boot_script
 from overcast.backends.oci_client import OciSettings
 
@@ -18,14 +19,10 @@ METADATA_LIMIT = 32_000  # OCI: metadata + extendedMetadata together, in bytes
 
 def user_data(settings: OciSettings, request: LaunchRequest) -> str:
     """The script, base64-encoded as ``metadata["user_data"]`` wants it."""
-    agent = [
-        settings.python, "-m", "overcast.backends.oci_agent", "--region", settings.region,
-        "--compartment", settings.compartment_id, "--job", request.job_id,
-        "--attempt", str(request.attempt), "--nodes", str(request.num_nodes),
-        "--poll", str(settings.agent_poll_seconds),
-    ]  # fmt: skip
-    if settings.endpoint:
-        agent += ["--endpoint", settings.endpoint]
+    first = ["--region", settings.region, "--compartment", settings.compartment_id]
+    last = ["--endpoint", settings.endpoint] if settings.endpoint else []
+    module = "overcast.backends.oci_agent"
+    agent = agent_command(settings.python, module, request, settings.agent_poll_seconds, first, last)
     text = boot_script(request, settings.bootstrap, agent)
     encoded = base64.b64encode(text.encode()).decode()
     if len(encoded) > METADATA_LIMIT - 100:  # room for ssh_authorized_keys' key name etc.
