@@ -18,15 +18,14 @@ from botocore.exceptions import ClientError
 from overcast.backends.aws import NO_AGENT, AwsBackend
 from overcast.backends.aws_client import AwsError, AwsSettings, translate
 from overcast.backends.base import CapacityError, EventKind, LaunchRequest, ProviderDown
-from overcast.catalog.fleet import parse_fleet
 from overcast.catalog.pools import pool_id
 from overcast.control.health import Backoff
 from overcast.control.loop import ControlLoop
-from overcast.control.setup import backends_from_fleet
 from overcast.placement.pool import Pool, Purchase
 from overcast.spec.models import AcceleratorRequest, JobSpec, Resources, SpotPolicy
 from overcast.store import JobState, Store
 from tests.backends.aws_vm import VmEmulator
+from tests.backends.cloud_checks import run_fleet_job, wait_events
 from tests.control.harness import reference_result, run_until, state, train_command
 from tests.fixtures.moto import REGION, MotoEC2, moto_ec2, moto_server  # noqa: F401 (fixtures)
 
@@ -260,20 +259,9 @@ aws:
     image_id: {moto_ec2.image_id()}
     max_nodes: 2
 """
-    fleet = parse_fleet(text)
-    backends = backends_from_fleet(fleet, tmp_path)
-    assert [b.name for b in backends] == ["aws:use1"]
-    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    loop = ControlLoop(store, backends, home=tmp_path, grace_seconds=2.0)
-    record = store.submit("default", gpu_job("hello", "sleep 1; echo hello from $OVERCAST_NODE_RANK", 1))
-    run_until(loop, lambda: state(store, record.id).state is JobState.RUNNING)
-    # the services' backends of the same account (under home/serve) do not see the jobs' instances,
-    # so neither side's reconcile stops the other's
-    (services,) = backends_from_fleet(fleet, tmp_path / "serve")
-    assert services.active() == [] and backends[0].active() == [(record.id, 1)]
-    run_until(loop, lambda: state(store, record.id).state.terminal)
-    assert state(store, record.id).state is JobState.SUCCEEDED
-    (instance,) = vms.instances(overcast_job=record.id)
+    job = gpu_job("hello", "sleep 1; echo hello from $OVERCAST_NODE_RANK", 1)
+    job_id = run_fleet_job(text, "aws:use1", tmp_path, job, lambda s: s is JobState.RUNNING)
+    (instance,) = vms.instances(overcast_job=job_id)
     assert "hello from 0" in vms.console(instance["InstanceId"])
 
 
@@ -288,11 +276,7 @@ def test_a_gang_whose_agent_never_starts_fails_instead_of_running_forever(
     )
     pool = pool_of(backend, "use1-az2", Purchase.ON_DEMAND)
     backend.launch(LaunchRequest("broken", 1, pool, 1, gpu_job("b", "true", nodes=1)))
-    events: list = []
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and not events:
-        events += backend.poll()
-        time.sleep(0.1)
+    events = wait_events(backend, bool, timeout=15)
     assert [(e.kind, e.detail) for e in events] == [(EventKind.FAILED, NO_AGENT)]  # never STARTED
     (instance,) = vms.instances(overcast_job="broken")
     assert "no-such-python3" in vms.console(instance["InstanceId"])  # bash: command not found

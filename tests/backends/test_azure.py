@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,15 +21,14 @@ from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, 
 from overcast.backends.azure import NO_AGENT, AzureBackend, vm_name
 from overcast.backends.azure_client import AzureApiError, AzureSettings, add_tags, translate
 from overcast.backends.base import CapacityError, EventKind, LaunchRequest, ProviderDown
-from overcast.catalog.fleet import parse_fleet
 from overcast.catalog.pools import pool_id
 from overcast.control.health import Backoff
 from overcast.control.loop import ControlLoop
-from overcast.control.setup import backends_from_fleet
 from overcast.placement.pool import Pool, Purchase
 from overcast.spec.models import AcceleratorRequest, JobSpec, Resources, SpotPolicy
 from overcast.store import JobState, Store
 from tests.backends.azure_vm import VmEmulator
+from tests.backends.cloud_checks import eventually, run_fleet_job, wait_events
 from tests.control.harness import reference_result, run_until, state, train_command
 from tests.fixtures.azure_fake import (  # noqa: F401 (fixtures)
     REGION,
@@ -92,24 +91,6 @@ def vms(fake_arm: FakeArm, tmp_path: Path) -> Iterator[VmEmulator]:  # noqa: F81
         yield emulator
     finally:
         emulator.close()
-
-
-def eventually(done: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
-def wait_events(backend: AzureBackend, done, timeout: float = 20.0) -> list:
-    events: list = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not done(events):
-        events += backend.poll()
-        time.sleep(0.1)
-    return events
 
 
 def test_pools_and_a_two_node_gang_through_the_sdk(fake_arm: FakeArm, tmp_path: Path) -> None:  # noqa: F811
@@ -361,17 +342,7 @@ azure:
     identity_id: {IDENTITY}
     max_nodes: 2
 """
-    fleet = parse_fleet(text)
-    backends = backends_from_fleet(fleet, tmp_path)
-    assert [b.name for b in backends] == ["azure:eus"]
-    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    loop = ControlLoop(store, backends, home=tmp_path, grace_seconds=2.0)
-    record = store.submit("default", gpu_job("hello", "sleep 1; echo hello from $OVERCAST_NODE_RANK", 1))
-    run_until(loop, lambda: state(store, record.id).state is JobState.RUNNING)
-    # the services' backends of the same subscription (under home/serve) do not see the jobs' VMs
-    (services,) = backends_from_fleet(fleet, tmp_path / "serve")
-    assert services.active() == [] and backends[0].active() == [(record.id, 1)]
-    run_until(loop, lambda: state(store, record.id).state.terminal)
-    assert state(store, record.id).state is JobState.SUCCEEDED
-    (vm,) = [name for name in vms.booted() if record.id.lower() in name]
+    job = gpu_job("hello", "sleep 1; echo hello from $OVERCAST_NODE_RANK", 1)
+    job_id = run_fleet_job(text, "azure:eus", tmp_path, job, lambda s: s is JobState.RUNNING)
+    (vm,) = [name for name in vms.booted() if job_id.lower() in name]
     assert "hello from 0" in vms.console(vm)

@@ -20,15 +20,14 @@ import pytest
 from overcast.backends.base import CapacityError, EventKind, LaunchRequest, ProviderDown
 from overcast.backends.oci import NO_AGENT, OciBackend
 from overcast.backends.oci_client import OciError, OciSettings, translate
-from overcast.catalog.fleet import parse_fleet
 from overcast.catalog.load import load_offers
 from overcast.catalog.pools import pool_id
 from overcast.control.health import Backoff
 from overcast.control.loop import ControlLoop
-from overcast.control.setup import backends_from_fleet
 from overcast.placement.pool import Pool, Purchase
 from overcast.spec.models import AcceleratorRequest, JobSpec, Resources
 from overcast.store import JobState, Store
+from tests.backends.cloud_checks import run_fleet_job, wait_events
 from tests.backends.oci_vm import OciVmEmulator
 from tests.control.harness import reference_result, run_until, state, train_command
 from tests.fixtures.oci_fake import COMPARTMENT, REGION, FakeOci, oci_fake, oci_server  # noqa: F401
@@ -65,12 +64,7 @@ def vms_of(fake: FakeOci, job: str) -> list[str]:
 
 
 def poll_until(backend: OciBackend, wanted: set, timeout: float = 20.0) -> list:
-    events: list = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not wanted <= {(e.job_id, e.kind) for e in events}:
-        events += backend.poll()
-        time.sleep(0.1)
-    return events
+    return wait_events(backend, lambda events: wanted <= {(e.job_id, e.kind) for e in events}, timeout)
 
 
 @pytest.fixture
@@ -308,17 +302,7 @@ oci:
     subnet_id: ocid1.subnet.oc1.iad.fake
     max_nodes: 2
 """
-    fleet = parse_fleet(text)
-    backends = backends_from_fleet(fleet, tmp_path)
-    assert [b.name for b in backends] == ["oci:iad"]
-    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    loop = ControlLoop(store, backends, home=tmp_path, grace_seconds=2.0)
-    record = store.submit("default", gpu_job("hello", "echo hello from $OVERCAST_NODE_RANK", 1))
-    run_until(loop, lambda: state(store, record.id).state is not JobState.PENDING)
-    # the services' backend of the same compartment (under home/serve) does not see the jobs' instances
-    (services,) = backends_from_fleet(fleet, tmp_path / "serve")
-    assert services.active() == [] and backends[0].active() == [(record.id, 1)]
-    run_until(loop, lambda: state(store, record.id).state.terminal)
-    assert state(store, record.id).state is JobState.SUCCEEDED
-    (instance,) = vms.instances(job=record.id)
+    job = gpu_job("hello", "echo hello from $OVERCAST_NODE_RANK", 1)
+    job_id = run_fleet_job(text, "oci:iad", tmp_path, job, lambda s: s is not JobState.PENDING)
+    (instance,) = vms.instances(job=job_id)
     assert "hello from 0" in vms.console(instance["id"])
