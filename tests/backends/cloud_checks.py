@@ -9,6 +9,7 @@ from typing import Any
 
 from overcast.backends.base import BackendEvent
 from overcast.catalog.fleet import parse_fleet
+from overcast.control.health import Backoff
 from overcast.control.loop import ControlLoop
 from overcast.control.setup import backends_from_fleet
 from overcast.spec.models import JobSpec
@@ -33,6 +34,13 @@ def wait_events(backend: Any, done: Callable[[list[BackendEvent]], bool], timeou
         events += backend.poll()
         time.sleep(0.1)
     return events
+
+
+def fast_loop(home: Path, store: Store, backend: Any) -> ControlLoop:
+    """A loop over ``backend`` with a 1 s lease: a loop that dies is replaced within a second (15 s by
+    default)."""
+    backoff = Backoff(60.0, 600.0)
+    return ControlLoop(store, [backend], home=home, grace_seconds=2.0, backoff=backoff, lease_ttl=1.0)
 
 
 def run_fleet_job(text: str, name: str, home: Path, job: JobSpec, started: Callable[[JobState], bool]) -> str:

@@ -19,13 +19,11 @@ from overcast.backends.aws import NO_AGENT, AwsBackend
 from overcast.backends.aws_client import AwsError, AwsSettings, translate
 from overcast.backends.base import CapacityError, EventKind, LaunchRequest, ProviderDown
 from overcast.catalog.pools import pool_id
-from overcast.control.health import Backoff
-from overcast.control.loop import ControlLoop
 from overcast.placement.pool import Pool, Purchase
 from overcast.spec.models import AcceleratorRequest, JobSpec, Resources, SpotPolicy
 from overcast.store import JobState, Store
 from tests.backends.aws_vm import VmEmulator
-from tests.backends.cloud_checks import run_fleet_job, wait_events
+from tests.backends.cloud_checks import fast_loop, run_fleet_job, wait_events
 from tests.control.harness import reference_result, run_until, state, train_command
 from tests.fixtures.moto import REGION, MotoEC2, moto_ec2, moto_server  # noqa: F401 (fixtures)
 
@@ -139,12 +137,6 @@ def test_capacity_errors_outages_and_other_errors_map_to_overcast_exceptions(
     assert isinstance(bad, AwsError) and "InvalidAMIID.Malformed" in str(bad)
 
 
-def _aws_loop(home: Path, store: Store, backend: AwsBackend) -> ControlLoop:
-    # a 1 s lease: a loop that dies is replaced within a second (15 s by default)
-    backoff = Backoff(60.0, 600.0)
-    return ControlLoop(store, [backend], home=home, grace_seconds=2.0, backoff=backoff, lease_ttl=1.0)
-
-
 def _result_lines(vms: VmEmulator, job_id: str, attempt: int) -> list[str]:
     instances = vms.instances(overcast_job=job_id, overcast_attempt=str(attempt))
     text = "".join(vms.console(i["InstanceId"]) for i in instances)
@@ -158,7 +150,7 @@ def test_loop_fails_over_on_capacity_resumes_after_a_spot_reclaim_and_reconciles
 ) -> None:
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
     aws = settings(moto_ec2)
-    loop = _aws_loop(tmp_path, store, AwsBackend(aws, home=tmp_path))
+    loop = fast_loop(tmp_path, store, AwsBackend(aws, home=tmp_path))
     moto_ec2.set_capacity(P5, "us-east-1a", 0)  # the cheapest spot pool (use1-az6) is sold out
     record = store.submit(
         "default", gpu_job("train", train_command(steps=150, step_seconds=0.03), 2, SpotPolicy.REQUIRED)
@@ -175,7 +167,7 @@ def test_loop_fails_over_on_capacity_resumes_after_a_spot_reclaim_and_reconciles
     assert len(gang) == 2 and len({i["Placement"]["AvailabilityZone"] for i in gang}) == 1
 
     # The loop dies; a new loop with a new backend (same store and home) finds the gang running in EC2.
-    loop = _aws_loop(tmp_path, store, AwsBackend(aws, home=tmp_path))
+    loop = fast_loop(tmp_path, store, AwsBackend(aws, home=tmp_path))
     run_until(loop, lambda: loop.leader)  # once the dead loop's lease has expired: it reconciles first
     after = state(store, record.id)
     assert (after.state, after.attempt) == (JobState.RUNNING, first.attempt)

@@ -22,13 +22,11 @@ from overcast.backends.azure import NO_AGENT, AzureBackend, vm_name
 from overcast.backends.azure_client import AzureApiError, AzureSettings, add_tags, translate
 from overcast.backends.base import CapacityError, EventKind, LaunchRequest, ProviderDown
 from overcast.catalog.pools import pool_id
-from overcast.control.health import Backoff
-from overcast.control.loop import ControlLoop
 from overcast.placement.pool import Pool, Purchase
 from overcast.spec.models import AcceleratorRequest, JobSpec, Resources, SpotPolicy
 from overcast.store import JobState, Store
 from tests.backends.azure_vm import VmEmulator
-from tests.backends.cloud_checks import eventually, run_fleet_job, wait_events
+from tests.backends.cloud_checks import eventually, fast_loop, run_fleet_job, wait_events
 from tests.control.harness import reference_result, run_until, state, train_command
 from tests.fixtures.azure_fake import (  # noqa: F401 (fixtures)
     REGION,
@@ -210,11 +208,6 @@ def test_capacity_errors_roll_back_and_outages_map_to_provider_down(
     assert isinstance(bad, AzureApiError) and "InvalidParameter" in str(bad)
 
 
-def _azure_loop(home: Path, store: Store, backend: AzureBackend) -> ControlLoop:
-    backoff = Backoff(60.0, 600.0)  # a 1 s lease: a loop that dies is replaced within a second
-    return ControlLoop(store, [backend], home=home, grace_seconds=2.0, backoff=backoff, lease_ttl=1.0)
-
-
 def _result_lines(vms: VmEmulator, names: list[str]) -> list[str]:
     text = "".join(vms.console(name) for name in names)
     return [line for line in text.splitlines() if line.startswith("RESULT")]
@@ -226,7 +219,7 @@ def test_loop_fails_over_on_capacity_resumes_after_an_eviction_and_reconciles_af
     tmp_path: Path,
 ) -> None:
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    loop = _azure_loop(tmp_path, store, backend_of(fake_arm, tmp_path))
+    loop = fast_loop(tmp_path, store, backend_of(fake_arm, tmp_path))
     fake_arm.set_capacity(H100, "1", 0, "ZonalAllocationFailed")  # zone 1 is sold out
     record = store.submit(
         "default", gpu_job("train", train_command(steps=150, step_seconds=0.03), 2, SpotPolicy.REQUIRED)
@@ -243,7 +236,7 @@ def test_loop_fails_over_on_capacity_resumes_after_an_eviction_and_reconciles_af
     assert len(gang) == 2 and {vm["zones"][0] for vm in gang} == {"2"}
 
     # The loop dies; a new loop with a new backend (same store and home) finds the gang running in ARM.
-    loop = _azure_loop(tmp_path, store, backend_of(fake_arm, tmp_path))
+    loop = fast_loop(tmp_path, store, backend_of(fake_arm, tmp_path))
     run_until(loop, lambda: loop.leader)
     after = state(store, record.id)
     assert (after.state, after.attempt) == (JobState.RUNNING, first.attempt)

@@ -22,12 +22,10 @@ from overcast.backends.oci import NO_AGENT, OciBackend
 from overcast.backends.oci_client import OciError, OciSettings, translate
 from overcast.catalog.load import load_offers
 from overcast.catalog.pools import pool_id
-from overcast.control.health import Backoff
-from overcast.control.loop import ControlLoop
 from overcast.placement.pool import Pool, Purchase
 from overcast.spec.models import AcceleratorRequest, JobSpec, Resources
 from overcast.store import JobState, Store
-from tests.backends.cloud_checks import run_fleet_job, wait_events
+from tests.backends.cloud_checks import fast_loop, run_fleet_job, wait_events
 from tests.backends.oci_vm import OciVmEmulator
 from tests.control.harness import reference_result, run_until, state, train_command
 from tests.fixtures.oci_fake import COMPARTMENT, REGION, FakeOci, oci_fake, oci_server  # noqa: F401
@@ -183,11 +181,6 @@ def test_capacity_and_limit_errors_roll_the_gang_back_and_outages_are_provider_d
     assert isinstance(bad, OciError) and "NotAuthorizedOrNotFound" in str(bad)
 
 
-def _loop(home: Path, store: Store, backend: OciBackend) -> ControlLoop:
-    backoff = Backoff(60.0, 600.0)  # a 1 s lease: a dead loop is replaced within a second
-    return ControlLoop(store, [backend], home=home, grace_seconds=2.0, backoff=backoff, lease_ttl=1.0)
-
-
 def test_loop_fails_over_on_capacity_resumes_after_a_lost_node_and_reconciles_after_restart(
     oci_fake: FakeOci,  # noqa: F811
     config: Path,
@@ -196,7 +189,7 @@ def test_loop_fails_over_on_capacity_resumes_after_a_lost_node_and_reconciles_af
 ) -> None:
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
     conf = settings(oci_fake, config)
-    loop = _loop(tmp_path, store, OciBackend(conf, home=tmp_path))
+    loop = fast_loop(tmp_path, store, OciBackend(conf, home=tmp_path))
     oci_fake.set_capacity(H100, AD1, 1)  # one node left in AD-1: a 2-node gang does not fit there
     record = store.submit("default", gpu_job("train", train_command(steps=150, step_seconds=0.03), 2))
     ckpt = tmp_path / "checkpoints" / record.id / "checkpoint.npz"
@@ -213,7 +206,7 @@ def test_loop_fails_over_on_capacity_resumes_after_a_lost_node_and_reconciles_af
     assert {i["lifecycleState"] for i in refused_ranks} <= {"TERMINATING", "TERMINATED"}  # rolled back
 
     # The loop dies; a new loop with a new backend (same store and home) finds the gang running.
-    loop = _loop(tmp_path, store, OciBackend(conf, home=tmp_path))
+    loop = fast_loop(tmp_path, store, OciBackend(conf, home=tmp_path))
     run_until(loop, lambda: loop.leader)
     after = state(store, record.id)
     assert (after.state, after.attempt) == (JobState.RUNNING, first.attempt)
