@@ -150,6 +150,25 @@ class Cluster(_Strict):
         return self.price_per_gpu_hour * self.gpus_per_node
 
 
+def _offered(
+    names: list[str], info: ValidationInfo, provider: str, what: str, *, fold_case: bool = False
+) -> list[str]:
+    """Every name must be an instance type the catalog offers for ``provider`` in the entry's region."""
+    region = info.data.get("region")
+    if region is None:  # the region itself is wrong: reported there
+        return names
+    from overcast.catalog.load import load_offers
+
+    offered = {o.instance_type for o in load_offers() if o.provider == provider and o.region == region}
+    known = {n.lower() for n in offered} if fold_case else offered
+    for name in names:
+        if (name.lower() if fold_case else name) not in known:
+            close = difflib.get_close_matches(name, sorted(offered), n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ValueError(f"no {what} {name!r} in {region} in the catalog{hint}")
+    return names
+
+
 class AwsAccount(_Strict):
     """EC2 in one account and region: pools are the catalog's offers of ``instance_types`` there, per AZ
     and purchase option, each holding at most ``max_nodes`` of our instances (see backends/aws.py).
@@ -182,18 +201,7 @@ class AwsAccount(_Strict):
     @field_validator("instance_types")
     @classmethod
     def _in_catalog(cls, value: list[str], info: ValidationInfo) -> list[str]:
-        region = info.data.get("region")
-        if region is None:  # the region itself is wrong: reported there
-            return value
-        from overcast.catalog.load import load_offers
-
-        offered = {o.instance_type for o in load_offers() if o.provider == "aws" and o.region == region}
-        for name in value:
-            if name not in offered:
-                close = difflib.get_close_matches(name, sorted(offered), n=3)
-                hint = f" (did you mean {', '.join(close)}?)" if close else ""
-                raise ValueError(f"no AWS offer for {name!r} in {region} in the catalog{hint}")
-        return value
+        return _offered(value, info, "aws", "AWS offer for")
 
 
 class OciAccount(_Strict):
@@ -218,18 +226,7 @@ class OciAccount(_Strict):
     @field_validator("shapes")
     @classmethod
     def _in_catalog(cls, value: list[str], info: ValidationInfo) -> list[str]:
-        region = info.data.get("region")
-        if region is None:  # the region itself is wrong: reported there
-            return value
-        from overcast.catalog.load import load_offers
-
-        offered = {o.instance_type for o in load_offers() if o.provider == "oci" and o.region == region}
-        for name in value:
-            if name not in offered:
-                close = difflib.get_close_matches(name, sorted(offered), n=3)
-                hint = f" (did you mean {', '.join(close)}?)" if close else ""
-                raise ValueError(f"no OCI offer for shape {name!r} in {region} in the catalog{hint}")
-        return value
+        return _offered(value, info, "oci", "OCI offer for shape")
 
 
 class AzureAccount(_Strict):
@@ -262,19 +259,8 @@ class AzureAccount(_Strict):
     @field_validator("vm_sizes")
     @classmethod
     def _in_catalog(cls, value: list[str], info: ValidationInfo) -> list[str]:
-        region = info.data.get("region")
-        if region is None:  # the region itself is wrong: reported there
-            return value
-        from overcast.catalog.load import load_offers
-
-        offered = {o.instance_type for o in load_offers() if o.provider == "azure" and o.region == region}
-        lower = {name.lower() for name in offered}  # ARM compares VM sizes case-insensitively
-        for name in value:
-            if name.lower() not in lower:
-                close = difflib.get_close_matches(name, sorted(offered), n=3)
-                hint = f" (did you mean {', '.join(close)}?)" if close else ""
-                raise ValueError(f"no Azure offer for VM size {name!r} in {region} in the catalog{hint}")
-        return value
+        # ARM compares VM sizes case-insensitively
+        return _offered(value, info, "azure", "Azure offer for VM size", fold_case=True)
 
 
 class QuotaRule(_Strict):

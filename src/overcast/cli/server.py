@@ -45,7 +45,7 @@ def up(
     from overcast.control.controller import LoopController
     from overcast.control.demo import DEMO_CLUSTERS
     from overcast.control.loop import ControlLoop
-    from overcast.control.setup import backends_from_fleet
+    from overcast.control.setup import backends_from_fleet, local_backends
     from overcast.serve.supervisor import ServiceSupervisor
     from overcast.store import Store, StoreConfigError, StoreUnavailable, default_url, overcast_home
 
@@ -61,11 +61,7 @@ def up(
             backends = backends_from_fleet(fleet_doc, home)
             # services' replicas on providers of their own (under home/serve), local ones only: a replica
             # is reached at 127.0.0.1:<port>, so one on a cloud VM would bill and never be ready
-            from overcast.backends.local import LocalBackend
-
-            service_backends = [
-                b for b in backends_from_fleet(fleet_doc, home / "serve") if isinstance(b, LocalBackend)
-            ]
+            service_backends = local_backends(fleet_doc, home / "serve")
         except (FleetError, OSError) as exc:
             _fail(str(exc))
         if not backends:

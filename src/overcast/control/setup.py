@@ -78,14 +78,24 @@ def azure_backend(account: AzureAccount, home: Path) -> Backend:
     return AzureBackend(_settings(AzureSettings, account, home), home=home)  # DefaultAzureCredential
 
 
+def local_backends(fleet: Fleet, home: Path) -> list[LocalBackend]:
+    """A LocalBackend for every ``local:`` cluster of the fleet."""
+    return [_local_backend(c, home) for c in fleet.clusters if c.local is not None]
+
+
+def _local_backend(cluster: Cluster, home: Path) -> LocalBackend:
+    assert cluster.local is not None
+    return LocalBackend(local_cluster(cluster), home=cluster.local.home or home)
+
+
 def backends_from_fleet(fleet: Fleet, home: Path) -> list[Backend]:
     """The backends this process can run jobs on: every ``local:`` and ``slurm:`` cluster and every
     ``aws:``, ``azure:`` and ``oci:`` account of the fleet. Other providers and reservations have no
     launching backend yet."""
     backends: list[Backend] = []
-    for cluster in fleet.clusters:
+    for cluster in fleet.clusters:  # in the file's order
         if cluster.local is not None:
-            backends.append(LocalBackend(local_cluster(cluster), home=cluster.local.home or home))
+            backends.append(_local_backend(cluster, home))
         elif cluster.slurm is not None:
             from overcast.backends.slurm import SlurmBackend
             from overcast.backends.slurm_config import slurm_cluster_from_fleet

@@ -223,11 +223,8 @@ class Store(ServiceMethods):
                     }
                     kinds.append(("cancelled", "while pending"))
                 conn.execute(update(jobs).where(jobs.c.id == job_id).values(changes))
-                team_of = _team_of(job_id)
                 for kind, detail in kinds:
-                    conn.execute(
-                        insert(events).values(job_id=job_id, team=team_of, at=now, kind=kind, detail=detail)
-                    )
+                    conn.execute(_event(job_id, kind, detail, now))
             fresh = conn.execute(select(jobs).where(jobs.c.id == job_id)).one()
         return job_record(fresh._mapping)
 
@@ -272,12 +269,7 @@ class Store(ServiceMethods):
                 return None
             if event is not None:
                 kind, detail = event
-                at = now if event_at is None else event_at
-                conn.execute(
-                    insert(events).values(
-                        job_id=job_id, team=_team_of(job_id), at=at, kind=kind, detail=detail
-                    )
-                )
+                conn.execute(_event(job_id, kind, detail, now if event_at is None else event_at))
             row = conn.execute(select(jobs).where(jobs.c.id == job_id)).one()
         return job_record(row._mapping)
 
@@ -285,15 +277,7 @@ class Store(ServiceMethods):
 
     def add_event(self, job_id: str | None, kind: str, detail: str = "", *, at: float | None = None) -> None:
         with self._write() as conn:
-            conn.execute(
-                insert(events).values(
-                    job_id=job_id,
-                    team=_team_of(job_id) if job_id else None,
-                    at=self.clock() if at is None else at,
-                    kind=kind,
-                    detail=detail,
-                )
-            )
+            conn.execute(_event(job_id, kind, detail, self.clock() if at is None else at))
 
     def events(
         self, *, job_id: str | None = None, team: str | None = None, after_id: int = 0, limit: int = 1000
@@ -405,6 +389,12 @@ class Store(ServiceMethods):
         stmt = self._dialect_insert(table).values(dict(values))
         rest = {k: stmt.excluded[k] for k in values if k not in keys}
         conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=rest))
+
+
+def _event(job_id: str | None, kind: str, detail: str, at: float) -> Any:
+    """The INSERT of one timeline event (a job's event carries the job's team)."""
+    team = _team_of(job_id) if job_id else None
+    return insert(events).values(job_id=job_id, team=team, at=at, kind=kind, detail=detail)
 
 
 def _team_of(job_id: str) -> Any:
