@@ -3,18 +3,18 @@
     python bench/batch_placement.py            # J in {1k, 10k, 50k} x P in {300, 1000}, flat and tiered,
                                                # plus 10k x 1k and 50k x 1k with longer budgets
     python bench/batch_placement.py --quick    # about 30 s: 1k and 10k jobs x 300 pools, flat only
-    python bench/batch_placement.py --case 10000 1000 [--tiered] [--budget 1.5] [--profile]
+    python bench/batch_placement.py --case 10000 1000 [--tiered] [--budget 1.5] [--profile] [--seed 2]
                                                # one row, not written to results; --profile prints the
                                                # top of a CPU-time cProfile of the solve
 
-Each row solves one generated queue (bench/queue_gen.py, seed 1) twice in this process: the greedy
-fallback alone (the baseline) and the full pipeline (``solve(method="auto")``) with the row's time budget.
-"flat" queues have one priority level (the notes' setting); "tiered" queues have three levels, so the
-priority rule binds and costs objective (the LP bound ignores the rule, so it is still a valid bound).
-Columns: wall and CPU seconds (CPU = this process; the LP and MILPs are single-threaded; ``child_cpu_s``
-in the JSON is the CPU time of the forked children: the last column-generation flows, the side MILP),
-objective, LP bound, gap = (obj - LB) / obj, value gap =
-(obj - LB) / (sum of penalties - LB), the greedy's gap, greedy/pipeline objective ratio, jobs placed.
+Each row solves one generated queue (bench/queue_gen.py, seed 1; --seed with --case) twice in this
+process: the greedy fallback alone (the baseline) and the full pipeline (``solve(method="auto")``) with
+the row's time budget. "flat" queues have one priority level (the notes' setting); "tiered" queues have
+three levels, so the priority rule binds and costs objective (the LP bound ignores the rule, so it is
+still a valid bound). Columns: wall and CPU seconds (CPU = this process; the LP and MILPs are
+single-threaded; ``child_cpu_s`` in the JSON is the CPU time of the forked children: the last
+column-generation flows, the side MILP), objective, LP bound, gap = (obj - LB) / obj, value gap = (obj -
+LB) / (sum of penalties - LB), the greedy's gap, greedy/pipeline objective ratio, jobs placed.
 Writes bench/results/batch_placement.json (or batch_placement_quick.json).
 """
 
@@ -43,9 +43,11 @@ def budget_for(n_jobs: int) -> float:
     return 8.0 if n_jobs >= 50_000 else 1.5
 
 
-def run_row(n_jobs: int, n_pools: int, levels: int, budget: float | None, profile: bool = False) -> dict:
+def run_row(
+    n_jobs: int, n_pools: int, levels: int, budget: float | None, profile: bool = False, seed: int = 1
+) -> dict:
     t0 = time.perf_counter()
-    queue = generate(n_jobs, n_pools, seed=1, priority_levels=levels)
+    queue = generate(n_jobs, n_pools, seed=seed, priority_levels=levels)
     gen_s = time.perf_counter() - t0
     problem = queue.problem
     wall, cpu = time.perf_counter(), time.process_time()
@@ -70,6 +72,7 @@ def run_row(n_jobs: int, n_pools: int, levels: int, budget: float | None, profil
         "jobs": n_jobs,
         "pools": n_pools,
         "queue": "flat" if levels == 1 else "tiered",
+        "seed": seed,
         "pairs": problem.n_pairs,
         "load": demand / queue.supply_gpus,
         "load_average": os.getloadavg()[0],
@@ -125,9 +128,10 @@ def main() -> None:
     parser.add_argument("--case", type=int, nargs=2, metavar=("JOBS", "POOLS"), help="run one row only")
     parser.add_argument("--tiered", action="store_true", help="with --case: three priority levels")
     parser.add_argument("--profile", action="store_true", help="with --case: cProfile (CPU time) of solve")
+    parser.add_argument("--seed", type=int, default=1, help="with --case: queue generator seed (default 1)")
     args = parser.parse_args()
     if args.case:
-        row = run_row(*args.case, 3 if args.tiered else 1, args.budget, profile=args.profile)
+        row = run_row(*args.case, 3 if args.tiered else 1, args.budget, profile=args.profile, seed=args.seed)
         print_table([row])
         print("stages (wall s):", {k: round(v, 3) for k, v in row["stages_s"].items()})
         print(f"child processes' CPU s: {row['child_cpu_s']:.2f}")

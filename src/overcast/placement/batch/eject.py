@@ -67,6 +67,9 @@ def eject(
     pool_ptr = np.searchsorted(pool[by_pool], np.arange(free.shape[0] + 1))
     unit = cost / nodes[cls]
     moves = 0
+    # Relocation options per pool, valid until the next move (moves are rare: 10k jobs x 1k pools, 13
+    # of 1,409 tries), so most tries reuse them instead of rebuilding them (eject 0.47 -> 0.2 s).
+    options: dict[int, tuple[list[tuple[float, int, int]], list[int]]] = {}
     for w in cand.tolist():
         if time.perf_counter() > deadline:
             break
@@ -87,51 +90,71 @@ def eject(
             if need <= 0:
                 _apply(y, free, pool, nodes, cls, [(w, q, 1)])
                 moves += 1
+                options.clear()
                 break
-            plan = _relocations(cm, y, free, p, need, gain, k, by_pool, pool_ptr, unit)
+            if p not in options:
+                options[p] = _pool_options(cm, y, free, p, by_pool, pool_ptr, unit)
+            plan = _relocations(cm, y, free, need, gain, k, *options[p])
             if plan is not None:
                 _apply(y, free, pool, nodes, cls, [*plan, (w, q, 1)])
                 moves += 1
+                options.clear()
                 break
     return y, moves
+
+
+def _pool_options(
+    cm: ClassModel,
+    y: np.ndarray,
+    free: np.ndarray,
+    p: int,
+    by_pool: np.ndarray,
+    pool_ptr: np.ndarray,
+    unit: np.ndarray,
+) -> tuple[list[tuple[float, int, int]], list[int]]:
+    """Relocation options (per-node cost, from, to) for the jobs in pool p, cheapest first, and the
+    victims considered: the _VICTIMS + 1 most expensive per node there (one more than a move uses, as the
+    moving class's own column, if among them, is skipped), each to its cheapest other column with room
+    for one member (vectorised over their columns)."""
+    cls, pool, cost, nodes, indptr = cm.col_class, cm.col_pool, cm.col_cost, cm.nodes, cm.col_indptr
+    here = by_pool[pool_ptr[p] : pool_ptr[p + 1]]
+    here = here[y[here] > 0]
+    vict = here[np.argsort(-unit[here], kind="stable")][: _VICTIMS + 1]
+    lens = indptr[cls[vict] + 1] - indptr[cls[vict]]
+    cols = np.repeat(indptr[cls[vict]], lens) + _ranges(lens)
+    ok = (pool[cols] != p) & (free[pool[cols]] >= nodes[cls[cols]]) & (y[cols] < cm.col_ub[cols])
+    ok_at = np.flatnonzero(ok)
+    owner, first = np.unique(np.repeat(np.arange(vict.size), lens)[ok_at], return_index=True)
+    src, dst = vict[owner], cols[ok_at[first]]
+    per_node = (cost[dst] - cost[src]) / nodes[cls[src]]
+    order = np.lexsort((dst, src, per_node))
+    opts = list(zip(per_node[order].tolist(), src[order].tolist(), dst[order].tolist(), strict=True))
+    return opts, vict.tolist()
 
 
 def _relocations(
     cm: ClassModel,
     y: np.ndarray,
     free: np.ndarray,
-    p: int,
     need: float,
     budget: float,
     k: int,
-    by_pool: np.ndarray,
-    pool_ptr: np.ndarray,
-    unit: np.ndarray,
+    options: list[tuple[float, int, int]],
+    victims: list[int],
 ) -> list[tuple[int, int, int]] | None:
-    """Moves (from, to, count) freeing ``need`` nodes in pool p for less than ``budget``, or None."""
-    cls, pool, cost, nodes, indptr = cm.col_class, cm.col_pool, cm.col_cost, cm.nodes, cm.col_indptr
-    here = by_pool[pool_ptr[p] : pool_ptr[p + 1]]
-    here = here[(y[here] > 0) & (cls[here] != k)]
-    if here.size == 0:
-        return None
-    # Each victim's cheapest column elsewhere with room for one member (vectorised over its columns).
-    vict = here[np.argsort(-unit[here], kind="stable")][:_VICTIMS]
-    lens = indptr[cls[vict] + 1] - indptr[cls[vict]]
-    cols = np.repeat(indptr[cls[vict]], lens) + _ranges(lens)
-    ok = (pool[cols] != p) & (free[pool[cols]] >= nodes[cls[cols]]) & (y[cols] < cm.col_ub[cols])
-    ok_at = np.flatnonzero(ok)
-    owner, first = np.unique(np.repeat(np.arange(vict.size), lens)[ok_at], return_index=True)
-    if owner.size == 0:
-        return None
-    src, dst = vict[owner], cols[ok_at[first]]
-    per_node = (cost[dst] - cost[src]) / nodes[cls[src]]
-    order = np.lexsort((dst, src, per_node))
-    options = zip(per_node[order].tolist(), src[order].tolist(), dst[order].tolist(), strict=True)
+    """Moves (from, to, count) freeing ``need`` nodes in the pool of ``options`` for less than
+    ``budget``, or None. Class k (the one moving in) is not a victim; without it, _VICTIMS remain."""
+    cls, pool, nodes = cm.col_class, cm.col_pool, cm.nodes
+    # A class has one column per pool: skip k's, else the extra (_VICTIMS + 1)-th victim.
+    own = [c for c in victims if cls[c] == k]
+    skip = own[0] if own else (victims[_VICTIMS] if len(victims) > _VICTIMS else -1)
     taken: dict[int, int] = {}
     plan: list[tuple[int, int, int]] = []
     freed, spent = 0.0, 0.0
     room: dict[int, float] = {}
     for per_node, c, r in options:
+        if c == skip:
+            continue
         j = int(cls[c])
         nj = int(nodes[j])
         pr = int(pool[r])

@@ -60,6 +60,11 @@ def fill(
         perm = np.arange(cm.n_cols)
     else:
         perm = np.lexsort((np.arange(cm.n_cols), -np.round(prefer, 9), cls))
+    if col_cap is not None:
+        # Only columns below their cap can take anyone: scanning the others (most of them, in the
+        # LP-capped rounding pass) would change nothing and cost a vectorised pass per class.
+        perm = perm[col_cap[perm] > y[perm]]
+        indptr = np.concatenate(([0], np.cumsum(np.bincount(cls[perm], minlength=cm.n_classes))))
     col_pool = cm.col_pool[perm]
     # Python lists of only the first _SCAN columns of each class (what the scalar loop reads): converting
     # all columns cost 0.05 s per call at 1M columns.

@@ -37,8 +37,10 @@ from overcast.placement.batch.milp import solve_milp
 from overcast.placement.batch.problem import BatchProblem, BatchSolution
 from overcast.placement.batch.relax import Relaxation, solve_relaxation, start_columns
 from overcast.placement.batch.rounding import (
+    RESIDUAL_MAX_COLS,
     big_gang_cols,
     priority_guide,
+    reround_small,
     round_relaxation,
     split_class_cols,
 )
@@ -117,6 +119,11 @@ def solve(
                 if cm.objective(y_flat) < obj:
                     y, obj, order = y_flat, cm.objective(y_flat), f"{order_flat}, flat LP"
             clock.lap("round")
+            if MILP_MAX_COLS < cm.n_cols <= RESIDUAL_MAX_COLS:
+                y_re = reround_small(cm, guide, y)
+                if cm.objective(y_re) < obj:
+                    y, obj, order = y_re, cm.objective(y_re), f"{order}, residual"
+                clock.lap("residual")
             y_ej, moves = improve_rounding(cm, y, guide.y)
             if moves:
                 y_ej = fill(cm, y_ej)
