@@ -108,15 +108,19 @@ def fill(
             if col_cap is not None:
                 cols = perm[head:b]
                 fits = np.minimum(fits, col_cap[cols] - y[cols])
-            if fits.max(initial=0) >= 1:
-                fits = np.minimum(fits, rem).astype(np.int64)
-                take = np.clip(rem - (np.cumsum(fits) - fits), 0, fits)
-                y[perm[head:b]] += take
-                free[pools] -= take * n
-                placed[k] += int(take.sum())
-                rem -= int(take.sum())
+            # Usually one or two columns take the rest: a scalar loop over those beats array passes.
+            for i in np.flatnonzero(fits >= 1).tolist():
+                f = fits[i]
+                m = rem if f == np.inf else min(rem, int(f))
+                c, p = perm[head + i], pools[i]
+                y[c] += m
+                free[p] -= m * n
+                placed[k] += m
+                rem -= m
                 if evict:
-                    level_use[pools, rank[k]] += take * n
+                    level_use[p, rank[k]] += m * n
+                if rem == 0:
+                    break
         if rem <= 0 or not evict or rank[k] == 0:
             continue
         # Evict lower-priority jobs, one member at a time, in the cheapest pool where that makes room.

@@ -68,6 +68,8 @@ class Relaxation:
     cols: int = 0  # columns in the last flow
     # A child process finishing column generation for the bound (``bound`` is then the Lagrangian one).
     pending: Background | None = field(default=None, compare=False, repr=False)
+    # Column generation: the columns of the last flow plus those it priced out (None: every column).
+    active: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def final_bound(self, timeout: float) -> float:
         """The best bound known: the child's full-LP bound if it arrives within ``timeout`` seconds."""
@@ -144,10 +146,10 @@ def _column_generation(
         neg = neg[allowed[neg]]
         new = neg[~active[neg]]
         if new.size == 0:
-            return Relaxation(net.y(flow), cost, rounds, int(use.size))
+            return Relaxation(net.y(flow), cost, rounds, int(use.size), active=use)
         lagrange = net.lagrangian_bound(dist, neg, reduced)
         if lagrange >= cost - stop_tol * abs(cost):
-            return Relaxation(net.y(flow), min(lagrange, cost), rounds, int(use.size))
+            return Relaxation(net.y(flow), min(lagrange, cost), rounds, int(use.size), active=use)
         if rounds <= _DROP_ROUNDS and allowed_count > LARGE_COLS:
             # Column deletion: a column without flow whose reduced cost is positive cannot improve the
             # next flow; dropping them keeps the restricted flows small (the current flow stays feasible,
@@ -160,13 +162,14 @@ def _column_generation(
         active[new[np.arange(new.size) - first < _ADD_COLS]] = True
         if split_tol is not None and lagrange >= cost - split_tol * abs(cost):
             y = net.y(flow)
+            seen = np.flatnonzero(active)
             if not child:
-                return Relaxation(y, lagrange, rounds, int(use.size))
+                return Relaxation(y, lagrange, rounds, int(use.size), active=seen)
 
             def finish(done: int = rounds) -> Iterator[float]:
                 yield _column_generation(net, allowed, active, stop_tol, None, done).bound
 
-            return Relaxation(y, lagrange, rounds, int(use.size), pending=Background(finish))
+            return Relaxation(y, lagrange, rounds, int(use.size), pending=Background(finish), active=seen)
 
 
 def start_columns(cm: ClassModel, y: np.ndarray, per_class: int = 3) -> np.ndarray:
