@@ -37,6 +37,7 @@ from overcast.placement.batch.milp import solve_milp
 from overcast.placement.batch.problem import BatchProblem, BatchSolution
 from overcast.placement.batch.relax import Relaxation, solve_relaxation, start_columns
 from overcast.placement.batch.rounding import (
+    RESIDUAL_LARGE_MIN_S,
     RESIDUAL_MAX_COLS,
     big_gang_cols,
     priority_guide,
@@ -119,7 +120,9 @@ def solve(
                 if cm.objective(y_flat) < obj:
                     y, obj, order = y_flat, cm.objective(y_flat), f"{order_flat}, flat LP"
             clock.lap("round")
-            if MILP_MAX_COLS < cm.n_cols <= RESIDUAL_MAX_COLS:
+            if cm.n_cols > MILP_MAX_COLS and (
+                cm.n_cols <= RESIDUAL_MAX_COLS or deadline - time.perf_counter() > RESIDUAL_LARGE_MIN_S
+            ):
                 y_re = reround_small(cm, guide, y)
                 if cm.objective(y_re) < obj:
                     y, obj, order = y_re, cm.objective(y_re), f"{order}, residual"
