@@ -4,9 +4,11 @@
 reservations:            # committed capacity: already paid for, RESERVED pools
   - {provider: oci, region: us-ashburn-1, accelerator: H100, gpus: 512,
      price_per_gpu_hour: 2.10, until: 2027-06-30}
-clusters:                # private clusters: a Slurm cluster or local processes
+clusters:                # private clusters: a Slurm cluster, a Kubernetes cluster or local processes
   - {name: oci-hpc, slurm: {conf: /etc/slurm/slurm.conf}, nodes: 64, gpus_per_node: 8,
      accelerator: H100, price_per_gpu_hour: 1.20}
+  - {name: lab-k8s, kubernetes: {api: lab-context, namespace: training}, nodes: 16, gpus_per_node: 8,
+     accelerator: H100, price_per_gpu_hour: 1.00}
   - {name: azure-local, local: {}, nodes: 2, gpus_per_node: 4, accelerator: A100, price_per_gpu_hour: 2.0}
 aws:                     # AWS accounts/regions overcast launches EC2 instances in (backend aws:<name>)
   - {name: use1, region: us-east-1, instance_types: [p5.48xlarge], max_nodes: 4, image_id: ami-0abc}
@@ -107,15 +109,32 @@ class SlurmCluster(_Strict):
     partition: str | None = None
 
 
+class KubernetesCluster(_Strict):
+    """Where a Kubernetes cluster's API is and how overcast's pods look (see docs/backends/kubernetes.md)."""
+
+    api: str = Field(min_length=1)  # https://host:port of the API server, or a kubeconfig context name
+    namespace: str = Field(default="default", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    kubeconfig: Path | None = None  # for a context; default $KUBECONFIG or ~/.kube/config
+    token_file: Path | None = None  # with a URL: a bearer token (a service account's), read, never logged
+    ca_file: Path | None = None  # with an https URL: the API server's CA bundle
+    image: str = Field(default="python:3.12-slim", min_length=1)  # the pods' image: bash + the job's tools
+    node_selector: dict[str, str] = {}  # only nodes with these labels (e.g. a GPU product label)
+    service_account: str | None = None  # the pods' service account (never overcast's own credentials)
+    volume_claim: str | None = None  # a PersistentVolumeClaim mounted in every pod (checkpoints, data)
+    mount_path: str = "/overcast"  # where volume_claim is mounted
+    schedule_timeout_s: float = Field(default=300.0, gt=0)  # a gang not all running by then: capacity error
+
+
 class LocalProcesses(_Strict):
     home: Path | None = None  # where the local backend keeps its state; None: $OVERCAST_HOME
 
 
 class Cluster(_Strict):
-    """A private cluster: exactly one of ``slurm`` or ``local`` says which backend runs it."""
+    """A private cluster: exactly one of ``slurm``, ``kubernetes`` or ``local`` says which backend runs it."""
 
     name: Name
     slurm: SlurmCluster | None = None
+    kubernetes: KubernetesCluster | None = None
     local: LocalProcesses | None = None
     nodes: int = Field(gt=0)
     gpus_per_node: int = Field(ge=0)
@@ -133,15 +152,22 @@ class Cluster(_Strict):
 
     @model_validator(mode="after")
     def _one_backend(self) -> Self:
-        if (self.slurm is None) == (self.local is None):
-            raise ValueError("give exactly one of 'slurm' or 'local'")
+        if sum(kind is not None for kind in (self.slurm, self.kubernetes, self.local)) != 1:
+            raise ValueError("give exactly one of 'slurm', 'kubernetes' or 'local'")
         if self.gpus_per_node and not self.accelerator:
             raise ValueError("'accelerator' is required when gpus_per_node > 0")
         return self
 
     @property
+    def kind(self) -> str:
+        """The backend kind: "slurm", "kubernetes" or "local"."""
+        if self.slurm is not None:
+            return "slurm"
+        return "kubernetes" if self.kubernetes is not None else "local"
+
+    @property
     def backend(self) -> str:
-        return f"{'slurm' if self.slurm is not None else 'local'}:{self.name}"
+        return f"{self.kind}:{self.name}"
 
     @property
     def node_price(self) -> float:

@@ -1,6 +1,6 @@
 """Backends from a fleet file: each ``local:`` cluster becomes a LocalBackend with one pool, each
-``slurm:`` cluster a SlurmBackend, each ``aws:`` / ``azure:`` / ``oci:`` account a cloud backend (pools
-from the catalog)."""
+``slurm:`` cluster a SlurmBackend, each ``kubernetes:`` cluster a KubernetesBackend, each ``aws:`` /
+``azure:`` / ``oci:`` account a cloud backend (pools from the catalog)."""
 
 from __future__ import annotations
 
@@ -78,6 +78,13 @@ def azure_backend(account: AzureAccount, home: Path) -> Backend:
     return AzureBackend(_settings(AzureSettings, account, home), home=home)  # DefaultAzureCredential
 
 
+def kubernetes_backend(cluster: Cluster, home: Path) -> Backend:
+    # the kubernetes client is only imported by fleets that use Kubernetes
+    from overcast.backends.kubernetes import KubernetesBackend, kube_cluster_from_fleet
+
+    return KubernetesBackend(kube_cluster_from_fleet(cluster, home))
+
+
 def local_backends(fleet: Fleet, home: Path) -> list[LocalBackend]:
     """A LocalBackend for every ``local:`` cluster of the fleet."""
     return [_local_backend(c, home) for c in fleet.clusters if c.local is not None]
@@ -89,9 +96,9 @@ def _local_backend(cluster: Cluster, home: Path) -> LocalBackend:
 
 
 def backends_from_fleet(fleet: Fleet, home: Path) -> list[Backend]:
-    """The backends this process can run jobs on: every ``local:`` and ``slurm:`` cluster and every
-    ``aws:``, ``azure:`` and ``oci:`` account of the fleet. Other providers and reservations have no
-    launching backend yet."""
+    """The backends this process can run jobs on: every ``local:``, ``slurm:`` and ``kubernetes:``
+    cluster and every ``aws:``, ``azure:`` and ``oci:`` account of the fleet. Other providers and
+    reservations have no launching backend yet."""
     backends: list[Backend] = []
     for cluster in fleet.clusters:  # in the file's order
         if cluster.local is not None:
@@ -101,6 +108,8 @@ def backends_from_fleet(fleet: Fleet, home: Path) -> list[Backend]:
             from overcast.backends.slurm_config import slurm_cluster_from_fleet
 
             backends.append(SlurmBackend(slurm_cluster_from_fleet(cluster, home)))
+        elif cluster.kubernetes is not None:
+            backends.append(kubernetes_backend(cluster, home))
     backends += [aws_backend(account, home) for account in fleet.aws]
     backends += [oci_backend(account, home) for account in fleet.oci]
     backends += [azure_backend(account, home) for account in fleet.azure]

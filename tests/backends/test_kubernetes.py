@@ -1,0 +1,175 @@
+"""The Kubernetes backend through the official client against a local fake kube-apiserver, whose fake
+kubelets run every pod as real local processes (tests/fixtures/k8s_*.py)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from overcast.backends.base import CapacityError, EventKind, ProviderDown
+from overcast.backends.kubernetes_manifest import ATTEMPT, JOB, JOB_ID
+from overcast.placement.pool import Health
+from tests.backends.k8s_cluster import Events, K8s, gpu_spec, k8s, request, wait_until  # noqa: F401
+
+ENV_ECHO = (
+    "echo job=$OVERCAST_JOB_ID attempt=$OVERCAST_ATTEMPT rank=$OVERCAST_NODE_RANK/$OVERCAST_NUM_NODES "
+    "head=$OVERCAST_HEAD_ADDR gpus=$CUDA_VISIBLE_DEVICES ckpt=$OVERCAST_CHECKPOINT_DIR "
+    "token=${OVERCAST_TOKEN:-none}"
+)
+
+
+def test_a_gang_is_one_indexed_job_and_gets_the_env_contract(
+    k8s: K8s,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OVERCAST_TOKEN", "server-secret")  # the server's own credential
+    backend = k8s.backend()
+    spec = gpu_spec("env", ENV_ECHO)
+    req = request(backend, "j-env", 3, spec, OVERCAST_CHECKPOINT_DIR="/ckpt/j-env", OVERCAST_TOKEN="leak")
+    allocation = backend.launch(req)
+    assert allocation.handle == "default/ovc-j-env-3"
+    (job,) = k8s.objects("jobs")
+    js = job["spec"]
+    assert (js["completionMode"], js["completions"], js["parallelism"], js["backoffLimit"]) == (
+        "Indexed",
+        2,
+        2,
+        0,
+    )
+    assert job["metadata"]["labels"][JOB] == "j-env" and job["metadata"]["labels"][ATTEMPT] == "3"
+    assert job["metadata"]["annotations"][JOB_ID] == "j-env"
+    (container,) = js["template"]["spec"]["containers"]
+    assert container["resources"]["limits"] == {"nvidia.com/gpu": "8"}
+    assert "leak" not in str(job) and "server-secret" not in str(job)  # never overcast's credentials
+    assert js["template"]["spec"]["automountServiceAccountToken"] is False
+    (service,) = k8s.objects("services")
+    assert service["spec"]["clusterIP"] == "None" and service["metadata"]["ownerReferences"][0]["uid"]
+    events = Events(backend)
+    assert "node-a" in events.wait(EventKind.STARTED, "j-env", 3).detail
+    assert events.wait(EventKind.SUCCEEDED, "j-env", 3).detail == "completed"
+    logs = [backend.log_path("j-env", 3, rank).read_text() for rank in (0, 1)]  # type: ignore[union-attr]
+    head = "head=ovc-j-env-3-0.ovc-j-env-3.default.svc"
+    for rank, log in enumerate(logs):
+        assert f"job=j-env attempt=3 rank={rank}/2 {head} gpus=0,1,2,3,4,5,6,7 ckpt=/ckpt/j-env" in log
+        assert "token=none" in log
+    assert backend.active() == []
+    backend.poll()  # the loop took the end: the Job goes, and its pods and Service with it
+    wait_until(lambda: not k8s.objects("jobs") and not k8s.objects("pods") and not k8s.objects("services"))
+
+
+def test_one_failing_rank_fails_the_gang_with_its_exit_code(k8s: K8s) -> None:  # noqa: F811
+    backend = k8s.backend()
+    run = 'if [ "$OVERCAST_NODE_RANK" = 1 ]; then exit 3; fi; sleep 30'
+    backend.launch(request(backend, "j-bad", 1, gpu_spec("bad", run)))
+    failed = Events(backend).wait(EventKind.FAILED, "j-bad")
+    assert failed.exit_code == 3 and "exited 3" in failed.detail
+    # backoffLimit 0: the Job controller ends the rest of the gang (rank 0 no longer sleeps)
+    wait_until(lambda: all(p["status"]["phase"] != "Running" for p in k8s.objects("pods")), what="gang ended")
+
+
+def test_a_gang_that_cannot_all_be_scheduled_is_deleted_and_reported_as_capacity_error(
+    k8s: K8s,  # noqa: F811
+) -> None:
+    backend = k8s.backend(schedule_timeout_s=1.0)
+    with pytest.raises(CapacityError, match="3 nodes does not fit"):
+        backend.launch(request(backend, "j-big", 1, gpu_spec("big", "true", nodes=3)))
+    k8s.foreign_pod("team-b", gpus=4, node="node-b")  # another team: invisible to overcast's namespace
+    (pool,) = backend.pools()
+    assert (pool.capacity_nodes, pool.used_nodes) == (2, 0)
+    backend.launch(request(backend, "j-gang", 1, gpu_spec("gang", "sleep 30")))
+    events = Events(backend)
+    refused = events.wait(EventKind.CAPACITY_ERROR, "j-gang")
+    assert "Insufficient nvidia.com/gpu" in refused.detail
+    assert EventKind.STARTED not in events.kinds("j-gang")  # rank 0 ran, but the gang never did
+    wait_until(lambda: not k8s.objects("jobs") and not k8s.objects("pods"), what="whole gang deleted")
+    assert backend.active() == []
+
+
+def test_a_lost_node_is_a_preemption(k8s: K8s) -> None:  # noqa: F811
+    backend = k8s.backend()
+    backend.launch(request(backend, "j-lost", 1, gpu_spec("lost", "sleep 30")))
+    events = Events(backend)
+    events.wait(EventKind.STARTED, "j-lost")
+    k8s.cluster.lose_node("node-b")
+    lost = events.wait(EventKind.PREEMPTED, "j-lost")
+    assert "node-b" in lost.detail and "DeletionByPodGC" in lost.detail
+    (pool,) = backend.pools()
+    assert pool.capacity_nodes == 1  # the node list lowers the fleet's 2 nodes
+
+
+def test_stop_sends_sigterm_and_waits_out_the_grace_period(k8s: K8s) -> None:  # noqa: F811
+    backend = k8s.backend()
+    saver = "trap 'echo saved; exit 143' TERM; while true; do sleep 0.05; done"
+    stubborn = "trap '' TERM; sleep 60"
+    backend.launch(request(backend, "j-save", 1, gpu_spec("save", saver, nodes=1)))
+    backend.launch(request(backend, "j-stub", 1, gpu_spec("stub", stubborn, nodes=1)))
+    events = Events(backend)
+    events.wait(EventKind.STARTED, "j-save")
+    events.wait(EventKind.STARTED, "j-stub")
+    pods = {p["metadata"]["labels"][JOB]: p["metadata"]["name"] for p in k8s.objects("pods")}
+    start = time.monotonic()
+    backend.stop("j-save", 1, grace_seconds=5)
+    assert time.monotonic() - start < 4  # it saved and left: no need to wait out the grace
+    assert "saved" in (k8s.cluster.root / "logs" / f"default_{pods['j-save']}.log").read_text()
+    start = time.monotonic()
+    backend.stop("j-stub", 1, grace_seconds=1)
+    assert 0.9 < time.monotonic() - start < 6  # SIGTERM ignored: killed after the grace
+    assert k8s.objects("pods") == [] and k8s.objects("jobs") == []
+    assert all(p.popen.poll() is not None for p in k8s.cluster.procs.values())
+    assert backend.poll() == [] and backend.active() == []  # a stop is not news
+
+
+def test_a_restarted_backend_finds_what_runs_and_what_ended_meanwhile(k8s: K8s) -> None:  # noqa: F811
+    first = k8s.backend()
+    first.launch(request(first, "j-long", 1, gpu_spec("long", "sleep 1", nodes=1)))
+    first.launch(request(first, "j-short", 2, gpu_spec("short", "true", nodes=1)))
+    phases = lambda: sorted(p["status"]["phase"] for p in k8s.objects("pods"))  # noqa: E731
+    wait_until(lambda: phases() == ["Running", "Succeeded"], what="j-short ended, j-long runs")
+    second = k8s.backend()  # a new overcast process: nothing in memory
+    assert second.active() == [("j-long", 1), ("j-short", 2)]  # j-short's end is still news
+    events = Events(second)
+    events.wait(EventKind.SUCCEEDED, "j-short", 2)
+    events.wait(EventKind.SUCCEEDED, "j-long", 1)
+    assert events.kinds("j-long") == [EventKind.STARTED, EventKind.SUCCEEDED]
+    pod_logs = sorted(f.name.rsplit("-", 1)[0] for f in (k8s.cluster.root / "logs").iterdir())
+    assert pod_logs == ["default_ovc-j-long-1-0", "default_ovc-j-short-2-0"]  # each pod ran once
+
+
+def test_an_unreachable_api_is_provider_down(k8s: K8s) -> None:  # noqa: F811
+    backend = k8s.backend()
+    backend.launch(request(backend, "j-away", 1, gpu_spec("away", "sleep 30", nodes=1)))
+    events = Events(backend)
+    events.wait(EventKind.STARTED, "j-away")
+    k8s.server.close()
+    down = events.wait(EventKind.PROVIDER_DOWN, "j-away", timeout=10)
+    assert "unreachable" in down.detail
+    (pool,) = backend.pools()
+    assert pool.health is Health.DOWN
+    with pytest.raises(ProviderDown):
+        backend.launch(request(backend, "j-other", 1, gpu_spec("other", "true", nodes=1)))
+    with pytest.raises(ProviderDown):
+        backend.active()
+
+
+def test_namespaces_are_isolated_by_the_api_and_tokens_are_not_logged(
+    k8s: K8s,  # noqa: F811
+    tmp_path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    k8s.store.tokens = {"tok-a-secret": "team-a", "tok-b-secret": "team-b"}
+    (tmp_path / "a").write_text("tok-a-secret\n")
+    (tmp_path / "b").write_text("tok-b-secret\n")
+    team_a = k8s.backend(namespace="team-a", token_file=str(tmp_path / "a"))
+    team_b = k8s.backend(name="lab-b", namespace="team-b", token_file=str(tmp_path / "b"))
+    (pool,) = team_a.pools()  # nodes are cluster-scoped: forbidden, so the fleet's size stands
+    assert (pool.capacity_nodes, pool.health) == (2, Health.OK)
+    team_b.launch(request(team_b, "j-b", 1, gpu_spec("b", "sleep 30", nodes=1)))
+    assert team_a.active() == [] and team_b.active() == [("j-b", 1)]
+    wrong = k8s.backend(namespace="team-b", token_file=str(tmp_path / "a"))  # a's token, b's namespace
+    with caplog.at_level(logging.DEBUG):
+        with pytest.raises(CapacityError, match="403"):
+            wrong.launch(request(team_a, "j-x", 1, gpu_spec("x", "true", nodes=1)))
+        team_b.stop("j-b", 1, grace_seconds=0)
+    assert "tok-a-secret" not in caplog.text and "tok-b-secret" not in caplog.text
