@@ -116,14 +116,15 @@ def test_stop_sends_sigterm_and_waits_out_the_grace_period(k8s: K8s) -> None:  #
     start = time.monotonic()
     backend.stop("j-stub", 1, grace_seconds=1)
     assert 0.9 < time.monotonic() - start < 6  # SIGTERM ignored: killed after the grace
-    assert k8s.objects("pods") == [] and k8s.objects("jobs") == []
+    assert k8s.objects("pods") == []  # stop() returns once they are gone
+    wait_until(lambda: not k8s.objects("jobs"), what="the Job removed after its pods (foreground)")
     assert all(p.popen.poll() is not None for p in k8s.cluster.procs.values())
     assert backend.poll() == [] and backend.active() == []  # a stop is not news
 
 
 def test_a_restarted_backend_finds_what_runs_and_what_ended_meanwhile(k8s: K8s) -> None:  # noqa: F811
     first = k8s.backend()
-    first.launch(request(first, "j-long", 1, gpu_spec("long", "sleep 1", nodes=1)))
+    first.launch(request(first, "j-long", 1, gpu_spec("long", "sleep 1.5", nodes=1)))
     first.launch(request(first, "j-short", 2, gpu_spec("short", "true", nodes=1)))
     phases = lambda: sorted(p["status"]["phase"] for p in k8s.objects("pods"))  # noqa: E731
     wait_until(lambda: phases() == ["Running", "Succeeded"], what="j-short ended, j-long runs")
@@ -173,3 +174,14 @@ def test_namespaces_are_isolated_by_the_api_and_tokens_are_not_logged(
             wrong.launch(request(team_a, "j-x", 1, gpu_spec("x", "true", nodes=1)))
         team_b.stop("j-b", 1, grace_seconds=0)
     assert "tok-a-secret" not in caplog.text and "tok-b-secret" not in caplog.text
+
+
+def test_an_end_the_loop_could_not_handle_is_reported_again_and_the_job_kept(k8s: K8s) -> None:  # noqa: F811
+    backend = k8s.backend()
+    backend.launch(request(backend, "j-again", 1, gpu_spec("again", "true", nodes=1)))
+    done = Events(backend).wait(EventKind.SUCCEEDED, "j-again")
+    backend.redeliver()  # the loop failed while handling it
+    assert done in backend.poll()  # reported again; nothing deleted yet
+    assert [j["metadata"]["name"] for j in k8s.objects("jobs")] == ["ovc-j-again-1"]
+    assert backend.poll() == []  # taken this time: now the Job goes
+    wait_until(lambda: not k8s.objects("jobs"), what="Job deleted after the loop took its end")

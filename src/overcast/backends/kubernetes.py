@@ -86,6 +86,7 @@ class KubernetesBackend:
         self._lock = threading.RLock()  # stop() runs in the loop's stopper threads, next to poll()
         self._jobs: dict[Key, Tracked] = {}
         self._stopped: dict[Key, None] = {}  # attempts overcast stopped (oldest first): no events
+        self._stopping: set[Key] = set()  # stops under way in this process (they delete with grace)
         self._delivered: list[BackendEvent] = []
         self._redeliver: list[BackendEvent] = []
         self._down_until = 0.0
@@ -174,13 +175,21 @@ class KubernetesBackend:
         """Delete the Job (foreground) and its pods with ``grace_seconds`` (SIGTERM, then SIGKILL); wait for
         the pods to go. Never raises for a cluster that is down: the Job is deleted when it is seen again."""
         key = (job_id, attempt)
-        self._remember_stopped(key)
-        name = self.job_name(job_id, attempt)
-        grace = max(0, math.ceil(grace_seconds))
-        pods_of = selector(self.cluster.job_prefix, job_id, attempt)
+        with self._lock:
+            self._remember_stopped(key)
+            self._stopping.add(key)
+        try:
+            self._stop(key, max(0, math.ceil(grace_seconds)))
+        finally:
+            with self._lock:
+                self._stopping.discard(key)
+
+    def _stop(self, key: Key, grace: int) -> None:
+        name = self.job_name(*key)
+        pods_of = selector(self.cluster.job_prefix, *key)
         try:
             self._call(self.api.delete_job, name)
-            deadline = time.monotonic() + grace + 5.0  # the kubelet needs a moment past the grace
+            deadline = time.monotonic() + grace + 2.0  # the kubelet needs a moment past the grace
             for pod in self._call(self.api.list_pods, pods_of):  # the GC may have been first: with the
                 self._call(self.api.delete_pod, meta(pod)["name"], grace)  # pods' default grace; ours
             while time.monotonic() < deadline:
@@ -192,7 +201,7 @@ class KubernetesBackend:
         except KubeUnreachable:
             log.info("stop of %s attempt %d on %s: cluster unreachable; deleted when seen", *key, self.name)
         except KubeRefused as e:
-            log.warning("stop of %s attempt %d on %s: %s", job_id, attempt, self.name, e)
+            log.warning("stop of %s attempt %d on %s: %s", *key, self.name, e)
 
     def active(self) -> list[Key]:
         """Our Jobs that run or wait, and ended ones whose end the loop has not taken yet (a reconcile
@@ -250,8 +259,8 @@ class KubernetesBackend:
             seen.add(key)
             name = str(meta(job).get("name"))
             if key in self._stopped:
-                if not deleting(job):  # stopped while the cluster was away, or the launch answer lost
-                    self._delete_quietly(name, grace=0)
+                if not deleting(job) and key not in self._stopping:  # stopped while the cluster was
+                    self._delete_quietly(name, grace=0)  # away, or the launch's answer was lost
                 continue
             if deleting(job):
                 continue  # someone is deleting it; when it is gone, "vanished" below says so
