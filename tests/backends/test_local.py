@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -157,14 +158,19 @@ def test_a_node_that_starts_after_its_launch_was_stopped_does_not_run(tmp_path: 
     assert json.loads((tmp_path / "node-0.exit").read_text()) == {"code": 143, "sigterm": True}
 
 
-def test_a_job_never_inherits_overcasts_secrets(
+def test_a_job_inherits_only_what_programs_need_never_credentials(
     backend: LocalBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OVERCAST_TOKEN", "oc_secret")
     monkeypatch.setenv("OVERCAST_DATABASE_URL", "postgresql+psycopg://u:pw@db/x")
-    monkeypatch.setenv("SOME_SETTING", "kept")
-    backend.launch(
-        request(backend, "j-env", 'echo "[$OVERCAST_TOKEN][$OVERCAST_DATABASE_URL][$SOME_SETTING]"')
-    )
+    monkeypatch.setenv("OVERCAST_HOME", str(tmp_path))  # where the admin token lives
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret")
+    monkeypatch.setenv("PGPASSWORD", "pg-secret")
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    names = ["OVERCAST_TOKEN", "OVERCAST_DATABASE_URL", "OVERCAST_HOME", "AWS_SECRET_ACCESS_KEY"]
+    names.append("PGPASSWORD")
+    shown = "".join(f"[${name}]" for name in [*names, "LC_ALL", "HOME"])
+    backend.launch(request(backend, "j-env", f'echo "{shown}"'))
     wait_events(backend)
-    assert (tmp_path / "logs" / "j-env" / "1" / "node-0.log").read_text().strip() == "[][][kept]"
+    printed = (tmp_path / "logs" / "j-env" / "1" / "node-0.log").read_text().strip()
+    assert printed == "[]" * len(names) + f"[C.UTF-8][{os.environ['HOME']}]"

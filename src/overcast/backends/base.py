@@ -14,13 +14,29 @@ from typing import Protocol
 from overcast.placement.pool import Pool
 from overcast.spec.models import JobSpec
 
-# overcast's own credentials: the server may hold them, a job must never inherit them.
+# overcast's own credentials: the server may hold them, a job must never get them (not even from its spec).
 SERVER_SECRETS = frozenset({"OVERCAST_TOKEN", "OVERCAST_DATABASE_URL"})
+
+# What a job inherits from the server's environment: what programs need to start and find their tools,
+# nothing that grants access. An allow-list, because the server's environment holds cloud keys
+# (AWS_SECRET_ACCESS_KEY, AZURE_CLIENT_SECRET...), database passwords (PGPASSWORD) and OVERCAST_HOME
+# (where the admin token lives); a job gets what it needs through its spec's env and secrets.
+INHERITED = frozenset(
+    {
+        "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TERM", "TZ", "TMPDIR",
+        "LD_LIBRARY_PATH", "PYTHONPATH", "VIRTUAL_ENV", "CONDA_PREFIX",
+    }
+)  # fmt: skip
+INHERITED_PREFIXES = ("LC_", "CUDA_", "NVIDIA_", "NCCL_", "OMP_")
 
 
 def inherited_environ() -> dict[str, str]:
-    """This process's environment minus overcast's secrets: the base every backend gives a job."""
-    return {k: v for k, v in os.environ.items() if k not in SERVER_SECRETS}
+    """The part of this process's environment every backend gives a job (``INHERITED``)."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if (k in INHERITED or k.startswith(INHERITED_PREFIXES)) and k not in SERVER_SECRETS
+    }
 
 
 # Launches of inference-service replicas carry job ids "svc.<service>.<rid>" (serve/ledger.py); stored

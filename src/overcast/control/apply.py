@@ -22,6 +22,8 @@ from overcast.store import JobRecord, JobState, PoolHealthRecord
 
 log = logging.getLogger(__name__)
 
+_LAUNCHED = (JobState.LAUNCHING, JobState.RUNNING, JobState.STOPPING)  # states a launched attempt may be in
+
 
 def apply_decisions(
     rt: Runtime,
@@ -89,7 +91,15 @@ def apply_place(
             attempt_was=attempt, event=("failed", f"attempt {attempt} could not start on {pool.id}: {exc}"),
         )  # fmt: skip
         return
-    store.record_launch(job.id, attempt, pool.id, pool.backend, handle=allocation.handle)
+    now = store.get(job.id)
+    if now is None or now.attempt != attempt or now.state not in _LAUNCHED:
+        # Another loop took over while this launch ran (the lease heartbeat failed) and requeued or
+        # ended the job: this attempt must not run beside whatever it started.
+        rt.stop(pool.backend, job.id, attempt)
+        store.end_launch(job.id, attempt, "superseded")
+        store.add_event(job.id, "superseded-stopped", f"attempt {attempt} on {pool.id}: the job moved on")
+        return
+    store.set_launch_handle(job.id, attempt, allocation.handle)
     store.add_event(job.id, "launched", f"attempt {attempt} on {pool.id}")
     metrics.PLACEMENTS.labels(provider=pool.provider).inc()
     record_success(store, pool.id, health)

@@ -1,6 +1,7 @@
 """The control loop: the only place with side effects. Each tick:
 
-0. lease: only the holder of the ``control-loop`` lease goes on (renewed before every launch);
+0. lease: only the holder of the ``control-loop`` lease goes on (renewed by a heartbeat while the tick
+   runs, and checked before every launch: ``lease.py``);
    a loop that just became leader reconciles the store with what backends run first
 a. poll backends -> events -> store transitions (started, succeeded, failed, preempted...)
 b. cancel requests -> stop with grace -> cancelled
@@ -26,6 +27,7 @@ from overcast.backends.base import Backend
 from overcast.control.apply import apply_decisions
 from overcast.control.events import poll_all
 from overcast.control.health import Backoff
+from overcast.control.lease import LeaseHeartbeat
 from overcast.control.reconcile import ReconcileReport, reconcile
 from overcast.control.runtime import Runtime
 from overcast.control.snapshot import build_snapshot
@@ -100,6 +102,11 @@ class ControlLoop:
         was_leader = self.leader
         if not self.renew_lease():
             return TickReport(leader=False)
+        with LeaseHeartbeat(self.renew_lease, self.lease_ttl) as heartbeat:
+            return self._lead(start, was_leader, heartbeat)
+
+    def _lead(self, start: float, was_leader: bool, heartbeat: LeaseHeartbeat) -> TickReport:
+        """The tick's work, while ``heartbeat`` keeps the lease (``lease.py``)."""
         report = TickReport(leader=True)
         report.events = poll_all(self.rt)  # (a)
         self.ticks += 1
@@ -113,7 +120,11 @@ class ControlLoop:
         with metrics.DECISION_SECONDS.time():
             decisions = self.decide(snapshot)  # (d)
         pools = {pool.id: pool for pool in snapshot.pools}
-        apply_decisions(self.rt, decisions, pools, health, self.renew_lease, self.stopper.stop)  # (e)
+
+        def still_leader() -> bool:
+            return not heartbeat.lost.is_set() and self.renew_lease()
+
+        apply_decisions(self.rt, decisions, pools, health, still_leader, self.stopper.stop)  # (e)
         self._note_unplaced(decisions.unplaced)
         report.placed, report.preempted = len(decisions.place), len(decisions.preempt)
         report.unplaced = dict(decisions.unplaced)
@@ -132,8 +143,9 @@ class ControlLoop:
                 )  # fmt: skip
                 continue
             stopping = store.transition(
-                job.id, [job.state], JobState.STOPPING, reason="cancel requested", attempt_was=job.attempt
-            )
+                job.id, [job.state], JobState.STOPPING, reason="cancel requested", attempt_was=job.attempt,
+                event=("stopping", f"attempt {job.attempt}: cancel requested"),
+            )  # fmt: skip
             if stopping is None:
                 continue
             self.stopper.stop(stopping, "cancelled")

@@ -8,18 +8,16 @@ makes a service.
 
 from __future__ import annotations
 
-import re
 from pathlib import PurePath
 from typing import Any
 
 from overcast.spec import fields as F
 from overcast.spec.context import Context, kind_of
 from overcast.spec.errors import shown
-from overcast.spec.models import JobSpec, ServiceSpec
+from overcast.spec.models import ENV_NAME, JobSpec, ServiceSpec
 from overcast.spec.resources import build_resources
 from overcast.spec.service import build_service
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 KINDS = ("job", "service")
 
 
@@ -130,7 +128,7 @@ def _env(ctx: Context, top: dict[str, Any]) -> dict[str, str] | None:
     env: dict[str, str] = {}
     for name, value in section.items():
         where = (key, name)
-        if not _ENV_NAME.match(name):
+        if not ENV_NAME.fullmatch(name):
             ctx.error(
                 where, "not a valid environment variable name (letters, digits and _; no leading digit)"
             )

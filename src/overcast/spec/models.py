@@ -6,15 +6,31 @@ importer (``spec.skypilot``), the placement engine and the control loop.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 
 class SpotPolicy(StrEnum):
     NEVER = "never"  # on-demand or reserved only
     ALLOWED = "allowed"  # spot if it is cheaper after its preemption risk
     REQUIRED = "required"  # spot only
+
+
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _env_names(env: dict[str, str]) -> dict[str, str]:
+    """The same rule YAML files get (spec.document), for specs that arrive as JSON."""
+    for name in env:
+        if not ENV_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not a valid environment variable name (letters, digits and _)")
+    return env
+
+
+Env = Annotated[dict[str, str], AfterValidator(_env_names)]
 
 
 class Strict(BaseModel):
@@ -56,7 +72,7 @@ class JobSpec(Strict):
     num_nodes: int = Field(default=1, ge=1, le=4096)
     setup: str | None = None
     run: str | None = None
-    env: dict[str, str] = Field(default_factory=dict)
+    env: Env = Field(default_factory=dict)
     workdir: str | None = None
     checkpoint_dir: str | None = None  # path or fsspec URL that survives moving between providers
     priority: int = Field(default=0, ge=-1000, le=1000)
@@ -97,7 +113,7 @@ class ServiceSpec(Strict):
     port: int = Field(default=8080, ge=1, le=65535)
     setup: str | None = None
     run: str | None = None
-    env: dict[str, str] = Field(default_factory=dict)
+    env: Env = Field(default_factory=dict)
     max_share_per_provider: float = Field(default=1.0, gt=0, le=1)  # spread across providers
     spot_hedge: SpotHedge | None = None
     team: str = "default"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.pool import StaticPool
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
@@ -27,7 +27,7 @@ def safe_url(url: str) -> str:
     """The URL with any password masked, for messages and logs."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return "<invalid URL>"
 
 
@@ -48,18 +48,23 @@ def make_engine(url: str) -> Engine:
     those hold job specs with their environment, and errors end up in logs."""
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
-        raise StoreConfigError(f"invalid database URL {url!r}: {exc}") from None
+    except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
+        raise StoreConfigError(f"invalid database URL {safe_url(url)}: {type(exc).__name__}") from None
+    if parsed.drivername in ("postgres", "postgresql"):  # Heroku-style postgres://; bare postgresql://
+        parsed = parsed.set(drivername="postgresql+psycopg")  # would pick psycopg2; we ship psycopg 3
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         return _sqlite_engine(url, parsed.database)
     if backend == "postgresql":
-        if parsed.drivername == "postgresql":  # bare postgresql:// would pick psycopg2; we ship psycopg 3
-            parsed = parsed.set(drivername="postgresql+psycopg")
         return create_engine(parsed, pool_size=10, max_overflow=20, pool_pre_ping=True, hide_parameters=True)
     raise StoreConfigError(
-        f"unsupported database {backend!r} in {url!r}: use sqlite:/// or postgresql+psycopg://"
+        f"unsupported database {backend!r} in {safe_url(url)}: use sqlite:/// or postgresql+psycopg://"
     )
+
+
+def is_in_memory(engine: Engine) -> bool:
+    """An in-memory SQLite database: one connection that every thread shares."""
+    return engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:")
 
 
 def _set_wal(cursor) -> None:  # type: ignore[no-untyped-def]
@@ -114,6 +119,9 @@ def _sqlite_engine(url: str, database: str | None) -> Engine:
         # Writers take the lock up front (BEGIN IMMEDIATE) so a read-then-write transaction never
         # fails with "database is locked" halfway; plain readers use a deferred BEGIN.
         mode = "DEFERRED" if conn.get_execution_options().get("readonly") else "IMMEDIATE"
-        conn.connection.driver_connection.execute(f"BEGIN {mode}")  # no SQLAlchemy round: hot path
+        try:
+            conn.connection.driver_connection.execute(f"BEGIN {mode}")  # no SQLAlchemy round: hot path
+        except sqlite3.OperationalError as err:  # locked past the busy timeout: SQLAlchemy's own error
+            raise OperationalError(f"BEGIN {mode}", None, err) from None
 
     return engine

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from sqlalchemy import Connection, and_, func, insert, or_, select, update
@@ -20,7 +21,7 @@ from sqlalchemy.exc import OperationalError
 
 from overcast.spec.models import JobSpec
 from overcast.store import migrate, tokens
-from overcast.store.engine import StoreUnavailable, default_url, make_engine, safe_url
+from overcast.store.engine import StoreUnavailable, default_url, is_in_memory, make_engine, safe_url
 from overcast.store.records import EventRecord, JobRecord, LaunchRecord, PoolHealthRecord, job_record
 from overcast.store.services import ServiceMethods
 from overcast.store.states import TERMINAL_STATES, JobState
@@ -55,6 +56,10 @@ class Store(ServiceMethods):
         self.url = url or default_url()
         self.engine = make_engine(self.url)
         self.clock = clock
+        # An in-memory SQLite database is one connection shared by every thread (engine.py): threads
+        # must take turns, or one thread's rollback undoes another's acknowledged write.
+        in_memory = is_in_memory(self.engine)
+        self._serial: AbstractContextManager = threading.RLock() if in_memory else nullcontext()
         try:
             migrate.upgrade(self.engine)
         except OperationalError as err:
@@ -65,18 +70,23 @@ class Store(ServiceMethods):
     def close(self) -> None:
         self.engine.dispose()
 
+    def ping(self) -> None:
+        """One read-only round trip (takes no write lock); raises OperationalError when unreachable."""
+        with self._read() as conn:
+            conn.execute(select(1))
+
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self.engine.begin() as conn:
+        with self._serial, self.engine.begin() as conn:
             yield conn
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
+        with self._serial, self.engine.connect() as conn:
             conn.execution_options(readonly=True)
             with conn.begin():
                 yield conn
@@ -306,6 +316,17 @@ class Store(ServiceMethods):
         }  # fmt: skip
         with self._write() as conn:
             self._upsert(conn, launches, ("job_id", "attempt"), values)
+
+    def set_launch_handle(self, job_id: str, attempt: int, handle: str) -> None:
+        """The backend's handle for a launch, once it returned; a launch record already closed (by a
+        reconcile that found the attempt gone) stays closed."""
+        with self._write() as conn:
+            conn.execute(
+                update(launches)
+                .where(launches.c.job_id == job_id, launches.c.attempt == attempt)
+                .where(launches.c.ended.is_(False))
+                .values(handle=handle)
+            )
 
     def launches(self, *, active_only: bool = True) -> list[LaunchRecord]:
         query = select(
