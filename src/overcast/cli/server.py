@@ -61,7 +61,7 @@ def up(
             backends = backends_from_fleet(fleet_doc, home)
             # services' replicas on providers of their own (under home/serve), local ones only: a replica
             # is reached at 127.0.0.1:<port>, so one on a cloud VM would bill and never be ready
-            service_backends = local_backends(fleet_doc, home / "serve")
+            service_backends = local_backends(fleet_doc, home, sub="serve")
         except (FleetError, OSError) as exc:
             _fail(str(exc))
         if not backends:

@@ -92,5 +92,10 @@ class LoopController:
     def log_path(self, job_id: str, attempt: int, rank: int) -> Path | None:
         if not job_id or "/" in job_id or job_id.startswith("."):
             return None
-        path = self.loop.rt.home / "logs" / job_id / str(attempt) / f"node-{rank}.log"
-        return path if path.exists() else None
+        # each local cluster writes its logs under its own home (a fleet may give it one)
+        homes = [b.home for b in self.loop.rt.backends.values() if isinstance(b, LocalBackend)]
+        for home in dict.fromkeys([*homes, self.loop.rt.home]):
+            path = home / "logs" / job_id / str(attempt) / f"node-{rank}.log"
+            if path.exists():
+                return path
+        return None

@@ -85,14 +85,16 @@ def kubernetes_backend(cluster: Cluster, home: Path) -> Backend:
     return KubernetesBackend(kube_cluster_from_fleet(cluster, home))
 
 
-def local_backends(fleet: Fleet, home: Path) -> list[LocalBackend]:
-    """A LocalBackend for every ``local:`` cluster of the fleet."""
-    return [_local_backend(c, home) for c in fleet.clusters if c.local is not None]
+def local_backends(fleet: Fleet, home: Path, sub: str | None = None) -> list[LocalBackend]:
+    """A LocalBackend for every ``local:`` cluster of the fleet; ``sub``: a folder of its own inside each
+    cluster's home (services' replicas must not share a state folder with the job loop's launches)."""
+    return [_local_backend(c, home, sub) for c in fleet.clusters if c.local is not None]
 
 
-def _local_backend(cluster: Cluster, home: Path) -> LocalBackend:
+def _local_backend(cluster: Cluster, home: Path, sub: str | None = None) -> LocalBackend:
     assert cluster.local is not None
-    return LocalBackend(local_cluster(cluster), home=cluster.local.home or home)
+    base = cluster.local.home or home
+    return LocalBackend(local_cluster(cluster), home=base / sub if sub else base)
 
 
 def backends_from_fleet(fleet: Fleet, home: Path) -> list[Backend]:
