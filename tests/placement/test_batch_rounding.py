@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bench.queue_gen import generate
-from overcast.placement.batch import check_solution
+from overcast.placement.batch import check_solution, solve
 from overcast.placement.batch.classes import build_classes
 from overcast.placement.batch.eject import improve_rounding
 from overcast.placement.batch.fill import fill
@@ -62,3 +62,11 @@ def test_eject_keeps_placements_and_never_raises_the_cost() -> None:
     assert np.array_equal(placed, placed_ej)  # moves only: same members placed
     assert cm.objective(y_ej) < cm.objective(y)
     assert np.all(cm.usage(y_ej) <= cm.capacity + 1e-9)
+
+
+def test_second_residual_step_runs_with_budget_left_and_stays_valid() -> None:
+    problem = generate(6000, 600, seed=2, priority_levels=1).problem
+    sol = solve(problem, time_budget_s=8.0)
+    assert "residual-2" in sol.timings
+    assert check_solution(problem, sol.assignment, sol.objective) == []
+    assert sol.lower_bound <= sol.objective + 1e-6
