@@ -185,3 +185,33 @@ def test_an_end_the_loop_could_not_handle_is_reported_again_and_the_job_kept(k8s
     assert [j["metadata"]["name"] for j in k8s.objects("jobs")] == ["ovc-j-again-1"]
     assert backend.poll() == []  # taken this time: now the Job goes
     wait_until(lambda: not k8s.objects("jobs"), what="Job deleted after the loop took its end")
+
+
+def test_a_job_whose_launch_answer_was_lost_is_deleted_on_sight(k8s: K8s) -> None:  # noqa: F811
+    backend = k8s.backend()
+    k8s.store.lose_replies.add("create jobs")
+    with pytest.raises(ProviderDown):
+        backend.launch(request(backend, "j-lost-answer", 1, gpu_spec("x", "sleep 30", nodes=1)))
+    assert len(k8s.objects("jobs")) == 1  # created all the same
+    time.sleep(0.3)  # past down_retry_s
+    assert backend.poll() == [] and backend.active() == []  # not ours to run: the loop relaunches
+    wait_until(lambda: not k8s.objects("jobs") and not k8s.objects("pods"), what="orphan deleted")
+
+
+def test_a_kubeconfig_context_names_the_server_and_the_user(k8s: K8s, tmp_path) -> None:  # noqa: F811
+    k8s.store.tokens = {"ctx-token": None}  # a cluster admin's token
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        f"""apiVersion: v1
+kind: Config
+clusters: [{{name: fake, cluster: {{server: "{k8s.url}"}}}}]
+users: [{{name: admin, user: {{token: ctx-token}}}}]
+contexts: [{{name: lab-context, context: {{cluster: fake, user: admin, namespace: default}}}}]
+current-context: lab-context
+"""
+    )
+    backend = k8s.backend(api="lab-context", kubeconfig=str(kubeconfig))
+    (pool,) = backend.pools()
+    assert (pool.capacity_nodes, pool.health) == (2, Health.OK)
+    backend.launch(request(backend, "j-ctx", 1, gpu_spec("ctx", "true", nodes=1)))
+    Events(backend).wait(EventKind.SUCCEEDED, "j-ctx")
