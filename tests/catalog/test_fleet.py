@@ -79,7 +79,7 @@ def test_unknown_accelerator_suggests(tmp_path: Path) -> None:
 
 def test_cluster_needs_exactly_one_backend(tmp_path: Path) -> None:
     message = _error(tmp_path, GOOD.replace("slurm: {conf: /etc/slurm/slurm.conf}, ", ""))
-    assert "clusters[0]: give exactly one of 'slurm' or 'local'" in message
+    assert "clusters[0]: give exactly one of 'slurm', 'kubernetes' or 'local'" in message
 
 
 def test_whole_nodes_and_unique_names() -> None:
@@ -247,3 +247,19 @@ def test_an_azure_entry_and_its_mistakes_by_file_line_and_field(tmp_path: Path) 
     with pytest.raises(FleetError, match="azure names must be unique: eus"):
         parse_fleet(AZURE + AZURE.removeprefix("azure:\n"))
     assert "unknown purchase option 'sport'" in _error(tmp_path, AZURE + "    purchases: [spot, sport]\n")
+
+
+def test_each_cluster_kind_gets_the_pool_id_its_backend_uses() -> None:
+    from overcast.catalog.pools import cluster_pool
+
+    fleet = parse_fleet(
+        "clusters:\n"
+        "  - {name: a, slurm: {conf: /s.conf}, nodes: 2, gpus_per_node: 8, accelerator: H100}\n"
+        "  - {name: b, kubernetes: {api: ctx, namespace: ml}, nodes: 2, gpus_per_node: 8, accelerator: L4}\n"
+        "  - {name: c, local: {}, nodes: 1, gpus_per_node: 1, accelerator: T4}\n"
+    )
+    pools = [cluster_pool(c) for c in fleet.clusters]
+    assert [(p.id, p.backend) for p in pools] == [
+        ("slurm/a", "slurm:a"), ("kubernetes/b", "kubernetes:b"), ("local/c", "local:c"),
+    ]  # fmt: skip
+    assert pools[1].labels == {"kubernetes": "true", "namespace": "ml"} and pools[1].region == "b"

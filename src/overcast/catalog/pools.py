@@ -2,8 +2,8 @@
 
 One pool per offer and purchase option (on-demand; spot when a spot price exists), one per active
 reservation (RESERVED, with capacity), one per private cluster. Pool ids are stable:
-``{provider}/{region}/{zone or '-'}/{instance_type}/{purchase}`` for cloud pools, ``slurm/<name>`` and
-``local/<name>`` for clusters (the ids their backends use).
+``{provider}/{region}/{zone or '-'}/{instance_type}/{purchase}`` for cloud pools, ``slurm/<name>``,
+``kubernetes/<name>`` and ``local/<name>`` for clusters (the ids their backends use).
 """
 
 from __future__ import annotations
@@ -136,12 +136,14 @@ def reservation_pools(fleet: Fleet, offers: Sequence[Offer], now: float) -> list
 
 
 def cluster_pool(cluster: Cluster) -> Pool:
-    kind = "slurm" if cluster.slurm is not None else "local"
+    kind = cluster.kind  # the same ids, region and labels its backend's pool has
     region = cluster.region or ("local" if kind == "local" else cluster.name)
     acc = cluster.accelerator
     labels = {kind: "true"}
     if cluster.slurm is not None and cluster.slurm.partition:
         labels["partition"] = cluster.slurm.partition
+    if cluster.kubernetes is not None:
+        labels["namespace"] = cluster.kubernetes.namespace
     return Pool(
         id=f"{kind}/{cluster.name}",
         provider=cluster.provider or cluster.name,
