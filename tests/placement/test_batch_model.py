@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from overcast.placement.batch import BatchProblem, BatchProblemError, check_solution
-from overcast.placement.batch.classes import build_classes
+from overcast.placement.batch.classes import _sort_within, build_classes
 
 
 def small() -> BatchProblem:
@@ -134,3 +134,13 @@ def test_checker_rejects_a_pair_that_never_pays_off() -> None:
     )
     assert "never pays off" in check_solution(p, np.array([0, 1]))[0]
     assert check_solution(p, np.array([-1, 0])) == []
+
+
+@pytest.mark.parametrize("mean_len", [3, 200])
+def test_sort_within_matches_a_lexsort_by_segment_then_value(mean_len: int) -> None:
+    rng = np.random.default_rng(mean_len)
+    lengths = rng.integers(0, 2 * mean_len, 300)
+    indptr = np.concatenate(([0], np.cumsum(lengths)))
+    values = rng.integers(0, 20, int(indptr[-1])).astype(np.float64)  # many ties: stability matters
+    want = np.lexsort((values, np.repeat(np.arange(lengths.size), lengths)))
+    assert np.array_equal(_sort_within(values, indptr), want)
