@@ -35,7 +35,7 @@ from overcast.placement.batch.fill import fill, priority_ranks
 from overcast.placement.batch.lns import improve
 from overcast.placement.batch.milp import solve_milp
 from overcast.placement.batch.problem import BatchProblem, BatchSolution
-from overcast.placement.batch.relax import Relaxation, solve_relaxation, start_columns
+from overcast.placement.batch.relax import LARGE_COLS, Relaxation, solve_relaxation, start_columns
 from overcast.placement.batch.rounding import (
     RESIDUAL_LARGE_MIN_S,
     RESIDUAL_MAX_COLS,
@@ -60,6 +60,11 @@ BIG_GANG_MAX_S = 2.0  # its HiGHS time limit at most (10k x 1k: optimal in 0.1-1
 # Large models start an improvement stage only with this much budget left: LNS's closing fill alone
 # takes ~0.6 s at 50k x 1k, and HiGHS overshoots short limits (a 0.15 s window ran 1.2 s over).
 IMPROVE_MIN_S = 0.5
+# Above 2M class columns (50k jobs x 1k pools) each of them costs far more than its HiGHS limit (split-milp:
+# 1.1-2.1 s for a 0.6-0.8 s limit, build and closing fill included) and none gained anything in three
+# runs, yet they pushed the wall time from ~7.5 to 8.4-9.1 s for an 8 s budget: start them only with this
+# much left.
+LARGE_IMPROVE_MIN_S = 3.0
 # With less than this left after eject, the big-gang MILP runs in a forked child beside split-milp and
 # LNS instead of before them.
 SIDE_MAX_LEFT_S = 3.0
@@ -145,27 +150,28 @@ def solve(
                 best, best_obj, how = y, obj, f"lp-round({order})"
             left = deadline - time.perf_counter()
             large = method == "auto" and cm.n_cols > MILP_MAX_COLS
+            improve_min = IMPROVE_MIN_S if cm.n_cols <= LARGE_COLS else LARGE_IMPROVE_MIN_S
             # A second residual step costs about what the first one (and eject) did.
             first_s = np.inf if residual_from is None else time.perf_counter() - residual_from
-            if large and left > CASCADE_MIN_RATIO * first_s + IMPROVE_MIN_S:
+            if large and left > CASCADE_MIN_RATIO * first_s + improve_min:
                 y = _cascade(cm, guide, best)
                 if cm.objective(y) < best_obj:
                     best, best_obj, how = y, cm.objective(y), how + "+residual-2"
                 clock.lap("residual-2")
                 left = deadline - time.perf_counter()
-            if large and IMPROVE_MIN_S < left < SIDE_MAX_LEFT_S:
+            if large and improve_min < left < SIDE_MAX_LEFT_S:
                 # Short budget: the second core runs the big-gang MILP while this one runs split-milp and
                 # LNS; the better result is kept (they start from the same solution: they do not combine).
                 side = Background(lambda y0=best: _big_gang_side(cm, guide, y0, deadline))
                 side_how = how + "+big-gang-milp(side)"
-            elif large and left > BIG_GANG_MIN_S:
+            elif large and left > max(BIG_GANG_MIN_S, improve_min):
                 y = big_gang_milp(cm, guide, best, time_limit=min(left, BIG_GANG_MAX_S))
                 obj = cm.objective(y)
                 if obj < best_obj:
                     best, best_obj, how = y, obj, how + "+big-gang-milp"
                 clock.lap("big-gang-milp")
                 left = deadline - time.perf_counter()
-            if large and left > IMPROVE_MIN_S:
+            if large and left > improve_min:
                 y = _split_milp(cm, guide, best, time_limit=max(0.6 * left, 0.05))
                 obj = cm.objective(y)
                 if obj < best_obj:
@@ -175,7 +181,7 @@ def solve(
             if method == "milp" or (method == "auto" and cm.n_cols <= MILP_MAX_COLS):
                 best, best_obj, how, status = _exact(cm, best, best_obj, how, status, deadline)
                 clock.lap("milp")
-            elif method == "auto" and left > IMPROVE_MIN_S:
+            elif method == "auto" and left > improve_min:
                 y, stats = improve(cm, best, deadline, seed=seed, guide=guide.y)
                 y = fill(cm, y)
                 obj = cm.objective(y)
