@@ -9,6 +9,10 @@ later one; a second, cost-ordered pass completes. Two visit orders are tried, by
 node) and by penalty (big valuable gangs first), and the better result is kept (large models: by
 penalty only).
 
+``reround_small`` then keeps the rounded gangs of 64+ nodes and re-places every smaller class from a
+second LP over the capacity they leave: given the big gangs, that LP is optimal for the small jobs and
+nearly integral for them (10k jobs x 1k pools, seeds 1-3: 1.11% -> 0.60% gap after eject).
+
 The classes that the LP split (or that the rounding moved off their LP columns) are few, at most about
 one per pool. ``split_class_cols`` picks their columns for an exact HiGHS sub-MILP over the capacity
 the other classes leave (the solver's "split-milp" stage), which recovers most of what rounding lost.

@@ -7,9 +7,13 @@
              round the near-optimal flow meanwhile; the child's bound is collected at the end
 4. round     LP-guided greedy: visit order by priority and value, pools by LP value (rounding.py);
              with several priority levels the guide is a second LP with priority-boosted penalties
+   residual  large models: keep the rounded gangs of >= 64 nodes, re-place the smaller classes from an
+             LP over the capacity they leave (rounding.reround_small)
    eject     move jobs into cheaper pools, relocating smaller jobs out of the way (eject.py)
 5. milp      small models: exact HiGHS class MILP warm-started from the best so far, within the budget
-   big-gang  large models with >= 0.5 s left: exact sub-MILP over the gangs of >= 64 nodes (the rest fixed)
+   residual-2 large models with budget left: the residual step again, keeping gangs of >= 32 nodes
+   big-gang  large models with >= 0.5 s left (>= 0.3 s up to 2M columns): exact sub-MILP over the gangs
+             of >= 64 nodes (the rest fixed)
    split-milp large models: exact sub-MILP over the classes the LP split (60% of what is left), then
    lns       HiGHS sub-MILPs over neighbourhoods of related pools until the budget ends
 6. check     independent checker; a solution that fails is never returned (greedy instead)
