@@ -19,9 +19,12 @@ azure:                   # Azure subscriptions/regions overcast creates VMs in (
   - {name: eus, subscription_id: 0000-..., resource_group: rg, region: eastus, zones: ["1", "2"],
      vm_sizes: [Standard_ND96isr_H100_v5], image: /subscriptions/.../gpu, subnet_id: /subscriptions/...,
      identity_id: /subscriptions/.../userAssignedIdentities/overcast-node, max_nodes: 4}
+gcp:                     # GCP projects/regions overcast creates instances in (backend gcp:<name>)
+  - {name: usc, project: my-project, region: us-central1, zones: [us-central1-a, us-central1-b],
+     machine_types: [a3-highgpu-8g], image: projects/my-project/global/images/gpu, max_nodes: 4}
 quotas:                  # at most this many GPUs in use at once
   - {provider: aws, region: us-east-1, max_gpus: 256}
-disabled_providers: [gcp]
+disabled_providers: [vast]
 spot_preemptions_per_hour: {aws: 0.08}
 ```
 
@@ -122,7 +125,10 @@ class KubernetesCluster(_Strict):
     service_account: str | None = None  # the pods' service account (never overcast's own credentials)
     volume_claim: str | None = None  # a PersistentVolumeClaim mounted in every pod (checkpoints, data)
     mount_path: str = "/overcast"  # where volume_claim is mounted
-    schedule_timeout_s: float = Field(default=300.0, gt=0)  # a gang not all running by then: capacity error
+    schedule_timeout_s: float = Field(default=300.0, gt=0)  # a pod still unscheduled by then: capacity error
+    start_timeout_s: float = Field(default=1800.0, gt=0)  # all scheduled, not all running (image pulls)
+    # Job names and owner label; fleet entries sharing a namespace need one each
+    job_prefix: str = Field(default="ovc", pattern=r"^[a-z0-9]([-a-z0-9]{0,8}[a-z0-9])?$")
 
 
 class LocalProcesses(_Strict):
@@ -289,6 +295,45 @@ class AzureAccount(_Strict):
         return _offered(value, info, "azure", "Azure offer for VM size", fold_case=True)
 
 
+class GcpAccount(_Strict):
+    """Compute Engine in one project and region: pools are the catalog's offers of ``machine_types`` in
+    ``zones`` (all the catalog's zones of the region when empty), per purchase option, each holding at
+    most ``max_nodes`` of our instances (see backends/gcp.py). A top-level list, like ``aws:``."""
+
+    name: Name
+    project: str = Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+    region: str = Field(min_length=1)
+    machine_types: list[str] = Field(min_length=1)
+    image: str = Field(pattern=r"^(https://www\.googleapis\.com/compute/v1/)?projects/[^/]+/global/images/.+")
+    zones: list[str] = []
+    subnetwork: str = ""  # regions/R/subnetworks/S (or a full URL); empty: the default network
+    service_account: str = ""
+    max_nodes: int = Field(default=4, gt=0)
+    disk_size_gb: int = Field(default=200, gt=0)
+    purchases: list[str] = Field(default=["on-demand", "spot"], min_length=1)
+    endpoint: str | None = Field(default=None, pattern=r"^https?://")
+    credentials_file: str | None = None  # a service account key; default: Application Default Credentials
+    python: str = "python3"
+    bootstrap: str = ""
+
+    @field_validator("purchases")
+    @classmethod
+    def _purchases(cls, value: list[str]) -> list[str]:
+        return AwsAccount._purchases(value)
+
+    @field_validator("machine_types")
+    @classmethod
+    def _in_catalog(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        return _offered(value, info, "gcp", "GCP offer for machine type")
+
+    @model_validator(mode="after")
+    def _zones_in_region(self) -> Self:
+        bad = [z for z in self.zones if not z.startswith(self.region + "-")]
+        if bad:
+            raise ValueError(f"zone {bad[0]!r} is not in region {self.region!r}")
+        return self
+
+
 class QuotaRule(_Strict):
     provider: Provider
     region: str | None = None  # None: the whole provider
@@ -301,6 +346,7 @@ class Fleet(_Strict):
     aws: list[AwsAccount] = []
     oci: list[OciAccount] = []
     azure: list[AzureAccount] = []
+    gcp: list[GcpAccount] = []
     quotas: list[QuotaRule] = []
     disabled_providers: list[Provider] = []
     spot_preemptions_per_hour: dict[Provider, Annotated[float, Field(ge=0)]] = {}
@@ -312,6 +358,7 @@ class Fleet(_Strict):
             ("aws", [a.name for a in self.aws]),
             ("oci", [a.name for a in self.oci]),
             ("azure", [a.name for a in self.azure]),
+            ("gcp", [a.name for a in self.gcp]),
         ):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
@@ -403,6 +450,28 @@ def _unknown_providers(fleet: Fleet) -> list[tuple[tuple[int | str, ...], str]]:
     return out
 
 
+def _shared_namespaces(fleet: Fleet) -> list[tuple[tuple[int | str, ...], str]]:
+    """(loc, problem) for each ``kubernetes:`` entry on the API, namespace and job_prefix of an earlier
+    one: their Jobs would have the same names, and each backend would see the other's."""
+    first: dict[tuple[str, str, str], str] = {}
+    out = []
+    for i, cluster in enumerate(fleet.clusters):
+        k = cluster.kubernetes
+        if k is None:
+            continue
+        where = (k.api, k.namespace, k.job_prefix)
+        if where in first:
+            out.append(
+                (
+                    ("clusters", i, "kubernetes"),
+                    f"same api, namespace ({k.namespace}) and job_prefix ({k.job_prefix}) as cluster "
+                    f"'{first[where]}': give one of them a job_prefix of its own",
+                )
+            )
+        first.setdefault(where, cluster.name)
+    return out
+
+
 def parse_fleet(text: str, path: Path | str = "<fleet>") -> Fleet:
     """Validate fleet YAML text; raise FleetError naming file, line and field of each problem."""
     path = Path(path)
@@ -428,7 +497,7 @@ def parse_fleet(text: str, path: Path | str = "<fleet>") -> Fleet:
             line, field, problem = _describe(error, doc)
             problems.setdefault((line, field), problem)  # one per field: "until" fails date and datetime
     else:
-        for loc, problem in _unknown_providers(fleet):
+        for loc, problem in [*_unknown_providers(fleet), *_shared_namespaces(fleet)]:
             problems.setdefault((doc.line(loc) or 1, _dotted(loc)), problem)
         if not problems:
             return fleet

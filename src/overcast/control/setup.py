@@ -1,6 +1,6 @@
 """Backends from a fleet file: each ``local:`` cluster becomes a LocalBackend with one pool, each
 ``slurm:`` cluster a SlurmBackend, each ``kubernetes:`` cluster a KubernetesBackend, each ``aws:`` /
-``azure:`` / ``oci:`` account a cloud backend (pools from the catalog)."""
+``azure:`` / ``oci:`` / ``gcp:`` account a cloud backend (pools from the catalog)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from overcast.backends.base import Backend
 from overcast.backends.local import LocalBackend, LocalCluster
-from overcast.catalog.fleet import AwsAccount, AzureAccount, Cluster, Fleet, OciAccount
+from overcast.catalog.fleet import AwsAccount, AzureAccount, Cluster, Fleet, GcpAccount, OciAccount
 from overcast.placement.pool import Purchase
 from overcast.store.engine import overcast_home
 
@@ -78,11 +78,20 @@ def azure_backend(account: AzureAccount, home: Path) -> Backend:
     return AzureBackend(_settings(AzureSettings, account, home), home=home)  # DefaultAzureCredential
 
 
+def gcp_backend(account: GcpAccount, home: Path) -> Backend:
+    # google-cloud-compute is only imported by fleets that use GCP
+    from overcast.backends.gcp import GcpBackend
+    from overcast.backends.gcp_client import GcpSettings
+
+    return GcpBackend(_settings(GcpSettings, account, home), home=home)  # key file or ADC
+
+
 def kubernetes_backend(cluster: Cluster, home: Path) -> Backend:
     # the kubernetes client is only imported by fleets that use Kubernetes
     from overcast.backends.kubernetes import KubernetesBackend, kube_cluster_from_fleet
 
-    return KubernetesBackend(kube_cluster_from_fleet(cluster, home))
+    # the home's scope in the owner label: another deployment's Jobs in the namespace are not ours
+    return KubernetesBackend(kube_cluster_from_fleet(cluster, home, scope=_scope(home)))
 
 
 def local_backends(fleet: Fleet, home: Path, sub: str | None = None) -> list[LocalBackend]:
@@ -99,7 +108,7 @@ def _local_backend(cluster: Cluster, home: Path, sub: str | None = None) -> Loca
 
 def backends_from_fleet(fleet: Fleet, home: Path) -> list[Backend]:
     """The backends this process can run jobs on: every ``local:``, ``slurm:`` and ``kubernetes:``
-    cluster and every ``aws:``, ``azure:`` and ``oci:`` account of the fleet. Other providers and
+    cluster and every ``aws:``, ``azure:``, ``oci:`` and ``gcp:`` account of the fleet. Other providers and
     reservations have no launching backend yet."""
     backends: list[Backend] = []
     for cluster in fleet.clusters:  # in the file's order
@@ -115,4 +124,5 @@ def backends_from_fleet(fleet: Fleet, home: Path) -> list[Backend]:
     backends += [aws_backend(account, home) for account in fleet.aws]
     backends += [oci_backend(account, home) for account in fleet.oci]
     backends += [azure_backend(account, home) for account in fleet.azure]
+    backends += [gcp_backend(account, home) for account in fleet.gcp]
     return backends
