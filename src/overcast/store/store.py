@@ -11,21 +11,21 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, and_, func, insert, select, update
 from sqlalchemy.exc import OperationalError
 
 from overcast.spec.models import JobSpec
 from overcast.store import migrate, tokens
+from overcast.store.control_state import ControlStateMethods
 from overcast.store.engine import StoreUnavailable, default_url, is_in_memory, make_engine, safe_url
-from overcast.store.records import EventRecord, JobRecord, LaunchRecord, PoolHealthRecord, job_record
+from overcast.store.records import EventRecord, JobRecord, job_record
 from overcast.store.services import ServiceMethods
 from overcast.store.states import TERMINAL_STATES, JobState
-from overcast.store.tables import events, jobs, launches, leases, pool_health, teams
+from overcast.store.tables import events, jobs, teams
 from overcast.store.tables import tokens as tokens_table
 
 _ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"  # URL-safe, no look-alikes (l/1, o/0)
@@ -50,7 +50,7 @@ def new_job_id() -> str:
     return "j-" + "".join(_ID_ALPHABET[b & 31] for b in secrets.token_bytes(10))
 
 
-class Store(ServiceMethods):
+class Store(ServiceMethods, ControlStateMethods):
     def __init__(self, url: str | None = None, *, clock: Callable[[], float] = time.time) -> None:
         """Open (and migrate to head) the database at ``url``, default: see ``engine.default_url``."""
         self.url = url or default_url()
@@ -305,111 +305,6 @@ class Store(ServiceMethods):
             query = query.where(events.c.team == team)
         with self._read() as conn:
             return [EventRecord(*row) for row in conn.execute(query)]
-
-    # -- launches --------------------------------------------------------------------------------
-
-    def record_launch(self, job_id: str, attempt: int, pool_id: str, backend: str, handle: str) -> None:
-        """Remember that (job, attempt) was applied to a backend; recording it again updates it."""
-        values = {
-            "job_id": job_id, "attempt": attempt, "pool_id": pool_id, "backend": backend, "handle": handle,
-            "launched_at": self.clock(), "ended": False, "ended_at": None, "outcome": None,
-        }  # fmt: skip
-        with self._write() as conn:
-            self._upsert(conn, launches, ("job_id", "attempt"), values)
-
-    def set_launch_handle(self, job_id: str, attempt: int, handle: str) -> None:
-        """The backend's handle for a launch, once it returned; a launch record already closed (by a
-        reconcile that found the attempt gone) stays closed."""
-        with self._write() as conn:
-            conn.execute(
-                update(launches)
-                .where(launches.c.job_id == job_id, launches.c.attempt == attempt)
-                .where(launches.c.ended.is_(False))
-                .values(handle=handle)
-            )
-
-    def launches(self, *, active_only: bool = True) -> list[LaunchRecord]:
-        query = select(
-            launches.c.job_id, launches.c.attempt, launches.c.pool_id, launches.c.backend,
-            launches.c.handle, launches.c.ended,
-        ).order_by(launches.c.launched_at, launches.c.job_id, launches.c.attempt)  # fmt: skip
-        if active_only:
-            query = query.where(launches.c.ended.is_(False))
-        with self._read() as conn:
-            return [LaunchRecord(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in conn.execute(query)]
-
-    def end_launch(self, job_id: str, attempt: int, outcome: str) -> None:
-        with self._write() as conn:
-            conn.execute(
-                update(launches)
-                .where(launches.c.job_id == job_id, launches.c.attempt == attempt)
-                .values(ended=True, ended_at=self.clock(), outcome=outcome)
-            )
-
-    # -- pool health -----------------------------------------------------------------------------
-
-    def pool_health(self) -> dict[str, PoolHealthRecord]:
-        c = pool_health.c
-        query = select(c.pool_id, c.health, c.until, c.failures, c.detail)
-        with self._read() as conn:
-            return {r[0]: PoolHealthRecord(r[1], r[2], r[3], r[4]) for r in conn.execute(query)}
-
-    def set_pool_health(
-        self, pool_id: str, health: str, *, until: float | None, failures: int, detail: str = ""
-    ) -> None:
-        values = {
-            "pool_id": pool_id, "health": str(health), "until": until, "failures": failures,
-            "detail": detail, "updated_at": self.clock(),
-        }  # fmt: skip
-        with self._write() as conn:
-            self._upsert(conn, pool_health, ("pool_id",), values)
-
-    # -- leadership ------------------------------------------------------------------------------
-
-    def try_acquire_lease(self, name: str, holder: str, ttl_seconds: float) -> bool:
-        """Take or renew the lease ``name`` for ``holder``: True while nobody else holds an unexpired one."""
-        now = self.clock()
-        with self._write() as conn:
-            renewed = conn.execute(
-                update(leases)
-                .where(leases.c.name == name, or_(leases.c.holder == holder, leases.c.expires_at <= now))
-                .values(holder=holder, expires_at=now + ttl_seconds)
-            )
-            if renewed.rowcount == 1:
-                return True
-            # RETURNING, not rowcount: drivers disagree on rowcount for INSERT .. ON CONFLICT DO NOTHING.
-            inserted = conn.execute(
-                self._insert_ignore(leases, ("name",))
-                .values(name=name, holder=holder, expires_at=now + ttl_seconds)
-                .returning(leases.c.name)
-            )
-            return inserted.first() is not None
-
-    def release_lease(self, name: str, holder: str) -> None:
-        with self._write() as conn:
-            conn.execute(
-                update(leases).where(leases.c.name == name, leases.c.holder == holder).values(expires_at=0.0)
-            )
-
-    def lease_holder(self, name: str) -> str | None:
-        with self._read() as conn:
-            row = conn.execute(
-                select(leases.c.holder, leases.c.expires_at).where(leases.c.name == name)
-            ).first()
-        return row.holder if row is not None and row.expires_at > self.clock() else None
-
-    # -- helpers ---------------------------------------------------------------------------------
-
-    def _dialect_insert(self, table: Any) -> Any:
-        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
-
-    def _insert_ignore(self, table: Any, keys: tuple[str, ...]) -> Any:
-        return self._dialect_insert(table).on_conflict_do_nothing(index_elements=list(keys))
-
-    def _upsert(self, conn: Connection, table: Any, keys: tuple[str, ...], values: Mapping[str, Any]) -> None:
-        stmt = self._dialect_insert(table).values(dict(values))
-        rest = {k: stmt.excluded[k] for k in values if k not in keys}
-        conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=rest))
 
 
 def _event(job_id: str | None, kind: str, detail: str, at: float) -> Any:
