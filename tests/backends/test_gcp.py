@@ -21,6 +21,7 @@ from overcast.backends.base import CapacityError, EventKind, LaunchRequest, Prov
 from overcast.backends.gcp import NO_AGENT, GcpBackend
 from overcast.backends.gcp_client import GcpError, GcpSettings, label_value, translate
 from overcast.backends.gcp_spec import machine
+from overcast.catalog.fleet import FleetError, parse_fleet
 from overcast.catalog.pools import pool_id
 from overcast.placement.pool import Pool, Purchase
 from overcast.spec.models import AcceleratorRequest, JobSpec, Resources
@@ -235,12 +236,15 @@ def test_stop_gives_the_job_sigterm_through_the_agent_and_failures_and_preemptio
     events = poll_until(backend, wanted)
     failed = next(e for e in events if e.kind is EventKind.FAILED)
     assert failed.exit_code == 3 and "exited with 3" in failed.detail
-    (spot,) = vms.instances(job="p")
-    gce.preempt(spot["name"])  # GCP deletes a preempted spot instance: it vanishes from the API
-    (lost,) = poll_until(backend, {("p", EventKind.PREEMPTED)})
-    assert lost.kind is EventKind.PREEMPTED and "spot preemption" in lost.detail
     # STARTED means every agent is up, not that the job has set its trap yet
-    assert eventually(lambda: all("ready" in vms.console(i["name"]) for i in vms.instances(job="s")))
+    ready = [i["name"] for i in vms.instances(job="s") + vms.instances(job="p")]
+    assert eventually(lambda: all("ready" in vms.console(name) for name in ready))
+    (spot,) = vms.instances(job="p")
+    gce.preempt(spot["name"], notice=2.0)  # then GCP deletes the instance: it vanishes from the API
+    (lost,) = poll_until(backend, {("p", EventKind.PREEMPTED)})
+    assert lost.kind is EventKind.PREEMPTED  # SIGTERM at the notice, or the instance gone
+    notice = vms.console(spot["name"])
+    assert "stop requested (spot preemption): SIGTERM" in notice and "saved" in notice
     started = time.monotonic()
     backend.stop("s", 1, grace_seconds=15.0)
     assert time.monotonic() - started < 10  # the job saved and the agents stopped their instances
@@ -292,6 +296,24 @@ gcp:
     (instance,) = [i for i in vms.instances() if items(i)["overcast-job"] == job_id] or [None]
     assert instance is not None and "hello from 0" in vms.console(instance["name"])
     assert gce.anonymous == 0  # the backend and the agents sent bearer tokens the fake issued
+
+
+def test_fleet_entries_are_checked_with_file_and_line() -> None:
+    text = f"""\
+gcp:
+  - name: usc
+    project: {PROJECT}
+    region: {REGION}
+    zones: [us-east1-b]
+    machine_types: [a3-highgpu-9g]
+    image: projects/p/global/images/i
+"""
+    wrong = "fleet.yaml:6: gcp[0].machine_types: no GCP offer for machine type 'a3-highgpu-9g'"
+    with pytest.raises(FleetError, match=re.escape(wrong)):
+        parse_fleet(text, "fleet.yaml")
+    fixed = text.replace("a3-highgpu-9g", A3)
+    with pytest.raises(FleetError, match="zone 'us-east1-b' is not in region 'us-central1'"):
+        parse_fleet(fixed, "fleet.yaml")
 
 
 def test_setting_labels_rereads_when_someone_else_labelled_in_between(gce: FakeGce, tmp_path: Path) -> None:  # noqa: F811

@@ -192,7 +192,7 @@ def op_failure(operation: str, op: Any) -> Exception | None:
     if any(str(e.code) in CAPACITY_CODES for e in errors):
         return CapacityError(f"{code}: {message}")
     status = int(op.http_error_status_code or 0)
-    if status in (401, 429) or (status >= 500 and code not in ("RESOURCE_ALREADY_EXISTS",)):
+    if status in (401, 429) or status >= 500:
         return ProviderDown(f"GCP {operation}: {status} {code}: {message}")
     return GcpError(operation, code, message, status)
 
