@@ -56,6 +56,7 @@ class K8s:
 
     def foreign_pod(self, namespace: str, gpus: int, node: str) -> None:
         """Another team's pod holding ``gpus`` GPUs of ``node`` (a real ``sleep``)."""
+        self.store.namespaces.add(namespace)
         pod = {
             "metadata": {"name": f"other-{node}"},
             "spec": {

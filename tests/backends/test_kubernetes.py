@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from overcast.backends.base import CapacityError, EventKind, ProviderDown
+from overcast.backends.base import CapacityError, EventKind, LaunchRequest, ProviderDown
+from overcast.backends.kubernetes_client import KubeUnreachable
 from overcast.backends.kubernetes_manifest import ATTEMPT, JOB, JOB_ID
 from overcast.placement.pool import Health
 from tests.backends.k8s_cluster import Events, K8s, gpu_spec, k8s, request, wait_until  # noqa: F401
@@ -25,9 +26,10 @@ def test_a_gang_is_one_indexed_job_and_gets_the_env_contract(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("OVERCAST_TOKEN", "server-secret")  # the server's own credential
-    backend = k8s.backend()
+    backend = k8s.backend(volume_claim="shared", mount_path="/mnt/shared")
     spec = gpu_spec("env", ENV_ECHO)
-    req = request(backend, "j-env", 3, spec, OVERCAST_CHECKPOINT_DIR="/ckpt/j-env", OVERCAST_TOKEN="leak")
+    server_ckpt = "/srv/overcast-home/checkpoints/j-env"  # the loop's default: a path on the server
+    req = request(backend, "j-env", 3, spec, OVERCAST_CHECKPOINT_DIR=server_ckpt, OVERCAST_TOKEN="leak")
     allocation = backend.launch(req)
     assert allocation.handle == "default/ovc-j-env-3"
     (job,) = k8s.objects("jobs")
@@ -44,15 +46,19 @@ def test_a_gang_is_one_indexed_job_and_gets_the_env_contract(
     assert container["resources"]["limits"] == {"nvidia.com/gpu": "8"}
     assert "leak" not in str(job) and "server-secret" not in str(job)  # never overcast's credentials
     assert js["template"]["spec"]["automountServiceAccountToken"] is False
+    assert server_ckpt not in str(job)  # no pod can reach the server's disk
+    assert container["volumeMounts"] == [{"name": "shared", "mountPath": "/mnt/shared"}]
     (service,) = k8s.objects("services")
     assert service["spec"]["clusterIP"] == "None" and service["metadata"]["ownerReferences"][0]["uid"]
     events = Events(backend)
-    assert "node-a" in events.wait(EventKind.STARTED, "j-env", 3).detail
+    started = events.wait(EventKind.STARTED, "j-env", 3).detail
+    assert "node-a" in started and "own disks" not in started
     assert events.wait(EventKind.SUCCEEDED, "j-env", 3).detail == "completed"
     logs = [backend.log_path("j-env", 3, rank).read_text() for rank in (0, 1)]  # type: ignore[union-attr]
     head = "head=ovc-j-env-3-0.ovc-j-env-3.default.svc"
+    ckpt = "/mnt/shared/checkpoints/j-env"  # on the volume every pod mounts
     for rank, log in enumerate(logs):
-        assert f"job=j-env attempt=3 rank={rank}/2 {head} gpus=0,1,2,3,4,5,6,7 ckpt=/ckpt/j-env" in log
+        assert f"job=j-env attempt=3 rank={rank}/2 {head} gpus=0,1,2,3,4,5,6,7 ckpt={ckpt}" in log
         assert "token=none" in log
     assert backend.active() == []
     backend.poll()  # the loop took the end: the Job goes, and its pods and Service with it
@@ -91,7 +97,8 @@ def test_a_lost_node_is_a_preemption(k8s: K8s) -> None:  # noqa: F811
     backend = k8s.backend()
     backend.launch(request(backend, "j-lost", 1, gpu_spec("lost", "sleep 30")))
     events = Events(backend)
-    events.wait(EventKind.STARTED, "j-lost")
+    started = events.wait(EventKind.STARTED, "j-lost")  # no volume, no checkpoint_dir: the user is told
+    assert "checkpoints on the pods' own disks" in started.detail
     k8s.cluster.lose_node("node-b")
     lost = events.wait(EventKind.PREEMPTED, "j-lost")
     assert "node-b" in lost.detail and "DeletionByPodGC" in lost.detail
@@ -100,8 +107,18 @@ def test_a_lost_node_is_a_preemption(k8s: K8s) -> None:  # noqa: F811
 
 
 def test_stop_sends_sigterm_and_waits_out_the_grace_period(k8s: K8s) -> None:  # noqa: F811
-    backend = k8s.backend()
-    saver = "trap 'echo saved; exit 143' TERM; while true; do sleep 0.05; done"
+    backend = k8s.backend(termination_grace_s=1)  # the pods' own grace is shorter than the stop's
+    real_delete_job = backend.api.delete_job
+
+    def delete_job(name: str, grace_s: int | None = None) -> None:
+        real_delete_job(name, grace_s)
+        time.sleep(0.2)  # the garbage collector deletes the Job's pods before our next call
+
+    backend.api.delete_job = delete_job  # type: ignore[method-assign]
+    # several commands: the job is a grandchild of the container's PID 1, and saving takes 1.5 s
+    saver = (
+        "sh -c \"trap 'sleep 1.5; echo saved; exit 143' TERM; while true; do sleep 0.05; done\"; echo after"
+    )
     stubborn = "trap '' TERM; sleep 60"
     backend.launch(request(backend, "j-save", 1, gpu_spec("save", saver, nodes=1)))
     backend.launch(request(backend, "j-stub", 1, gpu_spec("stub", stubborn, nodes=1)))
@@ -111,7 +128,7 @@ def test_stop_sends_sigterm_and_waits_out_the_grace_period(k8s: K8s) -> None:  #
     pods = {p["metadata"]["labels"][JOB]: p["metadata"]["name"] for p in k8s.objects("pods")}
     start = time.monotonic()
     backend.stop("j-save", 1, grace_seconds=5)
-    assert time.monotonic() - start < 4  # it saved and left: no need to wait out the grace
+    assert time.monotonic() - start < 4  # it saved (past the pods' 1 s grace) and left: no waiting
     assert "saved" in (k8s.cluster.root / "logs" / f"default_{pods['j-save']}.log").read_text()
     start = time.monotonic()
     backend.stop("j-stub", 1, grace_seconds=1)
@@ -160,6 +177,7 @@ def test_namespaces_are_isolated_by_the_api_and_tokens_are_not_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     k8s.store.tokens = {"tok-a-secret": "team-a", "tok-b-secret": "team-b"}
+    k8s.store.namespaces |= {"team-a", "team-b"}
     (tmp_path / "a").write_text("tok-a-secret\n")
     (tmp_path / "b").write_text("tok-b-secret\n")
     team_a = k8s.backend(namespace="team-a", token_file=str(tmp_path / "a"))
@@ -215,3 +233,70 @@ current-context: lab-context
     assert (pool.capacity_nodes, pool.health) == (2, Health.OK)
     backend.launch(request(backend, "j-ctx", 1, gpu_spec("ctx", "true", nodes=1)))
     Events(backend).wait(EventKind.SUCCEEDED, "j-ctx")
+
+
+def test_two_backends_in_one_namespace_never_touch_each_others_jobs(k8s: K8s) -> None:  # noqa: F811
+    mine, theirs = k8s.backend(), k8s.backend(name="lab-2")  # two fleet clusters, one namespace
+    elsewhere = k8s.backend(scope="0123abcd")  # the same fleet entry of another overcast home
+    mine.launch(request(mine, "j-mine", 1, gpu_spec("mine", "sleep 30", nodes=1)))
+    Events(mine).wait(EventKind.STARTED, "j-mine")
+    for other in (theirs, elsewhere):
+        assert other.active() == [] and other.poll() == []  # not adopted, not deleted on sight
+        other.stop("j-mine", 1, grace_seconds=0)  # the same (job, attempt): not this backend's Job
+        assert other.pools()[0].used_nodes == 0
+    assert [j["metadata"]["name"] for j in k8s.objects("jobs")] == ["ovc-j-mine-1"]
+    assert mine.active() == [("j-mine", 1)] and mine.poll() == []
+    with pytest.raises(CapacityError, match="409"):  # the name is taken: the Job stays its owner's
+        theirs.launch(request(theirs, "j-mine", 1, gpu_spec("mine", "true", nodes=1)))
+    assert [j["metadata"].get("deletionTimestamp") for j in k8s.objects("jobs")] == [None]
+    mine.stop("j-mine", 1, grace_seconds=0)
+
+
+def test_a_failed_pod_log_read_does_not_mark_the_cluster_down(k8s: K8s) -> None:  # noqa: F811
+    backend = k8s.backend(down_retry_s=30.0)
+    real_pod_log = backend.api.pod_log
+
+    def pod_log(name: str, timeout: float | None = None) -> str:
+        if name.startswith("ovc-j-logs-1-1-"):  # rank 1's node: its kubelet does not answer
+            raise KubeUnreachable("ReadTimeoutError: read timed out")
+        return real_pod_log(name, timeout)
+
+    backend.api.pod_log = pod_log  # type: ignore[method-assign]
+    backend.launch(request(backend, "j-logs", 1, gpu_spec("logs", "echo hello", nodes=2)))
+    Events(backend).wait(EventKind.SUCCEEDED, "j-logs")
+    assert "hello" in backend.log_path("j-logs", 1, 0).read_text()  # type: ignore[union-attr]
+    assert backend.pools()[0].health is Health.OK
+    backend.launch(request(backend, "j-next", 1, gpu_spec("next", "true", nodes=1)))  # no ProviderDown
+
+
+def test_a_missing_namespace_or_bad_credentials_are_the_pools_problem_not_the_jobs(
+    k8s: K8s,  # noqa: F811
+    tmp_path,
+) -> None:
+    nowhere = k8s.backend(namespace="trainng")  # a typo, or a namespace deleted since
+    assert nowhere.active() == []  # listing in a missing namespace is an empty list, as in Kubernetes
+    with pytest.raises(ProviderDown, match='404: namespaces "trainng" not found'):
+        nowhere.launch(request(nowhere, "j-ns", 1, gpu_spec("ns", "true", nodes=1)))
+    k8s.store.tokens = {"good": None}
+    (tmp_path / "old").write_text("expired\n")
+    stale = k8s.backend(token_file=str(tmp_path / "old"))
+    with pytest.raises(ProviderDown, match="401"):
+        stale.launch(request(nowhere, "j-401", 1, gpu_spec("x", "true", nodes=1)))
+    k8s.store.tokens = None
+    (pool,) = k8s.backend().pools()
+    no_gang = LaunchRequest("j-bad", 1, pool, 0, gpu_spec("x", "true", nodes=1), {})
+    with pytest.raises(ValueError, match="422"):  # an object the API cannot accept: the job's own fault
+        k8s.backend().launch(no_gang)
+
+
+def test_image_pulls_count_against_the_start_timeout_not_the_schedule_timeout(k8s: K8s) -> None:  # noqa: F811
+    k8s.cluster.pull_seconds = 1.0  # every pod: bound at once, then 1 s of ContainerCreating
+    patient = k8s.backend(schedule_timeout_s=0.3, start_timeout_s=10.0)
+    hasty = k8s.backend(name="lab-2", schedule_timeout_s=0.3, start_timeout_s=0.3)
+    patient.launch(request(patient, "j-pull", 1, gpu_spec("pull", "true", nodes=1)))
+    hasty.launch(request(hasty, "j-hasty", 1, gpu_spec("hasty", "true", nodes=1)))
+    refused = Events(hasty).wait(EventKind.CAPACITY_ERROR, "j-hasty")
+    assert "gang not running" in refused.detail and "ContainerCreating" in refused.detail
+    events = Events(patient)
+    events.wait(EventKind.SUCCEEDED, "j-pull")
+    assert EventKind.CAPACITY_ERROR not in events.kinds("j-pull")

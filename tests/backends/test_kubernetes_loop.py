@@ -4,6 +4,8 @@ from the checkpoint elsewhere, reconcile after a restart of the loop, cancel."""
 
 from __future__ import annotations
 
+import time
+
 from overcast.backends.local import LocalBackend, LocalCluster
 from overcast.catalog.fleet import parse_fleet
 from overcast.control.health import Backoff
@@ -60,6 +62,8 @@ def test_a_gang_that_does_not_fit_fails_over_to_the_other_backend(k8s: K8s) -> N
     kinds = [e.kind for e in store.events(job_id=record.id)]
     assert "capacity-error" in kinds and "started" in kinds
     assert "Insufficient nvidia.com/gpu" in " ".join(e.detail for e in store.events(job_id=record.id))
+    cooled = store.pool_health()["kubernetes/lab"]  # the next gang does not wait out the timeout too
+    assert cooled.health == "out-of-capacity" and cooled.until is not None and cooled.until > time.time()
     assert not k8s.objects("jobs") and not k8s.objects("pods")  # nothing of the gang left behind
 
 
@@ -68,8 +72,11 @@ def test_a_lost_node_is_a_preemption_and_the_job_resumes_elsewhere_from_its_chec
 ) -> None:
     store = Store(f"sqlite:///{k8s.home / 'db.sqlite'}")
     loop = loop_over(k8s, store)
-    record = store.submit("default", gpu_spec("train", train_command(steps=100, step_seconds=0.02)))
-    ckpt = k8s.home / "checkpoints" / record.id / "checkpoint.npz"
+    # storage both providers reach (a bucket URL in real life): the pods cannot see the server's disk
+    shared = k8s.home / "shared-checkpoints"
+    train = train_command(steps=100, step_seconds=0.02)
+    record = store.submit("default", gpu_spec("train", train, checkpoint_dir=str(shared)))
+    ckpt = shared / "checkpoint.npz"
     run_until(loop, lambda: state(store, record.id).state is JobState.RUNNING and ckpt.exists())
     assert state(store, record.id).pool_id == "kubernetes/lab"
     k8s.cluster.lose_node("node-b")

@@ -9,11 +9,16 @@ from pathlib import Path
 import pytest
 
 from overcast.backends.base import EventKind
-from overcast.backends.kubernetes_manifest import job_name, label_value
+from overcast.backends.kubernetes_manifest import job_name, label_value, owner
 from overcast.backends.kubernetes_status import terminal_outcome
 from overcast.catalog.fleet import FleetError, parse_fleet
 from overcast.control.setup import backends_from_fleet
 
+SERVICE = """kind: service
+name: echo
+service: {readiness_probe: /health, replicas: 1}
+run: python -m http.server $OVERCAST_PORT
+"""
 ENTRY = """clusters:
   - name: lab
     kubernetes: {api: "https://10.0.0.1:6443", namespace: training, token_file: /var/run/tok}
@@ -101,3 +106,42 @@ def test_only_fleets_with_kubernetes_import_the_client() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code, "/tmp"], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_fleet_entries_sharing_a_namespace_need_prefixes_of_their_own(tmp_path: Path) -> None:
+    second = """  - name: lab-2
+    kubernetes: {api: "https://10.0.0.1:6443", namespace: training%s}
+    nodes: 1
+    gpus_per_node: 0
+"""
+    with pytest.raises(FleetError, match=r"fleet.yaml:9: clusters\[1\]\.kubernetes: same api, namespace"):
+        parse_fleet(ENTRY + second % "", "fleet.yaml")
+    fleet = parse_fleet(ENTRY + second % ", job_prefix: b")
+    first, other = backends_from_fleet(fleet, tmp_path)
+    assert (first.cluster.job_prefix, other.cluster.job_prefix) == ("ovc", "b")  # type: ignore[attr-defined]
+    (other_home,) = backends_from_fleet(parse_fleet(ENTRY), tmp_path / "elsewhere")
+    owners = {owner(b.cluster) for b in (first, other, other_home)}  # type: ignore[attr-defined]
+    assert len(owners) == 3  # two entries and another overcast home: three owner labels
+
+
+def test_serve_runs_replicas_on_local_providers_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    import overcast.serve.controller
+    from overcast.cli.main import app
+
+    built: list[str] = []
+
+    def controller(spec: object, backends: list, *args: object, **kw: object) -> None:
+        built.extend(b.name for b in backends)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(overcast.serve.controller, "ServiceController", controller)
+    monkeypatch.setenv("OVERCAST_HOME", str(tmp_path / "home"))
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(ENTRY + "  - {name: box, local: {}, nodes: 1, gpus_per_node: 0}\n")
+    service = tmp_path / "svc.yaml"
+    service.write_text(SERVICE)
+    result = CliRunner().invoke(app, ["serve", str(service), "--fleet", str(fleet)])
+    assert result.exit_code == 2 and "stop here" in result.stdout, result.stdout
+    assert built == ["local:box"]  # not the job loop's kubernetes:lab, which would fight it

@@ -31,11 +31,13 @@ from overcast.backends.base import (
     LaunchRequest,
     ProviderDown,
 )
-from overcast.backends.kubernetes_client import KubeApi, KubeRefused, KubeUnreachable
+from overcast.backends.kubernetes_client import KubeApi, KubeRefused, KubeUnreachable, refusal
 from overcast.backends.kubernetes_config import KubeCluster, kube_cluster_from_fleet
 from overcast.backends.kubernetes_manifest import (
+    checkpoint_dir,
     job_manifest,
     job_name,
+    owner,
     selector,
     service_manifest,
 )
@@ -49,6 +51,7 @@ from overcast.backends.kubernetes_status import (
     pending_reason,
     rank,
     terminal_outcome,
+    unscheduled,
 )
 from overcast.backends.slurm_script import gpus_per_node
 from overcast.placement.pool import Health, Pool
@@ -59,6 +62,7 @@ log = logging.getLogger(__name__)
 
 _STOPPED_MEMORY = 10_000  # attempts overcast stopped, remembered in case one shows up again
 _STOP_POLL_S = 0.2
+_LOG_TIMEOUT_S = 3.0  # per pod log read: the kubelet of a lost node does not answer
 _SAFE = str.maketrans({c: "_" for c in "/\\:"})
 
 Key = tuple[str, int]
@@ -71,6 +75,7 @@ class Tracked:
     submitted_at: float  # the gang timeout counts from here
     started: bool = False
     finished: bool = False  # its end was reported: deleted once the loop has taken the event
+    note: str = ""  # added to the STARTED event (e.g. checkpoints on the pods' own disks)
 
 
 class KubernetesBackend:
@@ -85,7 +90,7 @@ class KubernetesBackend:
         self._clock = clock
         self._lock = threading.RLock()  # stop() runs in the loop's stopper threads, next to poll()
         self._jobs: dict[Key, Tracked] = {}
-        self._stopped: dict[Key, None] = {}  # attempts overcast stopped (oldest first): no events
+        self._stopped: dict[Key, int] = {}  # attempts overcast stopped (oldest first) -> the pods' grace
         self._stopping: set[Key] = set()  # stops under way in this process (they delete with grace)
         self._delivered: list[BackendEvent] = []
         self._redeliver: list[BackendEvent] = []
@@ -93,6 +98,7 @@ class KubernetesBackend:
         self._down_reason = ""
         self._unreachable_since: float | None = None
         self._pool = cluster_pool(cluster, self.name, None, 0)
+        self._owner = owner(cluster)  # the owner label: this backend's Jobs only
 
     # --- calls, with "down" bookkeeping ---------------------------------------------------------------
 
@@ -123,7 +129,7 @@ class KubernetesBackend:
             nodes = self._call(
                 self.api.list_nodes, ",".join(f"{k}={v}" for k, v in self.cluster.node_selector)
             )
-            jobs = self._call(self.api.list_jobs, selector(self.cluster.job_prefix))
+            jobs = self._call(self.api.list_jobs, selector(self._owner))
         except (KubeUnreachable, KubeRefused) as e:  # refused: our credentials no longer work here
             if isinstance(e, KubeRefused):
                 log.warning("%s: the API refused to list our Jobs: %s", self.name, e)
@@ -153,21 +159,25 @@ class KubernetesBackend:
         with self._lock:
             if key in self._jobs and not self._jobs[key].finished:
                 raise ValueError(f"job {request.job_id} attempt {request.attempt} is already on {self.name}")
+        created: dict[str, Any] | None = None
         try:
             created = self._call(self.api.create_job, manifest)
             uid = str(meta(created).get("uid") or "")
             self._call(self.api.create_service, service_manifest(self.cluster, request, name, uid))
         except KubeUnreachable as e:
             # The answer was lost, not necessarily the Job: if it shows up, it is deleted on sight.
-            self._remember_stopped(key)
+            self._remember_stopped(key, 0)
             raise ProviderDown(str(e)) from None
         except KubeRefused as e:
-            self._delete_quietly(name)  # a Job without its Service: no head address; do not keep it
-            if e.status in (403, 409, 429):  # quota exceeded, forbidden, name taken, throttled
-                raise CapacityError(f"{self.name}: {e}") from None
-            raise ValueError(f"{self.name} refused the Job: {e}") from None  # 422: a spec it cannot run
+            if created is not None:  # a Job without its Service has no head address: not kept
+                self._delete_quietly(name)  # (a Job of that name we did not create is not ours to delete)
+            raise refusal(self.name, e) from None
+        note = ""
+        if checkpoint_dir(self.cluster, request) is None:
+            note = "; checkpoints on the pods' own disks (no volume_claim, no checkpoint_dir): lost with them"
+            log.warning("%s: job %s%s", self.name, request.job_id, note)
         with self._lock:
-            self._jobs[key] = Tracked(name, request.num_nodes, self._clock())
+            self._jobs[key] = Tracked(name, request.num_nodes, self._clock(), note=note)
             self._stopped.pop(key, None)
         return Allocation(request.job_id, request.attempt, self.name, f"{self.cluster.namespace}/{name}")
 
@@ -175,23 +185,31 @@ class KubernetesBackend:
         """Delete the Job (foreground) and its pods with ``grace_seconds`` (SIGTERM, then SIGKILL); wait for
         the pods to go. Never raises for a cluster that is down: the Job is deleted when it is seen again."""
         key = (job_id, attempt)
+        grace = max(0, math.ceil(grace_seconds))
         with self._lock:
-            self._remember_stopped(key)
+            self._remember_stopped(key, grace)
             self._stopping.add(key)
         try:
-            self._stop(key, max(0, math.ceil(grace_seconds)))
+            self._stop(key, grace)
         finally:
             with self._lock:
                 self._stopping.discard(key)
 
+    def _delete_gang(self, key: Key, grace: int) -> None:
+        """The pods first, with ``grace`` (a deletion can only shorten a pod's grace: were the Job deleted
+        first, its garbage collector would delete them with their terminationGracePeriodSeconds), then
+        the Job (foreground) -- only Jobs that carry our owner label, whatever their name."""
+        pods_of = selector(self._owner, *key)
+        for pod in self._call(self.api.list_pods, pods_of):
+            self._call(self.api.delete_pod, meta(pod)["name"], grace)
+        for job in self._call(self.api.list_jobs, pods_of):
+            self._call(self.api.delete_job, meta(job)["name"])
+
     def _stop(self, key: Key, grace: int) -> None:
-        name = self.job_name(*key)
-        pods_of = selector(self.cluster.job_prefix, *key)
+        pods_of = selector(self._owner, *key)
         try:
-            self._call(self.api.delete_job, name)
             deadline = time.monotonic() + grace + 2.0  # the kubelet needs a moment past the grace
-            for pod in self._call(self.api.list_pods, pods_of):  # the GC may have been first: with the
-                self._call(self.api.delete_pod, meta(pod)["name"], grace)  # pods' default grace; ours
+            self._delete_gang(key, grace)
             while time.monotonic() < deadline:
                 if not self._call(self.api.list_pods, pods_of):
                     return
@@ -207,7 +225,7 @@ class KubernetesBackend:
         """Our Jobs that run or wait, and ended ones whose end the loop has not taken yet (a reconcile
         between a Job's end and the next poll must not requeue it as lost)."""
         try:
-            jobs = self._call(self.api.list_jobs, selector(self.cluster.job_prefix))
+            jobs = self._call(self.api.list_jobs, selector(self._owner))
         except KubeUnreachable as e:
             raise ProviderDown(str(e)) from None
         with self._lock:
@@ -236,10 +254,9 @@ class KubernetesBackend:
     # --- poll ----------------------------------------------------------------------------------------
 
     def _poll(self, acked: list[BackendEvent]) -> list[BackendEvent]:
-        prefix = self.cluster.job_prefix
         try:
-            jobs = self._call(self.api.list_jobs, selector(prefix))
-            pods = self._call(self.api.list_pods, selector(prefix))
+            jobs = self._call(self.api.list_jobs, selector(self._owner))
+            pods = self._call(self.api.list_pods, selector(self._owner))
         except KubeUnreachable as e:
             return self._unreachable(str(e))
         self._unreachable_since = None
@@ -260,7 +277,7 @@ class KubernetesBackend:
             name = str(meta(job).get("name"))
             if key in self._stopped:
                 if not deleting(job) and key not in self._stopping:  # stopped while the cluster was
-                    self._delete_quietly(name, grace=0)  # away, or the launch's answer was lost
+                    self._delete_gang_quietly(key)  # away, or the launch's answer was lost
                 continue
             if deleting(job):
                 continue  # someone is deleting it; when it is gone, "vanished" below says so
@@ -285,19 +302,25 @@ class KubernetesBackend:
         if not tracked.started and all_started(pods, tracked.nodes):
             tracked.started = True
             nodes = sorted({str((p.get("spec") or {}).get("nodeName")) for p in pods})
-            events.append(self._event(EventKind.STARTED, key, f"running on {','.join(nodes)}"))
+            events.append(self._event(EventKind.STARTED, key, f"running on {','.join(nodes)}{tracked.note}"))
         outcome = terminal_outcome(job, pods)
         if outcome is not None:
             tracked.finished = True
             self._copy_logs(key, pods)
             return [*events, self._event(outcome.kind, key, outcome.detail, outcome.exit_code)]
+        if tracked.started:
+            return events
+        # All or nothing: a gang that cannot all run here must not hold part of the cluster. A pod not
+        # yet on a node counts against schedule_timeout_s; one on its node but not running yet (pulling
+        # its image) against the longer start_timeout_s.
         waited = self._clock() - tracked.submitted_at
-        if not tracked.started and waited > self.cluster.schedule_timeout_s:
-            # All or nothing: a gang that cannot all run here must not hold part of the cluster.
+        waiting = unscheduled(pods, tracked.nodes)
+        if waited > (self.cluster.schedule_timeout_s if waiting else self.cluster.start_timeout_s):
             tracked.finished = True
-            self._remember_stopped(key)
+            self._remember_stopped(key, 0)
             self._delete_quietly(tracked.name, grace=0)
-            why = f"gang not scheduled after {waited:.0f}s: {pending_reason(pods)}"
+            what = "scheduled" if waiting else "running"
+            why = f"gang not {what} after {waited:.0f}s: {pending_reason(pods)}"
             events.append(self._event(EventKind.CAPACITY_ERROR, key, why))
         return events
 
@@ -312,7 +335,7 @@ class KubernetesBackend:
         for key, tracked in list(self._jobs.items()):
             if not tracked.finished and key not in self._stopped:
                 events.append(self._event(EventKind.PROVIDER_DOWN, key, why))
-            self._remember_stopped(key)  # deleted if the cluster comes back with it
+            self._remember_stopped(key, 0)  # deleted if the cluster comes back with it
             del self._jobs[key]
         return events
 
@@ -321,9 +344,9 @@ class KubernetesBackend:
     def _event(self, kind: EventKind, key: Key, detail: str, exit_code: int | None = None) -> BackendEvent:
         return BackendEvent(kind, key[0], key[1], self._clock(), detail, exit_code)
 
-    def _remember_stopped(self, key: Key) -> None:
+    def _remember_stopped(self, key: Key, grace: int) -> None:
         with self._lock:
-            self._stopped[key] = None
+            self._stopped[key] = grace
             while len(self._stopped) > _STOPPED_MEMORY:
                 del self._stopped[next(iter(self._stopped))]
 
@@ -333,6 +356,14 @@ class KubernetesBackend:
         except (KubeUnreachable, KubeRefused) as e:  # the next poll tries again (or it is gone)
             log.info("delete of Job %s on %s: %s", name, self.name, e)
 
+    def _delete_gang_quietly(self, key: Key) -> None:
+        """A gang overcast stopped (or never knew it launched) seen again: its pods get the grace of
+        that stop (0 for a launch whose answer was lost: a relaunch may already run elsewhere)."""
+        try:
+            self._delete_gang(key, self._stopped.get(key, 0))
+        except (KubeUnreachable, KubeRefused) as e:  # the next poll tries again (or it is gone)
+            log.info("delete of %s attempt %d on %s: %s", *key, self.name, e)
+
     def _copy_logs(self, key: Key, pods: list[dict[str, Any]]) -> None:
         """Each rank's pod log to <logs_dir>/<job>/<attempt>/node-<rank>.log, before the Job is deleted."""
         for pod in pods:
@@ -340,8 +371,8 @@ class KubernetesBackend:
             path = self.log_path(key[0], key[1], node_rank) if node_rank is not None else None
             if path is None:
                 continue
-            try:
-                text = self._call(self.api.pod_log, meta(pod)["name"])
+            try:  # not through _call: a dead node's kubelet is no reason to think the API down
+                text = self.api.pod_log(meta(pod)["name"], _LOG_TIMEOUT_S)
             except (KubeUnreachable, KubeRefused) as e:
                 log.info("log of pod %s on %s: %s", meta(pod).get("name"), self.name, e)
                 continue

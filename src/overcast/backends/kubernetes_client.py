@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from overcast.backends.base import CapacityError, ProviderDown
 from overcast.backends.kubernetes_config import KubeCluster
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,17 @@ class KubeRefused(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"{status}: {message}")
         self.status = status
+
+
+def refusal(backend: str, e: KubeRefused) -> Exception:
+    """What a 4xx on a launch means: only 422 (an object the API cannot accept) is the job's own fault;
+    the rest is the pool's: credentials (401), a missing namespace (404) -> down; forbidden or quota
+    exceeded (403), a name taken (409), throttled (429) and the like -> out of capacity, try elsewhere."""
+    if e.status == 422:
+        return ValueError(f"{backend} refused the Job: {e}")
+    if e.status in (401, 404):
+        return ProviderDown(f"{backend}: {e}")
+    return CapacityError(f"{backend}: {e}")
 
 
 def _api_client(cluster: KubeCluster) -> Any:
@@ -76,11 +88,11 @@ class KubeApi:
         self._core = client.CoreV1Api(self._client)
         self._models = client
 
-    def _call(self, fn: Any, *args: Any, **kw: Any) -> Any:
+    def _call(self, fn: Any, *args: Any, timeout: float | None = None, **kw: Any) -> Any:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            return fn(*args, _request_timeout=self.timeout, **kw)
+            return fn(*args, _request_timeout=timeout or self.timeout, **kw)
         except ApiException as e:
             if e.status is None or e.status == 0 or e.status >= 500:
                 raise KubeUnreachable(f"{e.status or 'no status'}: {_message(e)}") from None
@@ -136,8 +148,9 @@ class KubeApi:
             if e.status != 404:
                 raise
 
-    def pod_log(self, name: str) -> str:
-        return str(self._call(self._core.read_namespaced_pod_log, name=name, namespace=self.namespace))
+    def pod_log(self, name: str, timeout: float | None = None) -> str:
+        read = self._core.read_namespaced_pod_log
+        return str(self._call(read, name=name, namespace=self.namespace, timeout=timeout))
 
     def list_nodes(self, selector: str) -> list[dict[str, Any]] | None:
         """The cluster's nodes; None when overcast may not list them (namespace-scoped RBAC)."""

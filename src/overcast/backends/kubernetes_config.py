@@ -35,8 +35,10 @@ class KubeCluster:
     service_account: str | None = None
     volume_claim: str | None = None
     mount_path: str = "/overcast"
-    schedule_timeout_s: float = 300.0  # a gang not all running by then is deleted: CAPACITY_ERROR
+    schedule_timeout_s: float = 300.0  # a gang with a pod still unscheduled by then: CAPACITY_ERROR
+    start_timeout_s: float = 1800.0  # all scheduled but not all running by then (image pulls): same
     job_prefix: str = "ovc"  # Job names and the owner label: separates our Jobs from everyone else's
+    scope: str = ""  # the overcast home's ownership scope: part of the owner label (see owner())
     logs_dir: str | None = None  # pod logs are copied to <logs_dir>/<job>/<attempt>/node-<rank>.log
     termination_grace_s: int = 30  # the pods' default grace (GC deletions); stop() passes its own
     request_timeout_s: float = 10.0  # per API call
@@ -58,9 +60,10 @@ class KubeCluster:
         return self.api.startswith(("http://", "https://"))
 
 
-def kube_cluster_from_fleet(cluster: FleetCluster, home: Path) -> KubeCluster:
+def kube_cluster_from_fleet(cluster: FleetCluster, home: Path, scope: str = "") -> KubeCluster:
     """A fleet file's ``kubernetes:`` cluster as the backend's settings; pod logs are copied where the API
-    serves node logs ($OVERCAST_HOME/logs/<job>/<attempt>/node-<rank>.log)."""
+    serves node logs ($OVERCAST_HOME/logs/<job>/<attempt>/node-<rank>.log). ``scope``: the home's
+    ownership scope (control/setup.py's ``_scope``)."""
     k = cluster.kubernetes
     if k is None:
         raise ValueError(f"cluster {cluster.name} is not a Kubernetes cluster")
@@ -88,5 +91,8 @@ def kube_cluster_from_fleet(cluster: FleetCluster, home: Path) -> KubeCluster:
         volume_claim=k.volume_claim,
         mount_path=k.mount_path,
         schedule_timeout_s=k.schedule_timeout_s,
+        start_timeout_s=k.start_timeout_s,
+        job_prefix=k.job_prefix,
+        scope=scope,
         logs_dir=str(home / "logs"),
     )

@@ -20,7 +20,7 @@ from overcast.backends.base import SERVER_SECRETS, LaunchRequest
 from overcast.backends.kubernetes_config import KubeCluster
 from overcast.backends.slurm_script import job_env as contract_env
 
-OWNER = "overcast.dev/owner"  # label: the cluster's job_prefix (whose Jobs these are)
+OWNER = "overcast.dev/owner"  # label: whose Jobs these are (see owner())
 JOB = "overcast.dev/job"  # label: the job id, label-safe
 ATTEMPT = "overcast.dev/attempt"  # label: the attempt number
 JOB_ID = "overcast.dev/job-id"  # annotation: the job id exactly as overcast spells it
@@ -52,8 +52,15 @@ def label_value(job_id: str) -> str:
     return value
 
 
-def selector(prefix: str, job_id: str | None = None, attempt: int | None = None) -> str:
-    parts = [f"{OWNER}={prefix}"]
+def owner(cluster: KubeCluster) -> str:
+    """The owner label of one backend's Jobs: job prefix, fleet cluster name and ownership scope (the
+    overcast home), so two backends sharing a namespace (two fleet entries, a second deployment) never
+    list, adopt or delete each other's Jobs."""
+    return label_value(".".join(filter(None, (cluster.job_prefix, cluster.name, cluster.scope))))
+
+
+def selector(owner: str, job_id: str | None = None, attempt: int | None = None) -> str:
+    parts = [f"{OWNER}={owner}"]
     if job_id is not None:
         parts.append(f"{JOB}={label_value(job_id)}")
     if attempt is not None:
@@ -61,19 +68,45 @@ def selector(prefix: str, job_id: str | None = None, attempt: int | None = None)
     return ",".join(parts)
 
 
-def job_env(request: LaunchRequest, backend_name: str, head_addr: str) -> dict[str, str]:
-    """The job's env and the loop's OVERCAST_* contract (as Slurm's), the head's DNS name; never
-    overcast's own credentials."""
+def checkpoint_dir(cluster: KubeCluster, request: LaunchRequest) -> str | None:
+    """Where the pods keep checkpoints: the spec's own checkpoint_dir (a URL or a path the pods share),
+    else ``<mount_path>/checkpoints/<job>`` on the volume claim; None without either: the loop's default
+    is a path on the overcast server, which no pod can reach (the pods then get one on their own disk)."""
+    if request.spec.checkpoint_dir:
+        return request.spec.checkpoint_dir
+    if cluster.volume_claim:
+        return f"{cluster.mount_path.rstrip('/')}/checkpoints/{label_value(request.job_id)}"
+    return None
+
+
+def job_env(
+    cluster: KubeCluster, request: LaunchRequest, backend_name: str, head_addr: str
+) -> dict[str, str]:
+    """The job's env and the loop's OVERCAST_* contract (as Slurm's), the head's DNS name and the pods'
+    checkpoint dir; never overcast's own credentials."""
     env = contract_env(request, backend_name)
     env["OVERCAST_HEAD_ADDR"] = head_addr
+    env.pop("OVERCAST_CHECKPOINT_DIR", None)
+    ckpt = checkpoint_dir(cluster, request)
+    if ckpt is not None:
+        env["OVERCAST_CHECKPOINT_DIR"] = ckpt
     return {k: v for k, v in env.items() if k not in SERVER_SECRETS}
 
 
 def node_script(request: LaunchRequest) -> str:
     """The container's command. Bash runs as PID 1 in a container, where SIGTERM has no default action:
-    the trap forwards the kubelet's SIGTERM to the job, so it can save a checkpoint within the grace."""
+    the trap forwards the kubelet's SIGTERM to the job's whole process group (``set -m`` gives the job
+    one of its own, as the local backend does), so every process of a ``run`` of several commands gets
+    it and can save a checkpoint within the grace. Without a shared checkpoint dir the pod gets one on
+    its own disk (lost with the pod)."""
     spec = request.spec
-    lines = ['export OVERCAST_NODE_RANK="${JOB_COMPLETION_INDEX:-0}"']
+    lines = [
+        'export OVERCAST_NODE_RANK="${JOB_COMPLETION_INDEX:-0}"',
+        'if [ -z "${OVERCAST_CHECKPOINT_DIR:-}" ]; then',
+        '  export OVERCAST_CHECKPOINT_DIR="${TMPDIR:-/tmp}/overcast-checkpoints"',
+        '  mkdir -p "$OVERCAST_CHECKPOINT_DIR"',
+        "fi",
+    ]
     if spec.workdir:
         lines.append(f"cd {shlex.quote(spec.workdir)} || exit 1")
     if spec.setup:
@@ -81,11 +114,16 @@ def node_script(request: LaunchRequest) -> str:
             f'bash -c {shlex.quote(spec.setup)} || {{ echo "overcast: setup failed ($?)" >&2; exit 1; }}'
         )
     lines += [
-        "trap 'kill -TERM \"$child\" 2>/dev/null' TERM INT",
+        "trap 'stopping=1; kill -TERM -- -\"$child\" 2>/dev/null' TERM INT",
+        "set -m  # the job in a process group of its own; +m right after (no job notices)",
         f"bash -c {shlex.quote(spec.run or 'true')} &",
         "child=$!",
+        "set +m",
         'wait "$child"; rc=$?',
-        'if kill -0 "$child" 2>/dev/null; then wait "$child"; rc=$?; fi  # woken by the trap',
+        'if [ -n "${stopping:-}" ]; then  # PID 1 must outlive the group: its exit kills every process',
+        '  while kill -0 -- -"$child" 2>/dev/null; do sleep 0.1; done',
+        '  wait "$child"; rc=$?',
+        "fi",
         'exit "$rc"',
     ]
     return "\n".join(lines) + "\n"
@@ -93,7 +131,7 @@ def node_script(request: LaunchRequest) -> str:
 
 def labels(cluster: KubeCluster, request: LaunchRequest) -> dict[str, str]:
     return {
-        OWNER: cluster.job_prefix,
+        OWNER: owner(cluster),
         JOB: label_value(request.job_id),
         ATTEMPT: str(request.attempt),
         "app.kubernetes.io/managed-by": "overcast",
@@ -104,7 +142,7 @@ def job_manifest(
     cluster: KubeCluster, request: LaunchRequest, name: str, gpus: int, backend_name: str
 ) -> dict[str, Any]:
     head = f"{name}-0.{name}.{cluster.namespace}.svc"
-    env = job_env(request, backend_name, head)
+    env = job_env(cluster, request, backend_name, head)
     container: dict[str, Any] = {
         "name": "node",
         "image": cluster.image,

@@ -126,8 +126,15 @@ def terminal_outcome(job: dict[str, Any], pods: list[dict[str, Any]]) -> Outcome
     return Outcome(EventKind.FAILED, detail, code)
 
 
+def unscheduled(pods: list[dict[str, Any]], nodes: int) -> bool:
+    """Some rank of the gang is not on a node yet (its pod not created, or not bound by the scheduler)."""
+    bound = {rank(p) for p in pods if (p.get("spec") or {}).get("nodeName")}
+    return not all(r in bound for r in range(nodes))
+
+
 def pending_reason(pods: list[dict[str, Any]]) -> str:
-    """The scheduler's word on a waiting pod ("0/4 nodes are available: 4 Insufficient nvidia.com/gpu")."""
+    """The scheduler's word on a waiting pod ("0/4 nodes are available: 4 Insufficient nvidia.com/gpu"),
+    else the kubelet's on a container not started yet ("ImagePullBackOff: ...")."""
     for pod in pods:
         scheduled = next(
             (c for c in (pod.get("status") or {}).get("conditions") or [] if c.get("type") == "PodScheduled"),
@@ -135,5 +142,10 @@ def pending_reason(pods: list[dict[str, Any]]) -> str:
         )
         if scheduled is not None and scheduled.get("status") == "False":
             return str(scheduled.get("message") or scheduled.get("reason") or "unschedulable")
+    for pod in pods:
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            wait = (cs.get("state") or {}).get("waiting") or {}
+            if wait.get("reason"):
+                return f"pod {meta(pod).get('name')}: {wait['reason']} {wait.get('message') or ''}".strip()
     waiting = sum(1 for p in pods if phase(p) == "Pending")
     return f"{waiting} of the gang's pods still pending" if pods else "no pods created yet"

@@ -45,7 +45,7 @@ def serve(
     from overcast.backends.local import LocalBackend
     from overcast.catalog.fleet import FleetError, load_fleet
     from overcast.control.demo import DEMO_CLUSTERS
-    from overcast.control.setup import backends_from_fleet
+    from overcast.control.setup import local_backends
     from overcast.serve.controller import ServiceController
     from overcast.serve.lb import LoadBalancer
     from overcast.serve.ledger import ServiceBusy
@@ -71,7 +71,9 @@ def serve(
     if fleet_doc is None:
         backends = [LocalBackend(cluster, home=home) for cluster in DEMO_CLUSTERS]
     else:
-        backends = backends_from_fleet(fleet_doc, home)
+        # local providers only, as `overcast server` runs services: a replica is reached at 127.0.0.1,
+        # and a Kubernetes or cloud backend of the job loop's fleet entry here would fight the loop's
+        backends = list(local_backends(fleet_doc, overcast_home(), sub="serve"))
     if not backends:
         console.print("[red]error:[/] the fleet has no local providers to run replicas on")
         raise typer.Exit(2)

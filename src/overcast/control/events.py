@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 
 from overcast.backends.base import BackendEvent, EventKind, is_replica_launch
+from overcast.control.health import record_failure
 from overcast.control.requeue import requeue_after_loss, retry_after_failure
 from overcast.control.runtime import Runtime
+from overcast.placement.pool import Health
 from overcast.store import JobRecord, JobState
 
 log = logging.getLogger(__name__)
@@ -95,6 +97,11 @@ def handle_event(rt: Runtime, backend_name: str, event: BackendEvent) -> None:
         store.end_launch(job.id, job.attempt, "capacity-error")
         if job.pool_id:
             rt.avoid.setdefault(job.id, set()).add(job.pool_id)
+            # the pool cools down as after a refused launch: the next gangs do not wait it out too
+            why = event.detail or "capacity error"
+            learned = record_failure(store, job.pool_id, Health.OUT_OF_CAPACITY, why, rt.clock(), rt.backoff)
+            cooldown = learned.until - rt.clock() if learned.until else 0.0
+            store.add_event(None, "pool-cooldown", f"{job.pool_id}: {why}; cooling down {cooldown:.0f}s")
         store.transition(
             job.id, ACTIVE, JobState.PENDING, reason=f"capacity error on {where}",
             event=("capacity-error", detail), event_at=event.at, attempt_was=job.attempt,
