@@ -256,10 +256,10 @@ def test_a_failed_pod_log_read_does_not_mark_the_cluster_down(k8s: K8s) -> None:
     backend = k8s.backend(down_retry_s=30.0)
     real_pod_log = backend.api.pod_log
 
-    def pod_log(name: str, timeout: float | None = None) -> str:
+    def pod_log(name: str, *timeout: float | None) -> str:
         if name.startswith("ovc-j-logs-1-1-"):  # rank 1's node: its kubelet does not answer
             raise KubeUnreachable("ReadTimeoutError: read timed out")
-        return real_pod_log(name, timeout)
+        return real_pod_log(name, *timeout)
 
     backend.api.pod_log = pod_log  # type: ignore[method-assign]
     backend.launch(request(backend, "j-logs", 1, gpu_spec("logs", "echo hello", nodes=2)))
