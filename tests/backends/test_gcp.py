@@ -141,6 +141,7 @@ def test_a_gang_is_one_bulk_insert_in_one_zone_with_a_compact_policy_idempotent_
 def test_capacity_and_quota_errors_leave_nothing_behind_and_outages_are_provider_down(
     gce: FakeGce,  # noqa: F811
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     backend = backend_of(gce, tmp_path)
     gce.set_capacity(A3, ZA, 1)
@@ -159,11 +160,18 @@ def test_capacity_and_quota_errors_leave_nothing_behind_and_outages_are_provider
     assert {p.health.value for p in down.pools()} == {"down"}
     assert time.monotonic() - started < 15  # bounded retries, not the SDK's 600 s timeouts
 
+    # no credentials at all (no Application Default Credentials): the pools are down, nothing raises
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
+    adc = GcpBackend(settings(gce), home=tmp_path / "adc")
+    assert {p.health.value for p in adc.pools()} == {"down"}
+    with pytest.raises(ProviderDown, match="credentials"):
+        adc.active()
+
     def error(cls: type, reason: str, message: str = "m") -> Exception:
         return cls(message, errors=[{"reason": reason, "message": message}])
 
     assert isinstance(translate("x", error(gexc.Unauthorized, "authError")), ProviderDown)
-    assert isinstance(translate("x", error(gexc.TooManyRequests, "rateLimitExceeded")), CapacityError)
+    assert isinstance(translate("x", error(gexc.Forbidden, "rateLimitExceeded")), ProviderDown)  # API quota
     assert isinstance(translate("x", error(gexc.ServiceUnavailable, "backendError")), ProviderDown)
     bad = translate("bulk insert", error(gexc.BadRequest, "invalid", "image not found"))
     assert isinstance(bad, GcpError) and "image not found" in str(bad)

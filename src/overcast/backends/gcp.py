@@ -66,8 +66,16 @@ class GcpBackend(CloudBackend):
             raise ValueError(f"gcp {settings.name!r}: needs machine_types and max_nodes >= 1")
         if any(t.startswith("tpu-") for t in settings.machine_types):
             raise ValueError(f"gcp {settings.name!r}: TPUs are not Compute Engine instances (TPU VM API)")
-        self.api = api if api is not None else clients(settings, credentials)
+        self._api, self._credentials = api, credentials
         self._setup(settings, settings.machine_types, home, offers)
+
+    @property
+    def api(self) -> dict[str, Any]:
+        """The SDK clients, made at first use: without usable credentials (no Application Default
+        Credentials here) that use raises ProviderDown, so the pools are DOWN, not the loop's start."""
+        if self._api is None:
+            self._api = clients(self.settings, self._credentials)
+        return self._api
 
     def _placed(self, offers: list[Offer]) -> list[Offer]:
         zones = self.settings.zones

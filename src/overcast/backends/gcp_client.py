@@ -17,6 +17,7 @@ Retries are chosen on purpose, not left to the SDK (whose per-call default timeo
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -38,10 +39,10 @@ CAPACITY_CODES = frozenset(
         "RESOURCE_POOL_EXHAUSTED",
         "QUOTA_EXCEEDED",
         "quotaExceeded",
-        "rateLimitExceeded",  # a per-project quota on API calls for instance creation
     }
 )
-DOWN_REASONS = frozenset({"authError", "unauthorized", "backendError", "forbidden"})
+# the API itself is unusable from here (IAM, credentials, its per-minute request quota): every pool is down
+DOWN_REASONS = frozenset({"authError", "unauthorized", "forbidden", "backendError", "rateLimitExceeded"})
 
 _LABEL = re.compile(r"^[a-z0-9_-]{0,63}$")
 
@@ -105,7 +106,8 @@ def clients(settings: GcpSettings, credentials: Any = None) -> dict[str, Any]:
         from google.oauth2 import service_account
 
         credentials = service_account.Credentials.from_service_account_file(
-            settings.credentials_file, scopes=["https://www.googleapis.com/auth/cloud-platform"]
+            os.path.expanduser(settings.credentials_file),
+            scopes=["https://www.googleapis.com/auth/cloud-platform"],
         )
     kw: dict[str, Any] = {"credentials": credentials, "transport": "rest"}
     if settings.endpoint:
