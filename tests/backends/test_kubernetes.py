@@ -300,3 +300,22 @@ def test_image_pulls_count_against_the_start_timeout_not_the_schedule_timeout(k8
     events = Events(patient)
     events.wait(EventKind.SUCCEEDED, "j-pull")
     assert EventKind.CAPACITY_ERROR not in events.kinds("j-pull")
+
+
+def test_a_gang_stopped_while_the_api_was_away_gets_the_stops_grace_when_seen_again(k8s: K8s) -> None:  # noqa: F811
+    backend = k8s.backend(down_retry_s=0.1)
+    backend.launch(request(backend, "j-away", 1, gpu_spec("away", "trap '' TERM; sleep 30", nodes=1)))
+    Events(backend).wait(EventKind.STARTED, "j-away")
+    real_list_pods = backend.api.list_pods
+
+    def unreachable(selector: str) -> list:
+        raise KubeUnreachable("connection refused")
+
+    backend.api.list_pods = unreachable  # type: ignore[method-assign]
+    backend.stop("j-away", 1, grace_seconds=7)  # returns at once: deleted when seen again
+    backend.api.list_pods = real_list_pods  # type: ignore[method-assign]
+    time.sleep(0.15)  # past down_retry_s
+    assert backend.poll() == []
+    (pod,) = k8s.objects("pods")
+    assert pod["metadata"]["deletionGracePeriodSeconds"] == 7  # the stop's, not the pods' default 30
+    backend.stop("j-away", 1, grace_seconds=0)
