@@ -1,0 +1,168 @@
+"""The fleet file's cloud accounts (top-level ``aws:``, ``oci:``, ``azure:`` and ``gcp:`` lists): where
+overcast may create instances, checked against the bundled catalog (an instance type the catalog does not
+offer in that region is an error naming the entry, with the closest names)."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from overcast.catalog.fleet_base import Name
+
+
+class _Strict(BaseModel):  # a pydantic model here, so linters see one
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _offered(
+    names: list[str], info: ValidationInfo, provider: str, what: str, *, fold_case: bool = False
+) -> list[str]:
+    """Every name must be an instance type the catalog offers for ``provider`` in the entry's region."""
+    region = info.data.get("region")
+    if region is None:  # the region itself is wrong: reported there
+        return names
+    from overcast.catalog.load import load_offers
+
+    offered = {o.instance_type for o in load_offers() if o.provider == provider and o.region == region}
+    known = {n.lower() for n in offered} if fold_case else offered
+    for name in names:
+        if (name.lower() if fold_case else name) not in known:
+            close = difflib.get_close_matches(name, sorted(offered), n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ValueError(f"no {what} {name!r} in {region} in the catalog{hint}")
+    return names
+
+
+class AwsAccount(_Strict):
+    """EC2 in one account and region: pools are the catalog's offers of ``instance_types`` there, per AZ
+    and purchase option, each holding at most ``max_nodes`` of our instances (see backends/aws.py).
+
+    A top-level list rather than a ``clusters:`` entry: AWS is not a private cluster of fixed size, and
+    its pools already exist in the catalog (``overcast optimize`` prices them without this entry)."""
+
+    name: Name
+    region: str = Field(min_length=1)
+    instance_types: list[str] = Field(min_length=1)
+    image_id: str = Field(pattern=r"^ami-[0-9a-zA-Z]+$")
+    max_nodes: int = Field(default=4, gt=0)
+    purchases: list[str] = Field(default=["on-demand", "spot"], min_length=1)
+    endpoint_url: str | None = Field(default=None, pattern=r"^https?://")
+    subnet_ids: dict[str, str] = {}  # AZ name -> subnet id
+    security_group_ids: list[str] = []
+    iam_instance_profile: str | None = None
+    key_name: str | None = None
+    python: str = "python3"
+    bootstrap: str = ""
+
+    @field_validator("purchases")
+    @classmethod
+    def _purchases(cls, value: list[str]) -> list[str]:
+        bad = [p for p in value if p not in ("on-demand", "spot")]
+        if bad:
+            raise ValueError(f"unknown purchase option {bad[0]!r}: give on-demand and/or spot")
+        return value
+
+    @field_validator("instance_types")
+    @classmethod
+    def _in_catalog(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        return _offered(value, info, "aws", "AWS offer for")
+
+
+class OciAccount(_Strict):
+    """OCI Compute in one compartment and region: pools are the catalog's offers of ``shapes`` there, per
+    availability domain (on-demand; preemptible only where the catalog has a price), each holding at most
+    ``max_nodes`` of our instances (see backends/oci.py). A top-level list, like ``aws:``."""
+
+    name: Name
+    region: str = Field(min_length=1)
+    compartment_id: str = Field(pattern=r"^ocid1\.(compartment|tenancy)\.")
+    shapes: list[str] = Field(min_length=1)
+    image_id: str = Field(pattern=r"^ocid1\.image\.")
+    subnet_id: str = Field(pattern=r"^ocid1\.subnet\.")
+    max_nodes: int = Field(default=4, gt=0)
+    endpoint: str | None = Field(default=None, pattern=r"^https?://")
+    config_file: str | None = None  # OCI SDK config; default ~/.oci/config
+    profile: str = "DEFAULT"
+    ssh_authorized_keys: str = ""
+    python: str = "python3"
+    bootstrap: str = ""
+
+    @field_validator("shapes")
+    @classmethod
+    def _in_catalog(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        return _offered(value, info, "oci", "OCI offer for shape")
+
+
+class AzureAccount(_Strict):
+    """Azure VMs in one subscription, resource group and region: pools are the catalog's offers of
+    ``vm_sizes`` there, per configured zone (or per region) and purchase option, each holding at most
+    ``max_nodes`` of our VMs (see backends/azure.py). A top-level list, like ``aws:``."""
+
+    name: Name
+    subscription_id: str = Field(min_length=1)
+    resource_group: str = Field(min_length=1)
+    region: str = Field(min_length=1)
+    vm_sizes: list[str] = Field(min_length=1)
+    image: str = Field(pattern=r"^(/subscriptions/.+|[^:]+:[^:]+:[^:]+:[^:]+)$")  # resource id or URN
+    subnet_id: str = Field(pattern=r"^/subscriptions/.+/subnets/[^/]+$")
+    identity_id: str = Field(pattern=r"^/subscriptions/.+/userAssignedIdentities/[^/]+$")
+    zones: list[str] = []
+    max_nodes: int = Field(default=4, gt=0)
+    purchases: list[str] = Field(default=["on-demand", "spot"], min_length=1)
+    endpoint: str | None = Field(default=None, pattern=r"^https?://")
+    admin_username: str = "overcast"
+    ssh_public_key: str = ""
+    python: str = "python3"
+    bootstrap: str = ""
+
+    @field_validator("purchases")
+    @classmethod
+    def _purchases(cls, value: list[str]) -> list[str]:
+        return AwsAccount._purchases(value)
+
+    @field_validator("vm_sizes")
+    @classmethod
+    def _in_catalog(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        # ARM compares VM sizes case-insensitively
+        return _offered(value, info, "azure", "Azure offer for VM size", fold_case=True)
+
+
+class GcpAccount(_Strict):
+    """Compute Engine in one project and region: pools are the catalog's offers of ``machine_types`` in
+    ``zones`` (all the catalog's zones of the region when empty), per purchase option, each holding at
+    most ``max_nodes`` of our instances (see backends/gcp.py). A top-level list, like ``aws:``."""
+
+    name: Name
+    project: str = Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+    region: str = Field(min_length=1)
+    machine_types: list[str] = Field(min_length=1)
+    image: str = Field(pattern=r"^(https://www\.googleapis\.com/compute/v1/)?projects/[^/]+/global/images/.+")
+    zones: list[str] = []
+    subnetwork: str = ""  # regions/R/subnetworks/S (or a full URL); empty: the default network
+    service_account: str = ""
+    max_nodes: int = Field(default=4, gt=0)
+    disk_size_gb: int = Field(default=200, gt=0)
+    purchases: list[str] = Field(default=["on-demand", "spot"], min_length=1)
+    endpoint: str | None = Field(default=None, pattern=r"^https?://")
+    credentials_file: str | None = None  # a service account key; default: Application Default Credentials
+    python: str = "python3"
+    bootstrap: str = ""
+
+    @field_validator("purchases")
+    @classmethod
+    def _purchases(cls, value: list[str]) -> list[str]:
+        return AwsAccount._purchases(value)
+
+    @field_validator("machine_types")
+    @classmethod
+    def _in_catalog(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        return _offered(value, info, "gcp", "GCP offer for machine type")
+
+    @model_validator(mode="after")
+    def _zones_in_region(self) -> Self:
+        bad = [z for z in self.zones if not z.startswith(self.region + "-")]
+        if bad:
+            raise ValueError(f"zone {bad[0]!r} is not in region {self.region!r}")
+        return self
