@@ -5,11 +5,29 @@ offer in that region is an error naming the entry, with the closest names)."""
 from __future__ import annotations
 
 import difflib
-from typing import Self
+from typing import Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from overcast.catalog.fleet_base import Name
+
+
+def _purchase_options(value: list[str]) -> list[str]:
+    bad = [p for p in value if p not in ("on-demand", "spot")]
+    if bad:
+        raise ValueError(f"unknown purchase option {bad[0]!r}: give on-demand and/or spot")
+    return value
+
+
+Purchases = Annotated[list[str], Field(min_length=1), AfterValidator(_purchase_options)]
 
 
 class _Strict(BaseModel):  # a pydantic model here, so linters see one
@@ -47,7 +65,7 @@ class AwsAccount(_Strict):
     instance_types: list[str] = Field(min_length=1)
     image_id: str = Field(pattern=r"^ami-[0-9a-zA-Z]+$")
     max_nodes: int = Field(default=4, gt=0)
-    purchases: list[str] = Field(default=["on-demand", "spot"], min_length=1)
+    purchases: Purchases = ["on-demand", "spot"]
     endpoint_url: str | None = Field(default=None, pattern=r"^https?://")
     subnet_ids: dict[str, str] = {}  # AZ name -> subnet id
     security_group_ids: list[str] = []
@@ -55,14 +73,6 @@ class AwsAccount(_Strict):
     key_name: str | None = None
     python: str = "python3"
     bootstrap: str = ""
-
-    @field_validator("purchases")
-    @classmethod
-    def _purchases(cls, value: list[str]) -> list[str]:
-        bad = [p for p in value if p not in ("on-demand", "spot")]
-        if bad:
-            raise ValueError(f"unknown purchase option {bad[0]!r}: give on-demand and/or spot")
-        return value
 
     @field_validator("instance_types")
     @classmethod
@@ -110,17 +120,12 @@ class AzureAccount(_Strict):
     identity_id: str = Field(pattern=r"^/subscriptions/.+/userAssignedIdentities/[^/]+$")
     zones: list[str] = []
     max_nodes: int = Field(default=4, gt=0)
-    purchases: list[str] = Field(default=["on-demand", "spot"], min_length=1)
+    purchases: Purchases = ["on-demand", "spot"]
     endpoint: str | None = Field(default=None, pattern=r"^https?://")
     admin_username: str = "overcast"
     ssh_public_key: str = ""
     python: str = "python3"
     bootstrap: str = ""
-
-    @field_validator("purchases")
-    @classmethod
-    def _purchases(cls, value: list[str]) -> list[str]:
-        return AwsAccount._purchases(value)
 
     @field_validator("vm_sizes")
     @classmethod
@@ -144,16 +149,11 @@ class GcpAccount(_Strict):
     service_account: str = ""
     max_nodes: int = Field(default=4, gt=0)
     disk_size_gb: int = Field(default=200, gt=0)
-    purchases: list[str] = Field(default=["on-demand", "spot"], min_length=1)
+    purchases: Purchases = ["on-demand", "spot"]
     endpoint: str | None = Field(default=None, pattern=r"^https?://")
     credentials_file: str | None = None  # a service account key; default: Application Default Credentials
     python: str = "python3"
     bootstrap: str = ""
-
-    @field_validator("purchases")
-    @classmethod
-    def _purchases(cls, value: list[str]) -> list[str]:
-        return AwsAccount._purchases(value)
 
     @field_validator("machine_types")
     @classmethod
