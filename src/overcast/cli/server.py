@@ -67,8 +67,9 @@ def up(
         if not backends:
             _fail(
                 f"{fleet}: no clusters to run jobs on "
-                "(add one under 'clusters:' with 'local: {}' or 'slurm: {conf: ...}', "
-                "or an 'aws:', 'azure:' or 'oci:' account)"
+                "(add one under 'clusters:' with 'local: {}', 'slurm: {conf: ...}' or "
+                "'kubernetes: {api: ...}', "
+                "or an 'aws:', 'azure:', 'oci:' or 'gcp:' account)"
             )
     else:
         from overcast.backends.local import LocalBackend
