@@ -6,9 +6,10 @@ A provider subclass supplies the API calls through a few hooks (``_gangs``, ``_g
 ``stop_requested``, ``all_running()``, ``agent_missing_since()``, ``terminal_event()``).
 
 Local state (``$OVERCAST_HOME/<provider>/<name>/acked.json``) holds lists of gang keys: ``started`` and
-``reported`` (events the loop has acknowledged), ``stopped`` (gangs the loop stopped: no events), plus
-whatever a provider adds. The provider's API is the truth about what runs; losing the file replays the
-last outcomes, which the loop ignores as stale.
+``reported`` (events the loop has acknowledged), ``stopped`` (gangs the loop stopped: no events), the gangs
+``stopping`` (key -> wall-clock deadline: a stop() within its grace period; no events, and the poll's
+clean-up leaves their live nodes alone), plus whatever a provider adds. The provider's API is the truth
+about what runs; losing the file replays the last outcomes, which the loop ignores as stale.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from overcast.placement.pool import Health, Pool
 from overcast.store.engine import overcast_home
 
 STOP_POLL_SECONDS = 0.2  # how often stop() looks whether the gang has ended within its grace period
+STOP_SLACK_SECONDS = 60.0  # a "stopping" mark outlives its grace by this much (a stop() that crashed)
 
 State = dict[str, Any]
 
@@ -147,24 +149,27 @@ class CloudBackend:
     def stop(self, job_id: str, attempt: int, grace_seconds: float) -> None:
         """Ask the agents to SIGTERM the job, wait up to the grace period for the nodes to end, then end
         what is left."""
-        self._silence(job_id, attempt)
-        gang = self._gang(job_id, attempt)
-        if gang is None:
-            return
-        if grace_seconds > 0 and gang.live:
-            self._ask_stop(gang)
-            deadline = time.monotonic() + grace_seconds
-            while time.monotonic() < deadline:
-                time.sleep(STOP_POLL_SECONDS)
-                gang = self._gang(job_id, attempt)
-                if gang is None or not gang.live:
-                    break
-        if gang is not None:
-            self._end(gang)
+        # "stopping", not "stopped": a poll during the grace period must not end the live nodes
+        self._silence(job_id, attempt, until=time.time() + grace_seconds + STOP_SLACK_SECONDS)
+        try:
+            gang = self._gang(job_id, attempt)
+            if gang is not None and grace_seconds > 0 and gang.live:
+                self._ask_stop(gang)
+                deadline = time.monotonic() + grace_seconds
+                while time.monotonic() < deadline:
+                    time.sleep(STOP_POLL_SECONDS)
+                    gang = self._gang(job_id, attempt)
+                    if gang is None or not gang.live:
+                        break
+            if gang is not None:
+                self._end(gang)
+        finally:  # the grace is over (or the API failed): the poll's clean-up ends whatever is left
+            self._silence(job_id, attempt)
 
     def poll(self) -> list[BackendEvent]:
         with self._lock:
             state = self._state()
+            self._stops_overdue(state)
             for what, key in self._unacked:  # the loop handled last poll's events: acknowledge them
                 if key not in state[what]:
                     state[what].append(key)
@@ -173,7 +178,8 @@ class CloudBackend:
             events: list[BackendEvent] = []
             now = time.time()
             for gang in gangs:
-                if gang.key in state["stopped"] or gang.key in state["reported"] or gang.stop_requested:
+                quiet = gang.key in state["stopped"] or gang.key in state["stopping"]
+                if quiet or gang.key in state["reported"] or gang.stop_requested:
                     self._clean_up(gang, state)
                     continue
                 event = gang.terminal_event(now)
@@ -192,6 +198,7 @@ class CloudBackend:
             visible = {gang.key for gang in gangs}  # the APIs forget ended machines after a while
             for what in self.state_lists:
                 state[what] = [key for key in state[what] if key in visible]
+            state["stopping"] = {k: t for k, t in state["stopping"].items() if k in visible}
             self._save(state)
             return events
 
@@ -199,7 +206,7 @@ class CloudBackend:
         """Gangs with a live node, and ended or lost ones whose outcome has not been delivered yet."""
         with self._lock:
             state = self._state()
-            done = set(state["stopped"]) | set(state["reported"])
+            done = set(state["stopped"]) | set(state["reported"]) | set(state["stopping"])
             return [
                 (gang.job_id, gang.attempt)
                 for gang in self._gangs(state)
@@ -213,14 +220,28 @@ class CloudBackend:
 
     # -- local state --------------------------------------------------------------------------------
 
-    def _silence(self, job_id: str, attempt: int) -> None:
-        """No events for this gang any more (stopped by the loop, or rolled back at launch)."""
+    def _silence(self, job_id: str, attempt: int, until: float | None = None) -> None:
+        """No events for this gang any more: ``stopping`` until the wall-clock time ``until`` (a stop
+        within its grace period), else ``stopped`` (stop's grace is over, or rolled back at launch)."""
         with self._lock:  # only the state file: polls and other stops go on while a stop waits
             state = self._state()
             key = gang_key(job_id, attempt)
-            if key not in state["stopped"]:
-                state["stopped"].append(key)
-                self._save(state)
+            if until is not None:
+                state["stopping"][key] = until
+            else:
+                state["stopping"].pop(key, None)
+                if key not in state["stopped"]:
+                    state["stopped"].append(key)
+            self._save(state)
+
+    def _stops_overdue(self, state: State) -> None:
+        """A stopping gang whose stop() is long past its grace (the process died mid-stop) is stopped."""
+        now = time.time()
+        for key, until in list(state["stopping"].items()):
+            if now > until:
+                del state["stopping"][key]
+                if key not in state["stopped"]:
+                    state["stopped"].append(key)
 
     def _agent_missing(self, gang: Any, now: float) -> bool:
         since = gang.agent_missing_since()
@@ -232,6 +253,7 @@ class CloudBackend:
         except (OSError, ValueError):
             found = {}
         state: State = {what: list(found.get(what, [])) for what in self.state_lists}
+        state["stopping"] = {str(k): float(t) for k, t in dict(found.get("stopping", {})).items()}
         return state | self._more_state(found)
 
     def _more_state(self, found: dict[str, Any]) -> State:
