@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import re
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -339,3 +340,20 @@ azure:
     job_id = run_fleet_job(text, "azure:eus", tmp_path, job, lambda s: s is JobState.RUNNING)
     (vm,) = [name for name in vms.booted() if job_id.lower() in name]
     assert "hello from 0" in vms.console(vm)
+
+
+def test_a_poll_during_stops_grace_leaves_the_live_vms_alone(fake_arm: FakeArm, tmp_path: Path) -> None:  # noqa: F811
+    backend = backend_of(fake_arm, tmp_path)
+    backend.launch(
+        LaunchRequest("g", 1, pool_of(backend, "1", Purchase.ON_DEMAND), 1, gpu_job("g", "sleep 60", 1))
+    )
+    stopper = threading.Thread(target=backend.stop, args=("g", 1, 2.0))  # the loop's Stopper thread
+    started = time.monotonic()
+    stopper.start()
+    while time.monotonic() - started < 1.2:  # within the grace the loop keeps polling: no agent ends it
+        assert backend.poll() == []
+        assert [vm["properties"]["provisioningState"] for vm in gang_vms(fake_arm, "g")] == ["Succeeded"]
+        time.sleep(0.1)
+    stopper.join()
+    assert eventually(lambda: gang_vms(fake_arm, "g") == [])  # the grace is over: stop() deleted it
+    assert backend.poll() == [] and backend.active() == []
