@@ -9,8 +9,9 @@ it kills every process of that VM at once. The startup script, agent and backend
 
 The metadata server answers ``Metadata-Flavor: Google`` requests (403 without the header) under
 ``http://127.0.0.1:PORT/<instance name>/computeMetadata/v1/``: ``instance/name``, ``instance/zone``,
-``instance/preempted``, ``instance/network-interfaces/0/ip``, ``project/project-id`` and the default
-service account (``?recursive=true`` and ``token``: a token the fake API accepts).
+``instance/preempted``, ``instance/network-interfaces/0/ip``, ``project/project-id`` and the instance's
+service account (``?recursive=true`` and ``token``: a token the fake API accepts). Like GCP, an instance
+created without a service account has none: 404 for those, so its agent gets no token.
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ from typing import Any
 
 from tests.backends.cloud_vm import MetadataHandler, VmHost
 from tests.fixtures.gcp_fake import PROJECT, FakeGce
-
-SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 
 
 class GceVmEmulator(VmHost):
@@ -78,19 +77,21 @@ class GceVmEmulator(VmHost):
                 inst = fake.find(vm)
                 if inst is None:
                     return self._reply(404, "Not Found")
+                accounts = inst.get("serviceAccounts") or []
                 answers: dict[str, Any] = {
                     "instance/name": vm,
                     "instance/zone": f"projects/123456789/zones/{inst['zone'].rsplit('/', 1)[-1]}",
                     "instance/preempted": "TRUE" if vm in fake.preempted else "FALSE",
                     "instance/network-interfaces/0/ip": inst["networkInterfaces"][0]["networkIP"],
                     "project/project-id": PROJECT,
-                    "instance/service-accounts/default/": {
-                        "aliases": ["default"],
-                        "email": f"node@{PROJECT}.iam.gserviceaccount.com",
-                        "scopes": SCOPES,
-                    },
                 }
-                if rest == "instance/service-accounts/default/token":
+                if accounts:
+                    answers["instance/service-accounts/default/"] = {
+                        "aliases": ["default"],
+                        "email": accounts[0]["email"],
+                        "scopes": accounts[0]["scopes"],
+                    }
+                if rest == "instance/service-accounts/default/token" and accounts:
                     token = {"access_token": fake.issue_token(), "expires_in": 3600, "token_type": "Bearer"}
                     return self._reply(200, token)
                 if rest in answers:

@@ -16,12 +16,16 @@
   Wait up to the grace period for the nodes to end, then delete the instances.
 - **Crash safety.** What runs is read from Compute (``instances.list`` per zone, filtered by our label).
   Local state (``$OVERCAST_HOME/gcp/<name>/acked.json``): the acknowledged events and the gangs launched,
-  because Compute forgets a deleted instance at once and a gang preempted whole must still be reported.
+  because Compute forgets a deleted instance at once and a gang preempted whole must still be reported;
+  and each launch's bulkInsert operation (``inflight``: zone, operation name) until it is seen DONE: a
+  gang with no instance listed whose operation still runs (the loop restarted, or gave up waiting) is
+  neither lost nor forgotten, as its instances may yet appear.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -35,10 +39,13 @@ from overcast.backends.gcp_client import (
     call,
     clients,
     guarded,
+    is_done,
     label_value,
+    op_failure,
     read_retry,
     set_labels,
     wait,
+    wait_done,
 )
 from overcast.backends.gcp_gangs import TAG, Gang, gang_name, group, instance_name, rank_of
 from overcast.backends.gcp_spec import bulk_body, policy_body
@@ -95,6 +102,7 @@ class GcpBackend(CloudBackend):
                 return self._allocation(existing.instances, request)
             state = self._state()
             state["launched"][key] = request.num_nodes  # before any call: a crash mid-launch is tracked
+            state["inflight"][key] = {"zone": zone, "since": time.time()}
             self._save(state)
             try:
                 policy = self._create_policy(request) if request.num_nodes > 1 else None
@@ -104,8 +112,13 @@ class GcpBackend(CloudBackend):
                     "bulk insert", self.api["instances"].bulk_insert_unary, project=self.settings.project,
                     zone=zone, bulk_insert_instance_resource_resource=body, request_id=request_id,
                 )  # fmt: skip
-                wait("bulk insert", self.api["zone_ops"], op, self._where(zone),
-                     self.settings.operation_timeout_seconds)  # fmt: skip
+                self._note_operation(key, op.name)
+                op = wait_done("bulk insert", self.api["zone_ops"], op, self._where(zone),
+                               self.settings.operation_timeout_seconds)  # fmt: skip
+                self._note_operation(key, None)  # DONE: it creates nothing more
+                failure = op_failure("bulk insert", op)
+                if failure is not None:
+                    raise failure
             except Exception:  # GCP rolls a failed bulkInsert back; this covers a lost or timed-out one
                 self._roll_back(request, zone)
                 raise
@@ -125,9 +138,20 @@ class GcpBackend(CloudBackend):
                 raise  # a replayed launch finds its policy made: use it
         return str(body["name"])
 
+    def _note_operation(self, key: str, op_name: str | None) -> None:
+        """Record the launch's bulkInsert operation (None: it is DONE, forget it)."""
+        with self._lock:
+            state = self._state()
+            if op_name is None:
+                state["inflight"].pop(key, None)
+            elif key in state["inflight"]:
+                state["inflight"][key]["op"] = op_name
+            self._save(state)
+
     def _roll_back(self, request: LaunchRequest, zone: str) -> None:
         """Delete whatever exists of a failed launch; the placement policy and any survivor go at the
-        poll's clean-up (the gang is marked stopped: no events)."""
+        poll's clean-up (the gang is marked stopped: no events). An operation not seen DONE stays in
+        ``inflight``: what it creates later is deleted by the clean-up, not left running untracked."""
         self._silence(request.job_id, request.attempt)
         for rank in range(request.num_nodes):
             name = instance_name(self.settings.owner, request.job_id, request.attempt, rank)
@@ -153,6 +177,8 @@ class GcpBackend(CloudBackend):
         """Delete the instances that ended (all of a stopped gang), then forget a gang with none left,
         once its placement policy is deleted: the agents only stop their instances, so their exit labels
         outlive the job until the outcome is delivered."""
+        if gang.pending:  # its bulkInsert may still create instances: keep the key until it is DONE
+            return
         live = {i.name for i in gang.live} if gang.key not in state["stopped"] else set()
         for inst in gang.instances:
             if inst.name not in live:
@@ -165,12 +191,38 @@ class GcpBackend(CloudBackend):
                          project=self.settings.project, region=self.settings.region,
                          resource_policy=name)  # fmt: skip
             state["launched"].pop(gang.key, None)
+            state["inflight"].pop(gang.key, None)
 
     # -- internals ----------------------------------------------------------------------------------
 
     def _gangs(self, state: dict[str, Any] | None = None) -> list[Gang]:
-        launched = (state or self._state())["launched"]
-        return group(self._list(), self.settings.owner, launched)
+        state = state or self._state()
+        gangs = group(self._list(), self.settings.owner, state["launched"])
+        for gang in gangs:
+            if not gang.instances and gang.key in state["inflight"]:
+                gang.pending = self._in_flight(state["inflight"], gang.key)
+        return gangs
+
+    def _in_flight(self, inflight: dict[str, Any], key: str) -> bool:
+        """Whether a launched gang with no instance listed may still get them from its bulkInsert. An
+        operation seen DONE is forgotten, but the gang waits one more poll: the listing was made before."""
+        record = inflight[key]
+        if "op" not in record:  # the loop died inside the bulkInsert call: give it the launch's deadline
+            if time.time() - float(record.get("since", 0)) < self.settings.operation_timeout_seconds:
+                return True
+            inflight.pop(key)
+            return False
+        try:
+            op = call("get operation", self.api["zone_ops"].get, **self._where(record["zone"]),
+                      operation=record["op"], retry=read_retry())  # fmt: skip
+            done = is_done(op)
+        except GcpError as exc:
+            if exc.status != 404:
+                raise
+            done = True  # GCP no longer keeps it: long done
+        if done:
+            inflight.pop(key)
+        return True
 
     def _gang(self, job_id: str, attempt: int) -> Gang | None:
         found = group(self._list(), self.settings.owner)
@@ -203,7 +255,7 @@ class GcpBackend(CloudBackend):
     def _more_state(self, found: dict[str, Any]) -> dict[str, Any]:
         """The gangs launched (key -> nodes): Compute forgets a deleted instance at once, so a gang
         preempted whole is known only from here."""
-        return {"launched": dict(found.get("launched", {}))}
+        return {"launched": dict(found.get("launched", {})), "inflight": dict(found.get("inflight", {}))}
 
 
 def _zone(instance: Any) -> str:

@@ -11,7 +11,9 @@ Retries are chosen on purpose, not left to the SDK (whose per-call default timeo
   for at most ``RETRY_SECONDS``; ``TIMEOUT`` (30 s) per call. An unreachable endpoint becomes
   ``ProviderDown`` quickly.
 - Long-running operations are waited for with ``zoneOperations.wait`` / ``regionOperations.wait`` (the
-  server holds the request until the operation is DONE or about two minutes pass), up to a deadline.
+  server holds the request until the operation is DONE or about two minutes pass), up to a deadline. The
+  client listens longer than the server holds (``WAIT_READ_SECONDS``), and a read that times out anyway
+  means "not done yet, ask again": the operation goes on on GCP's side whether we listen or not.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 from overcast.backends.base import CapacityError, ProviderDown
 
 TIMEOUT = 30.0  # seconds per call
+WAIT_READ_SECONDS = 150.0  # one operations.wait call: more than the server's hold (about 120 s)
 RETRY_SECONDS = 4.0  # how long a read is retried (about 4 tries): then the provider is down for this tick
 LIVE_STATES = frozenset({"PROVISIONING", "STAGING", "RUNNING"})
 GONE_STATES = frozenset({"STOPPING", "STOPPED", "SUSPENDING", "SUSPENDED", "TERMINATED", "REPAIRING"})
@@ -42,7 +45,9 @@ CAPACITY_CODES = frozenset(
     }
 )
 # the API itself is unusable from here (IAM, credentials, its per-minute request quota): every pool is down
-DOWN_REASONS = frozenset({"authError", "unauthorized", "forbidden", "backendError", "rateLimitExceeded"})
+DOWN_REASONS = frozenset(
+    {"authError", "unauthorized", "forbidden", "backendError", "rateLimitExceeded", "userRateLimitExceeded"}
+)
 
 _LABEL = re.compile(r"^[a-z0-9_-]{0,63}$")
 
@@ -70,7 +75,7 @@ class GcpSettings:
     image: str  # projects/P/global/images/I (or .../family/F): GPU drivers, python3 and overcast installed
     zones: tuple[str, ...] = ()
     subnetwork: str = ""  # regions/R/subnetworks/S; empty: the project's default network
-    service_account: str = ""  # the nodes' service account (may get/setLabels/stop/delete instances)
+    service_account: str = ""  # the nodes' service account (get/setLabels/stop instances); "": default
     max_nodes: int = 4
     disk_size_gb: int = 200
     endpoint: str | None = None  # None: https://compute.googleapis.com; a fake server in tests
@@ -152,10 +157,13 @@ def translate(operation: str, exc: Exception) -> Exception:
     if isinstance(exc, gexc.GoogleAPICallError):
         status, reasons = int(exc.code or 0), _reasons(exc)
         code = reasons[0] if reasons else type(exc).__name__
-        if CAPACITY_CODES & set(reasons) or ("quota" in exc.message.lower() and status == 403):
+        if CAPACITY_CODES & set(reasons):
             return CapacityError(f"{code}: {exc.message}")
+        # before the quota wording: the API's own request quota says "Quota exceeded for quota metric"
         if status in (401, 429) or status >= 500 or DOWN_REASONS & set(reasons):
             return ProviderDown(f"GCP {operation}: {status} {code}: {exc.message}")
+        if "quota" in exc.message.lower() and status == 403:
+            return CapacityError(f"{code}: {exc.message}")
         return GcpError(operation, code, exc.message, status)
     if isinstance(exc, gexc.RetryError | requests.RequestException):
         return ProviderDown(f"GCP {operation}: endpoint unreachable ({exc})")
@@ -199,20 +207,37 @@ def op_failure(operation: str, op: Any) -> Exception | None:
     return GcpError(operation, code, message, status)
 
 
+def is_done(op: Any) -> bool:
+    from google.cloud import compute_v1
+
+    return bool(op.status == compute_v1.Operation.Status.DONE)
+
+
 def wait(operation: str, ops: Any, op: Any, where: dict[str, str], timeout: float) -> Any:
     """Wait for a zonal or regional operation (``where``: project + zone or region) to be DONE, then raise
     its error, if it has one."""
-    from google.cloud import compute_v1
-
-    deadline = time.monotonic() + timeout
-    while op.status != compute_v1.Operation.Status.DONE:
-        if time.monotonic() > deadline:
-            raise ProviderDown(f"GCP {operation}: operation {op.name} not done after {timeout:.0f} s")
-        left = max(1.0, min(TIMEOUT, deadline - time.monotonic()))
-        op = call(operation, ops.wait, **where, operation=op.name, retry=read_retry(), timeout=left)
+    op = wait_done(operation, ops, op, where, timeout)
     failure = op_failure(operation, op)
     if failure is not None:
         raise failure
+    return op
+
+
+def wait_done(operation: str, ops: Any, op: Any, where: dict[str, str], timeout: float) -> Any:
+    """The operation once DONE, successful or not (ProviderDown: not DONE by ``timeout`` seconds)."""
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while not is_done(op):
+        if time.monotonic() > deadline:
+            raise ProviderDown(f"GCP {operation}: operation {op.name} not done after {timeout:.0f} s")
+        left = max(1.0, min(WAIT_READ_SECONDS, deadline - time.monotonic()))
+        try:
+            op = call(operation, ops.wait, **where, operation=op.name, retry=read_retry(), timeout=left)
+        except ProviderDown as exc:
+            if not isinstance(exc.__cause__, requests.Timeout):
+                raise
+            continue  # the server held the wait longer than we listened: still running, ask again
     return op
 
 

@@ -69,6 +69,7 @@ def private_ip(instance: Any) -> str:
 @dataclass(slots=True)
 class Gang(GangHead):
     instances: list[Any] = field(default_factory=list)  # google.cloud.compute_v1.Instance
+    pending: bool = False  # none listed, but its bulkInsert may still create them: neither lost nor gone
 
     @property
     def live(self) -> list[Any]:
@@ -93,6 +94,8 @@ class Gang(GangHead):
 
     def terminal_event(self, now: float) -> BackendEvent | None:
         """The gang's outcome, once it has one (``cloud_gangs.outcome``)."""
+        if self.pending:
+            return None
         ended: list[tuple[int, int, bool]] = []  # (rank, exit code, got SIGTERM)
         lost: list[str] = []
         for inst in sorted(self.instances, key=rank_of):

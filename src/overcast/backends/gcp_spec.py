@@ -70,9 +70,10 @@ def bulk_body(settings: GcpSettings, request: LaunchRequest, pool: Pool, policy:
         "disks": [{"boot": True, "auto_delete": True,
                    "initialize_params": {"source_image": s.image, "disk_size_gb": s.disk_size_gb}}],
     }  # fmt: skip
-    if s.service_account:
-        scopes = ["https://www.googleapis.com/auth/cloud-platform"]
-        properties["service_accounts"] = [{"email": s.service_account, "scopes": scopes}]
+    # without a service account the metadata server has no token for the agent; "default" is GCP's alias
+    # for the project's default compute service account (IAM decides what the token may do)
+    scopes = ["https://www.googleapis.com/auth/cloud-platform"]
+    properties["service_accounts"] = [{"email": s.service_account or "default", "scopes": scopes}]
     if policy:
         properties["resource_policies"] = [policy]
     names = [instance_name(s.owner, request.job_id, request.attempt, r) for r in range(n)]
