@@ -56,6 +56,18 @@ class ProviderDown(Exception):
     """The provider cannot be reached at all."""
 
 
+def check_gang(backend: str, request: LaunchRequest) -> None:
+    """A cluster backend's launch guard: the pool is its own, and the whole gang fits its usable nodes."""
+    pool = request.pool
+    if pool.backend != backend:
+        raise ValueError(f"pool {pool.id} belongs to backend {pool.backend!r}, not {backend!r}")
+    if pool.capacity_nodes is not None and request.num_nodes > pool.capacity_nodes:
+        raise CapacityError(
+            f"{backend}: a gang of {request.num_nodes} nodes does not fit in {pool.id} "
+            f"({pool.capacity_nodes} usable nodes)"
+        )
+
+
 class EventKind(StrEnum):
     STARTED = "started"
     SUCCEEDED = "succeeded"

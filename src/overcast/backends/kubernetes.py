@@ -26,10 +26,10 @@ from typing import Any
 from overcast.backends.base import (
     Allocation,
     BackendEvent,
-    CapacityError,
     EventKind,
     LaunchRequest,
     ProviderDown,
+    check_gang,
 )
 from overcast.backends.kubernetes_client import KubeApi, KubeRefused, KubeUnreachable, refusal
 from overcast.backends.kubernetes_config import KubeCluster, kube_cluster_from_fleet
@@ -145,14 +145,7 @@ class KubernetesBackend:
         return key is not None and not (tracked is not None and tracked.finished) and not _ended(job)
 
     def launch(self, request: LaunchRequest) -> Allocation:
-        pool = request.pool
-        if pool.backend != self.name:
-            raise ValueError(f"pool {pool.id} belongs to backend {pool.backend!r}, not {self.name!r}")
-        if pool.capacity_nodes is not None and request.num_nodes > pool.capacity_nodes:
-            raise CapacityError(
-                f"{self.name}: a gang of {request.num_nodes} nodes does not fit in {pool.id} "
-                f"({pool.capacity_nodes} usable nodes)"
-            )
+        check_gang(self.name, request)
         key = (request.job_id, request.attempt)
         name = self.job_name(*key)
         manifest = job_manifest(self.cluster, request, name, gpus_per_node(request), self.name)

@@ -28,6 +28,7 @@ from overcast.backends.base import (
     EventKind,
     LaunchRequest,
     ProviderDown,
+    check_gang,
 )
 from overcast.backends.slurm_cli import SlurmCommands, SlurmError, SlurmUnreachable
 from overcast.backends.slurm_config import SAFE_NAME, SlurmCluster, slurm_cluster_from_fleet
@@ -135,14 +136,8 @@ class SlurmBackend:
         return list(self._pools)
 
     def launch(self, request: LaunchRequest) -> Allocation:
+        check_gang(self.name, request)
         pool = request.pool
-        if pool.backend != self.name:
-            raise ValueError(f"pool {pool.id} belongs to backend {pool.backend!r}, not {self.name!r}")
-        if pool.capacity_nodes is not None and request.num_nodes > pool.capacity_nodes:
-            raise CapacityError(
-                f"{self.name}: a gang of {request.num_nodes} nodes does not fit in {pool.id} "
-                f"({pool.capacity_nodes} usable nodes)"
-            )
         key = (request.job_id, request.attempt)
         with self._lock:
             tracked = self._jobs.get(key)
