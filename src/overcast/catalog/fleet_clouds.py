@@ -53,26 +53,32 @@ def _offered(
     return names
 
 
-class AwsAccount(_Strict):
+class _Account(_Strict):
+    """What every cloud account entry has: its name (the backend is ``<cloud>:<name>``), the region, how many
+    of our instances each pool may hold, and how a node starts the agent."""
+
+    name: Name
+    region: str = Field(min_length=1)
+    max_nodes: int = Field(default=4, gt=0)
+    python: str = "python3"  # the node's Python that runs the overcast agent
+    bootstrap: str = ""  # shell run on the node before the agent
+
+
+class AwsAccount(_Account):
     """EC2 in one account and region: pools are the catalog's offers of ``instance_types`` there, per AZ
     and purchase option, each holding at most ``max_nodes`` of our instances (see backends/aws.py).
 
     A top-level list rather than a ``clusters:`` entry: AWS is not a private cluster of fixed size, and
     its pools already exist in the catalog (``overcast optimize`` prices them without this entry)."""
 
-    name: Name
-    region: str = Field(min_length=1)
     instance_types: list[str] = Field(min_length=1)
     image_id: str = Field(pattern=r"^ami-[0-9a-zA-Z]+$")
-    max_nodes: int = Field(default=4, gt=0)
     purchases: Purchases = ["on-demand", "spot"]
     endpoint_url: str | None = Field(default=None, pattern=r"^https?://")
     subnet_ids: dict[str, str] = {}  # AZ name -> subnet id
     security_group_ids: list[str] = []
     iam_instance_profile: str | None = None
     key_name: str | None = None
-    python: str = "python3"
-    bootstrap: str = ""
 
     @field_validator("instance_types")
     @classmethod
@@ -80,24 +86,19 @@ class AwsAccount(_Strict):
         return _offered(value, info, "aws", "AWS offer for")
 
 
-class OciAccount(_Strict):
+class OciAccount(_Account):
     """OCI Compute in one compartment and region: pools are the catalog's offers of ``shapes`` there, per
     availability domain (on-demand; preemptible only where the catalog has a price), each holding at most
     ``max_nodes`` of our instances (see backends/oci.py). A top-level list, like ``aws:``."""
 
-    name: Name
-    region: str = Field(min_length=1)
     compartment_id: str = Field(pattern=r"^ocid1\.(compartment|tenancy)\.")
     shapes: list[str] = Field(min_length=1)
     image_id: str = Field(pattern=r"^ocid1\.image\.")
     subnet_id: str = Field(pattern=r"^ocid1\.subnet\.")
-    max_nodes: int = Field(default=4, gt=0)
     endpoint: str | None = Field(default=None, pattern=r"^https?://")
     config_file: str | None = None  # OCI SDK config; default ~/.oci/config
     profile: str = "DEFAULT"
     ssh_authorized_keys: str = ""
-    python: str = "python3"
-    bootstrap: str = ""
 
     @field_validator("shapes")
     @classmethod
@@ -105,27 +106,22 @@ class OciAccount(_Strict):
         return _offered(value, info, "oci", "OCI offer for shape")
 
 
-class AzureAccount(_Strict):
+class AzureAccount(_Account):
     """Azure VMs in one subscription, resource group and region: pools are the catalog's offers of
     ``vm_sizes`` there, per configured zone (or per region) and purchase option, each holding at most
     ``max_nodes`` of our VMs (see backends/azure.py). A top-level list, like ``aws:``."""
 
-    name: Name
     subscription_id: str = Field(min_length=1)
     resource_group: str = Field(min_length=1)
-    region: str = Field(min_length=1)
     vm_sizes: list[str] = Field(min_length=1)
     image: str = Field(pattern=r"^(/subscriptions/.+|[^:]+:[^:]+:[^:]+:[^:]+)$")  # resource id or URN
     subnet_id: str = Field(pattern=r"^/subscriptions/.+/subnets/[^/]+$")
     identity_id: str = Field(pattern=r"^/subscriptions/.+/userAssignedIdentities/[^/]+$")
     zones: list[str] = []
-    max_nodes: int = Field(default=4, gt=0)
     purchases: Purchases = ["on-demand", "spot"]
     endpoint: str | None = Field(default=None, pattern=r"^https?://")
     admin_username: str = "overcast"
     ssh_public_key: str = ""
-    python: str = "python3"
-    bootstrap: str = ""
 
     @field_validator("vm_sizes")
     @classmethod
@@ -134,26 +130,21 @@ class AzureAccount(_Strict):
         return _offered(value, info, "azure", "Azure offer for VM size", fold_case=True)
 
 
-class GcpAccount(_Strict):
+class GcpAccount(_Account):
     """Compute Engine in one project and region: pools are the catalog's offers of ``machine_types`` in
     ``zones`` (all the catalog's zones of the region when empty), per purchase option, each holding at
     most ``max_nodes`` of our instances (see backends/gcp.py). A top-level list, like ``aws:``."""
 
-    name: Name
     project: str = Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
-    region: str = Field(min_length=1)
     machine_types: list[str] = Field(min_length=1)
     image: str = Field(pattern=r"^(https://www\.googleapis\.com/compute/v1/)?projects/[^/]+/global/images/.+")
     zones: list[str] = []
     subnetwork: str = ""  # regions/R/subnetworks/S (or a full URL); empty: the default network
     service_account: str = ""
-    max_nodes: int = Field(default=4, gt=0)
     disk_size_gb: int = Field(default=200, gt=0)
     purchases: Purchases = ["on-demand", "spot"]
     endpoint: str | None = Field(default=None, pattern=r"^https?://")
     credentials_file: str | None = None  # a service account key; default: Application Default Credentials
-    python: str = "python3"
-    bootstrap: str = ""
 
     @field_validator("machine_types")
     @classmethod
