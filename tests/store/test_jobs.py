@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from overcast.spec.models import AcceleratorRequest, JobSpec, Resources
-from overcast.store import JobState, Store
+from overcast.store import JobState, LaunchTerms, Store
 
 
 def make_spec(name: str = "train", *, priority: int = 0, gpus: int = 8) -> JobSpec:
@@ -138,9 +138,10 @@ def test_events_are_ordered_and_filtered_by_job_and_team(store: Store) -> None:
 
 
 def test_launches_record_update_and_end(store: Store) -> None:
-    store.record_launch("j-a", 1, "p1", "local", "pid:1")
-    store.record_launch("j-a", 1, "p1", "local", "pid:2")  # re-recording updates the handle
-    store.record_launch("j-b", 1, "p2", "slurm", "42")
+    terms = LaunchTerms("oci", "on-demand", 2, 8, "H100", 30.0)
+    store.record_launch("j-a", 1, "p1", "local", "pid:1", team="ml", terms=terms)
+    store.record_launch("j-a", 1, "p1", "local", "pid:2", team="ml", terms=terms)  # updates the handle
+    store.record_launch("j-b", 1, "p2", "slurm", "42", team="ml", terms=terms)
     assert [(rec.job_id, rec.handle) for rec in store.launches()] == [("j-a", "pid:2"), ("j-b", "42")]
     store.end_launch("j-a", 1, "succeeded")
     assert [rec.job_id for rec in store.launches()] == ["j-b"]

@@ -18,7 +18,7 @@ from overcast.control.health import record_failure, record_success
 from overcast.control.runtime import Runtime
 from overcast.placement.pool import Health, Pool
 from overcast.scheduler.snapshot import Decisions, Place, Preempt
-from overcast.store import JobRecord, JobState, PoolHealthRecord
+from overcast.store import JobRecord, JobState, LaunchTerms, PoolHealthRecord
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,11 @@ def apply_place(
     )  # fmt: skip
     if claimed is None:
         return  # someone else moved it (cancelled, or another loop took it)
-    store.record_launch(job.id, attempt, pool.id, pool.backend, handle="")
+    terms = LaunchTerms(
+        pool.provider, str(pool.purchase), place.nodes, pool.gpus_per_node, pool.accelerator,
+        pool.price_per_node_hour,
+    )  # fmt: skip
+    store.record_launch(job.id, attempt, pool.id, pool.backend, handle="", team=job.team, terms=terms)
     env = job_env(job.id, attempt, place.nodes, job.spec, rt.home)
     request = LaunchRequest(job.id, attempt, pool, place.nodes, job.spec, env)
     try:

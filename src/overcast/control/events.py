@@ -50,7 +50,7 @@ def handle_event(rt: Runtime, backend_name: str, event: BackendEvent) -> None:
             job.id, [JobState.PENDING], JobState.SUCCEEDED, reason=None, event=done, event_at=event.at,
             attempt_was=job.attempt,
         ):  # fmt: skip
-            store.end_launch(job.id, job.attempt, "succeeded")
+            store.end_launch(job.id, job.attempt, "succeeded", at=event.at)
         return
     if current and job is not None and job.state.terminal and event.kind is not EventKind.STARTED:
         _log_end_once(rt, job, event)
@@ -80,21 +80,21 @@ def handle_event(rt: Runtime, backend_name: str, event: BackendEvent) -> None:
             job.id, ACTIVE, JobState.SUCCEEDED, reason=None, event=("succeeded", detail), event_at=event.at,
             attempt_was=job.attempt,
         ):  # fmt: skip
-            store.end_launch(job.id, job.attempt, "succeeded")
+            store.end_launch(job.id, job.attempt, "succeeded", at=event.at)
     elif event.kind is EventKind.FAILED:
         rt.stop(backend_name, job.id, job.attempt, grace=0.0)  # the rest of the gang
-        store.end_launch(job.id, job.attempt, "failed")
+        store.end_launch(job.id, job.attempt, "failed", at=event.at)
         store.add_event(job.id, "attempt-failed", detail, at=event.at)
         retry_after_failure(rt, job, ACTIVE, event.detail or "failed")
     elif event.kind in (EventKind.PREEMPTED, EventKind.PROVIDER_DOWN):
         rt.stop(backend_name, job.id, job.attempt, grace=rt.grace_seconds)
-        store.end_launch(job.id, job.attempt, event.kind.value)
+        store.end_launch(job.id, job.attempt, event.kind.value, at=event.at)
         store.add_event(job.id, event.kind.value, detail, at=event.at)
         if job.pool_id:
             rt.avoid.setdefault(job.id, set()).add(job.pool_id)
         requeue_after_loss(rt, job, ACTIVE, f"{event.kind.value} on {where}")
     elif event.kind is EventKind.CAPACITY_ERROR:  # an asynchronous refusal (e.g. a queued cloud request)
-        store.end_launch(job.id, job.attempt, "capacity-error")
+        store.end_launch(job.id, job.attempt, "capacity-error", at=event.at)
         if job.pool_id:
             rt.avoid.setdefault(job.id, set()).add(job.pool_id)
             # the pool cools down as after a refused launch: the next gangs do not wait it out too

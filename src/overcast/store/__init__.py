@@ -1,22 +1,34 @@
 """Persistent state: SQLAlchemy Core + Alembic; SQLite by default, PostgreSQL for production."""
 
 from overcast.store.engine import StoreConfigError, StoreUnavailable, default_url, overcast_home
-from overcast.store.records import EventRecord, JobRecord, LaunchRecord, PoolHealthRecord, ServiceRecord
+from overcast.store.records import (
+    EventRecord,
+    JobRecord,
+    LaunchRecord,
+    LaunchTerms,
+    PoolHealthRecord,
+    ServiceRecord,
+)
 from overcast.store.states import ACTIVE_STATES, TERMINAL_STATES, JobState
 from overcast.store.store import Store, check_team_name, new_job_id
+from overcast.store.usage import USAGE_BY, UsageRecord, UsageReport
 
 __all__ = [
     "ACTIVE_STATES",
     "TERMINAL_STATES",
+    "USAGE_BY",
     "EventRecord",
     "JobRecord",
     "JobState",
     "LaunchRecord",
+    "LaunchTerms",
     "PoolHealthRecord",
     "ServiceRecord",
     "Store",
     "StoreConfigError",
     "StoreUnavailable",
+    "UsageRecord",
+    "UsageReport",
     "check_team_name",
     "default_url",
     "new_job_id",

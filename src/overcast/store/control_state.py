@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
+from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy import Connection, or_, select, update
+from sqlalchemy import Connection, case, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from overcast.store.records import LaunchRecord, PoolHealthRecord
+from overcast.store.records import LaunchRecord, LaunchTerms, PoolHealthRecord
 from overcast.store.tables import launches, leases, pool_health
 
 
@@ -25,11 +26,16 @@ class ControlStateMethods:
 
     # -- launches --------------------------------------------------------------------------------
 
-    def record_launch(self, job_id: str, attempt: int, pool_id: str, backend: str, handle: str) -> None:
-        """Remember that (job, attempt) was applied to a backend; recording it again updates it."""
+    def record_launch(
+        self, job_id: str, attempt: int, pool_id: str, backend: str, handle: str, *, team: str,
+        terms: LaunchTerms,
+    ) -> None:  # fmt: skip
+        """Remember that (job, attempt) was applied to a backend, with the terms billing charges it at
+        (frozen now); recording it again updates it."""
         values = {
             "job_id": job_id, "attempt": attempt, "pool_id": pool_id, "backend": backend, "handle": handle,
-            "launched_at": self.clock(), "ended": False, "ended_at": None, "outcome": None,
+            "launched_at": self.clock(), "ended": False, "ended_at": None, "outcome": None, "team": team,
+            **asdict(terms),
         }  # fmt: skip
         with self._write() as conn:
             self._upsert(conn, launches, ("job_id", "attempt"), values)
@@ -55,12 +61,19 @@ class ControlStateMethods:
         with self._read() as conn:
             return [LaunchRecord(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in conn.execute(query)]
 
-    def end_launch(self, job_id: str, attempt: int, outcome: str) -> None:
+    def end_launch(self, job_id: str, attempt: int, outcome: str, *, at: float | None = None) -> None:
+        """Close a launch record at ``at`` (the backend's event time; default now), clamped to the
+        launch's start and to now. An end only ever moves earlier: a late duplicate (a reconcile's
+        "lost", a stale stop) cannot stretch a closed launch, an event's own time can correct it."""
+        now = self.clock()
+        end = now if at is None else min(at, now)
+        clamped = case((launches.c.launched_at > end, launches.c.launched_at), else_=end)
         with self._write() as conn:
             conn.execute(
                 update(launches)
                 .where(launches.c.job_id == job_id, launches.c.attempt == attempt)
-                .values(ended=True, ended_at=self.clock(), outcome=outcome)
+                .where(or_(launches.c.ended.is_(False), launches.c.ended_at > clamped))
+                .values(ended=True, ended_at=clamped, outcome=outcome)
             )
 
     # -- pool health -----------------------------------------------------------------------------

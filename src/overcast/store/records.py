@@ -52,6 +52,19 @@ class LaunchRecord(NamedTuple):
     ended: bool
 
 
+@dataclass(frozen=True, slots=True)
+class LaunchTerms:
+    """What billing needs about a launch, frozen when it is made: a later catalog or price change
+    must not rewrite what past launches cost."""
+
+    provider: str
+    purchase: str  # a placement.pool.Purchase value: reserved / on-demand / spot
+    nodes: int
+    gpus_per_node: int
+    accelerator: str
+    price_per_node_hour: float  # list price at launch time
+
+
 class PoolHealthRecord(NamedTuple):
     health: str  # a placement.pool.Health value
     until: float | None

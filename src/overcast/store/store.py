@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, select, update
+from sqlalchemy import Connection, and_, case, func, insert, select, update
 from sqlalchemy.exc import OperationalError
 
 from overcast.spec.models import JobSpec
@@ -25,8 +25,9 @@ from overcast.store.engine import StoreUnavailable, default_url, is_in_memory, m
 from overcast.store.records import EventRecord, JobRecord, job_record
 from overcast.store.services import ServiceMethods
 from overcast.store.states import TERMINAL_STATES, JobState
-from overcast.store.tables import events, jobs, teams
+from overcast.store.tables import events, jobs, launches, teams
 from overcast.store.tables import tokens as tokens_table
+from overcast.store.usage import UsageMethods
 
 _ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"  # URL-safe, no look-alikes (l/1, o/0)
 _TEAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -50,7 +51,7 @@ def new_job_id() -> str:
     return "j-" + "".join(_ID_ALPHABET[b & 31] for b in secrets.token_bytes(10))
 
 
-class Store(ServiceMethods, ControlStateMethods):
+class Store(ServiceMethods, ControlStateMethods, UsageMethods):
     def __init__(self, url: str | None = None, *, clock: Callable[[], float] = time.time) -> None:
         """Open (and migrate to head) the database at ``url``, default: see ``engine.default_url``."""
         self.url = url or default_url()
@@ -252,8 +253,11 @@ class Store(ServiceMethods, ControlStateMethods):
         """Compare-and-set in one transaction: only if the job is in one of from_states, else None.
 
         ``fields`` may set any of TRANSITION_FIELDS. Moving to RUNNING sets started_at and moving to
-        a terminal state sets ended_at, unless given. ``event`` = (kind, detail) is written in the same
-        transaction, and only if the transition happens: a crash can never keep one without the other.
+        a terminal state sets ended_at, unless given: to ``event_at`` (when the backend saw it, not when
+        this loop got to it; clamped to now and to started_at), else to the end of the current attempt's
+        closed launch record (end_launch's event time), else now. ``event`` = (kind, detail) is written
+        in the same transaction, and only if the transition happens: a crash can never keep one without
+        the other.
         ``attempt_was`` also requires the job's attempt number: a loop that read the job before another
         loop used an attempt cannot reuse that number.
         """
@@ -264,11 +268,12 @@ class Store(ServiceMethods, ControlStateMethods):
             )
         to = JobState(to)
         now = self.clock()
+        at = None if event_at is None else min(event_at, now)  # a backend clock ahead of ours: now
         changes: dict[str, Any] = {"state": to.value, "updated_at": now, **fields}
         if to is JobState.RUNNING:
-            changes.setdefault("started_at", now)
-        if to in TERMINAL_STATES:
-            changes.setdefault("ended_at", now)
+            changes.setdefault("started_at", now if at is None else at)
+        if to in TERMINAL_STATES and "ended_at" not in changes:
+            changes["ended_at"] = _end_time(at, now)
         allowed = [JobState(s).value for s in from_states]
         match = [jobs.c.id == job_id, jobs.c.state.in_(allowed)]
         if attempt_was is not None:
@@ -305,6 +310,20 @@ class Store(ServiceMethods, ControlStateMethods):
             query = query.where(events.c.team == team)
         with self._read() as conn:
             return [EventRecord(*row) for row in conn.execute(query)]
+
+
+def _end_time(at: float | None, now: float) -> Any:
+    """SQL for a job's ended_at, evaluated on the row being updated (its values before the update)."""
+    if at is not None:
+        return case((jobs.c.started_at > at, jobs.c.started_at), else_=at)
+    closed = (
+        select(launches.c.ended_at)
+        .where(launches.c.job_id == jobs.c.id, launches.c.attempt == jobs.c.attempt)
+        .where(launches.c.ended.is_(True))
+        .scalar_subquery()
+    )
+    # A PENDING job has no live attempt: its last launch ended long before it gives up.
+    return case((jobs.c.state == JobState.PENDING.value, now), else_=func.coalesce(closed, now))
 
 
 def _event(job_id: str | None, kind: str, detail: str, at: float) -> Any:

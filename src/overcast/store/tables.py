@@ -93,7 +93,17 @@ launches = Table(
     Column("ended", Boolean, nullable=False, default=False),
     Column("ended_at", Float),
     Column("outcome", String(64)),
+    # Billing terms, frozen at launch (migration 0004; NULL on rows recorded before it, but team).
+    # launched_at..ended_at is the attempt's billed time; ended_at is the backend's event time when known.
+    Column("team", String(64)),
+    Column("provider", String(64)),
+    Column("purchase", String(16)),
+    Column("nodes", Integer),
+    Column("gpus_per_node", Integer),
+    Column("accelerator", String(64)),
+    Column("price_per_node_hour", Float),
     Index("ix_launches_ended", "ended"),
+    Index("ix_launches_team_launched", "team", "launched_at"),  # a team's usage over a window
 )
 
 pool_health = Table(
