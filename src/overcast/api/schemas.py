@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from overcast.api.controller import ChaosAction
 from overcast.spec.models import JobSpec
-from overcast.store import EventRecord, JobRecord, JobState
+from overcast.store import EventRecord, JobRecord, JobState, UsageRecord, UsageReport
 
 
 class SubmitYaml(BaseModel):
@@ -76,6 +77,40 @@ class EventOut(BaseModel):
 class EventList(BaseModel):
     events: list[EventOut]
     last_id: int  # pass as ?after= to get only newer events
+
+
+class UsageRowOut(BaseModel):
+    """One team's, pool's, provider's or job's use in the window (``key`` null: unknown, or the total)."""
+
+    key: str | None
+    gpu_hours: float  # every purchase, reserved included
+    node_hours: float
+    dollars: float  # list-price spend on on-demand and spot pools
+    reserved_gpu_hours: float  # the part of gpu_hours on reserved pools: already paid for
+    reserved_dollars: float  # reserved use at its recorded list price (not spend)
+    launches: int
+    unpriced_launches: int  # recorded before launches carried their price: node-hours only
+
+    @classmethod
+    def of(cls, record: UsageRecord) -> UsageRowOut:
+        return cls.model_construct(**asdict(record))
+
+
+class UsageOut(BaseModel):
+    since: float
+    until: float
+    by: str
+    team: str | None  # null: every team (an admin's view)
+    rows: list[UsageRowOut]  # most dollars (spend + reserved value) first
+    total: UsageRowOut
+
+    @classmethod
+    def of(cls, report: UsageReport) -> UsageOut:
+        rows = [UsageRowOut.of(r) for r in report.rows]
+        return cls.model_construct(
+            since=report.since, until=report.until, by=report.by, team=report.team, rows=rows,
+            total=UsageRowOut.of(report.total),
+        )  # fmt: skip
 
 
 class ChaosIn(BaseModel):

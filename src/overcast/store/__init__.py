@@ -11,7 +11,7 @@ from overcast.store.records import (
 )
 from overcast.store.states import ACTIVE_STATES, TERMINAL_STATES, JobState
 from overcast.store.store import Store, check_team_name, new_job_id
-from overcast.store.usage import USAGE_BY, UsageRecord, UsageReport
+from overcast.store.usage import USAGE_BY, UsageBy, UsageRecord, UsageReport
 
 __all__ = [
     "ACTIVE_STATES",
@@ -27,6 +27,7 @@ __all__ = [
     "Store",
     "StoreConfigError",
     "StoreUnavailable",
+    "UsageBy",
     "UsageRecord",
     "UsageReport",
     "check_team_name",
