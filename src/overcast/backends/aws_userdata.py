@@ -8,7 +8,7 @@ it: the agent finds its rank (the instance's ``AmiLaunchIndex``) and the head's 
 from __future__ import annotations
 
 from overcast.backends.aws_client import AwsSettings
-from overcast.backends.base import LaunchRequest
+from overcast.backends.base import JobRejected, LaunchRequest
 from overcast.backends.cloud_agent import agent_command
 from overcast.backends.node_boot import boot_script
 
@@ -22,5 +22,5 @@ def user_data(settings: AwsSettings, request: LaunchRequest) -> str:
     agent = agent_command(settings.python, module, request, settings.agent_poll_seconds, first, last)
     text = boot_script(request, settings.bootstrap, agent)
     if len(text.encode()) > USER_DATA_LIMIT:
-        raise ValueError(f"user-data is {len(text.encode())} bytes, EC2 takes at most {USER_DATA_LIMIT}")
+        raise JobRejected(f"user-data is {len(text.encode())} bytes, EC2 takes at most {USER_DATA_LIMIT}")
     return text

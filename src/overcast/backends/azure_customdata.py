@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 
 from overcast.backends.azure_client import AzureSettings
-from overcast.backends.base import LaunchRequest
+from overcast.backends.base import JobRejected, LaunchRequest
 from overcast.backends.cloud_agent import agent_command
 from overcast.backends.node_boot import boot_script
 
@@ -26,5 +26,5 @@ def custom_data(settings: AzureSettings, request: LaunchRequest) -> str:
     text = boot_script(request, settings.bootstrap, agent)
     encoded = base64.b64encode(text.encode()).decode()
     if len(encoded) > CUSTOM_DATA_LIMIT:
-        raise ValueError(f"custom data is {len(encoded)} bytes, Azure takes at most {CUSTOM_DATA_LIMIT}")
+        raise JobRejected(f"custom data is {len(encoded)} bytes, Azure takes at most {CUSTOM_DATA_LIMIT}")
     return encoded

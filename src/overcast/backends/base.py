@@ -56,6 +56,12 @@ class ProviderDown(Exception):
     """The provider cannot be reached at all."""
 
 
+class JobRejected(ValueError):
+    """This backend cannot start the job as specified (its script makes user data larger than the provider
+    takes...), found before any provider call: nothing is wrong with the pool, so it gets no cooldown, and
+    trying again on this backend cannot help; another backend may take the job."""
+
+
 def check_gang(backend: str, request: LaunchRequest) -> None:
     """A cluster backend's launch guard: the pool is its own, and the whole gang fits its usable nodes."""
     pool = request.pool

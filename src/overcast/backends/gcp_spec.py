@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from overcast.backends.base import LaunchRequest
+from overcast.backends.base import JobRejected, LaunchRequest
 from overcast.backends.cloud_agent import agent_command
 from overcast.backends.gcp_client import GcpSettings, label_value
 from overcast.backends.gcp_gangs import TAG, gang_name, instance_name
@@ -42,7 +42,7 @@ def startup_script(settings: GcpSettings, request: LaunchRequest) -> str:
     agent = agent_command(settings.python, module, request, settings.agent_poll_seconds, first, last)
     text = boot_script(request, settings.bootstrap, agent)
     if len(text.encode()) > METADATA_VALUE_LIMIT:
-        raise ValueError(f"startup script is {len(text.encode())} bytes, a GCP metadata value takes 256 KiB")
+        raise JobRejected(f"startup script is {len(text.encode())} bytes, a GCP metadata value takes 256 KiB")
     return text
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import shlex
 
-from overcast.backends.base import LaunchRequest
+from overcast.backends.base import JobRejected, LaunchRequest
 
 _EOF = "OVERCAST_JOB_SCRIPT_EOF"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -33,11 +33,11 @@ def boot_script(request: LaunchRequest, bootstrap: str, agent: list[str]) -> str
     """The script; ``agent`` is the agent's command line (the job's script is appended after ``--``)."""
     script = job_script(request)
     if any(line == _EOF for line in script.splitlines()):
-        raise ValueError(f"the job's script may not contain a line {_EOF!r}")
+        raise JobRejected(f"the job's script may not contain a line {_EOF!r}")
     env = request.spec.env | request.env | {"OVERCAST_NUM_NODES": str(request.num_nodes)}
     bad = sorted(key for key in env if not _ENV_NAME.fullmatch(key))
     if bad:  # it would be spliced into `export NAME=...` lines of a root shell script
-        raise ValueError(f"environment variable names must be shell names: {bad}")
+        raise JobRejected(f"environment variable names must be shell names: {bad}")
     exports = "".join(f"export {key}={shlex.quote(value)}\n" for key, value in sorted(env.items()))
     workdir = f"cd {shell_path(request.spec.workdir)}\n" if request.spec.workdir else ""
     return (

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 
-from overcast.backends.base import LaunchRequest
+from overcast.backends.base import JobRejected, LaunchRequest
 from overcast.backends.cloud_agent import agent_command
 from overcast.backends.node_boot import boot_script
 from overcast.backends.oci_client import OciSettings
@@ -26,5 +26,5 @@ def user_data(settings: OciSettings, request: LaunchRequest) -> str:
     text = boot_script(request, settings.bootstrap, agent)
     encoded = base64.b64encode(text.encode()).decode()
     if len(encoded) > METADATA_LIMIT - 100:  # room for ssh_authorized_keys' key name etc.
-        raise ValueError(f"user-data is {len(encoded)} bytes in base64, OCI metadata takes {METADATA_LIMIT}")
+        raise JobRejected(f"user-data is {len(encoded)} bytes in base64, OCI metadata takes {METADATA_LIMIT}")
     return encoded

@@ -3,7 +3,8 @@
 Place: CAS PENDING -> LAUNCHING (the guard against double launches, even by a stale leader), record the
 launch, then ``backend.launch``. A capacity error puts the pool on cooldown and the job back in the
 queue with that pool avoided, so the next tick places it on the next best pool: failover across zones,
-regions and providers. Preempt: stop with the grace period, then requeue.
+regions and providers. Any other launch error fails over too, with a longer cooldown
+(``requeue.after_launch_error``). Preempt: stop with the grace period, then requeue.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from overcast.api import metrics
 from overcast.backends.base import CapacityError, LaunchRequest, ProviderDown
 from overcast.control.env import job_env
 from overcast.control.health import record_failure, record_success
+from overcast.control.requeue import after_launch_error, try_elsewhere
 from overcast.control.runtime import Runtime
 from overcast.placement.pool import Health, Pool
 from overcast.scheduler.snapshot import Decisions, Place, Preempt
@@ -81,19 +83,11 @@ def apply_place(
         cooldown = learned.until - rt.clock() if learned.until else 0.0
         why = f"{pool.id}: {exc}; cooling down {cooldown:.0f}s (failure {learned.failures} in a row)"
         store.add_event(None, "pool-cooldown", why)
-        if store.transition(
-            job.id, [JobState.LAUNCHING], JobState.PENDING, reason=f"{pool.id}: {exc}", attempt_was=attempt,
-            event=(outcome, f"attempt {attempt} on {pool.id}: {exc}; trying elsewhere"),
-        ):  # fmt: skip
-            metrics.FAILOVERS.labels(reason=outcome).inc()
+        try_elsewhere(rt, job.id, attempt, pool.id, exc, outcome)
         return
-    except Exception as exc:  # the job cannot start at all (bad workdir...): its own failure
-        log.warning("launch of %s attempt %d failed: %s", job.id, attempt, exc)
-        store.end_launch(job.id, attempt, "launch-error")
-        store.transition(
-            job.id, [JobState.LAUNCHING], JobState.FAILED, reason=f"launch failed: {exc}",
-            attempt_was=attempt, event=("failed", f"attempt {attempt} could not start on {pool.id}: {exc}"),
-        )  # fmt: skip
+    except Exception as exc:  # provisioning on this pool failed (a missing subnet...): fail over
+        log.warning("launch of %s attempt %d on %s failed: %s", job.id, attempt, pool.id, exc)
+        after_launch_error(rt, job, attempt, pool, pools, health, exc)
         return
     now = store.get(job.id)
     if now is None or now.attempt != attempt or now.state not in _LAUNCHED:

@@ -1,4 +1,5 @@
-"""Learned pool health: a pool that answers "out of capacity" cools down, with exponential backoff.
+"""Learned pool health: a pool that answers "out of capacity" (or fails a launch) cools down, with
+exponential backoff.
 
 The store keeps (health, until, failures) per pool so every control loop, and ``overcast pools``, sees
 the same cooldowns, and a restarted loop does not hammer a pool that just refused.
@@ -17,18 +18,30 @@ class Backoff:
     base_seconds: float = 30.0
     cap_seconds: float = 600.0
 
-    def cooldown(self, failures: int) -> float:
-        """Seconds to wait after the ``failures``-th failure in a row: base, 2x base, 4x base... capped."""
+    def cooldown(self, failures: int, factor: float = 1.0) -> float:
+        """Seconds to wait after the ``failures``-th failure in a row: base, 2x base, 4x base... capped;
+        ``factor`` scales base and cap (a launch error outlasts a capacity error)."""
         doublings = min(max(0, failures - 1), 40)  # a pool sold out for days must not overflow a float
-        return min(self.cap_seconds, self.base_seconds * 2**doublings)
+        return factor * min(self.cap_seconds, self.base_seconds * 2**doublings)
+
+
+# A launch error that is neither capacity nor an outage (a missing security group, subnet or image, an
+# IAM policy) lasts until someone fixes the account: retry the pool 4x less often than a sold-out one.
+LAUNCH_ERROR_FACTOR = 4.0
 
 
 def record_failure(
-    store: Store, pool_id: str, health: Health, detail: str, now: float, backoff: Backoff
+    store: Store,
+    pool_id: str,
+    health: Health,
+    detail: str,
+    now: float,
+    backoff: Backoff,
+    factor: float = 1.0,
 ) -> PoolHealthRecord:
     previous = store.pool_health().get(pool_id)
     failures = (previous.failures if previous else 0) + 1
-    until = now + backoff.cooldown(failures)
+    until = now + backoff.cooldown(failures, factor)
     store.set_pool_health(pool_id, health.value, until=until, failures=failures, detail=detail)
     return PoolHealthRecord(health.value, until, failures, detail)
 
