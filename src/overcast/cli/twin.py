@@ -95,6 +95,44 @@ def _run_one(spec, names: list[str], seed: int | None, target: Path, plots: bool
     return data
 
 
+@twin_app.command("bound")
+def bound(
+    scenario: Annotated[Path, typer.Argument(help="scenario YAML file (see examples/twin/)")],
+    jct: Annotated[list[float], typer.Option("--jct", help="mean JCT in hours (repeatable)")],
+    seed: Annotated[int | None, typer.Option(help="seed (default: the scenario's)")] = None,
+    slot_hours: Annotated[float, typer.Option(min=0.25, help="LP time slot; longer is faster, looser")] = 1.0,
+) -> None:
+    """The least any schedule could cost that finishes SCENARIO's workload at each mean JCT (an LP bound,
+    no policy run): what completion time costs at best, or proof that a cost/JCT target is out of reach."""
+    import time
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from overcast.twin.datadir import TraceMissing
+    from overcast.twin.job_bound import scenario_jct_bound
+    from overcast.twin.runner import build_world
+    from overcast.twin.scenario import ScenarioError, load_scenario
+
+    console = Console(stderr=True)
+    try:
+        spec = load_scenario(scenario)
+        used_seed = spec.seed if seed is None else seed
+        world = build_world(spec, used_seed)
+    except (ScenarioError, TraceMissing, ValueError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from None
+    table = Table(title=f"{spec.name} (seed {used_seed}, {len(world.jobs)} jobs, {slot_hours:g} h slots)")
+    for col in ("mean JCT h", "cost at least $", "LP s"):
+        table.add_column(col, justify="right")
+    for target in jct:
+        started = time.perf_counter()
+        found = scenario_jct_bound(spec, world, used_seed, target, slot_hours)
+        cost = "no schedule reaches it" if found is None else f"{found.cost:,.0f}"
+        table.add_row(f"{target:g}", cost, f"{time.perf_counter() - started:.1f}")
+    Console().print(table)
+
+
 def register(app: typer.Typer) -> None:
     """Add ``overcast twin ...`` to the main app."""
     app.add_typer(twin_app, name="twin")

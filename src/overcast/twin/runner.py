@@ -87,25 +87,7 @@ def run_policy(
     duration = scenario.duration_days * 86400.0
     horizon = duration + scenario.drain_days * 86400.0
     clock = VirtualClock()
-    pools = [(copy.deepcopy(p), spec) for p, spec in world.pools]  # pools are mutable state
-    backend = TwinBackend(
-        clock,
-        [(p, spec.nodes, spec.provision_minutes * 60.0) for p, spec in pools],
-        checkpoint_seconds=scenario.checkpoint_minutes * 60.0,
-        restart_overhead_seconds=scenario.restart_overhead_minutes * 60.0,
-    )
-    rng = np.random.default_rng([seed, 1])  # the world's randomness: identical for every policy
-    for pool, spec in pools:
-        if spec.spot_trace is not None:
-            backend.schedule_trace(
-                pool.id, world.traces[pool.id], spec.spot_trace.offset_hours * 3600, horizon
-            )
-        if spec.stockouts is not None:
-            s = spec.stockouts
-            backend.schedule_stockouts(pool.id, s.per_day, s.mean_hours, s.share_left, horizon, rng)
-    for outage in scenario.outages:
-        clock.at(outage.start_hour * 3600.0, backend.set_down, outage.provider, True)
-        clock.at((outage.start_hour + outage.hours) * 3600.0, backend.set_down, outage.provider, False)
+    backend = world_backend(scenario, world, seed, clock)
     policy = make_policy(
         policy_name,
         scenario.home_provider,
@@ -135,13 +117,48 @@ def run_policy(
         "queued": [s.queued for s in engine.samples],
         "gpus_by_provider": {
             prov: [s.gpus_by_provider.get(prov, 0) for s in engine.samples]
-            for prov in sorted({p.provider for p, _ in pools})
+            for prov in sorted({p.provider for p, _ in world.pools})
         },
         "jct_hours": sorted(
             round((r.end - r.job.submit) / 3600.0, 4) for r in engine.records.values() if r.end is not None
         ),
     }
     return PolicyRun(policy_name, summarize(engine, horizon), series, wall_metrics(engine, wall))
+
+
+def world_backend(scenario: Scenario, world: World, seed: int, clock: VirtualClock) -> TwinBackend:
+    """The simulated providers with their replayed traces, stock-outs and outages on ``clock``: the same
+    for every policy run of one scenario and seed."""
+    horizon = (scenario.duration_days + scenario.drain_days) * 86400.0
+    pools = [(copy.deepcopy(p), spec) for p, spec in world.pools]  # pools are mutable state
+    backend = TwinBackend(
+        clock,
+        [(p, spec.nodes, spec.provision_minutes * 60.0) for p, spec in pools],
+        checkpoint_seconds=scenario.checkpoint_minutes * 60.0,
+        restart_overhead_seconds=scenario.restart_overhead_minutes * 60.0,
+    )
+    rng = np.random.default_rng([seed, 1])  # the world's randomness: identical for every policy
+    for pool, spec in pools:
+        if spec.spot_trace is not None:
+            backend.schedule_trace(
+                pool.id, world.traces[pool.id], spec.spot_trace.offset_hours * 3600, horizon
+            )
+        if spec.stockouts is not None:
+            s = spec.stockouts
+            backend.schedule_stockouts(pool.id, s.per_day, s.mean_hours, s.share_left, horizon, rng)
+    for outage in scenario.outages:
+        clock.at(outage.start_hour * 3600.0, backend.set_down, outage.provider, True)
+        clock.at((outage.start_hour + outage.hours) * 3600.0, backend.set_down, outage.provider, False)
+    return backend
+
+
+def capacity_timeline(scenario: Scenario, world: World, seed: int) -> TwinBackend:
+    """The world with no jobs, played to the window's end: each pool's ``changes`` say what any schedule
+    could have used when (for the bounds that need no policy run)."""
+    clock = VirtualClock()
+    backend = world_backend(scenario, world, seed, clock)
+    clock.run_until((scenario.duration_days + scenario.drain_days) * 86400.0)
+    return backend
 
 
 def run_scenario(

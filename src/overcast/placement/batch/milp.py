@@ -163,7 +163,7 @@ def solve_milp(
     lp.integrality_ = [highspy.HighsVarType.kInteger] * (n_var - pr_unique.size) + [
         highspy.HighsVarType.kContinuous
     ] * pr_unique.size
-    h = _new_highs()
+    h = new_highs()
     h.setOptionValue("time_limit", max(float(time_limit), 0.01))
     h.setOptionValue("mip_rel_gap", gap)
     h.setOptionValue("threads", 1)
@@ -197,7 +197,7 @@ def solve_milp(
 _banner_shown = False
 
 
-def _new_highs() -> highspy.Highs:
+def new_highs() -> highspy.Highs:
     """A silent Highs instance. The first construction in a process prints a licence banner from C++
     straight to file descriptor 1; swallow it so CLI tables and benchmark output stay clean."""
     global _banner_shown
