@@ -1,0 +1,98 @@
+"""``overcast usage``: GPU-hours and dollars per team, pool, provider or job, over the API."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+
+_AGO = re.compile(r"^(\d+(?:\.\d+)?)([mhdw])$")
+_UNIT_S = {"m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
+
+
+def parse_when(text: str, now: float) -> float:
+    """Epoch seconds from "7d" / "12h" / "30m" / "2w" (ago), an ISO date or time (local unless it names
+    a zone), or epoch seconds."""
+    text = text.strip()
+    ago = _AGO.match(text)
+    if ago:
+        return now - float(ago.group(1)) * _UNIT_S[ago.group(2)]
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r}: use 7d, 12h, 30m, 2w (ago), a date such as 2026-11-01 (or 2026-11-01T09:00), "
+            "or epoch seconds"
+        ) from None
+
+
+def _money(x: float) -> str:
+    return f"{x:,.2f}"
+
+
+def _hours(x: float) -> str:
+    return f"{x:,.1f}"
+
+
+def usage(
+    since: Annotated[str, typer.Option(help="window start: 7d, 12h (ago), a date, or epoch seconds")] = "30d",
+    until: Annotated[str | None, typer.Option(help="window end (excluded; default now)")] = None,
+    by: Annotated[str, typer.Option(help="group by team, pool, provider or job")] = "team",
+    team: Annotated[str | None, typer.Option(help="only this team (admins; a team sees its own)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the API's JSON")] = False,
+) -> None:
+    """GPU-hours and dollars from every launch in the window. 'spend $' is list price on on-demand and
+    spot pools; reserved pools' use is shown apart (already paid for: its worth at list price)."""
+    from overcast.cli.jobs import _call, _client, _table
+
+    now = time.time()
+    params: dict[str, Any] = {"since": parse_when(since, now), "by": by}
+    if until is not None:
+        params["until"] = parse_when(until, now)
+    if team is not None:
+        params["team"] = team
+    body = _call(_client().request, "GET", "/v1/usage", params=params)
+    if as_json:
+        typer.echo(json.dumps(body, indent=2))
+        return
+    from rich.console import Console
+
+    window = f"{_stamp(body['since'])} .. {_stamp(body['until'])}"
+    table = _table(body["by"], "GPU-h", "spend $", "reserved GPU-h", "reserved $ (paid)", "launches")
+    for column in table.columns[1:]:
+        column.justify = "right"
+    table.title = f"usage {window}" + (f", team {body['team']}" if body["team"] else "")
+    for row in body["rows"]:
+        table.add_row(row["key"] or "(unknown)", *_cells(row))
+    total = body["total"]
+    table.add_section()
+    table.add_row("total", *_cells(total))
+    Console().print(table)
+    if total["unpriced_launches"]:
+        typer.echo(
+            f"{total['unpriced_launches']} launch(es) were recorded before launches carried their price: "
+            f"counted in node-hours ({_hours(total['node_hours'])} in all) but not in GPU-hours or dollars"
+        )
+
+
+def _cells(row: dict[str, Any]) -> list[str]:
+    return [
+        _hours(row["gpu_hours"]), _money(row["dollars"]), _hours(row["reserved_gpu_hours"]),
+        _money(row["reserved_dollars"]), str(row["launches"]),
+    ]  # fmt: skip
+
+
+def _stamp(at: float) -> str:
+    return datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(usage)
