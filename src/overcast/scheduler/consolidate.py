@@ -25,6 +25,8 @@ per cycle, always to a strictly cheaper pool (no ping-pong).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
+from operator import attrgetter
 
 import numpy as np
 
@@ -35,6 +37,8 @@ from overcast.scheduler.snapshot import RunningJob
 
 MIN_REMAINING_HOURS = 1.0  # a job about to finish is not worth a restart, whatever it costs per hour
 QUIET_SECONDS = 3600.0  # no job started on a dearer pool for this long: the cheap room is really spare
+
+_started_at = attrgetter("started_at")  # read for every running job on a dear pool, every cycle
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +70,7 @@ def find_moves(
         return []
     # Demand overflowed onto list price within the last hour: the cheap room will be refilled by the next
     # arrivals, and a move would only hand them the dear room (measured at 1M jobs: +2% cost, 5x slower).
-    last_overflow = max(r.started_at for pos in dear for r in running_by_pool[pos])
+    last_overflow = max(map(_started_at, chain.from_iterable(running_by_pool[pos] for pos in dear)))
     if now - last_overflow < QUIET_SECONDS:
         return []
     options: list[tuple[float, int, RunningJob, float, float]] = []  # (value, pool, job, hours left, $/h)

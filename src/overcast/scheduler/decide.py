@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from itertools import groupby
+from operator import attrgetter
 from time import perf_counter
 
 from overcast.placement.filters import request_key
@@ -74,6 +75,7 @@ def decide(
     preempted: set[str] = set()
     misses: dict[tuple, str] = {}  # request_key -> why it fits nowhere
     no_eviction: dict[tuple, int] = {}  # request_key -> highest priority that found no eviction
+    lowest: int | None = None  # lowest priority among running jobs (worked out when first needed)
     deadline = perf_counter() + time_budget_s
     burst = None if burst_limit_node_hours is None else BurstLimit(burst_limit_node_hours, snapshot.now)
     for done, jobs in enumerate(levels):
@@ -91,8 +93,14 @@ def decide(
         timer.lap("3-place", add=True)
         for job, why in unplaced:
             decisions.unplaced[job.id] = why
+            if not running_by_pool:
+                continue
+            if lowest is None:  # once per cycle, and only in a cycle that leaves a job out
+                lowest = min(r.spec.priority for jobs in running_by_pool.values() for r in jobs)
+            if job.spec.priority <= lowest:
+                continue  # no running job has a lower priority: there is no one to preempt for it
             key = request_key(job.spec)
-            if not running_by_pool or no_eviction.get(key, -(10**9)) >= job.spec.priority:
+            if no_eviction.get(key, -(10**9)) >= job.spec.priority:
                 continue
             now = snapshot.now
             found = _preempt_for(job, index, running_by_pool, usage, now, preempted, decisions, burst)
@@ -150,9 +158,11 @@ def _preempt_for(
 
 
 def _index(snapshot: Snapshot) -> tuple[PoolIndex, dict[int, list[RunningJob]]]:
-    held: dict[str, int] = defaultdict(int)
+    # one pass over the running jobs (thousands at scale, every cycle): group them by pool, then sum
+    by_id: dict[str, list[RunningJob]] = defaultdict(list)
     for r in snapshot.running:
-        held[r.pool_id] += r.nodes
+        by_id[r.pool_id].append(r)
+    held = {pool_id: sum(map(_nodes, jobs)) for pool_id, jobs in by_id.items()}
     used = {p.id: max(p.used_nodes, held.get(p.id, 0)) for p in snapshot.pools}
     index = PoolIndex.build(
         snapshot.pools,
@@ -160,12 +170,11 @@ def _index(snapshot: Snapshot) -> tuple[PoolIndex, dict[int, list[RunningJob]]]:
         disabled_providers=snapshot.disabled_providers,
         used_nodes=used,
     )
-    by_pool: dict[int, list[RunningJob]] = defaultdict(list)
-    for r in snapshot.running:
-        pos = index.position_of.get(r.pool_id)
-        if pos is not None:
-            by_pool[pos].append(r)
-    return index, dict(by_pool)
+    by_pool = {index.position_of[i]: jobs for i, jobs in by_id.items() if i in index.position_of}
+    return index, by_pool
+
+
+_nodes = attrgetter("nodes")
 
 
 def _team_gpus(snapshot: Snapshot) -> dict[str, int]:
