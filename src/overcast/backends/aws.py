@@ -176,12 +176,18 @@ class AwsBackend(CloudBackend):
         call(self.ec2, "create_tags", Resources=ids, Tags=[{"Key": "overcast:stop", "Value": "1"}])
 
     def _end(self, gang: Gang) -> None:
-        if gang.live:
-            call(self.ec2, "terminate_instances", InstanceIds=[i["InstanceId"] for i in gang.live])
+        left = gang.live + gang.halted  # a stopped instance bills for its volumes: terminate it too
+        if left:
+            call(self.ec2, "terminate_instances", InstanceIds=[i["InstanceId"] for i in left])
 
     def _clean_up(self, gang: Gang, state: dict[str, Any]) -> None:
-        """Delete an ended gang's placement group once (EC2 refuses while an instance is in it)."""
-        if not gang.live and gang.key not in state["cleaned"]:
+        """Terminate the gang's instances stopped outside overcast (each poll, until they are: the gang is
+        listed while they exist), then delete its placement group once (EC2 refuses while an instance is
+        in it)."""
+        if gang.halted:
+            with contextlib.suppress(AwsError, ProviderDown):  # the next poll tries again
+                call(self.ec2, "terminate_instances", InstanceIds=[i["InstanceId"] for i in gang.halted])
+        elif not gang.live and gang.key not in state["cleaned"]:
             self._delete_placement_group(self._group_of(gang))
             state["cleaned"].append(gang.key)
 

@@ -23,6 +23,9 @@ from overcast.backends.cloud_gangs import GangHead, Wording, by_gang, outcome
 
 LIVE_STATES = frozenset({"pending", "running"})
 GONE_STATES = frozenset({"shutting-down", "terminated", "stopping", "stopped"})
+# stopped outside overcast (the console, a host retirement): it runs nothing, but its EBS volumes bill and
+# it may be started again, so ending a gang terminates these too
+HALTED_STATES = frozenset({"stopping", "stopped"})
 WORDING = Wording(lost="spot reclaim or terminated outside overcast", sigterm="spot notice or stop")
 
 
@@ -40,6 +43,10 @@ class Gang(GangHead):
     @property
     def live(self) -> list[dict[str, Any]]:
         return [i for i in self.instances if self.state(i) in LIVE_STATES]
+
+    @property
+    def halted(self) -> list[dict[str, Any]]:
+        return [i for i in self.instances if self.state(i) in HALTED_STATES]
 
     @property
     def stop_requested(self) -> bool:

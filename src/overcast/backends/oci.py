@@ -159,7 +159,13 @@ class OciBackend(CloudBackend):
                 set_tags(self.compute, inst.id, {TAG + "stop": "1"})
 
     def _end(self, gang: Gang) -> None:
-        for inst in gang.live:
+        for inst in gang.live + gang.halted:  # a stopped instance bills for its boot volume: terminate it
+            self._terminate(inst.id)
+
+    def _clean_up(self, gang: Gang, state: dict[str, Any]) -> None:
+        """Terminate the gang's instances stopped outside overcast (each poll, until they are: the gang is
+        listed while they exist)."""
+        for inst in gang.halted:
             self._terminate(inst.id)
 
     # -- internals ----------------------------------------------------------------------------------

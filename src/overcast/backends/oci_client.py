@@ -36,6 +36,9 @@ TIMEOUT = (5.0, 30.0)  # (connect, read) seconds
 
 LIVE_STATES = frozenset({"PROVISIONING", "STARTING", "RUNNING", "MOVING", "CREATING_IMAGE"})
 GONE_STATES = frozenset({"STOPPING", "STOPPED", "TERMINATING", "TERMINATED"})
+# stopped outside overcast (host maintenance, the console): it runs nothing, but its boot volume bills
+# (and the whole shape, for shapes billed when stopped), so ending a gang terminates these too
+HALTED_STATES = frozenset({"STOPPING", "STOPPED"})
 
 # freeform tag keys (OCI tag keys: no spaces or dots; we keep to [a-z-])
 TAG = "overcast-"

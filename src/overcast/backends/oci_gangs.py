@@ -20,7 +20,7 @@ from typing import Any
 
 from overcast.backends.base import BackendEvent
 from overcast.backends.cloud_gangs import GangHead, Wording, by_gang, outcome
-from overcast.backends.oci_client import GONE_STATES, LIVE_STATES, TAG
+from overcast.backends.oci_client import GONE_STATES, HALTED_STATES, LIVE_STATES, TAG
 
 WORDING = Wording(lost="preempted or terminated outside overcast")
 
@@ -43,6 +43,10 @@ class Gang(GangHead):
     @property
     def live(self) -> list[Any]:
         return [i for i in self.instances if i.lifecycle_state in LIVE_STATES]
+
+    @property
+    def halted(self) -> list[Any]:
+        return [i for i in self.instances if i.lifecycle_state in HALTED_STATES]
 
     @property
     def stop_requested(self) -> bool:
