@@ -24,7 +24,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from overcast.backends.aws_client import AwsError, AwsSettings, call, ec2_client, translate
+from overcast.backends.aws_client import AwsError, AwsSettings, ReplyLost, call, ec2_client, translate
 from overcast.backends.aws_gangs import LIVE_STATES, Gang, group
 from overcast.backends.aws_userdata import user_data
 from overcast.backends.base import Allocation, CapacityError, LaunchRequest, ProviderDown
@@ -71,11 +71,13 @@ class AwsBackend(CloudBackend):
             az = self._zone_name(pool.zone)
             group_name = self._placement_group(request) if request.num_nodes > 1 else None
             try:
-                reply = call(self.ec2, "run_instances", **self._run_params(request, pool, az, group_name))
+                params = self._run_params(request, pool, az, group_name)
+                instances = call(self.ec2, "run_instances", **params)["Instances"]
+            except ReplyLost as lost:
+                instances = self._after_lost_reply(request, group_name, lost)
             except Exception:  # nothing was launched: the group would be left empty
                 self._delete_placement_group(group_name)
                 raise
-            instances = reply["Instances"]
             ids = [i["InstanceId"] for i in instances]
             try:
                 if len(instances) != request.num_nodes:  # MinCount makes this impossible; be sure anyway
@@ -89,6 +91,20 @@ class AwsBackend(CloudBackend):
                 call(self.ec2, "terminate_instances", InstanceIds=ids)  # all nodes or none
                 raise
             return Allocation(request.job_id, request.attempt, self.name, handle=",".join(ids))
+
+    def _after_lost_reply(
+        self, request: LaunchRequest, group_name: str | None, lost: ReplyLost
+    ) -> list[dict[str, Any]]:
+        """run_instances' reply was lost: EC2 may have launched the gang. Its tags tell: every node there
+        is the launch (adopted, not failed); else end what there is and raise (the loop requeues the job;
+        anything EC2 lists later is a stale attempt, which the poll and reconcile stop)."""
+        gang = self._gang(request.job_id, request.attempt)
+        if gang is not None and len(gang.live) == request.num_nodes:
+            return gang.live
+        if gang is not None:
+            self._end(gang)
+        self._delete_placement_group(group_name)
+        raise lost
 
     def _run_params(self, request: LaunchRequest, pool: Pool, az: str, group_name: str | None) -> dict:
         s = self.settings

@@ -24,6 +24,7 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    HTTPClientError,
     NoCredentialsError,
     PartialCredentialsError,
 )
@@ -76,6 +77,11 @@ class AwsError(RuntimeError):
     def __init__(self, operation: str, code: str, message: str) -> None:
         super().__init__(f"EC2 {operation} failed: {code}: {message}")
         self.code = code
+
+
+class ReplyLost(ProviderDown):
+    """EC2 got the call but its reply was lost (a read timeout, a dropped connection, after botocore's
+    retries): it may have acted, e.g. launched the gang. An outage to the loop, once the caller has looked."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +137,8 @@ def translate(operation: str, exc: Exception) -> Exception:
         return ProviderDown(f"EC2 {operation}: no usable AWS credentials ({exc})")
     if isinstance(exc, BotoConnectionError):  # unreachable endpoint, timeouts, TLS failures
         return ProviderDown(f"EC2 {operation}: endpoint unreachable ({exc})")
+    if isinstance(exc, HTTPClientError):  # ReadTimeoutError, ConnectionClosedError: sent, no reply
+        return ReplyLost(f"EC2 {operation}: no reply ({exc})")
     if isinstance(exc, BotoCoreError):
         return AwsError(operation, type(exc).__name__, str(exc))
     return exc
