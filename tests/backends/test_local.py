@@ -155,7 +155,8 @@ def test_a_node_that_starts_after_its_launch_was_stopped_does_not_run(tmp_path: 
     runner = [sys.executable, local_runner.__file__, str(tmp_path / "node-0"), "--", "touch", str(ran)]
     subprocess.run(runner, check=True, timeout=30)
     assert not ran.exists()
-    assert json.loads((tmp_path / "node-0.exit").read_text()) == {"code": 143, "sigterm": True}
+    ended = json.loads((tmp_path / "node-0.exit").read_text())
+    assert ended == {"code": 143, "sigterm": True, "ended_at": pytest.approx(time.time(), abs=30)}
 
 
 def test_a_job_inherits_only_what_programs_need_never_credentials(
@@ -174,3 +175,45 @@ def test_a_job_inherits_only_what_programs_need_never_credentials(
     wait_events(backend)
     printed = (tmp_path / "logs" / "j-env" / "1" / "node-0.log").read_text().strip()
     assert printed == "[]" * len(names) + f"[C.UTF-8][{os.environ['HOME']}]"
+
+
+TRAP_TERM = "trap 'exit 143' TERM; while true; do sleep 0.05; done"  # saves and exits on SIGTERM
+IGNORE_TERM = "trap '' TERM; while true; do sleep 0.05; done"  # needs SIGKILL
+
+
+def _exit_time(backend: LocalBackend, job: str, rank: int) -> float:
+    return json.loads(next(backend.launches_dir.glob(f"{job}--1/node-{rank}.exit")).read_text())["ended_at"]
+
+
+@pytest.mark.parametrize(
+    ("run", "nodes", "end", "kind"),
+    [
+        ("sleep 0.$((2 + 4 * OVERCAST_NODE_RANK))", 2, None, EventKind.SUCCEEDED),  # ends at 0.2 s and 0.6 s
+        ("sleep 0.2; exit 3", 1, None, EventKind.FAILED),
+        (TRAP_TERM, 1, "preempt", EventKind.PREEMPTED),  # SIGTERM, saved within the notice
+        (IGNORE_TERM, 1, "kill", EventKind.PREEMPTED),  # SIGKILL after the notice: no exit file
+        ("sleep 30", 1, "down", EventKind.PROVIDER_DOWN),
+    ],
+)
+def test_an_end_carries_when_the_nodes_ended_not_when_it_was_polled(
+    backend: LocalBackend, run: str, nodes: int, end: str | None, kind: EventKind
+) -> None:
+    launched = time.time()
+    backend.launch(request(backend, "j-e", run, nodes=nodes))
+    time.sleep(0.3)  # the trap is set
+    before = time.time()
+    if end == "down":
+        backend.set_down(True)
+    elif end:
+        backend.preempt("j-e", notice_seconds=5.0 if end == "preempt" else 0.3)
+    after = time.time()
+    time.sleep(2.5)  # nobody polls (the control loop is away)
+    (event,) = wait_events(backend)
+    polled = time.time()
+    assert event.kind is kind
+    assert polled - event.at > 2.0
+    if end is None:  # the runner's own stamp, of the last node of the gang
+        assert event.at == max(_exit_time(backend, "j-e", rank) for rank in range(nodes))
+        assert event.at - launched > 0.2 + 0.4 * (nodes - 1)
+    else:
+        assert before <= event.at <= after

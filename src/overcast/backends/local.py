@@ -8,9 +8,11 @@ what runs (``active()`` tells the truth):
 
     launches/<job>--<attempt>/launch.json   nodes given to the launch, written before any process starts
     launches/<job>--<attempt>/node-R.pid    runner pid + start time (tells a pid from its reuse)
-    launches/<job>--<attempt>/node-R.exit   exit status, written by the runner when the command ends
+    launches/<job>--<attempt>/node-R.exit   exit status and end time, written by the runner when it ends
+    launches/<job>--<attempt>/node-R.killed preempt() killed the node before it wrote its exit (mtime: when)
     launches/<job>--<attempt>/stopped       the control loop stopped it: no more events, and a node
                                             still starting sees it and does not run
+    launches/<job>--<attempt>/provider-down set_down() killed it (mtime: when)
     launches/<job>--<attempt>/reported      its terminal event was delivered (and acknowledged)
     faults.json                             injected faults: provider down, out of capacity
 
@@ -167,6 +169,8 @@ class LocalBackend:
         if pid is not None:
             reap = [proc for proc in children if proc.pid == pid]
             terminate_groups([pid], notice_seconds, reap=reap)
+            if not (launch.path / f"node-{rank}.exit").exists():  # SIGKILLed: record when it ended
+                (launch.path / f"node-{rank}.killed").touch()
         return launch.attempt
 
     # -- the Backend protocol -----------------------------------------------------------------------
@@ -355,26 +359,39 @@ class LocalBackend:
         busy = {n for launch in self._launches() if self._live_nodes(launch) for n in launch.node_ids}
         return [n for n in range(self.cluster.nodes) if n not in busy]
 
+    def _ended_at(self, launch: _Launch, states: list[tuple[str, dict | None]]) -> float:
+        """When the nodes stopped (billed to that, however late we poll): the last exit; a node killed with no
+        exit file: when set_down()/preempt() killed it, else when found gone. Now while any node runs."""
+        now, ends = time.time(), []
+        for rank, (state, info) in enumerate(states):
+            markers = [launch.path / f"node-{rank}.exit"] if state == "exited" else []
+            markers += [launch.path / "provider-down", launch.path / f"node-{rank}.killed"]
+            stamps = [m.stat().st_mtime for m in markers if state != "running" and m.exists()]
+            if not stamps:
+                return now
+            ends.append((info or {}).get("ended_at") or stamps[0])  # a runner older than ended_at: mtime
+        return min(max(ends), now)
+
     def _terminal_event(self, launch: _Launch) -> BackendEvent | None:
         states = [self._node_state(launch, rank) for rank in range(launch.num_nodes)]
-        now = time.time()
+        at = self._ended_at(launch, states)
         lost = [rank for rank, (state, _) in enumerate(states) if state == "lost"]
         if lost:
             down = (launch.path / "provider-down").exists()
             kind = EventKind.PROVIDER_DOWN if down else EventKind.PREEMPTED
             why = f"{self.cluster.name} went down" if down else f"node {lost[0]} lost"
-            return BackendEvent(kind, launch.job_id, launch.attempt, now, why)
+            return BackendEvent(kind, launch.job_id, launch.attempt, at, why)
         ended = [(rank, info) for rank, (state, info) in enumerate(states) if state == "exited" and info]
         for rank, info in ended:
             if info["code"] != 0 and info.get("sigterm"):
                 why = f"node {rank} terminated (SIGTERM), exit {info['code']}"
-                return BackendEvent(EventKind.PREEMPTED, launch.job_id, launch.attempt, now, why)
+                return BackendEvent(EventKind.PREEMPTED, launch.job_id, launch.attempt, at, why)
         for rank, info in ended:
             if info["code"] != 0:
                 why = f"node {rank} exited with {info['code']}"
-                return BackendEvent(EventKind.FAILED, launch.job_id, launch.attempt, now, why, info["code"])
+                return BackendEvent(EventKind.FAILED, launch.job_id, launch.attempt, at, why, info["code"])
         if len(ended) == launch.num_nodes:
-            return BackendEvent(EventKind.SUCCEEDED, launch.job_id, launch.attempt, now, "", 0)
+            return BackendEvent(EventKind.SUCCEEDED, launch.job_id, launch.attempt, at, "", 0)
         return None
 
     def _forget(self, launch: _Launch) -> None:

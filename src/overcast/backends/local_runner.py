@@ -1,8 +1,9 @@
 """The wrapper around one node of a local job: ``python -m overcast.backends.local_runner NODE_DIR -- CMD``.
 
 It is the leader of the node's process group. It records its pid (so a backend restarted after a crash
-finds it) and, when the command ends, the exit status, atomically. A node killed with SIGKILL leaves no
-exit file: the backend reads that as a lost node (preemption, provider loss).
+finds it) and, when the command ends, the exit status and the time it ended (what the node is billed to,
+however late the control loop polls), atomically. A node killed with SIGKILL leaves no exit file: the
+backend reads that as a lost node (preemption, provider loss).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 
@@ -33,6 +35,12 @@ def process_start_time(pid: int) -> int | None:
     if fields[0] == "Z":  # a zombie has ended; only its parent has not reaped it yet
         return None
     return int(fields[19])
+
+
+def write_exit(prefix: Path, code: int, sigterm: bool) -> None:
+    """The node's end: its exit status, whether it got SIGTERM, and when (epoch seconds)."""
+    ended = {"code": code, "sigterm": sigterm, "ended_at": time.time()}
+    write_json_atomic(prefix.with_suffix(".exit"), ended)
 
 
 def become_subreaper() -> None:
@@ -57,7 +65,7 @@ def main(argv: list[str]) -> int:
     me = os.getpid()
     write_json_atomic(prefix.with_suffix(".pid"), {"pid": me, "start": process_start_time(me)})
     if (prefix.parent / "stopped").exists():  # stopped while we started, before it could signal us
-        write_json_atomic(prefix.with_suffix(".exit"), {"code": 143, "sigterm": True})
+        write_exit(prefix, 143, sigterm=True)
         return 0
     become_subreaper()
     code = subprocess.Popen(argv[2:], stdin=subprocess.DEVNULL).wait()
@@ -68,7 +76,7 @@ def main(argv: list[str]) -> int:
             os.wait()
         except ChildProcessError:
             break
-    write_json_atomic(prefix.with_suffix(".exit"), {"code": code, "sigterm": got_sigterm})
+    write_exit(prefix, code, sigterm=got_sigterm)
     return 0
 
 
