@@ -1,6 +1,7 @@
-"""A launch whose reply is lost (a read timeout or a dropped connection after EC2 got the call) is
-ambiguous: it must not fail the job. The AWS backend looks for the gang by its tags: a whole gang is the
-launch and is adopted; otherwise what there is gets terminated and the job is requeued as after an outage."""
+"""A launch whose reply is lost (a read timeout or a dropped connection after the provider got the call)
+is ambiguous: it must not fail the job. The AWS backend looks for the gang by its tags: a whole gang is the
+launch and is adopted; otherwise what there is gets terminated and the job is requeued as after an outage.
+OCI launches rank by rank: a rank whose reply was lost is found by its tags and terminated with the rest."""
 
 from __future__ import annotations
 
@@ -8,16 +9,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from botocore.exceptions import ConnectionClosedError, ReadTimeoutError
 
 from overcast.backends.aws import AwsBackend
 from overcast.backends.aws_client import ReplyLost, translate
-from overcast.backends.base import ProviderDown
+from overcast.backends.base import LaunchRequest, ProviderDown
+from overcast.backends.oci import OciBackend
 from overcast.store import JobRecord, JobState, Store
+from tests.backends import test_oci
 from tests.backends.cloud_checks import fast_loop
 from tests.backends.test_aws import gpu_job, settings
 from tests.control.harness import state
 from tests.fixtures.moto import MotoEC2, moto_ec2, moto_server  # noqa: F401 (fixtures)
+from tests.fixtures.oci_fake import FakeOci, oci_fake, oci_server  # noqa: F401
 
 ENDPOINT = "https://ec2.us-east-1.amazonaws.com"
 
@@ -78,3 +83,37 @@ def test_a_lost_reply_without_a_gang_requeues_the_job(moto_ec2: MotoEC2, tmp_pat
     assert "no reply" in (record.reason or "")
     assert [e.kind for e in store.events(job_id=job.id)][-1] == "provider-down"
     assert live_ids(moto_ec2) == []
+
+
+class OciLostReply:
+    """The OCI compute client, but the reply to the launch of the last rank is lost (OCI made it)."""
+
+    def __init__(self, real: Any, ranks: int) -> None:
+        self.real, self.ranks, self.calls = real, ranks, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def launch_instance(self, *args: Any, **kw: Any) -> Any:
+        reply = self.real.launch_instance(*args, **kw)
+        self.calls += 1
+        if self.calls == self.ranks:
+            raise requests.exceptions.ReadTimeout("read timed out")
+        return reply
+
+
+def test_oci_a_rank_whose_reply_was_lost_is_terminated_with_the_gang(
+    oci_fake: FakeOci,  # noqa: F811
+    oci_server: Any,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    real = OciBackend(test_oci.settings(oci_fake, oci_server[1]), home=tmp_path / "real")
+    compute = OciLostReply(real.compute, ranks=2)
+    backend = OciBackend(
+        test_oci.settings(oci_fake, oci_server[1]), home=tmp_path, compute=compute, identity=real.identity
+    )
+    pool = test_oci.pool_of(backend, test_oci.AD1)
+    with pytest.raises(ProviderDown, match="unreachable"):
+        backend.launch(LaunchRequest("g", 1, pool, 2, test_oci.gpu_job("g", "sleep 600")))
+    states = [i.data["lifecycleState"] for i in oci_fake.instances.values()]
+    assert len(states) == 2 and all(s in ("TERMINATING", "TERMINATED") for s in states)

@@ -107,9 +107,14 @@ class OciBackend(CloudBackend):
                         retry_strategy=LAUNCH_RETRY,
                     )  # fmt: skip
                     launched.append(reply.data.id)
-            except Exception:  # OCI has no all-or-nothing launch: roll back every rank of this gang
+            except Exception as exc:  # OCI has no all-or-nothing launch: roll back every rank of this gang
                 self._silence(request.job_id, request.attempt)  # the loop has the error: no events
-                for iid in launched + [i.id for i in live]:
+                ids = launched + [i.id for i in live]
+                if not isinstance(exc, OciError | CapacityError):  # a timeout: OCI may have made the rank
+                    with contextlib.suppress(OciError, ProviderDown):
+                        found = self._gang(request.job_id, request.attempt)
+                        ids += [i.id for i in found.live if i.id not in ids] if found else []
+                for iid in ids:
                     self._terminate(iid)
                 raise
             return self._allocation([*live, *launched], request)
