@@ -3,6 +3,7 @@ kubelets run every pod as real local processes (tests/fixtures/k8s_*.py)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 
@@ -319,3 +320,24 @@ def test_a_gang_stopped_while_the_api_was_away_gets_the_stops_grace_when_seen_ag
     (pod,) = k8s.objects("pods")
     assert pod["metadata"]["deletionGracePeriodSeconds"] == 7  # the stop's, not the pods' default 30
     backend.stop("j-away", 1, grace_seconds=0)
+
+
+def test_an_end_carries_when_the_pods_finished_not_when_it_was_polled(k8s: K8s) -> None:  # noqa: F811
+    backend = k8s.backend()
+    launched = time.time()
+    backend.launch(request(backend, "j-end", 1, gpu_spec("end", "sleep 0.$((2 + 6 * OVERCAST_NODE_RANK))")))
+    ended = lambda: [c for j in k8s.objects("jobs") for c in j["status"].get("conditions", [])]  # noqa: E731
+    wait_until(lambda: any(c["type"] == "Complete" for c in ended()), what="the gang completed")
+    time.sleep(2.5)  # nobody polls (the control loop is away)
+    events = Events(backend)
+    done = events.wait(EventKind.SUCCEEDED, "j-end")
+    polled = time.time()
+    finished = [
+        cs["state"]["terminated"]["finishedAt"]
+        for p in k8s.objects("pods")
+        for cs in p["status"]["containerStatuses"]
+    ]
+    assert len(finished) == 2
+    last = max(dt.datetime.fromisoformat(f.replace("Z", "+00:00")).timestamp() for f in finished)
+    assert done.at == last and polled - done.at > 2.5
+    assert done.at >= int(launched)  # second precision, as the API's

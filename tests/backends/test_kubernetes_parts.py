@@ -10,7 +10,7 @@ import pytest
 
 from overcast.backends.base import EventKind
 from overcast.backends.kubernetes_manifest import job_name, label_value, owner
-from overcast.backends.kubernetes_status import terminal_outcome
+from overcast.backends.kubernetes_status import ended_at, terminal_outcome
 from overcast.catalog.fleet import FleetError, parse_fleet
 from overcast.control.setup import backends_from_fleet
 
@@ -91,6 +91,32 @@ def test_who_is_at_fault_decides_the_event() -> None:
     evicted = _pod("Failed", 137, reason="Evicted", message="The node was low on resource: memory.")
     assert terminal_outcome({"status": {}}, [evicted]).kind is EventKind.PREEMPTED  # type: ignore[union-attr]
     assert terminal_outcome({"status": {}}, [_pod("Running")]) is None
+
+
+def _container(**state: dict) -> dict:
+    return {"status": {"containerStatuses": [{"state": state}]}}
+
+
+def _finished(stamp: str) -> dict:
+    return _container(terminated={"finishedAt": stamp})
+
+
+def test_a_gang_ended_when_its_last_container_finished() -> None:
+    now = 1_900_000_000.0  # 2030-03-17T17:46:40Z
+    done = _job(kind="Complete")
+    pods = [_finished("2030-03-17T17:40:00Z"), _finished("2030-03-17T17:41:00Z")]
+    assert ended_at(done, pods, now) == now - 340  # the later of the two, not the poll's time
+    running = {
+        "status": {"containerStatuses": [{"state": {"running": {"startedAt": "2030-03-17T17:00:00Z"}}}]}
+    }
+    assert ended_at(done, [*pods, running], now) == now  # a rank still runs: it is billed until now
+    waiting = _container(waiting={"reason": "ContainerCreating"})
+    assert ended_at(done, [*pods, waiting], now) == now - 340
+    done["status"]["conditions"][0]["lastTransitionTime"] = "2030-03-17T17:45:00Z"
+    assert ended_at(done, [], now) == now - 100  # pods gone: when the Job's end was recorded
+    assert ended_at(_job(kind="Complete"), [], now) == now  # nothing to tell: the poll's time
+    assert ended_at(done, [_finished("2031-01-01T00:00:00Z")], now) == now  # a clock ahead of ours
+    assert ended_at(done, [_finished("garbage")], now) == now
 
 
 def test_only_fleets_with_kubernetes_import_the_client() -> None:

@@ -46,6 +46,7 @@ from overcast.backends.kubernetes_status import (
     all_started,
     created_at,
     deleting,
+    ended_at,
     job_key,
     meta,
     pending_reason,
@@ -300,7 +301,8 @@ class KubernetesBackend:
         if outcome is not None:
             tracked.finished = True
             self._copy_logs(key, pods)
-            return [*events, self._event(outcome.kind, key, outcome.detail, outcome.exit_code)]
+            at = ended_at(job, pods, self._clock())  # not the poll's time: a loop away is not billed
+            return [*events, self._event(outcome.kind, key, outcome.detail, outcome.exit_code, at)]
         if tracked.started:
             return events
         # All or nothing: a gang that cannot all run here must not hold part of the cluster. A pod not
@@ -334,8 +336,10 @@ class KubernetesBackend:
 
     # --- helpers -------------------------------------------------------------------------------------
 
-    def _event(self, kind: EventKind, key: Key, detail: str, exit_code: int | None = None) -> BackendEvent:
-        return BackendEvent(kind, key[0], key[1], self._clock(), detail, exit_code)
+    def _event(
+        self, kind: EventKind, key: Key, detail: str, exit_code: int | None = None, at: float | None = None
+    ) -> BackendEvent:
+        return BackendEvent(kind, key[0], key[1], self._clock() if at is None else at, detail, exit_code)
 
     def _remember_stopped(self, key: Key, grace: int) -> None:
         with self._lock:

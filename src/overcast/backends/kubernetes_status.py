@@ -44,14 +44,38 @@ def deleting(obj: dict[str, Any]) -> bool:
     return bool(meta(obj).get("deletionTimestamp"))
 
 
-def created_at(obj: dict[str, Any], default: float) -> float:
-    stamp = meta(obj).get("creationTimestamp")
+def epoch(stamp: object, default: float) -> float:
+    """An RFC 3339 time of the API ("2026-01-02T03:04:05Z") as epoch seconds; ``default`` if absent or bad."""
     if not stamp:
         return default
     try:
         return dt.datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
     except ValueError:
         return default
+
+
+def created_at(obj: dict[str, Any], default: float) -> float:
+    return epoch(meta(obj).get("creationTimestamp"), default)
+
+
+def ended_at(job: dict[str, Any], pods: list[dict[str, Any]], now: float) -> float:
+    """When an ended gang stopped running (what it is billed to, however late overcast polls): the last
+    ``finishedAt`` of its containers; now while one still runs. With no container left to tell (pods
+    deleted), when the Job's end condition was set; else now."""
+    ends = []
+    for pod in pods:
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            state = cs.get("state") or {}
+            if "running" in state:
+                return now
+            if "terminated" in state:
+                ends.append(epoch(state["terminated"].get("finishedAt"), now))
+    if not ends:
+        end = next(
+            (c for t, c in _conditions(job).items() if t in ("Complete", "Failed", "FailureTarget")), {}
+        )
+        ends.append(epoch(end.get("lastTransitionTime"), now))
+    return min(max(ends), now)
 
 
 def rank(pod: dict[str, Any]) -> int | None:
