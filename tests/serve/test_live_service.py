@@ -24,6 +24,7 @@ class Load:
 
     def __init__(self, url: str, threads: int = 4) -> None:
         self.url, self.rps, self.ok, self.failed = url, 0.0, 0, 0
+        self.failures: list[int | str] = []  # status code or exception of each failed request
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads = [
@@ -39,14 +40,18 @@ class Load:
                     time.sleep(0.05)
                     continue
                 start = time.monotonic()
+                outcome: int | str
                 try:
                     r = client.post(self.url + "/generate", json={"prompt": "p", "max_tokens": 4})
-                    good = r.status_code == 200
-                except httpx.HTTPError:
-                    good = False
+                    outcome = r.status_code
+                except httpx.HTTPError as exc:
+                    outcome = type(exc).__name__
+                good = outcome == 200
                 with self._lock:
                     self.ok += good
                     self.failed += not good
+                    if not good:
+                        self.failures.append(outcome)
                 time.sleep(max(0.0, n / self.rps - (time.monotonic() - start)))
 
     def stop(self) -> None:
@@ -122,9 +127,12 @@ def test_service_survives_provider_loss_and_autoscales(tmp_path):
         wait_until(lambda: ctl.scale.target == 3 and len(ctl.replicas) == 3, 30, "scale-down to 3")
         load.stop()
         total = load.ok + load.failed
-        print(f"requests {total}, failed {load.failed}, time to recover {recover:.1f}s")
+        print(f"requests {total}, failed {load.failed} {load.failures}, time to recover {recover:.1f}s")
         assert total > 200
-        assert load.ok / total >= 0.999, f"{load.failed} of {total} requests failed"
+        # The only failures allowed: a POST in flight on a replica that was killed is answered 502, never
+        # sent to a second replica (it may have been acted on); at most one per load thread.
+        assert all(code == 502 for code in load.failures), load.failures
+        assert load.failed <= len(load._threads), f"{load.failed} of {total} requests failed"
     finally:
         if load is not None:
             load.stop()

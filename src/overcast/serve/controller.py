@@ -90,11 +90,13 @@ class ServiceController:
         self.replicas: dict[str, LiveReplica] = {}
         self._cooldown: dict[str, float] = {}
         self._http = httpx.Client(timeout=spec.readiness_probe.timeout_seconds)
+        lb.configure(spec.proxy)
 
     # -- public -------------------------------------------------------------------------------------
     def update(self, spec: ServiceSpec) -> None:
         """Roll out a new version: new replicas come up first; old ones go as the new ones become ready."""
         self.spec = spec
+        self.lb.configure(spec.proxy)
         self.version += 1
         self.log(f"rolling update to version {self.version}")
         self._persist()

@@ -1,12 +1,19 @@
 """A real asynchronous HTTP reverse proxy for one service (aiohttp).
 
-Least-load policy over *ready* replicas only, one retry on another replica when a replica fails before the
-response has started, streaming responses passed through chunk by chunk. Its own Prometheus metrics live in a
-registry of their own, so several load balancers can run in one process.
+Least-load policy over *ready* replicas only, streaming responses passed through chunk by chunk. A request
+goes to another replica only when it cannot have been acted on: the connection failed before anything was
+sent, or (idempotent methods only) the replica closed it or answered 502/503 before any byte of an answer. A
+POST that timed out or was cut is never sent twice: a generation is not run twice, nor billed twice.
+
+Timeouts come from the spec's ``proxy`` (``configure``): connect, read (to the first byte of the response and
+between two reads of its body), and an optional cap on the whole body; no total cap by default, so a long
+streamed generation runs as long as it keeps sending. Its own Prometheus metrics live in a registry of their
+own, so several load balancers can run in one process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from collections import deque
@@ -15,6 +22,8 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from overcast.spec.models import Proxy
 
 # Hop-by-hop headers are about one connection, not the message: never forwarded (RFC 9110 7.6.1).
 HOP_BY_HOP = frozenset(
@@ -33,6 +42,8 @@ HOP_BY_HOP = frozenset(
     )
 )
 CONTROL_PREFIX = "/-/"  # the LB's own endpoints: /-/metrics, /-/replicas
+# Methods a replica may receive twice without harm (RFC 9110 9.2.2): retried after a dropped connection.
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 
 @dataclass(slots=True)
@@ -65,10 +76,10 @@ class RateMeter:
 
 
 class LoadBalancer:
-    def __init__(self, name: str, *, retries: int = 2, timeout_seconds: float = 30.0) -> None:
+    def __init__(self, name: str, *, retries: int = 2, proxy: Proxy | None = None) -> None:
         self.name = name
         self.retries = retries
-        self.timeout = aiohttp.ClientTimeout(total=timeout_seconds, connect=2.0)
+        self.configure(proxy or Proxy())
         self.rate = RateMeter()
         self._endpoints: dict[str, Endpoint] = {}
         self._rotation = itertools.count()
@@ -85,6 +96,15 @@ class LoadBalancer:
             "Time to the end of the response",
             buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
+        )
+
+    def configure(self, proxy: Proxy) -> None:
+        """A spec's timeouts (the controller passes each version's); requests in flight keep theirs."""
+        self.proxy = proxy
+        # connect: getting a connection (a pooled one, or a new one), before anything is sent.
+        # sock_read: restarts with every read, so it bounds the wait for the headers and each gap in a body.
+        self.timeout = aiohttp.ClientTimeout(
+            total=None, connect=proxy.connect_timeout_seconds, sock_read=proxy.read_timeout_seconds
         )
 
     # -- replica set (written by the replica manager) ------------------------------------------------
@@ -125,9 +145,7 @@ class LoadBalancer:
 
     async def _open(self, _app: web.Application) -> None:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=256, keepalive_timeout=30)
-        self._session = aiohttp.ClientSession(
-            connector=connector, timeout=self.timeout, auto_decompress=False
-        )
+        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
 
     async def _close(self, _app: web.Application) -> None:
         if self._session is not None:
@@ -156,7 +174,7 @@ class LoadBalancer:
             endpoint.in_flight += 1
             try:
                 return await self._forward(request, endpoint, headers, body, started)
-            except _UpstreamFailed:
+            except _Retry:
                 endpoint.failures += 1
                 self.m_retries.inc()
             finally:
@@ -170,32 +188,57 @@ class LoadBalancer:
         self, request: web.Request, endpoint: Endpoint, headers: dict[str, str], body: bytes, started: float
     ) -> web.StreamResponse:
         url = endpoint.url + request.rel_url.path_qs
+        idempotent = request.method in IDEMPOTENT
         try:
             upstream = await self._session.request(  # type: ignore[union-attr]
-                request.method, url, headers=headers, data=body, allow_redirects=False
+                request.method, url, headers=headers, data=body, allow_redirects=False, timeout=self.timeout
             )
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise _UpstreamFailed(str(exc)) from exc
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            raise _Retry(str(exc)) from exc  # no connection: nothing was sent
+        except TimeoutError:  # sent, and no answer within the read timeout: maybe still working on it
+            endpoint.failures += 1
+            return self._error(
+                504, f"replica {endpoint.id} sent no response in {self.proxy.read_timeout_seconds} s"
+            )
+        except (aiohttp.ClientError, OSError) as exc:  # sent, then the connection broke: maybe acted on
+            if idempotent:
+                raise _Retry(str(exc)) from exc
+            endpoint.failures += 1
+            return self._error(502, f"replica {endpoint.id} closed the connection: {exc}")
         async with upstream:
-            if upstream.status in (502, 503, 504):
-                raise _UpstreamFailed(f"replica answered {upstream.status}")
+            if upstream.status in (502, 503) and idempotent:
+                raise _Retry(f"replica answered {upstream.status}")
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             for k, v in upstream.headers.items():
                 if k.lower() not in HOP_BY_HOP:
                     response.headers[k] = v
             await response.prepare(request)
             # From here on bytes have reached the client: a failure can no longer be retried.
-            async for chunk in upstream.content.iter_any():
-                await response.write(chunk)
+            try:
+                async with asyncio.timeout(self.proxy.body_timeout_seconds):  # None: no cap
+                    async for chunk in upstream.content.iter_any():
+                        await response.write(chunk)
+            except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError):
+                # The status is out: only a cut connection tells the client the body is incomplete.
+                endpoint.failures += 1
+                self.m_requests.labels("cut").inc()
+                response.force_close()
+                if request.transport is not None:
+                    request.transport.close()
+                return response
             await response.write_eof()
         endpoint.failures = 0
         self.m_requests.labels(str(upstream.status)).inc()
         self.m_latency.observe(time.perf_counter() - started)
         return response
 
+    def _error(self, status: int, why: str) -> web.Response:
+        self.m_requests.labels(str(status)).inc()
+        return web.json_response({"error": f"{self.name}: {why}"}, status=status)
 
-class _UpstreamFailed(Exception):
-    pass
+
+class _Retry(Exception):
+    """The request cannot have been acted on: send it to another replica."""
 
 
 async def serve(lb: LoadBalancer, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, int]:

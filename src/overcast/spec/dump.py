@@ -28,7 +28,7 @@ def spec_to_data(spec: JobSpec | ServiceSpec) -> dict[str, Any]:
         data["resources"] = _resources(spec.resources)
     if isinstance(spec, ServiceSpec):
         data["service"] = _service(spec, plain)
-        for key in ("replicas", "readiness_probe", "port", "max_share_per_provider", "spot_hedge"):
+        for key in ("replicas", "readiness_probe", "proxy", "port", "max_share_per_provider", "spot_hedge"):
             plain.pop(key, None)
     plain.pop("resources", None)
     data.update(plain)
@@ -61,7 +61,7 @@ def _service(spec: ServiceSpec, plain: dict[str, Any]) -> dict[str, Any]:
         policy["dynamic_ondemand_fallback"] = spec.spot_hedge.dynamic_fallback
     if policy:
         out["replica_policy"] = policy
-    for key in ("port", "max_share_per_provider"):
+    for key in ("proxy", "port", "max_share_per_provider"):
         if key in plain:
             out[key] = plain[key]
     return out

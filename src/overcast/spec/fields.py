@@ -118,6 +118,7 @@ SERVICE: Table = {
     # overcast only
     "port": (U, ""),
     "max_share_per_provider": (U, ""),
+    "proxy": (U, ""),
     # SkyPilot only
     "load_balancing_policy": (W, "overcast's load balancer uses its own policy"),
     "load_balancer": (W, "load balancer options are not applied"),
@@ -149,6 +150,12 @@ READINESS_PROBE: Table = {
     "post_data": (W, "probes are GET requests"),
     "headers": (W, "probe headers are not sent"),
     "consecutive_failure_threshold_timeout": (W, "replicas are replaced by overcast's own rule"),
+}
+
+PROXY: Table = {
+    "connect_timeout_seconds": (U, ""),
+    "read_timeout_seconds": (U, ""),
+    "body_timeout_seconds": (U, ""),
 }
 
 # overcast fields that only make sense for one kind of workload

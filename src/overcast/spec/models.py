@@ -90,6 +90,16 @@ class ReadinessProbe(Strict):
     period_seconds: float = Field(default=2.0, gt=0, le=3600)
 
 
+class Proxy(Strict):
+    """The load balancer's timeouts for one request to a replica."""
+
+    connect_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    # to the response's first byte and between two reads of its body (nginx's proxy_read_timeout)
+    read_timeout_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    # the whole body; None: no cap, a streamed generation may run as long as it keeps sending
+    body_timeout_seconds: float | None = Field(default=None, gt=0, le=86_400)
+
+
 class Autoscaling(Strict):
     min_replicas: int = Field(default=1, ge=0)
     max_replicas: int | None = Field(default=None, ge=1)
@@ -110,6 +120,7 @@ class ServiceSpec(Strict):
     resources: Resources = Resources()
     replicas: Autoscaling = Autoscaling()
     readiness_probe: ReadinessProbe = ReadinessProbe()
+    proxy: Proxy = Proxy()
     port: int = Field(default=8080, ge=1, le=65535)
     setup: str | None = None
     run: str | None = None

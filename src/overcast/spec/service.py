@@ -2,7 +2,8 @@
 
 SkyServe's names are kept: ``readiness_probe`` (a path or a mapping), ``replicas`` (a fixed count) or
 ``replica_policy`` (autoscaling, plus the on-demand fallback that makes spot replicas safe: overcast's
-``spot_hedge``), ``ports``. overcast adds ``port`` (same as ``ports``) and ``max_share_per_provider``.
+``spot_hedge``), ``ports``. overcast adds ``port`` (same as ``ports``), ``max_share_per_provider`` and
+``proxy`` (the load balancer's timeouts).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from overcast.spec.errors import shown
 from overcast.spec.yamldoc import Path
 
 SERVICE: Path = ("service",)
+PROBE_KEYS = ("path", "initial_delay_seconds", "timeout_seconds", "period_seconds")
 
 
 def build_service(ctx: Context, raw: Any, resource_ports: tuple[int, ...]) -> dict[str, Any]:
@@ -41,6 +43,10 @@ def build_service(ctx: Context, raw: Any, resource_ports: tuple[int, ...]) -> di
     if "max_share_per_provider" in section:
         out["max_share_per_provider"] = section["max_share_per_provider"]
         ctx.record(("max_share_per_provider",), (*SERVICE, "max_share_per_provider"))
+    if "proxy" in section:
+        proxy = _proxy(ctx, section["proxy"], (*SERVICE, "proxy"))
+        if proxy is not None:
+            out["proxy"] = proxy
     return out
 
 
@@ -55,14 +61,31 @@ def _probe(ctx: Context, value: Any, path: Path) -> dict[str, Any] | None:
     if "period_seconds" in section and "endpoint_probe_interval_seconds" in section:
         ctx.error((*path, "endpoint_probe_interval_seconds"), "use either period_seconds or this, not both")
     probe: dict[str, Any] = {}
-    for key in ("path", "initial_delay_seconds", "timeout_seconds", "period_seconds"):
-        if key in section:
-            probe[key] = section[key]
-            ctx.record(("readiness_probe", key), (*path, key))
+    _copy(ctx, section, probe, "readiness_probe", path, PROBE_KEYS)
     if "endpoint_probe_interval_seconds" in section and "period_seconds" not in section:
         probe["period_seconds"] = section["endpoint_probe_interval_seconds"]
         ctx.record(("readiness_probe", "period_seconds"), (*path, "endpoint_probe_interval_seconds"))
     return probe
+
+
+def _proxy(ctx: Context, value: Any, path: Path) -> dict[str, Any] | None:
+    section = ctx.mapping(value, path, "proxy")
+    if section is None:
+        return None
+    ctx.check_keys(section, path, F.PROXY)
+    proxy: dict[str, Any] = {}
+    _copy(ctx, section, proxy, "proxy", path, tuple(F.PROXY))
+    return proxy
+
+
+def _copy(
+    ctx: Context, section: dict[str, Any], out: dict[str, Any], field: str, path: Path, keys: tuple[str, ...]
+) -> None:
+    """Keys named alike in the YAML and the model, each recorded so pydantic's errors name its line."""
+    for key in keys:
+        if key in section:
+            out[key] = section[key]
+            ctx.record((field, key), (*path, key))
 
 
 def _policy(ctx: Context, value: Any, path: Path) -> dict[str, Any]:
