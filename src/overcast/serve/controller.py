@@ -9,6 +9,10 @@ stop replicas and tell the load balancer which replicas are ready (apply).
 With a ``home`` the controller keeps a ledger (``serve/ledger.py``) and its first tick adopts the replicas
 a previous controller of the same service left running (it crashed, or was killed): they are found in the
 backends' ``active()``, probed, and kept instead of launched again; replicas of an older spec are rolled.
+
+Probes run every ``period_seconds``. A ready replica is replaced after ``failure_threshold`` failed probes
+in a row (one slow probe of a busy replica is not a dead replica), a launching one if it has not passed a
+probe ``timeout_to_ready_seconds`` after its initial delay (a hung model load).
 """
 
 from __future__ import annotations
@@ -56,6 +60,9 @@ class LiveReplica:
     job_id: str
     url: str
     launched_at: float
+    ready_by: float  # not ready by then: replaced (the spec's readiness_probe.timeout_to_ready_seconds)
+    next_probe: float = 0.0  # probes run every period_seconds, not every tick
+    failures: int = 0  # consecutive failed probes of a ready replica
 
 
 class ServiceController:
@@ -89,7 +96,7 @@ class ServiceController:
         self.scale = ScaleState(spec.replicas.min_replicas)
         self.replicas: dict[str, LiveReplica] = {}
         self._cooldown: dict[str, float] = {}
-        self._http = httpx.Client(timeout=spec.readiness_probe.timeout_seconds)
+        self._http = httpx.Client()
         lb.configure(spec.proxy)
 
     # -- public -------------------------------------------------------------------------------------
@@ -107,7 +114,7 @@ class ServiceController:
     def tick(self) -> None:
         now = self.clock()
         if not self._adopted:
-            self._adopt()
+            self._adopt(now)  # the same now: adopted replicas are probed in this tick
         self._read_events()
         self._probe(now)
         scale = autoscale(self.spec.replicas, self.scale, self.lb.rate.rate(now), now)
@@ -142,7 +149,7 @@ class ServiceController:
     def adopt(self) -> None:
         """Adopt a predecessor's replicas now (the first tick does it anyway)."""
         if not self._adopted:
-            self._adopt()
+            self._adopt(self.clock())
 
     def shutdown(self) -> None:
         """Stop every replica: the service ends."""
@@ -159,7 +166,7 @@ class ServiceController:
             self.ledger.unlock()
 
     # -- adoption -----------------------------------------------------------------------------------
-    def _adopt(self) -> None:
+    def _adopt(self, now: float) -> None:
         """Take over the replicas a previous controller of this service left running."""
         assert self.ledger is not None
         saved = self.ledger.load()
@@ -174,6 +181,7 @@ class ServiceController:
             self.scale = ScaleState(max(policy.min_replicas, min(top, saved.target)))
         self._state.next_rid = saved.next_rid
         unjudged: dict[str, ReplicaRecord] = {}  # records on a backend whose active() failed
+        probe = self.spec.readiness_probe
         for name, backend in self.backends.items():
             try:
                 active = backend.active()
@@ -196,7 +204,12 @@ class ServiceController:
                     rid, rec.pool_id, rec.provider, Purchase(rec.purchase), ReplicaState.LAUNCHING,
                     rec.version, rec.fallback,
                 )  # fmt: skip
-                self.replicas[rid] = LiveReplica(replica, name, job_id, rec.url, rec.launched_at)
+                # probed in this tick; one that was loading when its controller stopped keeps its deadline,
+                # but every adopted replica gets failure_threshold probes to answer
+                ready_by = rec.launched_at + probe.initial_delay_seconds + probe.timeout_to_ready_seconds
+                ready_by = max(ready_by, now + probe.failure_threshold * probe.period_seconds)
+                live = LiveReplica(replica, name, job_id, rec.url, rec.launched_at, ready_by, now)
+                self.replicas[rid] = live
                 self._state.replicas[rid] = rec
                 self.log(f"replica {rid} adopted on {rec.provider} (version {rec.version})")
         self._state.replicas |= unjudged
@@ -224,19 +237,27 @@ class ServiceController:
         probe = self.spec.readiness_probe
         for rid, live in list(self.replicas.items()):
             state = live.replica.state
-            if state is ReplicaState.FAILED:
-                continue
-            if state is ReplicaState.LAUNCHING and now - live.launched_at < probe.initial_delay_seconds:
+            if state is ReplicaState.FAILED or now < live.next_probe:
                 continue
             try:
-                ok = self._http.get(live.url + probe.path).status_code == 200
+                response = self._http.get(live.url + probe.path, timeout=probe.timeout_seconds)
+                ok = response.status_code == 200
             except httpx.HTTPError:
                 ok = False
+            failures = 0 if ok else live.failures + (state is ReplicaState.READY)
+            self.replicas[rid] = replace(live, next_probe=now + probe.period_seconds, failures=failures)
             if ok and state is ReplicaState.LAUNCHING:
                 self._set_state(rid, ReplicaState.READY)
                 self.log(f"replica {rid} ready on {live.replica.provider}")
+            elif ok and live.failures:
+                self.log(f"replica {rid} answers its probe again")
+            elif not ok and state is ReplicaState.READY and failures >= probe.failure_threshold:
+                self._mark_failed(rid, f"readiness probe failed {failures} times in a row")
             elif not ok and state is ReplicaState.READY:
-                self._mark_failed(rid, "readiness probe failed")
+                self.log(f"replica {rid}: readiness probe failed ({failures} of {probe.failure_threshold})")
+            elif not ok and now >= live.ready_by:
+                waited = probe.initial_delay_seconds + probe.timeout_to_ready_seconds
+                self._mark_failed(rid, f"not ready {waited:g} s after its launch (timeout_to_ready_seconds)")
 
     def _pools(self, now: float) -> list[Pool]:
         wanted = {a.name for a in self.spec.resources.accelerators}
@@ -289,7 +310,10 @@ class ServiceController:
         replica = Replica(
             rid, pool.id, pool.provider, pool.purchase, ReplicaState.LAUNCHING, self.version, fallback
         )
-        self.replicas[rid] = LiveReplica(replica, pool.backend, job_id, url, now)
+        probe = self.spec.readiness_probe
+        first = now + probe.initial_delay_seconds
+        ready_by = first + probe.timeout_to_ready_seconds
+        self.replicas[rid] = LiveReplica(replica, pool.backend, job_id, url, now, ready_by, first)
         self.log(f"replica {rid} launching on {pool.provider} (version {self.version})")
 
     def _retire(self, rid: str) -> None:

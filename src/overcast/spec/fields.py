@@ -147,6 +147,9 @@ READINESS_PROBE: Table = {
     "timeout_seconds": (U, ""),
     "period_seconds": (U, ""),
     "endpoint_probe_interval_seconds": (U, ""),
+    # overcast only
+    "failure_threshold": (U, ""),
+    "timeout_to_ready_seconds": (U, ""),
     "post_data": (W, "probes are GET requests"),
     "headers": (W, "probe headers are not sent"),
     "consecutive_failure_threshold_timeout": (W, "replicas are replaced by overcast's own rule"),

@@ -88,6 +88,12 @@ class ReadinessProbe(Strict):
     initial_delay_seconds: float = Field(default=5.0, ge=0)
     timeout_seconds: float = Field(default=2.0, gt=0, le=60)  # a probe blocks its service's tick
     period_seconds: float = Field(default=2.0, gt=0, le=3600)
+    # consecutive failed probes before a ready replica is replaced (Kubernetes' failureThreshold): one
+    # slow probe of a busy replica must not kill it, or a load spike cascades over the whole service
+    failure_threshold: int = Field(default=3, ge=1, le=100)
+    # after the initial delay, how long a replica may take to pass its first probe (a model load)
+    # before it is replaced: a hung load must not hold a slot of the target forever
+    timeout_to_ready_seconds: float = Field(default=1200.0, gt=0, le=86_400)
 
 
 class Proxy(Strict):

@@ -16,7 +16,10 @@ from overcast.spec.errors import shown
 from overcast.spec.yamldoc import Path
 
 SERVICE: Path = ("service",)
-PROBE_KEYS = ("path", "initial_delay_seconds", "timeout_seconds", "period_seconds")
+PROBE_KEYS = (
+    "path", "initial_delay_seconds", "timeout_seconds", "period_seconds", "failure_threshold",
+    "timeout_to_ready_seconds",
+)  # fmt: skip
 
 
 def build_service(ctx: Context, raw: Any, resource_ports: tuple[int, ...]) -> dict[str, Any]:
