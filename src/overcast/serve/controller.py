@@ -9,6 +9,8 @@ stop replicas and tell the load balancer which replicas are ready (apply).
 With a ``home`` the controller keeps a ledger (``serve/ledger.py``) and its first tick adopts the replicas
 a previous controller of the same service left running (it crashed, or was killed): they are found in the
 backends' ``active()``, probed, and kept instead of launched again; replicas of an older spec are rolled.
+A backend whose ``active()`` fails is asked again each tick; its recorded replicas count toward the target
+meanwhile, and ``shutdown()`` stops them.
 
 Probes run every ``period_seconds``. A ready replica is replaced after ``failure_threshold`` failed probes
 in a row (one slow probe of a busy replica is not a dead replica), a launching one if it has not passed a
@@ -28,7 +30,7 @@ from typing import Any
 import httpx
 
 from overcast.backends.base import Backend, CapacityError, EventKind, LaunchRequest, ProviderDown
-from overcast.placement.pool import Pool, Purchase
+from overcast.placement.pool import Pool
 from overcast.serve.autoscaler import ScaleState, autoscale
 from overcast.serve.lb import LoadBalancer
 from overcast.serve.ledger import (
@@ -65,6 +67,14 @@ class LiveReplica:
     failures: int = 0  # consecutive failed probes of a ready replica
 
 
+def _same_spec(saved: str, spec: ServiceSpec) -> bool:
+    """Compared as models: a field added since (at its default) does not roll every replica."""
+    try:
+        return ServiceSpec.model_validate_json(saved) == spec
+    except ValueError:  # a field gone since: it cannot be the same spec
+        return False
+
+
 class ServiceController:
     def __init__(
         self,
@@ -95,6 +105,9 @@ class ServiceController:
         self.log = log
         self.scale = ScaleState(spec.replicas.min_replicas)
         self.replicas: dict[str, LiveReplica] = {}
+        # recorded replicas on a backend whose active() failed: maybe running; asked after each tick
+        self._unjudged: dict[str, ReplicaRecord] = {}
+        self._unjudged_since: float | None = None
         self._cooldown: dict[str, float] = {}
         self._http = httpx.Client()
         lb.configure(spec.proxy)
@@ -115,6 +128,8 @@ class ServiceController:
         now = self.clock()
         if not self._adopted:
             self._adopt(now)  # the same now: adopted replicas are probed in this tick
+        elif self._unjudged:
+            self._judge_again(now)
         self._read_events()
         self._probe(now)
         scale = autoscale(self.spec.replicas, self.scale, self.lb.rate.rate(now), now)
@@ -122,7 +137,7 @@ class ServiceController:
         self.scale = scale
         if moved:
             self._persist()  # a restart resumes at this target instead of min_replicas
-        replicas = [r.replica for r in self.replicas.values()]
+        replicas = [r.replica for r in self.replicas.values()] + self._unjudged_replicas(now)
         pools = self._pools(now)
         plan = plan_replicas(self.spec, self.scale.target, self.version, replicas, pools)
         by_id = {pool.id: pool for pool in pools}
@@ -136,11 +151,12 @@ class ServiceController:
 
     def status(self) -> dict[str, Any]:
         """What the API shows: target, ready count, version and every replica."""
+        rows = [(rid, r.replica, str(r.replica.state), r.url) for rid, r in self.replicas.items()]
+        rows += [(rid, rec.replica(rid), "unjudged", rec.url) for rid, rec in self._unjudged.items()]
         replicas = [
-            {"id": rid, "provider": r.replica.provider, "pool": r.replica.pool_id,
-             "state": str(r.replica.state), "version": r.replica.version, "fallback": r.replica.fallback,
-             "url": r.url}
-            for rid, r in sorted(self.replicas.items(), key=lambda item: rid_number(item[0]))
+            {"id": rid, "provider": r.provider, "pool": r.pool_id, "state": state, "version": r.version,
+             "fallback": r.fallback, "url": url}
+            for rid, r, state, url in sorted(rows, key=lambda row: rid_number(row[0]))
         ]  # fmt: skip
         return {"target": self.scale.target, "ready": self.ready_count(), "version": self.version} | {
             "replicas": replicas
@@ -152,11 +168,21 @@ class ServiceController:
             self._adopt(self.clock())
 
     def shutdown(self) -> None:
-        """Stop every replica: the service ends."""
-        self.adopt()  # a predecessor's replicas too
-        for rid in list(self.replicas):
-            self._retire(rid)
+        """Stop every replica, a predecessor's too, unjudged ones by their records: the service ends. A
+        replica that cannot be stopped keeps its record; the first such error is raised after the rest."""
+        self.adopt()
+        if self._unjudged:
+            self._judge_again(self.clock())  # one more look; still unjudged ones are stopped blind
+        failed: list[Exception] = []
+        for rid in [*self.replicas, *self._unjudged]:
+            try:
+                self._retire(rid)
+            except Exception as exc:  # a backend error: stop the others all the same
+                self.log(f"replica {rid} could not be stopped: {exc}")
+                failed.append(exc)
         self.detach()
+        if failed:
+            raise failed[0]
 
     def detach(self) -> None:
         """Stop managing without stopping the replicas: the next controller of the service adopts them."""
@@ -170,9 +196,8 @@ class ServiceController:
         """Take over the replicas a previous controller of this service left running."""
         assert self.ledger is not None
         saved = self.ledger.load()
-        spec_json = self.spec.model_dump_json()
         if saved.spec is not None:
-            self.version = saved.version if saved.spec == spec_json else saved.version + 1
+            self.version = saved.version if _same_spec(saved.spec, self.spec) else saved.version + 1
             if self.version != saved.version:
                 self.log(f"spec changed since the last run: rolling update to version {self.version}")
         if saved.target is not None:
@@ -180,41 +205,68 @@ class ServiceController:
             top = policy.max_replicas if policy.max_replicas is not None else policy.min_replicas
             self.scale = ScaleState(max(policy.min_replicas, min(top, saved.target)))
         self._state.next_rid = saved.next_rid
-        unjudged: dict[str, ReplicaRecord] = {}  # records on a backend whose active() failed
-        probe = self.spec.readiness_probe
-        for name, backend in self.backends.items():
-            try:
-                active = backend.active()
-            except Exception as exc:  # unknown truth: keep its records, adopt nothing from it now
-                self.log(f"active() of {name} failed: {exc}")
-                unjudged |= {rid: r for rid, r in saved.replicas.items() if r.backend == name}
-                continue
-            for job_id, attempt in active:
-                parsed = parse_replica_job_id(job_id)
-                if parsed is None or parsed[0] != self.key:
-                    continue  # a job, or another service's replica
-                rid = parsed[1]
-                self._state.next_rid = max(self._state.next_rid, rid_number(rid) + 1)
-                rec = saved.replicas.get(rid)
-                if rec is None or rec.backend != name or rec.attempt != attempt or rid in self.replicas:
-                    backend.stop(job_id, attempt, grace_seconds=2.0)  # ours, but nobody can reach it
-                    self.log(f"stopped unrecorded replica launch {job_id} attempt {attempt} on {name}")
-                    continue
-                replica = Replica(
-                    rid, rec.pool_id, rec.provider, Purchase(rec.purchase), ReplicaState.LAUNCHING,
-                    rec.version, rec.fallback,
-                )  # fmt: skip
-                # probed in this tick; one that was loading when its controller stopped keeps its deadline,
-                # but every adopted replica gets failure_threshold probes to answer
-                ready_by = rec.launched_at + probe.initial_delay_seconds + probe.timeout_to_ready_seconds
-                ready_by = max(ready_by, now + probe.failure_threshold * probe.period_seconds)
-                live = LiveReplica(replica, name, job_id, rec.url, rec.launched_at, ready_by, now)
-                self.replicas[rid] = live
-                self._state.replicas[rid] = rec
-                self.log(f"replica {rid} adopted on {rec.provider} (version {rec.version})")
-        self._state.replicas |= unjudged
+        for name in self.backends:
+            self._judge(name, {rid: r for rid, r in saved.replicas.items() if r.backend == name}, now)
         self._adopted = True
         self._persist()
+
+    def _judge_again(self, now: float) -> None:
+        """Ask the backends whose active() failed again: adopt what they run, forget what they do not."""
+        for name in {r.backend for r in self._unjudged.values()}:
+            records = {rid: r for rid, r in self._unjudged.items() if r.backend == name}
+            for rid in records:
+                del self._unjudged[rid]
+                del self._state.replicas[rid]
+            self._judge(name, records, now, again=True)
+        if not self._unjudged:
+            self._unjudged_since = None
+        self._persist()
+
+    def _judge(self, name: str, records: dict[str, ReplicaRecord], now: float, again: bool = False) -> None:
+        """Adopt each of ``records`` that backend ``name`` runs; stop its launches of this service that
+        nobody recorded. If its active() fails the records stay, unjudged, for the next tick."""
+        backend = self.backends[name]
+        try:
+            active = backend.active()
+        except Exception as exc:  # unknown truth: keep its records, adopt nothing from it now
+            if not again:
+                self.log(
+                    f"active() of {name} failed: {exc}; its {len(records)} replicas are asked after again"
+                )
+            self._unjudged |= records
+            self._state.replicas |= records
+            self._unjudged_since = self._unjudged_since or now
+            return
+        probe = self.spec.readiness_probe
+        for job_id, attempt in active:
+            parsed = parse_replica_job_id(job_id)
+            if parsed is None or parsed[0] != self.key:
+                continue  # a job, or another service's replica
+            rid = parsed[1]
+            self._state.next_rid = max(self._state.next_rid, rid_number(rid) + 1)
+            live, rec = self.replicas.get(rid), records.get(rid)
+            if live is not None and live.backend == name and live.job_id == job_id:
+                continue  # known already (launched by this controller since the first look)
+            if rec is None or rec.attempt != attempt or rid in self.replicas:
+                backend.stop(job_id, attempt, grace_seconds=2.0)  # ours, but nobody can reach it
+                self.log(f"stopped unrecorded replica launch {job_id} attempt {attempt} on {name}")
+                continue
+            # probed in this tick; one that was loading when its controller stopped keeps its deadline,
+            # but every adopted replica gets failure_threshold probes to answer
+            ready_by = rec.launched_at + probe.initial_delay_seconds + probe.timeout_to_ready_seconds
+            ready_by = max(ready_by, now + probe.failure_threshold * probe.period_seconds)
+            live = LiveReplica(rec.replica(rid), name, job_id, rec.url, rec.launched_at, ready_by, now)
+            self.replicas[rid] = live
+            self._state.replicas[rid] = rec
+            self.log(f"replica {rid} adopted on {rec.provider} (version {rec.version})")
+
+    def _unjudged_replicas(self, now: float) -> list[Replica]:
+        """Unjudged replicas as the plan sees them: launching, until judged or until they would have had
+        to be ready (then the target is met without them; if they turn out alive, the surplus goes)."""
+        since = self._unjudged_since
+        if since is None or now - since >= self.spec.readiness_probe.timeout_to_ready_seconds:
+            return []
+        return [r.replica(rid) for rid, r in self._unjudged.items()]
 
     def _persist(self) -> None:
         if self.ledger is None:
@@ -307,22 +359,27 @@ class ServiceController:
         except Exception:
             self._forget(rid)
             raise
-        replica = Replica(
-            rid, pool.id, pool.provider, pool.purchase, ReplicaState.LAUNCHING, self.version, fallback
-        )
         probe = self.spec.readiness_probe
         first = now + probe.initial_delay_seconds
         ready_by = first + probe.timeout_to_ready_seconds
-        self.replicas[rid] = LiveReplica(replica, pool.backend, job_id, url, now, ready_by, first)
+        self.replicas[rid] = LiveReplica(record.replica(rid), pool.backend, job_id, url, now, ready_by, first)
         self.log(f"replica {rid} launching on {pool.provider} (version {self.version})")
 
     def _retire(self, rid: str) -> None:
-        live = self.replicas.pop(rid, None)
+        live, rec = self.replicas.get(rid), self._unjudged.get(rid)
         if live is None:
-            return
-        backend = self.backends.get(live.backend)
+            if rec is None:
+                return
+            # unjudged, maybe running: stopped by its record (a stop of nothing is a no-op)
+            live = LiveReplica(
+                rec.replica(rid), rec.backend, replica_job_id(self.key, rid), rec.url, 0.0, 0.0
+            )
+        name, attempt = live.backend, rec.attempt if rec is not None else 1
+        backend = self.backends.get(name)
         if backend is not None:
-            backend.stop(live.job_id, 1, grace_seconds=2.0)
+            backend.stop(live.job_id, attempt, grace_seconds=2.0)  # raises: kept, retired again next tick
+        self.replicas.pop(rid, None)
+        self._unjudged.pop(rid, None)
         self._forget(rid)  # only once stopped
         self.log(f"replica {rid} retired from {live.replica.provider}")
 

@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from overcast.backends.base import REPLICA_PREFIX
+from overcast.placement.pool import Purchase
+from overcast.serve.replicas import Replica, ReplicaState
 
 SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _RID = re.compile(r"r[0-9]{1,9}")
@@ -67,6 +69,13 @@ class ReplicaRecord:
     version: int
     fallback: bool
     launched_at: float
+
+    def replica(self, rid: str) -> Replica:
+        """The recorded replica as the plan sees it before a probe has passed: launching."""
+        return Replica(
+            rid, self.pool_id, self.provider, Purchase(self.purchase), ReplicaState.LAUNCHING, self.version,
+            self.fallback,
+        )  # fmt: skip
 
 
 @dataclass(slots=True)
