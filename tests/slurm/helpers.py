@@ -106,11 +106,18 @@ class MemoryQueue:
         self.jobs: list[dict[str, Any]] = []
         self.down = False
         self.cancelled: list[int] = []
+        self.accounting: dict[int, dict[str, Any]] = {}  # slurmdbd: the last record it got of each job
 
     def squeue(self) -> list[dict[str, Any]]:
         if self.down:
             raise SlurmUnreachable("connection refused")
+        self.accounting |= {j["job_id"]: dict(j) for j in self.jobs}
         return [dict(j) for j in self.jobs]
+
+    def sacct(self, job_ids: list[int]) -> dict[int, dict[str, Any]]:
+        if self.down:
+            raise SlurmUnreachable("connection refused")
+        return {i: dict(self.accounting[i]) for i in job_ids if i in self.accounting}
 
     squeue_text = squeue
 

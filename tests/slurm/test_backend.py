@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,20 @@ def test_a_job_never_inherits_overcasts_secrets(
     oci.launch(request(oci, "env", 1, spec))
     Events([oci]).wait(EventKind.SUCCEEDED, "env", 1)
     assert "[][][env]" in node_log(oci, "env", 1, 0)
+
+
+def test_an_end_carries_slurms_end_time_not_the_poll_time(
+    slurm_backends: dict[str, SlurmBackend], tmp_path: Path
+) -> None:
+    # oci-hpc reads the queue as JSON, azure-hpc as text (squeue -O): both give the End slurmctld recorded.
+    for cluster, code, kind in (("oci-hpc", 0, EventKind.SUCCEEDED), ("azure-hpc", 3, EventKind.FAILED)):
+        backend, stamp = slurm_backends[cluster], tmp_path / f"{cluster}.end"
+        backend.launch(
+            request(backend, "ends", 1, shell_spec("ends", f"sleep 1; date +%s.%N > {stamp}; exit {code}"))
+        )
+        wait_until(stamp.exists, what=f"the job on {cluster} ended")
+        time.sleep(3.5)  # nobody polls (the control loop is away)
+        done = Events([backend]).wait(kind, "ends", 1)
+        polled = time.time()
+        assert abs(done.at - float(stamp.read_text())) < 1.5  # Slurm keeps whole seconds
+        assert polled - done.at > 2.5

@@ -17,6 +17,7 @@ from overcast.backends.slurm_cli import SlurmCommands, SlurmError, SlurmUnreacha
 from overcast.backends.slurm_pools import parse_gpu_gres, pools_from_nodes
 from overcast.backends.slurm_script import batch_script
 from overcast.backends.slurm_states import (
+    end_time,
     hopeless_reason,
     is_live,
     terminal_outcome,
@@ -210,8 +211,8 @@ def test_a_cluster_that_does_not_answer_is_down_without_asking_again(tmp_path: P
 
 def test_the_text_queue_gives_the_same_records_as_json(tmp_path: Path) -> None:
     lines = [
-        "7|FAILED|NonZeroExitCode|768|0|2026-11-26T08:17:47|n01|ovc.1.a job|with pipe",
-        "8|PENDING|Resources|0|2|2026-11-26T08:17:48||ovc.2.b",
+        "7|FAILED|NonZeroExitCode|768|0|2026-11-26T08:17:47|2026-11-26T08:19:02|n01|ovc.1.a job|with pipe",
+        "8|PENDING|Resources|0|2|2026-11-26T08:17:48|Unknown||ovc.2.b",
         "garbage line",
     ]
     body = "cat <<'EOF'\n" + "\n".join(lines) + "\nEOF"
@@ -224,6 +225,7 @@ def test_the_text_queue_gives_the_same_records_as_json(tmp_path: Path) -> None:
     assert outcome is not None and (outcome.kind, outcome.exit_code) == (EventKind.FAILED, 3)
     assert hopeless_reason(jobs[1]) is None and was_requeued(jobs[1], restarts_seen=0)
     assert jobs[1]["submit_time"] - jobs[0]["submit_time"] == 1
+    assert end_time(jobs[0]) == jobs[0]["submit_time"] + 75 and end_time(jobs[1]) is None
 
 
 def test_newer_slurm_json_shapes_are_understood() -> None:  # Slurm 23.02+: state lists, exit code objects
@@ -231,6 +233,9 @@ def test_newer_slurm_json_shapes_are_understood() -> None:  # Slurm 23.02+: stat
     outcome = terminal_outcome(record, stopped_by_us=False)
     assert outcome is not None and outcome.kind is EventKind.PREEMPTED
     assert decode_exit_status({"return_code": 3, "signal": {"id": 0}}) == 3
+    assert end_time({"end_time": {"set": True, "infinite": False, "number": 1_800_000_000}}) == 1.8e9
+    assert end_time({"end_time": {"set": False, "infinite": False, "number": 0}}) is None
+    assert end_time({"end_time": 1_800_000_000}) == 1.8e9 and end_time({"end_time": 0}) is None
 
 
 def test_slurm_that_cannot_run_skips_locally_and_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,6 +5,7 @@ eligible for 120 s, a job waits for hours, slurmctld forgets a job): a scripted 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,48 @@ def test_a_job_slurmctld_forgets_is_reported_lost(slurm: ScriptedSlurm) -> None:
     events = b.poll()
     assert kinds(events) == [(EventKind.PREEMPTED, "gone", 2)]
     assert "vanished" in events[0].detail
+
+
+def test_an_end_carries_slurms_end_time_not_the_poll_time(slurm: ScriptedSlurm) -> None:
+    now = [1_800_000_000.0]
+    b = backend(slurm, now)
+    slurm.job(7, "ovc.1.done", "RUNNING", end_time=1_800_086_400)  # a live job's end_time: its time limit
+    slurm.job(8, "ovc.1.ahead", "RUNNING")
+    assert [e.at for e in b.poll()] == [now[0], now[0]]  # STARTED: seen now
+    slurm.job(7, "ovc.1.done", "COMPLETED", end_time=1_800_000_600)
+    slurm.job(8, "ovc.1.ahead", "FAILED", exit_code=256, end_time=1_800_090_000)  # slurmctld's clock ahead
+    now[0] += 3600  # the loop was away for an hour
+    assert [(e.kind, e.at) for e in b.poll()] == [
+        (EventKind.SUCCEEDED, 1_800_000_600),
+        (EventKind.FAILED, now[0]),  # never later than now
+    ]
+
+
+def _sacct(slurm: ScriptedSlurm, lines: str) -> None:
+    path = slurm.bin / "sacct"
+    path.write_text(f"#!/bin/bash\necho \"$@\" >> {slurm.root}/sacct.log\ncat <<'EOF'\n{lines}\nEOF\n")
+    path.chmod(0o755)
+
+
+def test_a_forgotten_job_ends_as_and_when_accounting_says(slurm: ScriptedSlurm) -> None:
+    now = [0.0]
+    b = backend(slurm, now)
+    for slurm_id, name in ((8, "ovc.2.ok"), (9, "ovc.1.bad"), (10, "ovc.1.odd")):
+        slurm.job(slurm_id, name, "RUNNING")
+    b.poll()
+    slurm.jobs = []
+    slurm.publish()
+    ended = time.mktime(time.strptime("2026-11-26T08:19:02", "%Y-%m-%dT%H:%M:%S"))
+    now[0] = ended + 7200  # away for two hours: slurmctld forgot them (MinJobAge)
+    lines = "8|COMPLETED|2026-11-26T08:19:02|0:0\n9|FAILED|2026-11-26T08:19:02|3:0\n10|RUNNING|Unknown|0:0"
+    _sacct(slurm, lines)
+    events = b.poll()
+    assert [(e.kind, e.job_id, e.at, e.exit_code) for e in events] == [
+        (EventKind.SUCCEEDED, "ok", ended, 0),
+        (EventKind.FAILED, "bad", ended, 3),
+        (EventKind.PREEMPTED, "odd", now[0], None),  # accounting does not know it ended: lost
+    ]
+    assert (slurm.root / "sacct.log").read_text().split()[-1] == "8,9,10"
 
 
 def test_a_short_outage_is_not_a_lost_cluster(slurm: ScriptedSlurm) -> None:

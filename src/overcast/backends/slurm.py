@@ -32,7 +32,7 @@ from overcast.backends.base import (
 )
 from overcast.backends.slurm_cli import SlurmCommands, SlurmError, SlurmUnreachable
 from overcast.backends.slurm_config import SAFE_NAME, SlurmCluster, slurm_cluster_from_fleet
-from overcast.backends.slurm_events import Tracked, attempt_events, event
+from overcast.backends.slurm_events import Tracked, attempt_events, event, vanished_event
 from overcast.backends.slurm_pools import pools_from_nodes
 from overcast.backends.slurm_script import job_env, sbatch_args, write_attempt
 from overcast.backends.slurm_states import LIVE_STATES, base_state, is_live
@@ -271,13 +271,13 @@ class SlurmBackend:
                     to_cancel.append(slurm_id)
             seen.add(key)
             events.extend(attempt_events(self.cluster, key, tracked, job, self._clock(), to_cancel))
+        gone = [t.slurm_id for k, t in self._jobs.items() if k not in seen and not (t.finished or t.stopping)]
+        accounted = self._accounted(gone)
         for key, tracked in list(self._jobs.items()):
             if key in seen:
                 continue
             if not tracked.finished and not tracked.stopping:
-                events.append(
-                    event(EventKind.PREEMPTED, key, self._clock(), "job vanished from the Slurm queue")
-                )
+                events.append(vanished_event(key, accounted.get(tracked.slurm_id), self._clock()))
             del self._jobs[key]  # slurmctld forgot it (MinJobAge): so do we
         for key in set(self._abandoned) - abandoned_seen:
             del self._abandoned[key]
@@ -296,6 +296,16 @@ class SlurmBackend:
         """An ended overcast job this process neither tracks nor stopped: it ended while no process of
         ours watched (after a restart), so its end is still news."""
         return key not in self._jobs and key not in self._stopped and key not in self._abandoned
+
+    def _accounted(self, slurm_ids: list[int]) -> dict[int, dict[str, Any]]:
+        """sacct's records of jobs slurmctld forgot; none where the cluster keeps no accounting."""
+        if not slurm_ids:
+            return {}
+        try:
+            return self.cli.sacct(slurm_ids)
+        except (SlurmError, SlurmUnreachable) as e:
+            log.debug("sacct on %s: %s", self.name, e)
+            return {}
 
     def _provider_down(self, why: str) -> list[BackendEvent]:
         """Every job there is over for us: news for the ones still running, and all are cancelled if the

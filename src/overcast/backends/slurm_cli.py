@@ -102,6 +102,7 @@ class SlurmCommands:
             for key in ("exit_code", "restart_cnt"):
                 job[key] = int(job[key]) if job[key].lstrip("-").isdigit() else 0
             job["submit_time"] = _epoch(job["submit_time"])
+            job["end_time"] = _epoch(job["end_time"])  # an ended job's real end (a live one's: its limit)
             job["name"] = parts[-1].rstrip("\n")  # untouched: names may have spaces
             jobs.append(job)
         return jobs
@@ -126,6 +127,23 @@ class SlurmCommands:
             args.append("--full")
         self.run(*args, *map(str, job_ids))
 
+    def sacct(self, job_ids: list[int]) -> dict[int, dict[str, Any]]:
+        """Accounting's records (slurmdbd) of jobs, by Slurm job id, with the fields of ``squeue()`` the
+        backend reads of an end: for jobs slurmctld already forgot. SlurmError without accounting."""
+        ids = ",".join(map(str, job_ids))
+        out = self.run("sacct", "-X", "-n", "-P", "-o", "JobID,State,End,ExitCode", "-j", ids)
+        found: dict[int, dict[str, Any]] = {}
+        for line in out.splitlines():
+            parts = line.strip().split("|")
+            if len(parts) != 4 or not parts[0].isdigit():
+                continue
+            code, _, sig = parts[3].partition(":")  # "exit code:signal"
+            exit_code: dict[str, Any] = {"return_code": int(code) if code.isdigit() else 0}
+            exit_code["signal"] = {"id": int(sig) if sig.isdigit() else 0}
+            record = {"job_state": parts[1], "end_time": _epoch(parts[2]), "exit_code": exit_code}
+            found[int(parts[0])] = record
+        return found
+
     def job_state(self, job_id: int) -> str | None:
         """One job's state (cheaper than the whole queue); None once slurmctld forgot it."""
         try:
@@ -144,10 +162,11 @@ _TEXT_FIELDS = (
     "exit_code",
     "restart_cnt",
     "submit_time",
+    "end_time",
     "nodes",
     "name",
 )
-_TEXT_FORMAT = "JobID:|,State:|,Reason:|,exit_code:|,RestartCnt:|,SubmitTime:|,NodeList:|,Name:"
+_TEXT_FORMAT = "JobID:|,State:|,Reason:|,exit_code:|,RestartCnt:|,SubmitTime:|,EndTime:|,NodeList:|,Name:"
 
 
 def _epoch(stamp: str) -> float:

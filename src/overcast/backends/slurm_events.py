@@ -13,6 +13,7 @@ from typing import Any
 from overcast.backends.base import BackendEvent, EventKind
 from overcast.backends.slurm_config import SlurmCluster
 from overcast.backends.slurm_states import (
+    end_time,
     hopeless_reason,
     is_live,
     is_running,
@@ -71,7 +72,7 @@ def attempt_events(
     outcome = terminal_outcome(job, tracked.stopping)
     if outcome is not None:
         tracked.finished = True
-        at = float(job.get("end_time") or 0) or now
+        at = min(end_time(job) or now, now)  # when it ended, not when we looked: a loop away is not billed
         return [*events, event(outcome.kind, key, at, outcome.detail, outcome.exit_code)]
     if not is_live(job):  # a state this version does not know: keep watching
         if tracked.odd_state != str(job.get("job_state")):
@@ -90,3 +91,13 @@ def attempt_events(
         to_cancel.append(tracked.slurm_id)
         events.append(event(EventKind.CAPACITY_ERROR, key, now, f"cannot start here: {hopeless}"))
     return events
+
+
+def vanished_event(key: tuple[str, int], record: dict[str, Any] | None, now: float) -> BackendEvent:
+    """The end of an attempt slurmctld forgot (MinJobAge) before we saw it end: how and when accounting
+    (sacct) says it ended, where the cluster keeps accounting; else lost, now."""
+    outcome = terminal_outcome(record, stopped_by_us=False) if record else None
+    if record is None or outcome is None:
+        return event(EventKind.PREEMPTED, key, now, "job vanished from the Slurm queue")
+    at = min(end_time(record) or now, now)
+    return event(outcome.kind, key, at, f"{outcome.detail} (by accounting)", outcome.exit_code)

@@ -107,6 +107,18 @@ def terminal_outcome(job: dict[str, Any], stopped_by_us: bool) -> Outcome | None
     return Outcome(kind, detail, exit_code if kind is not EventKind.PREEMPTED else None)
 
 
+def end_time(job: dict[str, Any]) -> float | None:
+    """When a finished job ended, by slurmctld (the same End sacct reports); None when not known. Only
+    for a finished job: a live one's end_time is when its time limit would end it."""
+    value = job.get("end_time")
+    if isinstance(value, dict):  # Slurm 23.02+: {"set": true, "infinite": false, "number": 1700000000}
+        value = value.get("number") if value.get("set", True) and not value.get("infinite") else None
+    try:
+        return float(value) or None
+    except (TypeError, ValueError):
+        return None
+
+
 def hopeless_reason(job: dict[str, Any]) -> str | None:
     """Why a PENDING job can never start here as asked (e.g. more nodes than the partition has)."""
     if base_state(job) != "PENDING":
