@@ -31,9 +31,9 @@ def spec(min_replicas: int, env: dict[str, str] | None = None) -> ServiceSpec:
 class Server:
     """A supervisor thread over fresh backend objects, as one `overcast up` process runs it."""
 
-    def __init__(self, store: Store, home) -> None:
-        backends = [LocalBackend(c, home=home) for c in CLUSTERS]
-        self.supervisor = ServiceSupervisor(store, backends, home, interval=0.2)
+    def __init__(self, store: Store, home, backends: list | None = None, stop_retry: float = 10.0) -> None:
+        backends = backends if backends is not None else [LocalBackend(c, home=home) for c in CLUSTERS]
+        self.supervisor = ServiceSupervisor(store, backends, home, interval=0.2, stop_retry=stop_retry)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.supervisor.run, args=(self.stop, 0.2), daemon=True)
         self.thread.start()
@@ -43,9 +43,9 @@ class Server:
         self.thread.join(60)
 
 
-def replicas_of(home, service_id: str) -> set[str]:
+def replicas_of(home, service_id: str, clusters=CLUSTERS) -> set[str]:
     found = set()
-    for cluster in CLUSTERS:
+    for cluster in clusters:
         for job_id, _ in LocalBackend(cluster, home=home).active():
             parsed = parse_replica_job_id(job_id)
             if parsed and parsed[0] == service_id:

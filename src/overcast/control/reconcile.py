@@ -5,7 +5,7 @@ are handled first (a job that ended while nobody watched is finished, not requeu
   - a LAUNCHING/RUNNING job whose (job, attempt) no backend runs is requeued: nothing is lost;
   - a (job, attempt) a backend runs that the store does not expect there is stopped: nothing runs twice;
   - a STOPPING job (a stop interrupted by the crash) is stopped again and finished;
-  - launch records of attempts that are no longer current are closed.
+  - launch records of attempts that are no longer current are closed (not service replicas' records).
 """
 
 from __future__ import annotations
@@ -80,6 +80,8 @@ def reconcile(rt: Runtime, in_flight: Callable[[str], bool] = lambda job_id: Fal
                 store.end_launch(job_id, attempt, "orphan")
                 store.add_event(job_id, "orphan-stopped", f"attempt {attempt} on {name}: not expected there")
     for launch in store.launches(active_only=True):
+        if is_replica_launch(launch.job_id):
+            continue  # a service replica's bill: its service controller ends it
         if (launch.job_id, launch.attempt) not in keep:
             store.end_launch(launch.job_id, launch.attempt, "stale")
     return report

@@ -23,7 +23,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ import httpx
 from overcast.backends.base import Backend, CapacityError, EventKind, LaunchRequest, ProviderDown
 from overcast.placement.pool import Pool
 from overcast.serve.autoscaler import ScaleState, autoscale
+from overcast.serve.billing import ReplicaBilling
 from overcast.serve.lb import LoadBalancer
 from overcast.serve.ledger import (
     LedgerState,
@@ -41,9 +42,11 @@ from overcast.serve.ledger import (
     parse_replica_job_id,
     replica_job_id,
     rid_number,
+    same_spec,
 )
-from overcast.serve.replicas import Replica, ReplicaState, plan_replicas
+from overcast.serve.replicas import LiveReplica, Replica, ReplicaState, plan_replicas
 from overcast.spec.models import JobSpec, ServiceSpec
+from overcast.store import Store
 
 LOST = {EventKind.FAILED, EventKind.PREEMPTED, EventKind.PROVIDER_DOWN, EventKind.SUCCEEDED}
 COOLDOWN_SECONDS = 30.0  # a pool that refused a launch is skipped for this long
@@ -53,26 +56,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@dataclass(frozen=True, slots=True)
-class LiveReplica:
-    replica: Replica
-    backend: str
-    job_id: str
-    url: str
-    launched_at: float
-    ready_by: float  # not ready by then: replaced (the spec's readiness_probe.timeout_to_ready_seconds)
-    next_probe: float = 0.0  # probes run every period_seconds, not every tick
-    failures: int = 0  # consecutive failed probes of a ready replica
-
-
-def _same_spec(saved: str, spec: ServiceSpec) -> bool:
-    """Compared as models: a field added since (at its default) does not roll every replica."""
-    try:
-        return ServiceSpec.model_validate_json(saved) == spec
-    except ValueError:  # a field gone since: it cannot be the same spec
-        return False
 
 
 class ServiceController:
@@ -86,13 +69,16 @@ class ServiceController:
         log: Callable[[str], None] = lambda _msg: None,
         home: Path | None = None,
         key: str | None = None,
+        store: Store | None = None,
     ) -> None:
         """``home``: keep a ledger under ``home/services/<key>`` and adopt what it finds there (the
         service's lock is taken here: ServiceBusy if another controller runs it). None: no memory.
-        ``key`` (default: the spec's name) names the replica launches ``svc.<key>.<rid>``."""
+        ``key`` (default: the spec's name) names the replica launches ``svc.<key>.<rid>``.
+        ``store``: bill each replica launch to the spec's team there (serve/billing.py); None: no bill."""
         self.spec = spec
         self.key = key or spec.name
         check_service_name(self.key)
+        self.billing = ReplicaBilling(store, self.key, log)
         self.version = 1
         self.ledger = ServiceLedger(home, self.key) if home is not None else None
         if self.ledger is not None:
@@ -197,7 +183,7 @@ class ServiceController:
         assert self.ledger is not None
         saved = self.ledger.load()
         if saved.spec is not None:
-            self.version = saved.version if _same_spec(saved.spec, self.spec) else saved.version + 1
+            self.version = saved.version if same_spec(saved.spec, self.spec) else saved.version + 1
             if self.version != saved.version:
                 self.log(f"spec changed since the last run: rolling update to version {self.version}")
         if saved.target is not None:
@@ -250,6 +236,8 @@ class ServiceController:
             if rec is None or rec.attempt != attempt or rid in self.replicas:
                 backend.stop(job_id, attempt, grace_seconds=2.0)  # ours, but nobody can reach it
                 self.log(f"stopped unrecorded replica launch {job_id} attempt {attempt} on {name}")
+                if rid not in self.replicas:
+                    self.billing.end(job_id, attempt, "orphan")
                 continue
             # probed in this tick; one that was loading when its controller stopped keeps its deadline,
             # but every adopted replica gets failure_threshold probes to answer
@@ -259,6 +247,8 @@ class ServiceController:
             self.replicas[rid] = live
             self._state.replicas[rid] = rec
             self.log(f"replica {rid} adopted on {rec.provider} (version {rec.version})")
+        for rid in records.keys() - self.replicas.keys():  # gone unwatched: billed to now or its event
+            self.billing.end(replica_job_id(self.key, rid), records[rid].attempt, "gone")
 
     def _unjudged_replicas(self, now: float) -> list[Replica]:
         """Unjudged replicas as the plan sees them: launching, until judged or until they would have had
@@ -281,8 +271,13 @@ class ServiceController:
         by_job = {r.job_id: rid for rid, r in self.replicas.items()}
         for backend in self.backends.values():
             for event in backend.poll():
+                parsed = parse_replica_job_id(event.job_id)
+                if event.kind not in LOST or parsed is None or parsed[0] != self.key:
+                    continue
+                # its bill ends when the backend says it ended, live or already retired or forgotten
+                self.billing.end(event.job_id, event.attempt, str(event.kind), at=event.at)
                 rid = by_job.get(event.job_id)
-                if rid is not None and event.kind in LOST:
+                if rid is not None:
                     self._mark_failed(rid, f"{event.kind}: {event.detail}")
 
     def _probe(self, now: float) -> None:
@@ -350,15 +345,19 @@ class ServiceController:
         self._state.replicas[rid] = record
         self._persist()  # recorded before it runs: a crash right after the launch cannot orphan it
         try:
-            self.backends[pool.backend].launch(LaunchRequest(job_id, 1, pool, 1, job, env))
+            self.billing.start(job_id, pool, self.spec.team)  # no bill, no launch: as for jobs
+            allocation = self.backends[pool.backend].launch(LaunchRequest(job_id, 1, pool, 1, job, env))
         except (CapacityError, ProviderDown) as exc:
             self._cooldown[pool.id] = now + COOLDOWN_SECONDS
             self.log(f"launch on {pool.id} refused: {exc}")
+            self.billing.refused(job_id, exc)
             self._forget(rid)
             return
         except Exception:
+            self.billing.end(job_id, 1, "launch-error")
             self._forget(rid)
             raise
+        self.billing.launched(job_id, allocation.handle)
         probe = self.spec.readiness_probe
         first = now + probe.initial_delay_seconds
         ready_by = first + probe.timeout_to_ready_seconds
@@ -378,6 +377,8 @@ class ServiceController:
         backend = self.backends.get(name)
         if backend is not None:
             backend.stop(live.job_id, attempt, grace_seconds=2.0)  # raises: kept, retired again next tick
+        outcome = "retired" if backend is not None else "backend-gone"
+        self.billing.end(live.job_id, attempt, outcome, strict=True)  # raises: kept, like a failed stop
         self.replicas.pop(rid, None)
         self._unjudged.pop(rid, None)
         self._forget(rid)  # only once stopped

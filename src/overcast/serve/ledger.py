@@ -25,6 +25,7 @@ from pathlib import Path
 from overcast.backends.base import REPLICA_PREFIX
 from overcast.placement.pool import Purchase
 from overcast.serve.replicas import Replica, ReplicaState
+from overcast.spec.models import ServiceSpec
 
 SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _RID = re.compile(r"r[0-9]{1,9}")
@@ -56,6 +57,14 @@ def parse_replica_job_id(job_id: str) -> tuple[str, str] | None:
 
 def rid_number(rid: str) -> int:
     return int(rid[1:])
+
+
+def same_spec(saved: str, spec: ServiceSpec) -> bool:
+    """Compared as models: a field added since (at its default) does not roll every replica."""
+    try:
+        return ServiceSpec.model_validate_json(saved) == spec
+    except ValueError:  # a field gone since: it cannot be the same spec
+        return False
 
 
 @dataclass(frozen=True, slots=True)

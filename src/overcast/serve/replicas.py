@@ -35,6 +35,18 @@ class Replica:
 
 
 @dataclass(frozen=True, slots=True)
+class LiveReplica:
+    replica: Replica
+    backend: str
+    job_id: str
+    url: str
+    launched_at: float
+    ready_by: float  # not ready by then: replaced (the spec's readiness_probe.timeout_to_ready_seconds)
+    next_probe: float = 0.0  # probes run every period_seconds, not every tick
+    failures: int = 0  # consecutive failed probes of a ready replica
+
+
+@dataclass(frozen=True, slots=True)
 class Launch:
     pool_id: str
     version: int

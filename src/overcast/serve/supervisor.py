@@ -2,7 +2,8 @@
 
 ``overcast up`` runs one ``ServiceSupervisor`` in a thread. Each second it reads the services table and
 starts a runner for a new service, hands a changed spec to its runner (a rolling update), and for a
-service marked for deletion stops every replica and removes the row.
+service marked for deletion stops every replica and removes the row; a replica that will not stop keeps
+the row (and its launch record) and is tried again every ``stop_retry`` seconds from the ledger.
 
 A thread per service, not one tick of every service per loop tick: a tick probes each replica with a
 blocking HTTP request (up to the spec's ``timeout_seconds``) and calls the backends, so one service with
@@ -47,8 +48,9 @@ class ServiceRunner:
         views = [s.view(record.id) for s in shared]
         try:
             self.ctl = ServiceController(
-                record.spec, views, self.lb, home=home, key=record.id, log=lambda m: log(f"{self.name}: {m}")
-            )
+                record.spec, views, self.lb, home=home, key=record.id, store=store,
+                log=lambda m: log(f"{self.name}: {m}"),
+            )  # fmt: skip
         except Exception:
             self._release()
             raise
@@ -59,6 +61,7 @@ class ServiceRunner:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._final = "detach"  # what the runner's thread does after its last tick (close() sets it)
+        self._stopped_all = False  # shutdown() stopped every replica
         self._thread = threading.Thread(target=self._run, name=f"service-{self.name}", daemon=True)
         if tick:
             self._thread.start()
@@ -88,10 +91,14 @@ class ServiceRunner:
             self._finish()
 
     def _finish(self) -> None:
-        if self._final == "shutdown":
-            self.ctl.shutdown()
-        else:
+        if self._final != "shutdown":
             self.ctl.detach()
+            return
+        try:
+            self.ctl.shutdown()
+            self._stopped_all = True
+        except Exception as exc:  # the ledger (and launch records) keep the replicas it could not stop
+            self.log(f"{self.name}: not every replica stopped: {type(exc).__name__}: {exc}")
 
     def _loop(self) -> None:
         last: dict[str, Any] | None = None
@@ -113,7 +120,8 @@ class ServiceRunner:
             if self._stop.wait(self.interval):
                 return
 
-    def close(self, *, stop_replicas: bool) -> None:
+    def close(self, *, stop_replicas: bool) -> bool:
+        """True when ``stop_replicas`` and every replica was stopped (false too while a tick is stuck)."""
         self._final = "shutdown" if stop_replicas else "detach"
         self._stop.set()
         if self._thread.ident is None:  # never started (tick=False): finish here
@@ -125,6 +133,7 @@ class ServiceRunner:
         if self.site is not None:
             asyncio.run_coroutine_threadsafe(self.site.cleanup(), self.loop).result(10)
         self._release()
+        return self._stopped_all and not self._thread.is_alive()
 
     def _release(self) -> None:
         for s in self.shared:
@@ -134,9 +143,12 @@ class ServiceRunner:
 class ServiceSupervisor:
     def __init__(
         self, store: Store, backends: Sequence[Backend], home: Path, *, host: str = "127.0.0.1",
-        interval: float = 0.5, log: Log = lambda _msg: None,
+        interval: float = 0.5, log: Log = lambda _msg: None, stop_retry: float = 10.0,
     ) -> None:  # fmt: skip
+        """``stop_retry``: seconds between tries to stop a deleted service's replicas that would not stop."""
         self.store, self.home, self.host, self.interval, self.log = store, home, host, interval, log
+        self.stop_retry = stop_retry
+        self._retry_at: dict[str, float] = {}  # deleted services whose replicas did not all stop
         self.shared = [SharedBackend(b) for b in backends]
         self.runners: dict[str, ServiceRunner] = {}
         self.loop = asyncio.new_event_loop()
@@ -182,7 +194,9 @@ class ServiceSupervisor:
             return
 
     def _delete(self, record: ServiceRecord, runner: ServiceRunner | None) -> None:
-        if runner is None:  # deleted while no runner had it (a server restart): adopt, then stop
+        if time.monotonic() < self._retry_at.get(record.id, 0.0):
+            return
+        if runner is None:  # deleted while no runner had it (a restart, a failed stop): adopt, then stop
             try:
                 runner = ServiceRunner(
                     record, self.shared, self.home, self.loop, self.store,
@@ -193,7 +207,11 @@ class ServiceSupervisor:
                 return
         else:
             del self.runners[record.id]
-        runner.close(stop_replicas=True)
+        if not runner.close(stop_replicas=True):  # the row stays (deleting): stopped from the ledger later
+            self._retry_at[record.id] = time.monotonic() + self.stop_retry
+            self.log(f"{record.name}: replicas left running; stopping them again in {self.stop_retry:g} s")
+            return
+        self._retry_at.pop(record.id, None)
         if self.store.delete_service(record.id):
             self.log(f"{record.name}: deleted")
 
