@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,28 @@ def load_tiresias(file: str = "60_job.csv") -> list[TraceJob]:
             )
             for r in csv.DictReader(fh)
         ]
+
+
+HELIOS_THROUGHPUT = "helios-venus-aggregates/venus_cluster_throughput.csv"
+HELIOS_START = datetime(2020, 4, 1)  # the series' first bin; a Wednesday, cluster (China) time
+HELIOS_BIN_SECONDS = 600.0
+
+
+def load_helios_submissions(column: str = "submit_gpu_job") -> np.ndarray:
+    """helios-venus-aggregates: submissions per 10-minute bin of SenseTime's Venus cluster from
+    ``HELIOS_START`` (``submit_gpu_job``: GPU jobs). S-Lab License 1.0, non-commercial: read from the
+    data directory only, never shipped. Bins must be contiguous (the file has no gaps; one would
+    shift the diurnal pattern)."""
+    counts = []
+    with trace_path(HELIOS_THROUGHPUT).open() as fh:
+        for n, row in enumerate(csv.DictReader(fh)):
+            if n == 0 and column not in row:
+                raise ValueError(f"{HELIOS_THROUGHPUT} has no column {column!r}")
+            expected = HELIOS_START + timedelta(seconds=n * HELIOS_BIN_SECONDS)
+            if datetime.fromisoformat(row["time"]) != expected:
+                raise ValueError(f"{HELIOS_THROUGHPUT} row {n + 2}: {row['time']}, expected {expected}")
+            counts.append(float(row[column]))
+    return np.array(counts)
 
 
 def load_trace(name: str, files: list[str] | None, rng: np.random.Generator) -> list[TraceJob]:

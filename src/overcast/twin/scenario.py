@@ -7,11 +7,13 @@ field, never a traceback (see ``load_scenario``).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from overcast.placement.pool import Purchase
+from overcast.twin.arrivals import HELIOS_DAYS
 
 
 class Strict(BaseModel):
@@ -58,6 +60,13 @@ class Outage(Strict):
     hours: float = Field(gt=0)
 
 
+class Arrivals(Strict):
+    """Re-time the scaled jobs so their arrival rate follows a real submission series (twin.arrivals)."""
+
+    shape: Literal["helios-venus"]  # SenseTime Venus GPU-job submissions per 10 min, Apr-Aug 2020
+    start_day: int = Field(default=0, ge=0, lt=HELIOS_DAYS)  # days after 2020-04-01 (a Wednesday)
+
+
 class WorkloadSpec(Strict):
     trace: str  # gavel | alibaba | pollux | sia | tiresias
     files: list[str] | None = None
@@ -70,6 +79,7 @@ class WorkloadSpec(Strict):
     max_nodes: int | None = Field(default=None, ge=1)  # clip gangs to what one pool can hold
     spot_fraction: float = Field(default=0.0, ge=0, le=1)  # share of jobs that allow spot
     teams: list[str] | None = None  # fold the trace's teams onto these names
+    arrivals: Arrivals | None = None  # None: the trace's own arrival times (scaling rule)
 
 
 class Scenario(Strict):
@@ -102,6 +112,17 @@ class Scenario(Strict):
                 raise ValueError(
                     f"provider {name!r} has no pool in this scenario (pools: {sorted(providers)})"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _arrivals_fit(self) -> Scenario:
+        a = self.workload.arrivals
+        if a is not None and a.start_day + self.duration_days > HELIOS_DAYS:
+            raise ValueError(
+                f"workload.arrivals.start_day: the {a.shape} series covers {HELIOS_DAYS} days "
+                f"(2020-04-01..2020-08-31); start_day {a.start_day} + duration_days "
+                f"{self.duration_days:g} runs past it"
+            )
         return self
 
 
