@@ -114,3 +114,24 @@ def test_window_past_the_series_is_a_scenario_error():
     data["workload"]["arrivals"]["start_day"] = 152
     with pytest.raises(ScenarioError, match=r"x\.yaml: .*workload\.arrivals\.start_day: .* 153 days"):
         parse_scenario(data, "x.yaml")
+
+
+@needs_data
+def test_build_world_reshapes_the_same_jobs_by_the_helios_series():
+    from overcast.twin.runner import build_world
+    from overcast.twin.scenario import load_scenario
+
+    plain = load_scenario(EXAMPLES / "azure-lab-oci.yaml")
+    shaped = load_scenario(EXAMPLES / "azure-lab-helios.yaml")
+    a, b = build_world(plain, plain.seed), build_world(shaped, shaped.seed)
+
+    def shape(jobs):
+        return sorted((j.nodes, j.work, j.team, j.spot_ok) for j in jobs)
+
+    assert shape(a.jobs) == shape(b.jobs)  # the same jobs, only their submit times move
+    days = int(shaped.duration_days)
+    start = shaped.workload.arrivals.start_day
+    daily = load_helios_submissions()[start * 144 : (start + days) * 144].reshape(-1, 144).sum(axis=1)
+    got = np.histogram([j.submit for j in b.jobs], bins=days, range=(0, days * DAY))[0]
+    before = np.histogram([j.submit for j in a.jobs], bins=days, range=(0, days * DAY))[0]
+    assert np.corrcoef(got, daily)[0, 1] > 0.7 > np.corrcoef(before, daily)[0, 1]

@@ -11,6 +11,7 @@ import numpy as np
 
 from overcast.catalog.offer import Offer
 from overcast.placement.pool import Pool
+from overcast.twin.arrivals import shape_arrivals
 from overcast.twin.availability import AvailabilityTrace, load_availability
 from overcast.twin.backend import TwinBackend
 from overcast.twin.clock import VirtualClock
@@ -63,6 +64,7 @@ def build_world(scenario: Scenario, seed: int, offers: list[Offer] | None = None
     raw = load_trace(w.trace, w.files, rng)
     duration = scenario.duration_days * 86400.0
     raw = scale_jobs(raw, w.jobs or len(raw), duration, rng)
+    raw = shape_arrivals(raw, w.arrivals, duration, rng)
     jobs = to_sim_jobs(
         raw,
         gpu_scale=w.gpu_scale,
