@@ -115,6 +115,26 @@ def test_launch_ends_take_the_event_time_clamped_and_only_move_earlier(
     assert ends()["j-b"] == (300.0, "failed")
 
 
+def test_only_a_lost_end_moves_later_and_only_when_the_attempt_was_seen_running(
+    store: Store, clock: FakeClock
+) -> None:
+    launch(store, clock, "j-a", 1, SPOT, team="ml", start=100.0, end=None)
+    launch(store, clock, "j-b", 1, SPOT, team="ml", start=100.0, end=200.0)  # a normal end
+    clock.now = 150.0
+    store.end_launch("j-a", 1, "lost")  # one listing missed it
+    clock.now = 900.0
+    store.end_launch("j-a", 1, "stale")  # not evidence that it ran: the guess stands
+    ends = lambda: {r.job_id: (r.ended_at, r.outcome) for r in _rows(store)}  # noqa: E731
+    assert ends() == {"j-a": (150.0, "lost"), "j-b": (200.0, "succeeded")}
+    store.end_launch("j-a", 1, "orphan", seen_running=True)  # found still running and stopped now
+    store.end_launch("j-b", 1, "orphan", seen_running=True)  # a late duplicate: no stretch
+    assert ends() == {"j-a": (900.0, "orphan"), "j-b": (200.0, "succeeded")}
+    clock.now = 1000.0
+    store.end_launch("j-a", 1, "orphan", seen_running=True)  # once moved, it is a real end
+    assert ends()["j-a"] == (900.0, "orphan")
+    assert store.usage(0, 2000.0).total.gpu_hours == pytest.approx((800.0 + 100.0) * 8 / H)
+
+
 def test_job_end_times_come_from_the_event_not_the_store_clock(store: Store, clock: FakeClock) -> None:
     ok, failed, given_up = (store.submit("ml", make_spec(n)) for n in ("ok", "failed", "given-up"))
     for job in (ok, failed, given_up):

@@ -74,10 +74,14 @@ def reconcile(rt: Runtime, in_flight: Callable[[str], bool] = lambda job_id: Fal
             if (name, job_id, attempt) not in expected:
                 rt.stop(name, job_id, attempt)
                 report.stopped.append((job_id, attempt))
+                # It ran until now, so a "lost" end (a listing that missed it) moves here, also when
+                # the requeued job ended meanwhile (e.g. cancelled while pending).
                 job = store.get(job_id)
                 if job is not None and job.state.terminal and job.attempt == attempt:
-                    continue  # the attempt that ended the job, its end not yet acknowledged: no orphan
-                store.end_launch(job_id, attempt, "orphan")
+                    # the attempt that ended the job, its end not yet acknowledged: no orphan
+                    store.end_launch(job_id, attempt, job.state.value, seen_running=True)
+                    continue
+                store.end_launch(job_id, attempt, "orphan", seen_running=True)
                 store.add_event(job_id, "orphan-stopped", f"attempt {attempt} on {name}: not expected there")
     for launch in store.launches(active_only=True):
         if is_replica_launch(launch.job_id):

@@ -61,18 +61,25 @@ class ControlStateMethods:
         with self._read() as conn:
             return [LaunchRecord(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in conn.execute(query)]
 
-    def end_launch(self, job_id: str, attempt: int, outcome: str, *, at: float | None = None) -> None:
+    def end_launch(
+        self, job_id: str, attempt: int, outcome: str, *, at: float | None = None, seen_running: bool = False
+    ) -> None:
         """Close a launch record at ``at`` (the backend's event time; default now), clamped to the
         launch's start and to now. An end only ever moves earlier: a late duplicate (a reconcile's
-        "lost", a stale stop) cannot stretch a closed launch, an event's own time can correct it."""
+        "lost", a stale stop) cannot stretch a closed launch, an event's own time can correct it.
+        ``seen_running``: the attempt was seen running until this end, so a "lost" end (a guess from
+        one listing that missed it) is moved later to it; no other end is ever stretched."""
         now = self.clock()
         end = now if at is None else min(at, now)
         clamped = case((launches.c.launched_at > end, launches.c.launched_at), else_=end)
+        movable = [launches.c.ended.is_(False), launches.c.ended_at > clamped]
+        if seen_running:
+            movable.append(launches.c.outcome == "lost")
         with self._write() as conn:
             conn.execute(
                 update(launches)
                 .where(launches.c.job_id == job_id, launches.c.attempt == attempt)
-                .where(or_(launches.c.ended.is_(False), launches.c.ended_at > clamped))
+                .where(or_(*movable))
                 .values(ended=True, ended_at=clamped, outcome=outcome)
             )
 
