@@ -4,10 +4,12 @@ Why per level: the solver trades jobs against each other by value, and a strict 
 be traded away, so decide() solves each level on the capacity the levels above it left (highest first).
 Within a level, leaving a job out costs the same per node for every job and more than any pool it could
 use, so the solver places whatever fits, then minimises expected cost; the solver's priority inside the
-level follows the queue order (``solver_tiers``). The solver knows nothing about quotas or the
-soft ``avoid_pools`` rule: every assignment is re-checked here in queue order against the live
-``Usage`` (capacity and quota), and jobs the solver left out or that fail the check get one
-single-job placement on what is left, which also yields their "why not" text.
+level follows the queue order (``solver_tiers``). The solver knows nothing about quotas, the
+soft ``avoid_pools`` rule, or how a team's budget shrinks as its jobs are placed (it only sees the
+pools each job may use alone): every assignment is re-checked here in queue order against the live
+``Usage`` (capacity and quota) and the list-price gate (``burst.py``), and jobs the solver left out
+or that fail the check get one single-job placement on what is left, which also yields their "why
+not" text.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from overcast.placement import score
 from overcast.placement.batch import BatchProblem, solve
 from overcast.placement.filters import Request, request_key, run_filters
 from overcast.placement.index import PoolIndex, Usage
-from overcast.scheduler.burst import BurstLimit
+from overcast.scheduler.burst import ListPriceGate
 from overcast.scheduler.queue import slowdown_tier
 from overcast.scheduler.sequential import place_in_order
 from overcast.scheduler.snapshot import PendingJob, Place
@@ -40,18 +42,18 @@ def place_level(
     time_budget_s: float,
     misses: dict[tuple, str],
     order: str = "slowdown",
-    burst: BurstLimit | None = None,
+    gate: ListPriceGate | None = None,
 ) -> tuple[list[Place], list[tuple[PendingJob, str]]]:
     """Place one priority level's ``jobs`` (in queue order) with the batch solver. Mutates ``usage``;
-    ``misses`` as in ``sequential.place_in_order``."""
+    ``misses`` and ``gate`` as in ``sequential.place_in_order``."""
     placed: list[Place] = []
     leftover: list[PendingJob] = []
     assignment = _solve_level(
-        jobs, index, usage, now=now, time_budget_s=time_budget_s, order=order, burst=burst
+        jobs, index, usage, now=now, time_budget_s=time_budget_s, order=order, gate=gate
     )
     for job, position in zip(jobs, assignment, strict=True):
         nodes = job.spec.num_nodes
-        if position >= 0 and _fits(index, usage, position, nodes):
+        if position >= 0 and _fits(index, usage, position, nodes) and _passes(gate, job, index, position):
             usage.take(index, position, nodes)
             pool = index.pools[position]
             reason = (
@@ -62,8 +64,20 @@ def place_level(
             placed.append(Place(job.id, pool.id, nodes, reason))
         else:
             leftover.append(job)
-    more, unplaced = place_in_order(leftover, index, usage, now=now, misses=misses, burst=burst)
+    more, unplaced = place_in_order(leftover, index, usage, now=now, misses=misses, gate=gate)
     return placed + more, unplaced
+
+
+def _passes(gate: ListPriceGate | None, job: PendingJob, index: PoolIndex, position: int) -> bool:
+    """The gate allows ``job`` on ``position`` now (the solver saw each job's allowance alone, not
+    what earlier jobs of its team took off the budget); if so the job's cost is taken off."""
+    if gate is None or not gate.restricted(job, index):
+        return True
+    cost = float(score.expected_cost(index, np.array([position]), job.spec)[0])
+    if gate.why_not(job, index, position, cost) is not None:
+        return False
+    gate.took(job, index, position, cost)
+    return True
 
 
 def _fits(index: PoolIndex, usage: Usage, position: int, nodes: int) -> bool:
@@ -82,11 +96,11 @@ def _solve_level(
     now: float,
     time_budget_s: float,
     order: str,
-    burst: BurstLimit | None,
+    gate: ListPriceGate | None,
 ) -> np.ndarray:
     """Pool position per job (-1: left out) from the batch solver."""
     try:
-        problem, pools = build_problem(jobs, index, usage, now=now, order=order, burst=burst)
+        problem, pools = build_problem(jobs, index, usage, now=now, order=order, gate=gate)
         if problem.n_pairs == 0:
             return np.full(len(jobs), -1)
         solution = solve(problem, time_budget_s=time_budget_s, need_bound=False)  # only placements are used
@@ -105,7 +119,7 @@ def build_problem(
     *,
     now: float,
     order: str = "slowdown",
-    burst: BurstLimit | None = None,
+    gate: ListPriceGate | None = None,
 ) -> tuple[BatchProblem, np.ndarray]:
     """The BatchProblem for ``jobs`` on what ``usage`` leaves free, and the index position of each of
     its pools. Jobs with the same request share one filter run."""
@@ -120,12 +134,13 @@ def build_problem(
         if key not in compatible:
             compatible[key] = _compatible(Request.of(spec), index, usage, now=now)
         positions = compatible[key]
-        if burst is not None and burst.limited(job, index):
-            positions = positions[index.marginal[positions] == 0]
         cost_key = (key, spec.expected_hours, bool(spec.checkpoint_dir))
         if cost_key not in costs:
             costs[cost_key] = score.expected_cost(index, positions, spec)
         cost = costs[cost_key]
+        if gate is not None and gate.restricted(job, index):
+            allowed = gate.usable(job, index, positions, cost)
+            positions, cost = positions[allowed], cost[allowed]
         dearest = float(cost.max()) if len(cost) else 0.0
         if job.avoid_pools and len(positions):
             avoid = np.isin(positions, [index.position_of.get(p, -1) for p in job.avoid_pools])

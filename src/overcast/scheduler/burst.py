@@ -17,12 +17,69 @@ price for an hour of completion time, not something the scheduler can know.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 from overcast.placement.filters import Request, request_key, run_filters
 from overcast.placement.index import PoolIndex
 from overcast.scheduler.snapshot import PendingJob
+
+
+class ListPriceRule(Protocol):
+    """A rule on which list-price (marginal price > 0) pools a job may start on; zero-price pools
+    (reservations, own clusters) are always allowed. The burst limit and team budgets are two."""
+
+    def usable(
+        self, job: PendingJob, index: PoolIndex, positions: np.ndarray, cost: np.ndarray
+    ) -> np.ndarray:
+        """Mask over ``positions`` (``cost``: the job's expected cost on each) of pools it may start on."""
+        ...
+
+    def restricted(self, job: PendingJob, index: PoolIndex) -> bool:
+        """True when the rule may keep ``job`` off some pool (its misses then say nothing of others)."""
+        ...
+
+    def reason(self, job: PendingJob, index: PoolIndex, cost: float) -> str: ...
+
+    def took(self, job: PendingJob, index: PoolIndex, position: int, cost: float) -> None:
+        """``job`` starts (or holds room) on ``position`` at expected ``cost``."""
+        ...
+
+
+@dataclass(slots=True)
+class ListPriceGate:
+    """Every rule at once: what decide() and its placement steps ask."""
+
+    rules: tuple[ListPriceRule, ...]
+
+    @classmethod
+    def of(cls, *rules: ListPriceRule | None) -> ListPriceGate | None:
+        kept = tuple(r for r in rules if r is not None)
+        return cls(kept) if kept else None
+
+    def usable(
+        self, job: PendingJob, index: PoolIndex, positions: np.ndarray, cost: np.ndarray
+    ) -> np.ndarray:
+        mask = np.ones(len(positions), dtype=bool)
+        for rule in self.rules:
+            mask &= rule.usable(job, index, positions, cost)
+        return mask
+
+    def why_not(self, job: PendingJob, index: PoolIndex, position: int, cost: float) -> str | None:
+        """None when ``job`` may start on ``position``, else the first refusing rule's reason."""
+        at, price = np.array([position]), np.array([cost])
+        for rule in self.rules:
+            if not rule.usable(job, index, at, price)[0]:
+                return rule.reason(job, index, cost)
+        return None
+
+    def restricted(self, job: PendingJob, index: PoolIndex) -> bool:
+        return any(rule.restricted(job, index) for rule in self.rules)
+
+    def took(self, job: PendingJob, index: PoolIndex, position: int, cost: float) -> None:
+        for rule in self.rules:
+            rule.took(job, index, position, cost)
 
 
 @dataclass(slots=True)
@@ -52,9 +109,19 @@ class BurstLimit:
             found = self._homes[key] = positions[big_enough] if len(positions) else positions
         return found
 
-    def allowed(self, job: PendingJob, index: PoolIndex, position: int) -> bool:
-        return index.marginal[position] == 0 or not self.limited(job, index)
+    def usable(
+        self, job: PendingJob, index: PoolIndex, positions: np.ndarray, cost: np.ndarray
+    ) -> np.ndarray:
+        if not self.limited(job, index):
+            return np.ones(len(positions), dtype=bool)
+        return index.marginal[positions] == 0
 
-    def reason(self, job: PendingJob) -> str:
+    def restricted(self, job: PendingJob, index: PoolIndex) -> bool:
+        return self.limited(job, index)
+
+    def reason(self, job: PendingJob, index: PoolIndex, cost: float) -> str:
         size = job.spec.num_nodes * job.spec.expected_hours
         return f"burst limit: {size:g} node-hours > {self.node_hours:g}; waits for reserved capacity"
+
+    def took(self, job: PendingJob, index: PoolIndex, position: int, cost: float) -> None:
+        pass  # the limit is per job: nothing to count

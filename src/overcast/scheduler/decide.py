@@ -11,10 +11,14 @@ from itertools import groupby
 from operator import attrgetter
 from time import perf_counter
 
+import numpy as np
+
+from overcast.placement import score
 from overcast.placement.filters import request_key
 from overcast.placement.index import PoolIndex, Usage
 from overcast.scheduler.batch_adapter import place_level
-from overcast.scheduler.burst import BurstLimit
+from overcast.scheduler.budget import TeamBudgets
+from overcast.scheduler.burst import BurstLimit, ListPriceGate
 from overcast.scheduler.consolidate import find_moves
 from overcast.scheduler.preemption import find_eviction
 from overcast.scheduler.queue import order_queue
@@ -58,8 +62,13 @@ def decide(
 
     # 2. Free capacity: pool capacity minus running use (the larger of what the pool reports and
     #    what our running jobs hold, so neither convention double counts), and quota GPUs left.
+    #    Team budgets: what each budgeted team has left once its running jobs' expected cost is
+    #    counted (budget.py); with the burst limit, the gate on list-price pools (burst.py).
     index, running_by_pool = _index(snapshot)
     usage = index.new_usage()
+    budgets = TeamBudgets.build(snapshot.team_budgets, index, running_by_pool, snapshot.now)
+    burst = None if burst_limit_node_hours is None else BurstLimit(burst_limit_node_hours, snapshot.now)
+    gate = ListPriceGate.of(burst, budgets)
     timer.lap("2-free-capacity")
 
     # 3. Place, one priority level at a time (highest first): few pending jobs -> single-job placement
@@ -77,18 +86,15 @@ def decide(
     no_eviction: dict[tuple, int] = {}  # request_key -> highest priority that found no eviction
     lowest: int | None = None  # lowest priority among running jobs (worked out when first needed)
     deadline = perf_counter() + time_budget_s
-    burst = None if burst_limit_node_hours is None else BurstLimit(burst_limit_node_hours, snapshot.now)
     for done, jobs in enumerate(levels):
         if use_batch:
             budget = max(deadline - perf_counter(), 0.0) / (len(levels) - done)  # what is left, shared
             placed, unplaced = place_level(
                 jobs, index, usage, now=snapshot.now, time_budget_s=budget, misses=misses,
-                order=queue_order, burst=burst,
+                order=queue_order, gate=gate,
             )  # fmt: skip
         else:
-            placed, unplaced = place_in_order(
-                jobs, index, usage, now=snapshot.now, misses=misses, burst=burst
-            )
+            placed, unplaced = place_in_order(jobs, index, usage, now=snapshot.now, misses=misses, gate=gate)
         decisions.place.extend(placed)
         timer.lap("3-place", add=True)
         for job, why in unplaced:
@@ -103,9 +109,9 @@ def decide(
             if no_eviction.get(key, -(10**9)) >= job.spec.priority:
                 continue
             now = snapshot.now
-            found = _preempt_for(job, index, running_by_pool, usage, now, preempted, decisions, burst)
-            if not found and (burst is None or not burst.limited(job, index)):
-                no_eviction[key] = job.spec.priority  # (a limited job's miss says nothing of smaller ones)
+            found = _preempt_for(job, index, running_by_pool, usage, now, preempted, decisions, gate)
+            if not found and (gate is None or not gate.restricted(job, index)):
+                no_eviction[key] = job.spec.priority  # (a gated job's miss says nothing of other jobs)
         timer.lap("4-preempt", add=True)
 
     # 5. Consolidate (consolidate.py): room no pending job could use, on a pool cheaper than where a
@@ -132,13 +138,20 @@ def _preempt_for(
     now: float,
     preempted: set[str],
     decisions: Decisions,
-    burst: BurstLimit | None,
+    gate: ListPriceGate | None,
 ) -> bool:
-    """Preempt for ``job`` if some pool allows it; False when none does (or only one the burst limit
-    keeps it off)."""
+    """Preempt for ``job`` if some pool allows it; False when none does (or only one the list-price
+    gate keeps it off). The room held for it also holds its expected cost against its team's budget."""
+    if gate is not None and gate.restricted(job, index):  # only pools it may start on
+        positions = np.fromiter(running_by_pool, dtype=np.int64, count=len(running_by_pool))
+        allowed = gate.usable(job, index, positions, score.expected_cost(index, positions, job.spec))
+        running_by_pool = {p: running_by_pool[p] for p in positions[allowed].tolist()}
     eviction = find_eviction(job, index, running_by_pool, now=now, usage=usage, already_preempted=preempted)
-    if eviction is None or (burst is not None and not burst.allowed(job, index, eviction.position)):
+    if eviction is None:
         return False
+    if gate is not None:
+        cost = float(score.expected_cost(index, np.array([eviction.position]), job.spec)[0])
+        gate.took(job, index, eviction.position, cost)
     pool = index.pools[eviction.position]
     for victim in eviction.victims:
         preempted.add(victim.id)

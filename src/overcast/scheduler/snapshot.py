@@ -48,6 +48,8 @@ class Snapshot:
     running: list[RunningJob] = field(default_factory=list)
     quotas: list[Quota] = field(default_factory=list)
     disabled_providers: frozenset[str] = frozenset()
+    # team -> list-price dollars it has left this month (budget.py); a team absent is unlimited
+    team_budgets: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,83 @@
+"""Team budgets: a team keeps within its monthly list-price budget.
+
+``Snapshot.team_budgets`` holds the dollars each budgeted team has left this month (its budget minus
+what it spent so far; a team absent from it is unlimited). decide() first takes off what the team's
+running jobs on list-price pools are still expected to cost (nodes x price x the hours left of their
+``expected_hours``, with the preemption risk factor, as ``placement.score`` prices a placement), so
+consecutive cycles cannot overspend either. A job may then start on a list-price pool only where its
+expected cost there fits what is left; each placement (or room held for a preemption) takes its
+expected cost off at once, so one cycle cannot overspend. Zero-marginal-price pools (reservations,
+own clusters) are always allowed: that use is already paid for. A job that fits no such pool waits,
+with a reason naming the team's money left and what the job would cost. Running jobs are never
+stopped for a budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from overcast.placement import score
+from overcast.placement.index import PoolIndex
+from overcast.scheduler.snapshot import PendingJob, RunningJob
+
+
+@dataclass(slots=True)
+class TeamBudgets:
+    left: dict[str, float]  # team -> dollars it may still commit this cycle
+
+    @classmethod
+    def build(
+        cls,
+        budgets: Mapping[str, float],
+        index: PoolIndex,
+        running_by_pool: Mapping[int, list[RunningJob]],
+        now: float,
+    ) -> TeamBudgets | None:
+        """What each team has left once its running list-price jobs' expected remaining cost is taken
+        off; None without budgets (nothing to check)."""
+        if not budgets:
+            return None
+        left = dict(budgets)
+        for position, jobs in running_by_pool.items():
+            if index.marginal[position] == 0:
+                continue
+            at = np.array([position])
+            for job in jobs:
+                team = job.spec.team
+                if team not in left:
+                    continue
+                hours = max(job.spec.expected_hours - max(now - job.started_at, 0.0) / 3600.0, 0.0)
+                risk = float(score.risk_factor(index, at, job.spec)[0])
+                left[team] -= job.nodes * float(index.marginal[position]) * hours * risk
+        return cls(left)
+
+    def usable(
+        self, job: PendingJob, index: PoolIndex, positions: np.ndarray, cost: np.ndarray
+    ) -> np.ndarray:
+        left = self.left.get(job.spec.team)
+        if left is None:
+            return np.ones(len(positions), dtype=bool)
+        return (index.marginal[positions] == 0) | ((cost <= left) & (left > 0))
+
+    def restricted(self, job: PendingJob, index: PoolIndex) -> bool:
+        return job.spec.team in self.left
+
+    def reason(self, job: PendingJob, index: PoolIndex, cost: float) -> str:
+        team = job.spec.team
+        return (
+            f"team {team} budget: {dollars(self.left[team])} left this month, job would cost ~{dollars(cost)}"
+        )
+
+    def took(self, job: PendingJob, index: PoolIndex, position: int, cost: float) -> None:
+        team = job.spec.team
+        if team in self.left and index.marginal[position] > 0:
+            self.left[team] -= cost
+
+
+def dollars(x: float) -> str:
+    """$1,234 (cents below $100), with the sign in front: -$50 is money a team overspent."""
+    text = f"{abs(x):,.0f}" if abs(x) >= 100 else f"{abs(x):,.2f}"
+    return f"{'-' if x <= -0.005 else ''}${text}"
