@@ -57,6 +57,27 @@ def test_admin_sees_every_team_and_reserved_apart(api_both: Api) -> None:
     assert (oci["key"], oci["gpu_hours"]) == ("oci", pytest.approx(0.5 * 16))
 
 
+def test_rows_come_a_page_at_a_time_and_the_total_covers_them_all(api_both: Api) -> None:
+    api = api_both
+    _seed(api)
+    api.store.record_launch("j-ml2", 1, "oci/r1/od", "local", "h", team="ml",  # running: up to until
+                            terms=LaunchTerms("azure", "spot", 1, 8, "H100", 10.0))  # fmt: skip
+    api.store.clock = FakeClock(NOW + H)
+    ops = api.auth("ops")
+    first = api.client.get("/v1/usage", params={"by": "job", "limit": 2}, headers=ops).json()
+    assert [r["key"] for r in first["rows"]] == ["j-ml", "j-vi"]  # $120 spend, then $12 reserved worth
+    assert (first["offset"], first["truncated"], first["next_offset"]) == (0, True, 2)
+    assert first["total"]["launches"] == 3 and first["total"]["gpu_hours"] == pytest.approx(32 + 4 + 8)
+    api.store.clock = FakeClock(NOW + 2 * H)  # later: the same until keeps the running launch's hours
+    again = {"by": "job", "limit": 2, "offset": first["next_offset"], "until": first["until"]}
+    last = api.client.get("/v1/usage", params=again, headers=ops).json()
+    assert [r["key"] for r in last["rows"]] == ["j-ml2"] and last["rows"][0]["gpu_hours"] == pytest.approx(8)
+    assert (last["offset"], last["truncated"], last["next_offset"]) == (2, False, None)
+    assert last["total"] == first["total"]
+    whole = api.client.get("/v1/usage", params={"by": "job"}, headers=api.auth("ml")).json()
+    assert [r["key"] for r in whole["rows"]] == ["j-ml", "j-ml2"] and not whole["truncated"]  # limit 1000
+
+
 @pytest.mark.parametrize(
     ("params", "expected"),
     [
@@ -67,6 +88,9 @@ def test_admin_sees_every_team_and_reserved_apart(api_both: Api) -> None:
         ({"until": "inf"}, "query.until"),
         ({"until": 1e13}, "query.until"),  # milliseconds, not seconds
         ({"team": "no such/team"}, "query.team"),
+        ({"by": "job", "limit": 0}, "query.limit"),
+        ({"by": "job", "limit": 10_001}, "query.limit"),  # a page holds 10,000 rows at most
+        ({"by": "job", "offset": -1}, "query.offset"),
     ],
 )
 def test_bad_input_is_a_clear_422(api: Api, params: dict, expected: str) -> None:

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from overcast.api.app import create_app
 from overcast.cli import jobs as cli_jobs
+from overcast.cli import usage as cli_usage
 from overcast.cli.main import app
 from overcast.cli.usage import parse_when
 from overcast.control.client import ApiClient
@@ -73,6 +74,17 @@ def test_json_and_by_and_a_teams_own_view(tokens: dict[str, str]) -> None:
     assert [r["key"] for r in body["rows"]] == ["ml"]
     result = CliRunner().invoke(app, ["usage", "--team", "vision"])
     assert result.exit_code == 1 and "own team" in result.output
+
+
+def test_the_top_n_rows_or_every_page(tokens: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    out = _run("--since", "1d", "--by", "job", "--limit", "1").replace("┃", "│")
+    cells = [[c.strip() for c in line.strip("│").split("│")] for line in out.splitlines() if "│" in line]
+    assert [row[0] for row in cells] == ["job", "j-ml", "total"] and "the top 1 rows: more follow" in out
+    assert cells[-1][1:] == ["20.0", "60.00", "4.0", "12.00", "2"]  # the total still counts both jobs
+    monkeypatch.setattr(cli_usage, "_PAGE", 1)  # one row a request: --all must follow the pages
+    body = json.loads(_run("--since", "1d", "--by", "job", "--all", "--json"))
+    assert [r["key"] for r in body["rows"]] == ["j-ml", "j-vi"] and not body["truncated"]
+    assert body["total"]["launches"] == 2
 
 
 def test_times_parse_as_ago_dates_or_epochs() -> None:

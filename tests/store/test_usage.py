@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
-from sqlalchemy import insert, inspect, select
+from sqlalchemy import insert, inspect, select, update
 
 from overcast.store import JobState, LaunchTerms, Store, migrate
 from overcast.store.engine import make_engine
@@ -133,6 +133,37 @@ def test_only_a_lost_end_moves_later_and_only_when_the_attempt_was_seen_running(
     store.end_launch("j-a", 1, "orphan", seen_running=True)  # once moved, it is a real end
     assert ends()["j-a"] == (900.0, "orphan")
     assert store.usage(0, 2000.0).total.gpu_hours == pytest.approx((800.0 + 100.0) * 8 / H)
+
+
+def test_pages_come_in_a_stable_order_and_the_total_covers_every_row(store: Store, clock: FakeClock) -> None:
+    for i, terms in enumerate((SPOT, ON_DEMAND, RESERVED, SPOT, ON_DEMAND)):
+        launch(store, clock, f"j-{i}", 1, terms, team="ml", start=0, end=H)
+    launch(store, clock, "j-5", 1, SPOT, team="", start=0, end=H)
+    with store.engine.begin() as conn:  # a launch from before 0004: no team
+        conn.execute(update(launches).where(launches.c.job_id == "j-5").values(team=None))
+    clock.now = 2 * H
+    whole = store.usage(0, 2 * H, by="job")
+    # $60 on-demand, $12 reserved (worth, not spend), $10 spot; equal worth and GPU-hours: by key
+    assert [r.key for r in whole.rows] == ["j-1", "j-4", "j-2", "j-0", "j-3", "j-5"]
+    assert whole.next_offset is None and whole.total.launches == 6
+    pages, offset = [], 0
+    while offset is not None:
+        page = store.usage(0, 2 * H, by="job", limit=4, offset=offset)
+        assert (page.offset, page.total) == (offset, whole.total)  # each page's total is the whole
+        pages.append([r.key for r in page.rows])
+        offset = page.next_offset
+    assert pages == [["j-1", "j-4", "j-2", "j-0"], ["j-3", "j-5"]]
+    assert store.usage(0, 2 * H, by="job", limit=6).next_offset is None  # exactly one page: no next
+    assert store.usage(0, 2 * H, by="job", limit=1, offset=9).rows == []
+    launch(store, clock, "j-6", 1, SPOT, team="a", start=0, end=H)  # worth what the unknown team's is
+    clock.now = 2 * H
+    teams = store.usage(0, 2 * H, by="team", limit=2)
+    assert ([r.key for r in teams.rows], teams.next_offset) == (["ml", None], 2)  # NULL first on both
+    assert [r.key for r in store.usage(0, 2 * H, by="team", offset=2).rows] == ["a"]
+    with pytest.raises(ValueError, match="bad page"):
+        store.usage(0, H, limit=0)
+    with pytest.raises(ValueError, match="bad page"):
+        store.usage(0, H, offset=-1)
 
 
 def test_job_end_times_come_from_the_event_not_the_store_clock(store: Store, clock: FakeClock) -> None:

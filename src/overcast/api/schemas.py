@@ -101,15 +101,19 @@ class UsageOut(BaseModel):
     until: float
     by: str
     team: str | None  # null: every team (an admin's view)
-    rows: list[UsageRowOut]  # most dollars (spend + reserved value) first
-    total: UsageRowOut
+    rows: list[UsageRowOut]  # one page: most dollars (spend + reserved value), GPU-hours, key
+    total: UsageRowOut  # over every row, not only this page's
+    offset: int  # rows before this page
+    truncated: bool  # more rows follow: ask again with offset=next_offset and the same until
+    next_offset: int | None
 
     @classmethod
     def of(cls, report: UsageReport) -> UsageOut:
         rows = [UsageRowOut.of(r) for r in report.rows]
         return cls.model_construct(
             since=report.since, until=report.until, by=report.by, team=report.team, rows=rows,
-            total=UsageRowOut.of(report.total),
+            total=UsageRowOut.of(report.total), offset=report.offset,
+            truncated=report.next_offset is not None, next_offset=report.next_offset,
         )  # fmt: skip
 
 

@@ -12,6 +12,7 @@ import typer
 
 _AGO = re.compile(r"^(\d+(?:\.\d+)?)([mhdw])$")
 _UNIT_S = {"m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
+_PAGE = 10_000  # the API's largest page
 
 
 def parse_when(text: str, now: float) -> float:
@@ -47,11 +48,13 @@ def usage(
     until: Annotated[str | None, typer.Option(help="window end (excluded; default now)")] = None,
     by: Annotated[str, typer.Option(help="group by team, pool, provider or job")] = "team",
     team: Annotated[str | None, typer.Option(help="only this team (admins; a team sees its own)")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="show the top N rows (the total is over all)")] = 100,
+    every: Annotated[bool, typer.Option("--all", help="every row, however many (page by page)")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the API's JSON")] = False,
 ) -> None:
     """GPU-hours and dollars from every launch in the window. 'spend $' is list price on on-demand and
     spot pools; reserved pools' use is shown apart (already paid for: its worth at list price)."""
-    from overcast.cli.jobs import _call, _client, _table
+    from overcast.cli.jobs import _table
 
     now = time.time()
     params: dict[str, Any] = {"since": parse_when(since, now), "by": by}
@@ -59,7 +62,7 @@ def usage(
         params["until"] = parse_when(until, now)
     if team is not None:
         params["team"] = team
-    body = _call(_client().request, "GET", "/v1/usage", params=params)
+    body = _pages(params, None if every else limit)
     if as_json:
         typer.echo(json.dumps(body, indent=2))
         return
@@ -76,11 +79,32 @@ def usage(
     table.add_section()
     table.add_row("total", *_cells(total))
     Console().print(table)
+    if body["truncated"]:
+        typer.echo(f"the top {len(body['rows'])} rows: more follow (--limit N or --all to see them)")
     if total["unpriced_launches"]:
         typer.echo(
             f"{total['unpriced_launches']} launch(es) were recorded before launches carried their price: "
             f"counted in node-hours ({_hours(total['node_hours'])} in all) but not in GPU-hours or dollars"
         )
+
+
+def _pages(params: dict[str, Any], limit: int | None) -> dict[str, Any]:
+    """The top ``limit`` rows (None: all), page by page, at the first page's window (its until pins
+    running launches, so the order holds from page to page): one body, its rows joined."""
+    from overcast.cli.jobs import _call, _client
+
+    client, offset = _client(), 0
+    rows: list[dict[str, Any]] = []
+    while True:
+        page = _PAGE if limit is None else min(_PAGE, limit - len(rows))
+        body: dict[str, Any] = _call(
+            client.request, "GET", "/v1/usage", params=params | {"limit": page, "offset": offset}
+        )
+        rows += body["rows"]
+        if not body["truncated"] or (limit is not None and len(rows) >= limit):
+            return body | {"rows": rows, "offset": 0}
+        params = params | {"since": body["since"], "until": body["until"]}
+        offset = body["next_offset"]
 
 
 def _cells(row: dict[str, Any]) -> list[str]:

@@ -3,7 +3,8 @@
 A launch (one attempt of a job on one pool) is billed from ``launched_at`` to ``ended_at`` (the
 backend's event time when it reported one), a running one up to now, at the nodes, GPUs and list price
 frozen when it launched. A window [since, until) counts only the part of each launch inside it. The
-sums run in the database (one GROUP BY), so a long history is not read into Python.
+sums, their order and the paging run in the database (one GROUP BY for the page, one sum for the
+total), so a long history is neither read into Python nor sent whole.
 """
 
 from __future__ import annotations
@@ -42,73 +43,80 @@ class UsageReport:
     until: float
     by: str
     team: str | None  # the team filter (None: every team)
-    rows: list[UsageRecord]  # most dollars (spend + reserved value) first
-    total: UsageRecord  # key None
+    rows: list[UsageRecord]  # most dollars (spend + reserved value) first, then GPU-hours, then key
+    total: UsageRecord  # key None; over every row, not only this page's
+    offset: int = 0  # rows skipped before this page
+    next_offset: int | None = None  # where the next page starts; None: this page is the last
 
 
 class UsageMethods:
     clock: Callable[[], float]
     _read: Callable[[], AbstractContextManager[Connection]]
 
-    def usage(self, since: float, until: float, *, by: str = "team", team: str | None = None) -> UsageReport:
+    def usage(
+        self, since: float, until: float, *, by: str = "team", team: str | None = None,
+        limit: int | None = None, offset: int = 0,
+    ) -> UsageReport:  # fmt: skip
         """GPU-hours and dollars over [since, until) grouped ``by`` team/pool/provider/job; ``team``
-        counts only that team's launches (a team token's view). Raises ValueError on a bad window or key."""
+        counts only that team's launches (a team token's view). ``limit``/``offset``: one page of the
+        rows in their stable order (None: all). Raises ValueError on a bad window, key or page."""
         if by not in _KEYS:
             raise ValueError(f"unknown grouping {by!r}; use one of {', '.join(USAGE_BY)}")
         if not since < until:
             raise ValueError(f"since ({since}) must be before until ({until})")
-        now = self.clock()
+        if offset < 0 or (limit is not None and limit < 1):
+            raise ValueError(f"bad page: limit {limit}, offset {offset}")
         c = launches.c
-        end_or_now = func.coalesce(c.ended_at, now)
+        now = self.clock()
         start = case((c.launched_at > since, c.launched_at), else_=since)
+        end_or_now = func.coalesce(c.ended_at, now)
         end = case((end_or_now < until, end_or_now), else_=until)
-        seconds = case((end > start, end - start), else_=0.0)
-        node_seconds = seconds * c.nodes
-        reserved = case((c.purchase == RESERVED, 1), else_=0)
-        key = _KEYS[by].label("key")
-        query = (
-            select(
-                key,
-                reserved.label("reserved"),
-                func.count().label("launches"),
-                func.sum(case((c.price_per_node_hour.is_(None), 1), else_=0)).label("unpriced"),
-                func.sum(node_seconds).label("node_s"),
-                func.sum(node_seconds * c.gpus_per_node).label("gpu_s"),
-                func.sum(node_seconds * c.price_per_node_hour).label("price_s"),
-            )
-            .where(c.launched_at < until, or_(end_or_now > since, c.launched_at >= since))
-            .group_by(_KEYS[by], reserved)
+        node_s = case((end > start, end - start), else_=0.0) * c.nodes
+        reserved = c.purchase == RESERVED
+        price_s = node_s * c.price_per_node_hour
+        sums = (
+            func.count().label("launches"),
+            func.sum(case((c.price_per_node_hour.is_(None), 1), else_=0)).label("unpriced"),
+            func.sum(node_s).label("node_s"),
+            func.sum(node_s * c.gpus_per_node).label("gpu_s"),
+            func.sum(case((reserved, node_s * c.gpus_per_node), else_=0.0)).label("reserved_gpu_s"),
+            func.sum(case((reserved, 0.0), else_=price_s)).label("dollars_s"),
+            func.sum(case((reserved, price_s), else_=0.0)).label("reserved_dollars_s"),
         )
+        where = [c.launched_at < until, or_(end_or_now > since, c.launched_at >= since)]
         if team is not None:
-            query = query.where(c.team == team)
+            where.append(c.team == team)
+        key = _KEYS[by]
+        # The page's order, in SQL so LIMIT/OFFSET page it stably: worth (spend + reserved value),
+        # GPU-hours, then the key (NULL, a launch from before 0004, first on both databases).
+        rows_query = (
+            select(key.label("key"), *sums)
+            .where(*where)
+            .group_by(key)
+            .order_by(
+                func.coalesce(func.sum(price_s), 0.0).desc(), func.sum(node_s * c.gpus_per_node).desc(),
+                key.is_not(None), key,
+            )
+            .offset(offset)
+        )  # fmt: skip
+        if limit is not None:
+            rows_query = rows_query.limit(limit + 1)  # one more: is there a next page?
         with self._read() as conn:
-            groups = conn.execute(query).all()
-        rows = _merge(groups)
-        rows.sort(key=lambda r: (-(r.dollars + r.reserved_dollars), -r.gpu_hours, r.key or ""))
-        return UsageReport(since, until, by, team, rows, _sum(None, rows))
+            rows = [_record(g.key, g) for g in conn.execute(rows_query)]
+            total = _record(None, conn.execute(select(*sums).where(*where)).one())
+        more = limit is not None and len(rows) > limit
+        next_offset = offset + limit if more and limit is not None else None
+        return UsageReport(since, until, by, team, rows[:limit], total, offset, next_offset)
 
 
-def _merge(groups: list[Any]) -> list[UsageRecord]:
-    """One record per key from the (key, reserved?) groups."""
-    parts: dict[str | None, list[UsageRecord]] = {}
-    for g in groups:
-        gpu_h, node_h, dollars = (g.gpu_s or 0.0) / 3600, (g.node_s or 0.0) / 3600, (g.price_s or 0.0) / 3600
-        if g.reserved:
-            part = UsageRecord(g.key, gpu_h, node_h, 0.0, gpu_h, dollars, g.launches, int(g.unpriced or 0))
-        else:
-            part = UsageRecord(g.key, gpu_h, node_h, dollars, 0.0, 0.0, g.launches, int(g.unpriced or 0))
-        parts.setdefault(g.key, []).append(part)
-    return [_sum(key, records) for key, records in parts.items()]
-
-
-def _sum(key: str | None, records: list[UsageRecord]) -> UsageRecord:
+def _record(key: str | None, g: Any) -> UsageRecord:
     return UsageRecord(
         key,
-        gpu_hours=sum(r.gpu_hours for r in records),
-        node_hours=sum(r.node_hours for r in records),
-        dollars=sum(r.dollars for r in records),
-        reserved_gpu_hours=sum(r.reserved_gpu_hours for r in records),
-        reserved_dollars=sum(r.reserved_dollars for r in records),
-        launches=sum(r.launches for r in records),
-        unpriced_launches=sum(r.unpriced_launches for r in records),
+        gpu_hours=(g.gpu_s or 0.0) / 3600,
+        node_hours=(g.node_s or 0.0) / 3600,
+        dollars=(g.dollars_s or 0.0) / 3600,
+        reserved_gpu_hours=(g.reserved_gpu_s or 0.0) / 3600,
+        reserved_dollars=(g.reserved_dollars_s or 0.0) / 3600,
+        launches=int(g.launches or 0),
+        unpriced_launches=int(g.unpriced or 0),
     )
