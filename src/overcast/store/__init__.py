@@ -1,5 +1,6 @@
 """Persistent state: SQLAlchemy Core + Alembic; SQLite by default, PostgreSQL for production."""
 
+from overcast.store.budgets import BudgetStatus, month_start
 from overcast.store.engine import StoreConfigError, StoreUnavailable, default_url, overcast_home
 from overcast.store.records import (
     EventRecord,
@@ -17,6 +18,7 @@ __all__ = [
     "ACTIVE_STATES",
     "TERMINAL_STATES",
     "USAGE_BY",
+    "BudgetStatus",
     "EventRecord",
     "JobRecord",
     "JobState",
@@ -32,6 +34,7 @@ __all__ = [
     "UsageReport",
     "check_team_name",
     "default_url",
+    "month_start",
     "new_job_id",
     "overcast_home",
 ]

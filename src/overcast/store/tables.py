@@ -28,6 +28,7 @@ teams = Table(
     Column("name", String(64), primary_key=True),
     Column("admin", Boolean, nullable=False, default=False),
     Column("created_at", Float, nullable=False),
+    Column("monthly_budget", Float),  # list-price dollars per UTC calendar month; NULL: none (0005)
 )
 
 # A token is "oc_<token_id>_<secret>": the id finds the row, the secret is only stored as
