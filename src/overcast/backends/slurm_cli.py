@@ -48,6 +48,8 @@ class SlurmCommands:
         env = inherited_environ()  # sbatch exports it all to the job: never overcast's secrets
         if self.conf:
             env["SLURM_CONF"] = self.conf
+        if args[0] in _STAMPING:  # not sbatch's: the job inherits its environment
+            env["SLURM_TIME_FORMAT"] = "%s"  # epoch seconds: local time repeats an hour at DST's end
         cmd = [os.path.join(self.bin_dir, args[0]) if self.bin_dir else args[0], *args[1:]]
         try:
             proc = subprocess.run(
@@ -169,8 +171,16 @@ _TEXT_FIELDS = (
 _TEXT_FORMAT = "JobID:|,State:|,Reason:|,exit_code:|,RestartCnt:|,SubmitTime:|,EndTime:|,NodeList:|,Name:"
 
 
+_STAMPING = ("squeue", "sacct")  # the commands whose time stamps overcast reads
+
+
 def _epoch(stamp: str) -> float:
-    """Slurm's local-time ``2026-11-26T08:17:47`` as epoch seconds; 0 when absent ("N/A")."""
+    """Slurm's time stamp as epoch seconds (it prints them so under SLURM_TIME_FORMAT=%s); 0 when
+    absent ("Unknown", "N/A"). A local ``2026-11-26T08:17:47`` (a Slurm that ignored the format) is
+    read as local time, ambiguous in the hour DST's end repeats."""
+    stamp = stamp.strip()
+    if stamp.isdigit():
+        return float(stamp)
     try:
         return time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%S"))
     except ValueError:
