@@ -33,7 +33,8 @@ def _stand_ins(tmp_path: Path) -> SlurmCommands:
     scripts = {
         "squeue": f'{stamp}\necho "7|COMPLETED|None|0|0|$(stamp {EDT_0130})|$(stamp {EDT_0130})|n01|ovc.7"\n'
         f'echo "8|COMPLETED|None|0|0|$(stamp {EST_0130})|$(stamp {EST_0130})|n02|ovc.8"',
-        "sacct": f'{stamp}\necho "7|COMPLETED|$(stamp {EDT_0130})|0:0"\necho "8|COMPLETED|$(stamp {EST_0130})|0:0"',
+        "sacct": f'{stamp}\necho "7|COMPLETED|$(stamp {EDT_0130})|0:0"\n'
+        f'echo "8|COMPLETED|$(stamp {EST_0130})|0:0"',
         "sbatch": f'echo "${{SLURM_TIME_FORMAT-unset}}" > {tmp_path}/sbatch-env\necho 42',
     }
     for name, body in scripts.items():
