@@ -8,7 +8,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from overcast import __version__
-from overcast.api import errors, routes_jobs, routes_services, routes_system, routes_usage
+from overcast.api import errors, routes_budget, routes_jobs, routes_services, routes_system, routes_usage
 from overcast.api.auth import TokenCache
 from overcast.api.controller import Controller
 from overcast.api.limits import BodyLimit
@@ -28,6 +28,7 @@ def create_app(store: Store, controller: Controller | None = None) -> FastAPI:
     app.include_router(routes_services.router)
     app.include_router(routes_system.router)
     app.include_router(routes_usage.router)
+    app.include_router(routes_budget.router)
 
     app.add_middleware(BodyLimit)
     errors.install(app)

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from overcast.api.controller import ChaosAction
 from overcast.spec.models import JobSpec
-from overcast.store import EventRecord, JobRecord, JobState, UsageRecord, UsageReport
+from overcast.store import BudgetStatus, EventRecord, JobRecord, JobState, UsageRecord, UsageReport
 
 
 class SubmitYaml(BaseModel):
@@ -115,6 +115,24 @@ class UsageOut(BaseModel):
             total=UsageRowOut.of(report.total), offset=report.offset,
             truncated=report.next_offset is not None, next_offset=report.next_offset,
         )  # fmt: skip
+
+
+class BudgetIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # list-price dollars per UTC calendar month; null clears the budget (the team is unlimited again)
+    monthly_dollars: float | None = Field(ge=0, allow_inf_nan=False)
+
+
+class BudgetOut(BaseModel):
+    team: str
+    monthly_dollars: float | None  # null: no budget
+    month_start: float  # epoch seconds: 00:00 UTC on the first of this month
+    spent: float  # list-price dollars since month_start (on-demand and spot; reserved never counts)
+    remaining: float | None  # monthly_dollars - spent (negative when over); null without a budget
+
+    @classmethod
+    def of(cls, status: BudgetStatus) -> BudgetOut:
+        return cls.model_construct(**asdict(status))
 
 
 class ChaosIn(BaseModel):
