@@ -94,3 +94,23 @@ def test_times_parse_as_ago_dates_or_epochs() -> None:
     assert parse_when("2026-11-01T00:00:00+00:00", 0.0) == 1_793_491_200.0
     with pytest.raises(typer.BadParameter, match="use 7d"):
         parse_when("last tuesday", 0.0)
+
+
+def test_a_year_is_a_year_and_only_plausible_numbers_are_epochs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    try:
+        assert parse_when("2026", 0.0) == 1_767_225_600.0  # 2026-01-01 (local), not 2026 s after 1970
+        assert parse_when("2026-11", 0.0) == parse_when("2026-11-01", 0.0) == 1_793_491_200.0
+        assert parse_when("20261101", 0.0) == 1_793_491_200.0  # ISO's basic form
+        assert parse_when("1000000000", 0.0) == 1e9 and parse_when("1793491200.5", 0.0) == 1_793_491_200.5
+        bad = {"12345": "before 2001", "-5": "before 2001", "1793491200000": "milliseconds",
+               "2026-13": "not a time", "nan": "not a time"}  # fmt: skip
+        for text, why in bad.items():
+            with pytest.raises(typer.BadParameter, match=why):
+                parse_when(text, 0.0)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    result = CliRunner().invoke(app, ["usage", "--since", "12345"])
+    assert result.exit_code == 2 and "before 2001" in result.output

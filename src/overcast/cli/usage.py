@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from datetime import datetime
@@ -13,26 +14,43 @@ import typer
 _AGO = re.compile(r"^(\d+(?:\.\d+)?)([mhdw])$")
 _UNIT_S = {"m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
 _PAGE = 10_000  # the API's largest page
+_YEAR_MONTH = re.compile(r"^(\d{4})(?:-(\d{2}))?$")  # 2026, 2026-11 (fromisoformat wants a day)
+_EPOCHS = (1e9, 1e11)  # plausible epoch seconds: 2001 to the year 5138 (the API's bound)
 
 
 def parse_when(text: str, now: float) -> float:
-    """Epoch seconds from "7d" / "12h" / "30m" / "2w" (ago), an ISO date or time (local unless it names
-    a zone), or epoch seconds."""
+    """Epoch seconds from "7d" / "12h" / "30m" / "2w" (ago), a year, year-month or ISO date or time
+    (local unless it names a zone), or epoch seconds (from 2001 on: a smaller number is a mistake,
+    e.g. "2026" is the year, not 33 minutes after 1970)."""
     text = text.strip()
     ago = _AGO.match(text)
     if ago:
         return now - float(ago.group(1)) * _UNIT_S[ago.group(2)]
     try:
-        return float(text)
+        number: float | None = float(text)
     except ValueError:
-        pass
+        number = None
+    if number is not None and not math.isfinite(number):
+        number = None
+    if number is not None and _EPOCHS[0] <= number < _EPOCHS[1]:
+        return number
+    month = _YEAR_MONTH.match(text)
     try:
+        if month:
+            return datetime(int(month.group(1)), int(month.group(2) or 1), 1).timestamp()
         return datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        raise typer.BadParameter(
-            f"{text!r}: use 7d, 12h, 30m, 2w (ago), a date such as 2026-11-01 (or 2026-11-01T09:00), "
-            "or epoch seconds"
-        ) from None
+    except (ValueError, OverflowError):
+        pass
+    if number is not None and number >= _EPOCHS[1]:
+        hint = f"{text!r} as epoch seconds is after the year 5000 (milliseconds?)"
+    elif number is not None:
+        hint = f"{text!r} is not a date, and as epoch seconds it would be before 2001"
+    else:
+        hint = f"{text!r} is not a time"
+    raise typer.BadParameter(
+        f"{hint}: use 7d, 12h, 30m, 2w (ago), a date such as 2026-11-01 (or 2026-11-01T09:00, 2026-11, "
+        "2026), or epoch seconds such as 1793491200"
+    )
 
 
 def _money(x: float) -> str:
