@@ -1,6 +1,7 @@
 """Adoption when a backend's active() fails: its recorded replicas are "unjudged". They are asked after
-again on every tick, count toward the target meanwhile (no second set of GPUs), and a shutdown stops them,
-blind by their records if the backend still cannot say what it runs."""
+again on every tick, are probed and count toward the target meanwhile like adopted replicas (no second set
+of GPUs; replaced if no probe passes by the adopted deadline), and a shutdown stops them, blind by their
+records if the backend still cannot say what it runs. tests/serve/test_outage.py: routed, retired later."""
 
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ def test_unjudged_replicas_count_toward_the_target_and_are_adopted_on_a_later_ti
     try:
         ctl.tick()  # active() fails: the two are unjudged, and no second set is launched
         assert len(backend.active()) == 2, logs
-        assert [r["state"] for r in ctl.status()["replicas"]] == ["unjudged", "unjudged"]
+        assert [(r["state"], r["unjudged"]) for r in ctl.status()["replicas"]] == [("launching", True)] * 2
         ctl.tick()  # asked again: adopted
         assert sorted(ctl.replicas) == ["r0", "r1"] and not ctl._unjudged
         assert sum("adopted" in line for line in logs) == 2
@@ -100,8 +101,8 @@ def test_launches_made_while_unjudged_survive_the_judgement(tmp_path: Path):
     assert left == []
 
 
-def test_unjudged_replicas_stop_counting_after_timeout_to_ready(tmp_path: Path):
-    same = spec(timeout_to_ready_seconds=5)
+def test_unjudged_replicas_that_never_answer_are_replaced_at_the_adopted_deadline(tmp_path: Path):
+    same = spec(timeout_to_ready_seconds=5)  # deadline: launch + 60 s initial delay + 5 s
     backend = running_set(tmp_path, same)
     now = [time.time()]
     ctl = ServiceController(
@@ -110,9 +111,13 @@ def test_unjudged_replicas_stop_counting_after_timeout_to_ready(tmp_path: Path):
     try:
         ctl.tick()
         assert len(backend.active()) == 2
-        now[0] += 6  # the backend still cannot say: the target is met without them
+        now[0] += 30  # not answering, but before the deadline: still counted, nothing launched
+        ctl.tick()
+        assert len(backend.active()) == 2
+        now[0] += 36  # past it: failed and replaced; not stopped through the backend that cannot say
         ctl.tick()
         assert len(backend.active()) == 4 and len(ctl._unjudged) == 2
+        assert {r["state"] for r in ctl.status()["replicas"] if r["unjudged"]} == {"failed"}
         ctl.shutdown()
     finally:
         left = stop_all(backend)

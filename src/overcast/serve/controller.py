@@ -9,8 +9,9 @@ stop replicas and tell the load balancer which replicas are ready (apply).
 With a ``home`` the controller keeps a ledger (``serve/ledger.py``) and its first tick adopts the replicas
 a previous controller of the same service left running (it crashed, or was killed): they are found in the
 backends' ``active()``, probed, and kept instead of launched again; replicas of an older spec are rolled.
-A backend whose ``active()`` fails is asked again each tick; its recorded replicas count toward the target
-meanwhile, and ``shutdown()`` stops them.
+A backend whose ``active()`` fails is asked again each tick; its recorded replicas are probed and routed to
+meanwhile but never stopped through it, and ``shutdown()`` stops them (``serve/adoption.py``). A replica
+whose stop fails is kept and retired again next tick: no failure stops the load balancer's update.
 
 Probes run every ``period_seconds``. A ready replica is replaced after ``failure_threshold`` failed probes
 in a row (one slow probe of a busy replica is not a dead replica), a launching one if it has not passed a
@@ -31,6 +32,7 @@ import httpx
 
 from overcast.backends.base import Backend, CapacityError, EventKind, LaunchRequest, ProviderDown
 from overcast.placement.pool import Pool
+from overcast.serve.adoption import Adoption
 from overcast.serve.autoscaler import ScaleState, autoscale
 from overcast.serve.billing import ReplicaBilling
 from overcast.serve.lb import LoadBalancer
@@ -42,9 +44,8 @@ from overcast.serve.ledger import (
     parse_replica_job_id,
     replica_job_id,
     rid_number,
-    same_spec,
 )
-from overcast.serve.replicas import LiveReplica, Replica, ReplicaState, plan_replicas
+from overcast.serve.replicas import LiveReplica, ReplicaState, plan_replicas
 from overcast.spec.models import JobSpec, ServiceSpec
 from overcast.store import Store
 
@@ -58,7 +59,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class ServiceController:
+class ServiceController(Adoption):
     def __init__(
         self,
         spec: ServiceSpec,
@@ -91,9 +92,9 @@ class ServiceController:
         self.log = log
         self.scale = ScaleState(spec.replicas.min_replicas)
         self.replicas: dict[str, LiveReplica] = {}
-        # recorded replicas on a backend whose active() failed: maybe running; asked after each tick
+        # recorded replicas (in self.replicas too) on a backend whose active() failed: asked after each tick
         self._unjudged: dict[str, ReplicaRecord] = {}
-        self._unjudged_since: float | None = None
+        self._said: dict[str, str] = {}  # the last word logged about a replica kept for a later retire
         self._cooldown: dict[str, float] = {}
         self._http = httpx.Client()
         lb.configure(spec.proxy)
@@ -112,37 +113,38 @@ class ServiceController:
 
     def tick(self) -> None:
         now = self.clock()
-        if not self._adopted:
-            self._adopt(now)  # the same now: adopted replicas are probed in this tick
-        elif self._unjudged:
-            self._judge_again(now)
-        self._read_events()
-        self._probe(now)
-        scale = autoscale(self.spec.replicas, self.scale, self.lb.rate.rate(now), now)
-        moved = scale.target != self.scale.target
-        self.scale = scale
-        if moved:
-            self._persist()  # a restart resumes at this target instead of min_replicas
-        replicas = [r.replica for r in self.replicas.values()] + self._unjudged_replicas(now)
-        pools = self._pools(now)
-        plan = plan_replicas(self.spec, self.scale.target, self.version, replicas, pools)
-        by_id = {pool.id: pool for pool in pools}
-        for rid in plan.retire:
-            self._retire(rid)
-        for launch in plan.launch:
-            self._launch(by_id[launch.pool_id], launch.fallback, now)
-        self.lb.set_ready(
-            {rid: r.url for rid, r in self.replicas.items() if r.replica.state is ReplicaState.READY}
-        )
+        try:
+            if not self._adopted:
+                self._adopt(now)  # the same now: adopted replicas are probed in this tick
+            elif self._unjudged:
+                self._judge_again(now)
+            self._read_events()
+            self._probe(now)
+            scale = autoscale(self.spec.replicas, self.scale, self.lb.rate.rate(now), now)
+            moved = scale.target != self.scale.target
+            self.scale = scale
+            if moved:
+                self._persist()  # a restart resumes at this target instead of min_replicas
+            pools = self._pools(now)
+            replicas = [r.replica for r in self.replicas.values()]
+            plan = plan_replicas(self.spec, self.scale.target, self.version, replicas, pools)
+            by_id = {pool.id: pool for pool in pools}
+            for rid in plan.retire:
+                self._retire_or_keep(rid)
+            for launch in plan.launch:
+                self._launch(by_id[launch.pool_id], launch.fallback, now)
+        finally:  # whatever failed, the load balancer routes to the replicas that are ready
+            self.lb.set_ready(
+                {rid: r.url for rid, r in self.replicas.items() if r.replica.state is ReplicaState.READY}
+            )
 
     def status(self) -> dict[str, Any]:
         """What the API shows: target, ready count, version and every replica."""
-        rows = [(rid, r.replica, str(r.replica.state), r.url) for rid, r in self.replicas.items()]
-        rows += [(rid, rec.replica(rid), "unjudged", rec.url) for rid, rec in self._unjudged.items()]
         replicas = [
-            {"id": rid, "provider": r.provider, "pool": r.pool_id, "state": state, "version": r.version,
-             "fallback": r.fallback, "url": url}
-            for rid, r, state, url in sorted(rows, key=lambda row: rid_number(row[0]))
+            {"id": rid, "provider": r.provider, "pool": r.pool_id, "state": str(r.state),
+             "version": r.version, "fallback": r.fallback, "url": live.url, "unjudged": rid in self._unjudged}
+            for rid, live in sorted(self.replicas.items(), key=lambda item: rid_number(item[0]))
+            for r in [live.replica]
         ]  # fmt: skip
         return {"target": self.scale.target, "ready": self.ready_count(), "version": self.version} | {
             "replicas": replicas
@@ -160,7 +162,7 @@ class ServiceController:
         if self._unjudged:
             self._judge_again(self.clock())  # one more look; still unjudged ones are stopped blind
         failed: list[Exception] = []
-        for rid in [*self.replicas, *self._unjudged]:
+        for rid in list(self.replicas):
             try:
                 self._retire(rid)
             except Exception as exc:  # a backend error: stop the others all the same
@@ -176,95 +178,6 @@ class ServiceController:
         self._http.close()
         if self.ledger is not None:
             self.ledger.unlock()
-
-    # -- adoption -----------------------------------------------------------------------------------
-    def _adopt(self, now: float) -> None:
-        """Take over the replicas a previous controller of this service left running."""
-        assert self.ledger is not None
-        saved = self.ledger.load()
-        if saved.spec is not None:
-            self.version = saved.version if same_spec(saved.spec, self.spec) else saved.version + 1
-            if self.version != saved.version:
-                self.log(f"spec changed since the last run: rolling update to version {self.version}")
-        if saved.target is not None:
-            policy = self.spec.replicas
-            top = policy.max_replicas if policy.max_replicas is not None else policy.min_replicas
-            self.scale = ScaleState(max(policy.min_replicas, min(top, saved.target)))
-        self._state.next_rid = saved.next_rid
-        for name in self.backends:
-            self._judge(name, {rid: r for rid, r in saved.replicas.items() if r.backend == name}, now)
-        self._adopted = True
-        self._persist()
-
-    def _judge_again(self, now: float) -> None:
-        """Ask the backends whose active() failed again: adopt what they run, forget what they do not."""
-        for name in {r.backend for r in self._unjudged.values()}:
-            records = {rid: r for rid, r in self._unjudged.items() if r.backend == name}
-            for rid in records:
-                del self._unjudged[rid]
-                del self._state.replicas[rid]
-            self._judge(name, records, now, again=True)
-        if not self._unjudged:
-            self._unjudged_since = None
-        self._persist()
-
-    def _judge(self, name: str, records: dict[str, ReplicaRecord], now: float, again: bool = False) -> None:
-        """Adopt each of ``records`` that backend ``name`` runs; stop its launches of this service that
-        nobody recorded. If its active() fails the records stay, unjudged, for the next tick."""
-        backend = self.backends[name]
-        try:
-            active = backend.active()
-        except Exception as exc:  # unknown truth: keep its records, adopt nothing from it now
-            if not again:
-                self.log(
-                    f"active() of {name} failed: {exc}; its {len(records)} replicas are asked after again"
-                )
-            self._unjudged |= records
-            self._state.replicas |= records
-            self._unjudged_since = self._unjudged_since or now
-            return
-        probe = self.spec.readiness_probe
-        for job_id, attempt in active:
-            parsed = parse_replica_job_id(job_id)
-            if parsed is None or parsed[0] != self.key:
-                continue  # a job, or another service's replica
-            rid = parsed[1]
-            self._state.next_rid = max(self._state.next_rid, rid_number(rid) + 1)
-            live, rec = self.replicas.get(rid), records.get(rid)
-            if live is not None and live.backend == name and live.job_id == job_id:
-                continue  # known already (launched by this controller since the first look)
-            if rec is None or rec.attempt != attempt or rid in self.replicas:
-                backend.stop(job_id, attempt, grace_seconds=2.0)  # ours, but nobody can reach it
-                self.log(f"stopped unrecorded replica launch {job_id} attempt {attempt} on {name}")
-                if rid not in self.replicas:
-                    self.billing.end(job_id, attempt, "orphan")
-                continue
-            # probed in this tick; one that was loading when its controller stopped keeps its deadline,
-            # but every adopted replica gets failure_threshold probes to answer
-            ready_by = rec.launched_at + probe.initial_delay_seconds + probe.timeout_to_ready_seconds
-            ready_by = max(ready_by, now + probe.failure_threshold * probe.period_seconds)
-            live = LiveReplica(rec.replica(rid), name, job_id, rec.url, rec.launched_at, ready_by, now)
-            self.replicas[rid] = live
-            self._state.replicas[rid] = rec
-            self.log(f"replica {rid} adopted on {rec.provider} (version {rec.version})")
-        for rid in records.keys() - self.replicas.keys():  # gone unwatched: billed to now or its event
-            self.billing.end(replica_job_id(self.key, rid), records[rid].attempt, "gone")
-
-    def _unjudged_replicas(self, now: float) -> list[Replica]:
-        """Unjudged replicas as the plan sees them: launching, until judged or until they would have had
-        to be ready (then the target is met without them; if they turn out alive, the surplus goes)."""
-        since = self._unjudged_since
-        if since is None or now - since >= self.spec.readiness_probe.timeout_to_ready_seconds:
-            return []
-        return [r.replica(rid) for rid, r in self._unjudged.items()]
-
-    def _persist(self) -> None:
-        if self.ledger is None:
-            return
-        self._state.spec = self.spec.model_dump_json()
-        self._state.version = self.version
-        self._state.target = self.scale.target
-        self.ledger.save(self._state)
 
     # -- snapshot -----------------------------------------------------------------------------------
     def _read_events(self) -> None:
@@ -364,23 +277,37 @@ class ServiceController:
         self.replicas[rid] = LiveReplica(record.replica(rid), pool.backend, job_id, url, now, ready_by, first)
         self.log(f"replica {rid} launching on {pool.provider} (version {self.version})")
 
+    def _retire_or_keep(self, rid: str) -> None:
+        """Retire ``rid`` as the plan says, or keep it for the next tick's plan; never raises."""
+        rec = self._unjudged.get(rid)
+        if rec is not None:  # its backend cannot say what it runs: a stop through it would fail too
+            self._say(rid, f"replica {rid} is retired once {rec.backend} answers again")
+            return
+        try:
+            self._retire(rid)
+        except Exception as exc:  # kept (and billed): retired again next tick; the others go on
+            self._say(rid, f"replica {rid} could not be stopped, tried again each tick: {exc}")
+
+    def _say(self, rid: str, message: str) -> None:
+        if self._said.get(rid) != message:  # once, not every tick
+            self._said[rid] = message
+            self.log(message)
+
     def _retire(self, rid: str) -> None:
-        live, rec = self.replicas.get(rid), self._unjudged.get(rid)
+        """Stop ``rid`` (an unjudged one blind, by its record: a stop of nothing is a no-op); raises."""
+        live = self.replicas.get(rid)
         if live is None:
-            if rec is None:
-                return
-            # unjudged, maybe running: stopped by its record (a stop of nothing is a no-op)
-            live = LiveReplica(
-                rec.replica(rid), rec.backend, replica_job_id(self.key, rid), rec.url, 0.0, 0.0
-            )
-        name, attempt = live.backend, rec.attempt if rec is not None else 1
-        backend = self.backends.get(name)
+            return
+        rec = self._state.replicas.get(rid)
+        attempt = rec.attempt if rec is not None else 1
+        backend = self.backends.get(live.backend)
         if backend is not None:
-            backend.stop(live.job_id, attempt, grace_seconds=2.0)  # raises: kept, retired again next tick
+            backend.stop(live.job_id, attempt, grace_seconds=2.0)  # raises: kept, retired again later
         outcome = "retired" if backend is not None else "backend-gone"
         self.billing.end(live.job_id, attempt, outcome, strict=True)  # raises: kept, like a failed stop
-        self.replicas.pop(rid, None)
+        del self.replicas[rid]
         self._unjudged.pop(rid, None)
+        self._said.pop(rid, None)
         self._forget(rid)  # only once stopped
         self.log(f"replica {rid} retired from {live.replica.provider}")
 
