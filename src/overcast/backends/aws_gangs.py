@@ -7,6 +7,7 @@ Everything the AWS backend needs to know after a crash is on the instances thems
     overcast:agent     the node agent runs (STARTED waits for every rank's)
     overcast:exit      the job's exit code, set by the node agent just before it terminates the instance
     overcast:sigterm   the job got SIGTERM (a stop request or a spot notice) before it exited
+    overcast:ended-at  when the job ended (epoch seconds): the gang's end, billed to it, is its last node's
     overcast:stop      the control loop stopped this gang: no events, the agent sends SIGTERM
 
 An instance that is gone (shutting-down, terminated, stopped, or no longer listed) without an exit tag
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from overcast.backends.base import BackendEvent
-from overcast.backends.cloud_gangs import GangHead, Wording, by_gang, outcome
+from overcast.backends.cloud_gangs import ENDED_AT, GangHead, Wording, by_gang, outcome
 
 LIVE_STATES = frozenset({"pending", "running"})
 GONE_STATES = frozenset({"shutting-down", "terminated", "stopping", "stopped"})
@@ -79,7 +80,9 @@ class Gang(GangHead):
         missing = self.nodes - len(self.instances)  # terminated long ago: EC2 no longer lists it
         if missing > 0:
             lost.append(f"{missing} instance(s) no longer listed by EC2")
-        return outcome(self, ended, lost, now, WORDING)
+        stamps = [tags(i).get("overcast:" + ENDED_AT) for i in self.instances]
+        launched = [i["LaunchTime"].timestamp() for i in self.instances if i.get("LaunchTime")]
+        return outcome(self, ended, lost, now, WORDING, stamps, launched)
 
 
 def group(instances: list[dict[str, Any]]) -> list[Gang]:

@@ -8,6 +8,7 @@ names may not contain ``/``, so they use ``-``):
     overcast-agent     the node agent runs (STARTED waits for every rank's); overcast-ip: its private IP
     overcast-exit      the job's exit code, set by the agent just before it deallocates its VM
     overcast-sigterm   the job got SIGTERM (a stop request or a Preempt event) before it exited
+    overcast-ended-at  when the job ended (epoch seconds): the gang's end, billed to it, is its last VM's
     overcast-stop      the control loop stopped this gang: no events, the agent sends SIGTERM
 
 Unlike EC2, ARM forgets a deleted VM at once (a spot eviction with policy Delete, or someone deleting it):
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from overcast.backends.base import BackendEvent
-from overcast.backends.cloud_gangs import GangHead, Wording, by_gang, outcome, split_key
+from overcast.backends.cloud_gangs import ENDED_AT, GangHead, Wording, by_gang, outcome, split_key
 
 GONE_STATES = frozenset({"Deleting", "Failed"})
 WORDING = Wording(lost="spot eviction or deleted outside overcast", sigterm="Preempt event or stop")
@@ -80,7 +81,10 @@ class Gang(GangHead):
         missing = self.nodes - len(self.vms)
         if missing > 0:  # evicted (spot, policy Delete) or deleted outside overcast: ARM forgets it
             lost.append(f"{missing} VM(s) no longer listed by Azure")
-        return outcome(self, ended, lost, now, WORDING)
+        stamps = [tags(vm).get("overcast-" + ENDED_AT) for vm in self.vms]
+        made = [vm.properties.time_created for vm in self.vms if vm.properties]
+        launched = [t.timestamp() for t in made if t]
+        return outcome(self, ended, lost, now, WORDING, stamps, launched)
 
 
 def group(vms: list[Any], owner: str, launched: dict[str, int] | None = None) -> list[Gang]:

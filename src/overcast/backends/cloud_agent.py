@@ -1,6 +1,6 @@
-"""What the node agents of the three clouds (aws_agent, azure_agent, oci_agent) share: the command line
-(as the boot script writes it and as the agent reads it), the log lines, and the end of a node (its exit
-tags, then powering its machine off, whatever happened).
+"""What the node agents of the clouds (aws_agent, azure_agent, oci_agent, gcp_agent) share: the command
+line (as the boot script writes it and as the agent reads it), the log lines, and the end of a node (its
+exit tags, then powering its machine off, whatever happened).
 
 Each provider's agent finds its rank and head through its own metadata service and API, and says how to
 tag and end its machine.
@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Callable
 
 from overcast.backends.base import LaunchRequest
+from overcast.backends.cloud_gangs import ENDED_AT
 from overcast.backends.node_agent import AGENT_FAILED, run_job
 
 ShouldStop = Callable[[], str | None]
@@ -69,13 +71,18 @@ def serve(
     how: str = "terminating",
 ) -> int:
     """Run ``start`` (the node's life: (exit code, got SIGTERM)), then tag the machine ``<prefix>exit``
-    (and ``<prefix>sigterm``) and power it off: whatever happened, the machine must not stay up (and bill)
-    with nothing running. An agent that failed itself exits ``AGENT_FAILED``."""
+    (and ``<prefix>sigterm``) and ``<prefix>ended-at`` and power it off: whatever happened, the machine
+    must not stay up (and bill) with nothing running. An agent that failed itself exits ``AGENT_FAILED``.
+
+    ``ended-at`` is when the job ended, whole epoch seconds (digits: a valid value on every provider, GCP
+    labels included): the backend bills the node to it, not to when it polls."""
     code, sigterm = AGENT_FAILED, False
     try:
         code, sigterm = start()
     finally:
-        exit_tags = {prefix + "exit": str(code)} | ({prefix + "sigterm": "1"} if sigterm else {})
+        ended = str(int(time.time()))
+        exit_tags = {prefix + "exit": str(code), prefix + ENDED_AT: ended}
+        exit_tags |= {prefix + "sigterm": "1"} if sigterm else {}
         say(f"exit {code}; tagging and {how} {node}")
         try:
             tag(exit_tags)

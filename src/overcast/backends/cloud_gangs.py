@@ -2,16 +2,19 @@
 
 Each provider's ``*_gangs`` module reads its own machines (states, tags, ranks); this module holds what is
 the same for all of them: the tags that name a gang, the gang's key, and the rules that turn what the
-nodes said (exit codes, SIGTERM) and which nodes were lost into the gang's one outcome.
+nodes said (exit codes, SIGTERM, when they ended) and which nodes were lost into the gang's one outcome.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from overcast.backends.base import BackendEvent, EventKind
+
+ENDED_AT = "ended-at"  # the agent's tag (after the provider's prefix): when its node ended, epoch seconds
 
 
 @dataclass(slots=True)
@@ -73,29 +76,49 @@ class Wording:
     sigterm: str = ""  # e.g. "spot notice or stop"; empty: no explanation
 
 
+def end_time(stamps: list[str | None], launched: list[float], lost: bool, now: float) -> float:
+    """When a gang stopped, what it is billed to however late the poll: the latest ``ended-at`` of its
+    listed nodes (``stamps``), no earlier than their last launch, no later than ``now``. ``now`` while a
+    node runs (no stamp yet), and when a node was lost or wrote no usable stamp (a reclaim, a dead or
+    older agent): then nothing better is known than that it was gone by this poll."""
+    ends = []
+    for stamp in stamps:
+        try:
+            ends.append(float(stamp if stamp is not None else "nan"))
+        except ValueError:
+            return now
+    if lost or not ends or not all(math.isfinite(t) for t in ends):
+        return now
+    return min(max(ends + launched), now)
+
+
 def outcome(
     head: GangHead,
     ended: list[tuple[int, int, bool]],
     lost: list[str],
     now: float,
     wording: Wording,
+    stamps: list[str | None] | None = None,
+    launched: list[float] | None = None,
 ) -> BackendEvent | None:
     """The gang's outcome, once it has one: lost > preempted by SIGTERM > failed > all succeeded.
 
     ``ended``: (rank, exit code, got SIGTERM) of each node that wrote its exit, in rank order;
-    ``lost``: a line for each node gone without an exit code."""
+    ``lost``: a line for each node gone without an exit code; ``stamps``, ``launched``: each listed
+    node's ``ended-at`` tag and launch time, for the event's time (``end_time``; without: ``now``)."""
     job, attempt = head.job_id, head.attempt
+    at = end_time(stamps or [], launched or [], bool(lost), now)
     if lost:
         why = f"node lost ({wording.lost}): {lost[0]}"
-        return BackendEvent(EventKind.PREEMPTED, job, attempt, now, why)
+        return BackendEvent(EventKind.PREEMPTED, job, attempt, at, why)
     for rank, code, sigterm in ended:
         if code != 0 and sigterm:
             cause = f" ({wording.sigterm})" if wording.sigterm else ""
             why = f"node {rank} got SIGTERM{cause}, exit {code}"
-            return BackendEvent(EventKind.PREEMPTED, job, attempt, now, why)
+            return BackendEvent(EventKind.PREEMPTED, job, attempt, at, why)
     for rank, code, _ in ended:
         if code != 0:
-            return BackendEvent(EventKind.FAILED, job, attempt, now, f"node {rank} exited with {code}", code)
+            return BackendEvent(EventKind.FAILED, job, attempt, at, f"node {rank} exited with {code}", code)
     if len(ended) == head.nodes:
-        return BackendEvent(EventKind.SUCCEEDED, job, attempt, now, "", 0)
+        return BackendEvent(EventKind.SUCCEEDED, job, attempt, at, "", 0)
     return None

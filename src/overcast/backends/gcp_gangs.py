@@ -11,6 +11,7 @@ label-safe form (for the list filter):
     overcast-agent     label: the node agent runs (STARTED waits for every rank's)
     overcast-exit      label: the job's exit code, set by the agent just before it stops its instance
     overcast-sigterm   label: the job got SIGTERM (a stop request or a spot preemption) before it exited
+    overcast-ended-at  label: when the job ended (epoch seconds, digits): the gang is billed to its last
     overcast-stop      label: the control loop stopped this gang: no events, the agent sends SIGTERM
 
 Like ARM, Compute forgets a deleted instance at once (a spot preemption with action DELETE, or someone
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from overcast.backends.base import BackendEvent
-from overcast.backends.cloud_gangs import GangHead, Wording, by_gang, outcome, split_key
+from overcast.backends.cloud_gangs import ENDED_AT, GangHead, Wording, by_gang, outcome, split_key
 from overcast.backends.gcp_client import GONE_STATES, LIVE_STATES
 
 TAG = "overcast-"
@@ -61,6 +62,10 @@ def rank_from_name(name: str) -> int:
         return 0
 
 
+def created_at(instance: Any) -> float:
+    return dt.datetime.fromisoformat(instance.creation_timestamp).timestamp()
+
+
 def private_ip(instance: Any) -> str:
     nics = list(instance.network_interfaces)
     return str(nics[0].network_i_p) if nics else ""
@@ -90,7 +95,7 @@ class Gang(GangHead):
         running = [i for i in self.instances if i.status == "RUNNING"]
         if len(running) < self.nodes or self.all_running():
             return None
-        return max(dt.datetime.fromisoformat(i.creation_timestamp).timestamp() for i in running)
+        return max(created_at(i) for i in running)
 
     def terminal_event(self, now: float) -> BackendEvent | None:
         """The gang's outcome, once it has one (``cloud_gangs.outcome``)."""
@@ -107,7 +112,9 @@ class Gang(GangHead):
         missing = self.nodes - len({rank_of(i) for i in self.instances})
         if missing > 0:  # preempted (spot, action DELETE) or deleted outside overcast: GCP forgets it
             lost.append(f"{missing} instance(s) no longer listed by GCP")
-        return outcome(self, ended, lost, now, WORDING)
+        stamps = [i.labels.get(TAG + ENDED_AT) for i in self.instances]
+        launched = [created_at(i) for i in self.instances if i.creation_timestamp]
+        return outcome(self, ended, lost, now, WORDING, stamps, launched)
 
 
 def group(instances: list[Any], owner: str, launched: dict[str, int] | None = None) -> list[Gang]:

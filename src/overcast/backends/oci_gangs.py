@@ -7,6 +7,7 @@ Everything the OCI backend needs after a crash is on the instances, as freeform 
     overcast-agent     the node agent runs (STARTED waits for every rank's); overcast-addr its private IP
     overcast-exit      the job's exit code, set by the node agent just before it terminates the instance
     overcast-sigterm   the job got SIGTERM (a stop request) before it exited
+    overcast-ended-at  when the job ended (epoch seconds): the gang's end, billed to it, is its last node's
     overcast-stop      the control loop stopped this gang: no events, the agent sends SIGTERM
 
 An instance that is gone (STOPPING, STOPPED, TERMINATING, TERMINATED, or no longer listed) without an
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from overcast.backends.base import BackendEvent
-from overcast.backends.cloud_gangs import GangHead, Wording, by_gang, outcome
+from overcast.backends.cloud_gangs import ENDED_AT, GangHead, Wording, by_gang, outcome
 from overcast.backends.oci_client import GONE_STATES, HALTED_STATES, LIVE_STATES, TAG
 
 WORDING = Wording(lost="preempted or terminated outside overcast")
@@ -77,7 +78,9 @@ class Gang(GangHead):
         missing = self.nodes - len({rank_of(i) for i in self.instances})
         if missing > 0:  # terminated long ago (OCI lists terminated instances for a while only)
             lost.append(f"{missing} instance(s) no longer listed by OCI")
-        return outcome(self, ended, lost, now, WORDING)
+        stamps = [tags(i).get(TAG + ENDED_AT) for i in self.instances]
+        launched = [i.time_created.timestamp() for i in self.instances if i.time_created]
+        return outcome(self, ended, lost, now, WORDING, stamps, launched)
 
 
 def group(instances: list[Any], owner: str) -> list[Gang]:
