@@ -24,9 +24,18 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from overcast.backends.azure_client import AzureApiError, AzureSettings, add_tags, call, compute_client
+from azure.core.exceptions import AzureError, HttpResponseError
+
+from overcast.backends.azure_client import (
+    AzureApiError,
+    AzureSettings,
+    add_tags,
+    call,
+    compute_client,
+    translate,
+)
 from overcast.backends.azure_customdata import custom_data
-from overcast.backends.azure_gangs import Gang, group, provisioning
+from overcast.backends.azure_gangs import Gang, group, power_state, provisioning
 from overcast.backends.azure_vmspec import gang_name, group_body, vm_body, vm_name
 from overcast.backends.base import Allocation, LaunchRequest
 from overcast.backends.cloud_backend import CloudBackend
@@ -164,7 +173,7 @@ class AzureBackend(CloudBackend):
 
     def _gangs(self, state: dict[str, Any] | None = None) -> list[Gang]:
         launched = (state or self._state())["launched"]
-        return group(self._list(), self.settings.owner, launched)
+        return group(self._list(), self.settings.owner, launched, self._powers())
 
     def _gang(self, job_id: str, attempt: int) -> Gang | None:
         found = [
@@ -175,6 +184,25 @@ class AzureBackend(CloudBackend):
     def _list(self) -> list[Any]:
         rg = self.settings.resource_group
         return call("list VMs", lambda: list(self.compute.virtual_machines.list(rg)))
+
+    def _powers(self) -> dict[str, str]:
+        """VM id (lower case) -> power state of the resource group's VMs. The VM list carries none, and a
+        VM stopped or deallocated outside overcast would look live forever (the job RUNNING, its disks or
+        its compute billing). One status-only list of the subscription (the resource group's list takes
+        ``$expand=instanceView`` only with a scale-set filter). An identity allowed to read only its
+        resource group is refused (403): it gets no power states, and such VMs look live, as before."""
+        vms = self.compute.virtual_machines
+        try:
+            found = list(vms.list_all(status_only="true"))
+        except HttpResponseError as exc:
+            if exc.status_code == 403:
+                return {}
+            raise translate("list VM states", exc) from exc
+        except AzureError as exc:
+            raise translate("list VM states", exc) from exc
+        rg = f"/resourcegroups/{self.settings.resource_group}/".lower()
+        ids = [(str(vm.id).lower(), power_state(vm)) for vm in found]
+        return {vm_id: power for vm_id, power in ids if rg in vm_id and power}
 
     def _tag(self, vm: Any, extra: dict[str, str]) -> None:
         call("tag VM", add_tags, self.compute, self.settings.resource_group, vm.name, extra)

@@ -14,7 +14,9 @@ names may not contain ``/``, so they use ``-``):
 Unlike EC2, ARM forgets a deleted VM at once (a spot eviction with policy Delete, or someone deleting it):
 a VM of the gang that is no longer listed, or listed as ``Deleting`` or ``Failed`` without an exit tag,
 was lost. That is why the agent deallocates its VM instead of deleting it: the exit tag must outlive the
-job until the backend has read it (the backend deletes the VMs once the outcome is delivered).
+job until the backend has read it (the backend deletes the VMs once the outcome is delivered). A VM
+stopped or deallocated without an exit tag (in the portal, by Azure) was lost too: ARM's VM list shows no
+power state, so the backend reads it from a status-only list (``power``: VM id -> "running", ...).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from overcast.backends.base import BackendEvent
 from overcast.backends.cloud_gangs import ENDED_AT, GangHead, Wording, by_gang, outcome, split_key
 
 GONE_STATES = frozenset({"Deleting", "Failed"})
+HALTED_POWER = frozenset({"stopping", "stopped", "deallocating", "deallocated"})  # runs nothing
 WORDING = Wording(lost="spot eviction or deleted outside overcast", sigterm="Preempt event or stop")
 
 
@@ -42,14 +45,32 @@ def rank(vm: Any) -> int:
     return int(tags(vm).get("overcast-rank", "0"))
 
 
+def power_state(vm: Any) -> str:
+    """The power state in a VM's instance view ("running", "deallocated", ...), "" when it has none."""
+    view = vm.properties.instance_view if vm.properties else None
+    codes = [str(s.code or "") for s in (view.statuses or [])] if view else []
+    return next((c.split("/", 1)[1] for c in codes if c.startswith("PowerState/")), "")
+
+
 @dataclass(slots=True)
 class Gang(GangHead):
     vms: list[Any] = field(default_factory=list)
+    power: dict[str, str] = field(default_factory=dict)  # VM id (lower case) -> power state; may be empty
+
+    def halted(self, vm: Any) -> str:
+        """The power state of a VM stopped or deallocated without an exit tag (outside overcast), else ""."""
+        state = self.power.get(str(vm.id).lower(), "")
+        return state if state in HALTED_POWER and "overcast-exit" not in tags(vm) else ""
 
     @property
     def live(self) -> list[Any]:
-        """VMs that may still run the job: not ended (exit tag), not being deleted, not failed."""
-        return [v for v in self.vms if "overcast-exit" not in tags(v) and provisioning(v) not in GONE_STATES]
+        """VMs that may still run the job: not ended (exit tag), not being deleted, not failed, not
+        stopped or deallocated."""
+        return [
+            v
+            for v in self.vms
+            if "overcast-exit" not in tags(v) and provisioning(v) not in GONE_STATES and not self.halted(v)
+        ]
 
     @property
     def stop_requested(self) -> bool:
@@ -76,8 +97,9 @@ class Gang(GangHead):
             t = tags(vm)
             if "overcast-exit" in t:
                 ended.append((rank(vm), int(t["overcast-exit"]), t.get("overcast-sigterm") == "1"))
-            elif provisioning(vm) in GONE_STATES:
-                lost.append(f"{vm.name} (rank {rank(vm)}) {provisioning(vm)} without an exit code")
+            elif provisioning(vm) in GONE_STATES or self.halted(vm):
+                state = self.halted(vm) or provisioning(vm)
+                lost.append(f"{vm.name} (rank {rank(vm)}) {state} without an exit code")
         missing = self.nodes - len(self.vms)
         if missing > 0:  # evicted (spot, policy Delete) or deleted outside overcast: ARM forgets it
             lost.append(f"{missing} VM(s) no longer listed by Azure")
@@ -87,10 +109,13 @@ class Gang(GangHead):
         return outcome(self, ended, lost, now, WORDING, stamps, launched)
 
 
-def group(vms: list[Any], owner: str, launched: dict[str, int] | None = None) -> list[Gang]:
+def group(
+    vms: list[Any], owner: str, launched: dict[str, int] | None = None, power: dict[str, str] | None = None
+) -> list[Gang]:
     """Gangs of ``owner``'s VMs, in (job, attempt) order. ``launched`` (key -> nodes) adds the gangs this
-    backend created whose VMs are all gone: ARM no longer lists them, but their loss must be reported."""
-    gangs = {(h.job_id, h.attempt): Gang(h.job_id, h.attempt, h.pool_id, h.nodes, items)
+    backend created whose VMs are all gone: ARM no longer lists them, but their loss must be reported.
+    ``power``: VM id (lower case) -> power state."""
+    gangs = {(h.job_id, h.attempt): Gang(h.job_id, h.attempt, h.pool_id, h.nodes, items, power or {})
              for h, items in by_gang(vms, tags, "overcast-", owner)}  # fmt: skip
     for gang_key, nodes in (launched or {}).items():
         job, attempt = split_key(gang_key)
