@@ -71,3 +71,28 @@ def test_the_job_loop_leaves_a_service_replica_on_a_shared_backend_alone(tmp_pat
     assert ("svc.llm.r1", 1) in backend.active()
     assert not [e for e in store.events() if e.job_id == "svc.llm.r1"]
     backend.stop("svc.llm.r1", 1, 0.5)
+
+
+def test_a_success_after_a_lost_guess_bills_until_the_success(tmp_path: Path) -> None:
+    # reconcile guessed "lost" (one listing missed the attempt) and requeued it; the backend then reports
+    # it succeeded: it ran until that event, so its launch is billed to it, not to the guess
+    from sqlalchemy import select
+
+    from overcast.store import LaunchTerms
+    from overcast.store.tables import launches
+
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    loop = make_loop(tmp_path, store)
+    record = store.submit("default", job("raced", "exit 0"))
+    store.transition(record.id, [JobState.PENDING], JobState.LAUNCHING, attempt=1, backend="local:oci-local")
+    terms = LaunchTerms("oci", "on-demand", 1, 1, "H100", 10.0)
+    store.record_launch(record.id, 1, "pool", "local:oci-local", "h", team="default", terms=terms)
+    start = time.time()
+    store.end_launch(record.id, 1, "lost", at=start + 0.01)
+    store.transition(record.id, [JobState.LAUNCHING], JobState.PENDING, reason="requeued by reconcile")
+    time.sleep(0.05)
+    done_at = time.time()
+    handle_event(loop.rt, "local:oci-local", BackendEvent(EventKind.SUCCEEDED, record.id, 1, done_at))
+    with store.engine.connect() as conn:
+        row = conn.execute(select(launches.c.ended_at, launches.c.outcome)).one()
+    assert row.outcome == "succeeded" and abs(row.ended_at - done_at) < 1e-3

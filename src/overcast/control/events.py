@@ -50,7 +50,8 @@ def handle_event(rt: Runtime, backend_name: str, event: BackendEvent) -> None:
             job.id, [JobState.PENDING], JobState.SUCCEEDED, reason=None, event=done, event_at=event.at,
             attempt_was=job.attempt,
         ):  # fmt: skip
-            store.end_launch(job.id, job.attempt, "succeeded", at=event.at)
+            # it ran until this event, so a reconcile's "lost" guess moves later to it
+            store.end_launch(job.id, job.attempt, "succeeded", at=event.at, seen_running=True)
         return
     if current and job is not None and job.state.terminal and event.kind is not EventKind.STARTED:
         _log_end_once(rt, job, event)
@@ -60,7 +61,7 @@ def handle_event(rt: Runtime, backend_name: str, event: BackendEvent) -> None:
         being_stopped = current and job is not None and job.state is JobState.STOPPING
         if event.kind is EventKind.STARTED and not being_stopped:
             rt.stop(backend_name, event.job_id, event.attempt, grace=0.0)
-            store.end_launch(event.job_id, event.attempt, "stale")
+            store.end_launch(event.job_id, event.attempt, "stale", seen_running=True)
             store.add_event(event.job_id, "stale-stopped", f"attempt {event.attempt} on {backend_name}")
         return
     where = job.pool_id or backend_name
