@@ -136,6 +136,10 @@ def demo(
         console.print(f"last attempt on {result.pools[-1]}: {result.resumed}")
     seconds = f"{result.seconds:.1f}s"
     console.print(f"job {result.job_state} on {moved}: {verdict} as the uninterrupted run ({seconds})")
+    bill = Table("pool", "launches", "GPU-hours", "cost $", title="the bill (overcast usage --by pool)")
+    for row in result.bill:
+        bill.add_row(row.key or "?", str(row.launches), f"{row.gpu_hours:.4f}", f"{row.dollars:.5f}")
+    console.print(bill)
     if keep or verdict != "SAME result":  # a failed demo keeps its logs and database for a look
         console.print(f"kept {home}")
     else:

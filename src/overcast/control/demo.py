@@ -19,6 +19,7 @@ from overcast.backends.local import LocalBackend, LocalCluster
 from overcast.control.loop import ControlLoop
 from overcast.spec.models import AcceleratorRequest, JobSpec, Resources
 from overcast.store import EventRecord, JobState, Store
+from overcast.store.usage import UsageRecord
 
 TRAIN = Path(__file__).resolve().parents[3] / "examples" / "train" / "train.py"
 DEMO_CLUSTERS = (
@@ -36,6 +37,7 @@ class DemoResult:
     events: list[EventRecord]
     seconds: float
     resumed: str | None  # the last attempt's "resumed from checkpoint at step N" line
+    bill: list[UsageRecord]  # GPU-hours and dollars per pool, from the launch records
 
     @property
     def same(self) -> bool:
@@ -61,7 +63,7 @@ def run_demo(
     down_at_step: int = 60,
     timeout_s: float = 110.0,
 ) -> DemoResult:
-    start = time.monotonic()
+    start, started_at = time.monotonic(), time.time()
     if not TRAIN.exists():
         raise FileNotFoundError(f"the example trainer is missing: {TRAIN}")
     store = Store(f"sqlite:///{home / 'overcast.db'}")
@@ -123,7 +125,8 @@ def run_demo(
     results = [line for line in lines if line.startswith("RESULT")]
     resumed = next((line for line in lines if line.startswith("resumed from")), None)
     seconds = time.monotonic() - start
-    return DemoResult(reference, results, final.state.value, ran_on, events, seconds, resumed)
+    bill = store.usage(started_at - 1.0, time.time() + 1.0, by="pool").rows
+    return DemoResult(reference, results, final.state.value, ran_on, events, seconds, resumed, bill)
 
 
 def _checkpoint_step(path: Path) -> int:
