@@ -5,7 +5,8 @@
    a loop that just became leader reconciles the store with what backends run first
 a. poll backends -> events -> store transitions (started, succeeded, failed, preempted...)
 b. cancel requests -> stop with grace -> cancelled
-c. snapshot: pools from backends + learned health from the store; pending and running jobs
+c. snapshot: pools from backends + learned health from the store; pending and running jobs; what
+   budgeted teams have left this month (spend read every 30 s, running use added in between)
 d. decide(snapshot) -> decisions (the pure scheduler)
 e. apply: place (CAS PENDING -> LAUNCHING, record, launch; failover on capacity errors), preempt
 """
@@ -30,7 +31,7 @@ from overcast.control.health import Backoff
 from overcast.control.lease import LeaseHeartbeat
 from overcast.control.reconcile import ReconcileReport, reconcile
 from overcast.control.runtime import Runtime
-from overcast.control.snapshot import build_snapshot
+from overcast.control.snapshot import TeamBudgetCache, build_snapshot
 from overcast.control.stopper import Stopper
 from overcast.scheduler.snapshot import Decisions, Snapshot
 from overcast.store import JobState, Store
@@ -79,6 +80,7 @@ class ControlLoop:
         self.leader = False
         self.ticks = 0
         self._reasons: dict[str, str] = {}
+        self.budgets = TeamBudgetCache()  # what teams have left: read every 30 s
         self._lock = threading.Lock()  # one tick at a time (the API thread may ask for one)
 
     @property
@@ -115,7 +117,7 @@ class ControlLoop:
         self._cancels()  # (b)
         now = self.rt.clock()
         health = self.store.pool_health()
-        snapshot = build_snapshot(self.rt, now, health)  # (c)
+        snapshot = build_snapshot(self.rt, now, health, self.budgets)  # (c)
         self._forget_avoids({job.id for job in snapshot.pending})
         with metrics.DECISION_SECONDS.time():
             decisions = self.decide(snapshot)  # (d)

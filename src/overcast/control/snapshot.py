@@ -1,5 +1,5 @@
 """Step (c) of a tick: the scheduler's input, built from backends (pools, use) and the store (jobs,
-learned pool health)."""
+learned pool health, what budgeted teams have left this month)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,50 @@ from overcast.control.health import apply_learned
 from overcast.control.runtime import LIVE, Runtime
 from overcast.placement.pool import Pool
 from overcast.scheduler.snapshot import PendingJob, RunningJob, Snapshot
-from overcast.store import JobState, PoolHealthRecord
+from overcast.store import JobState, PoolHealthRecord, Store, month_start
 
 log = logging.getLogger(__name__)
 
 MAX_JOBS = 1_000_000
+BUDGET_CACHE_S = 30.0  # budgets and this month's spend are read at most this often
+
+
+class TeamBudgetCache:
+    """What each budgeted team has left this month (budget - list-price spend), for the scheduler.
+
+    The spend is a sum over the month's launches, too dear to run every tick: budgets and spend are
+    read from the store at most every ``ttl`` seconds (and again when a month begins), and in between
+    the running jobs' list-price use since that read is added (nodes x price x time), so what is left
+    is current every tick, and steady while the team's jobs run within their expected hours (the
+    scheduler also takes off what they are still expected to cost). A new budget applies within ``ttl``.
+    """
+
+    def __init__(self, ttl: float = BUDGET_CACHE_S) -> None:
+        self.ttl = ttl
+        self._read_at: float | None = None
+        self._month = 0.0
+        self._left: dict[str, float] = {}
+
+    def left(
+        self, store: Store, now: float, running: list[RunningJob], pools: list[Pool]
+    ) -> dict[str, float]:
+        month = month_start(now)
+        read_at = self._read_at
+        if read_at is None or not 0 <= now - read_at < self.ttl or month != self._month:
+            budgets = store.budgets()
+            spent = store.month_spend(now, budgets) if budgets else {}
+            self._left = {team: dollars - spent.get(team, 0.0) for team, dollars in budgets.items()}
+            self._read_at = read_at = now
+            self._month = month
+        left = dict(self._left)
+        if left and now > read_at:
+            price = {p.id: p.marginal_price_per_node_hour for p in pools}
+            for job in running:
+                team = job.spec.team
+                if team in left and price.get(job.pool_id, 0.0) > 0:
+                    since = max(read_at, job.started_at)
+                    left[team] -= job.nodes * price[job.pool_id] * max(now - since, 0.0) / 3600.0
+        return left
 
 
 def backend_pools(rt: Runtime) -> list[Pool]:
@@ -26,7 +65,10 @@ def backend_pools(rt: Runtime) -> list[Pool]:
     return pools
 
 
-def build_snapshot(rt: Runtime, now: float, health: dict[str, PoolHealthRecord]) -> Snapshot:
+def build_snapshot(
+    rt: Runtime, now: float, health: dict[str, PoolHealthRecord], budgets: TeamBudgetCache | None = None
+) -> Snapshot:
+    """``budgets``: the loop's cache of what teams have left (None: read now)."""
     pools = backend_pools(rt)
     apply_learned(pools, health, now)
     store = rt.store
@@ -42,4 +84,5 @@ def build_snapshot(rt: Runtime, now: float, health: dict[str, PoolHealthRecord])
         for j in store.list(states=LIVE, limit=MAX_JOBS)
         if j.pool_id is not None
     ]
-    return Snapshot(now=now, pools=pools, pending=pending, running=running)
+    left = (budgets or TeamBudgetCache(ttl=0.0)).left(store, now, running, pools)
+    return Snapshot(now=now, pools=pools, pending=pending, running=running, team_budgets=left)

@@ -128,6 +128,7 @@ def build_problem(
     per_node = 1.0
     compatible: dict[tuple, np.ndarray] = {}  # request key -> pool positions
     costs: dict[tuple, np.ndarray] = {}  # + hours and checkpointing -> cost per pool
+    gated: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # + team -> what the gate leaves of them
     for job in jobs:
         spec = job.spec
         key = request_key(spec)
@@ -138,9 +139,14 @@ def build_problem(
         if cost_key not in costs:
             costs[cost_key] = score.expected_cost(index, positions, spec)
         cost = costs[cost_key]
-        if gate is not None and gate.restricted(job, index):
-            allowed = gate.usable(job, index, positions, cost)
-            positions, cost = positions[allowed], cost[allowed]
+        if gate is not None:  # its rules read only the job's shape, hours and team
+            gate_key = (cost_key, spec.team)
+            if gate_key not in gated:
+                if gate.restricted(job, index):
+                    allowed = gate.usable(job, index, positions, cost)
+                    positions, cost = positions[allowed], cost[allowed]
+                gated[gate_key] = (positions, cost)
+            positions, cost = gated[gate_key]
         dearest = float(cost.max()) if len(cost) else 0.0
         if job.avoid_pools and len(positions):
             avoid = np.isin(positions, [index.position_of.get(p, -1) for p in job.avoid_pools])
