@@ -23,6 +23,7 @@ COMMANDS = {
     "twin": "overcast.cli.twin",
     "serve": "overcast.cli.serve",
     "usage": "overcast.cli.usage",
+    "budget": "overcast.cli.budget",
 }
 
 
