@@ -96,3 +96,30 @@ def test_a_success_after_a_lost_guess_bills_until_the_success(tmp_path: Path) ->
     with store.engine.connect() as conn:
         row = conn.execute(select(launches.c.ended_at, launches.c.outcome)).one()
     assert row.outcome == "succeeded" and abs(row.ended_at - done_at) < 1e-3
+
+
+def test_an_older_attempt_guessed_lost_is_billed_to_its_own_end(tmp_path: Path) -> None:
+    # attempt 1 was guessed lost and the job relaunched as attempt 2; attempt 1 then reports it failed:
+    # it ran until then, so its record ends there, not at the guess
+    from sqlalchemy import select
+
+    from overcast.store import LaunchTerms
+    from overcast.store.tables import launches
+
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    loop = make_loop(tmp_path, store)
+    record = store.submit("default", job("twice", "exit 0"))
+    terms = LaunchTerms("oci", "on-demand", 1, 1, "H100", 10.0)
+    store.transition(record.id, [JobState.PENDING], JobState.LAUNCHING, attempt=1, backend="local:oci-local")
+    store.record_launch(record.id, 1, "pool", "local:oci-local", "h1", team="default", terms=terms)
+    store.end_launch(record.id, 1, "lost", at=time.time())
+    store.transition(record.id, [JobState.LAUNCHING], JobState.PENDING, reason="requeued by reconcile")
+    store.transition(record.id, [JobState.PENDING], JobState.LAUNCHING, attempt=2, backend="local:oci-local")
+    time.sleep(0.05)
+    ended = time.time()
+    handle_event(loop.rt, "local:oci-local", BackendEvent(EventKind.FAILED, record.id, 1, ended))
+    with store.engine.connect() as conn:
+        first = select(launches.c.ended_at, launches.c.outcome).where(launches.c.attempt == 1)
+        row = conn.execute(first).one()
+    assert row.outcome == "failed" and abs(row.ended_at - ended) < 1e-3
+    assert state(store, record.id).state is JobState.LAUNCHING  # attempt 2 goes on

@@ -63,6 +63,9 @@ def handle_event(rt: Runtime, backend_name: str, event: BackendEvent) -> None:
             rt.stop(backend_name, event.job_id, event.attempt, grace=0.0)
             store.end_launch(event.job_id, event.attempt, "stale", seen_running=True)
             store.add_event(event.job_id, "stale-stopped", f"attempt {event.attempt} on {backend_name}")
+        elif not current and event.kind is not EventKind.STARTED:
+            # an older attempt ended (e.g. one a reconcile guessed lost while it ran on): bill it to its end
+            store.end_launch(event.job_id, event.attempt, event.kind.value, at=event.at, seen_running=True)
         return
     where = job.pool_id or backend_name
     detail = f"attempt {job.attempt} on {where}" + (f": {event.detail}" if event.detail else "")
