@@ -9,7 +9,7 @@ from overcast.control.health import apply_learned
 from overcast.control.runtime import LIVE, Runtime
 from overcast.placement.pool import Pool
 from overcast.scheduler.snapshot import PendingJob, RunningJob, Snapshot
-from overcast.store import JobState, PoolHealthRecord, Store, month_start
+from overcast.store import JobRecord, JobState, OpenLaunch, PoolHealthRecord, Store, month_start
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +46,14 @@ class TeamBudgetCache:
             self._month = month
         left = dict(self._left)
         if left and now > read_at:
-            price = {p.id: p.marginal_price_per_node_hour for p in pools}
+            listed = {p.id: p.marginal_price_per_node_hour for p in pools}
             for job in running:
                 team = job.spec.team
-                if team in left and price.get(job.pool_id, 0.0) > 0:
+                # the frozen price bills it even while its pool is not listed (pools() failed)
+                price = job.launch_price if job.launch_price is not None else listed.get(job.pool_id, 0.0)
+                if team in left and price > 0:
                     since = max(read_at, job.started_at)
-                    left[team] -= job.nodes * price[job.pool_id] * max(now - since, 0.0) / 3600.0
+                    left[team] -= job.nodes * price * max(now - since, 0.0) / 3600.0
         return left
 
 
@@ -77,12 +79,17 @@ def build_snapshot(
         for j in store.list(states=[JobState.PENDING], limit=MAX_JOBS)
         if not j.cancel_requested
     ]
-    running = [
-        RunningJob(
-            j.id, j.spec, j.pool_id, j.nodes or j.spec.num_nodes, j.attempt, j.started_at or j.updated_at
-        )
-        for j in store.list(states=LIVE, limit=MAX_JOBS)
-        if j.pool_id is not None
-    ]
+    launches = store.open_launches()
+    live = store.list(states=LIVE, limit=MAX_JOBS)
+    running = [_running(j, launches) for j in live if j.pool_id is not None]
     left = (budgets or TeamBudgetCache(ttl=0.0)).left(store, now, running, pools)
     return Snapshot(now=now, pools=pools, pending=pending, running=running, team_budgets=left)
+
+
+def _running(j: JobRecord, launches: dict[tuple[str, int], OpenLaunch]) -> RunningJob:
+    """A live job for the scheduler, with the price its attempt's launch record froze."""
+    launch = launches.get((j.id, j.attempt))
+    return RunningJob(
+        j.id, j.spec, j.pool_id or "", j.nodes or j.spec.num_nodes, j.attempt, j.started_at or j.updated_at,
+        None if launch is None else launch.billed_per_node_hour,
+    )  # fmt: skip

@@ -14,7 +14,7 @@ stopped for a budget.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,28 +30,16 @@ class TeamBudgets:
 
     @classmethod
     def build(
-        cls,
-        budgets: Mapping[str, float],
-        index: PoolIndex,
-        running_by_pool: Mapping[int, list[RunningJob]],
-        now: float,
+        cls, budgets: Mapping[str, float], index: PoolIndex, running: Iterable[RunningJob], now: float
     ) -> TeamBudgets | None:
         """What each team has left once its running list-price jobs' expected remaining cost is taken
         off; None without budgets (nothing to check)."""
         if not budgets:
             return None
         left = dict(budgets)
-        for position, jobs in running_by_pool.items():
-            if index.marginal[position] == 0:
-                continue
-            at = np.array([position])
-            for job in jobs:
-                team = job.spec.team
-                if team not in left:
-                    continue
-                hours = max(job.spec.expected_hours - max(now - job.started_at, 0.0) / 3600.0, 0.0)
-                risk = float(score.risk_factor(index, at, job.spec)[0])
-                left[team] -= job.nodes * float(index.marginal[position]) * hours * risk
+        for job in running:
+            if job.spec.team in left:
+                left[job.spec.team] -= held(job, index, now)
         return cls(left)
 
     def usable(
@@ -75,6 +63,22 @@ class TeamBudgets:
         team = job.spec.team
         if team in self.left and index.marginal[position] > 0:
             self.left[team] -= cost
+
+
+def held(job: RunningJob, index: PoolIndex, now: float) -> float:
+    """What ``job`` is still expected to cost its team: nodes x the $/node-hour its attempt is billed
+    at (frozen at launch; else its pool's marginal price) x the hours left of its expected_hours x
+    the pool's preemption risk. Its pool need not be listed this tick (a backend's pools() failed):
+    the frozen price still holds it, at risk 1."""
+    position = index.position_of.get(job.pool_id)
+    price = job.launch_price
+    if price is None:
+        price = 0.0 if position is None else float(index.marginal[position])
+    if price <= 0:
+        return 0.0
+    hours = max(job.spec.expected_hours - max(now - job.started_at, 0.0) / 3600.0, 0.0)
+    risk = 1.0 if position is None else float(score.risk_factor(index, np.array([position]), job.spec)[0])
+    return job.nodes * price * hours * risk
 
 
 def dollars(x: float) -> str:

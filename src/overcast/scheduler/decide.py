@@ -66,7 +66,7 @@ def decide(
     #    counted (budget.py); with the burst limit, the gate on list-price pools (burst.py).
     index, running_by_pool = _index(snapshot)
     usage = index.new_usage()
-    budgets = TeamBudgets.build(snapshot.team_budgets, index, running_by_pool, snapshot.now)
+    budgets = TeamBudgets.build(snapshot.team_budgets, index, snapshot.running, snapshot.now)
     burst = None if burst_limit_node_hours is None else BurstLimit(burst_limit_node_hours, snapshot.now)
     gate = ListPriceGate.of(burst, budgets)
     timer.lap("2-free-capacity")

@@ -28,7 +28,10 @@ class RunningJob:
     pool_id: str
     nodes: int
     attempt: int
-    started_at: float
+    started_at: float  # when this attempt started (launched, while it is still launching)
+    # $/node-hour this attempt is billed at, frozen at its launch (0: reserved, already paid); None:
+    # not known, its pool's current marginal price. Budgets hold it even when the pool is not listed.
+    launch_price: float | None = None
 
 
 @dataclass(slots=True)

@@ -7,6 +7,7 @@ from overcast.store.records import (
     JobRecord,
     LaunchRecord,
     LaunchTerms,
+    OpenLaunch,
     PoolHealthRecord,
     ServiceRecord,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "JobState",
     "LaunchRecord",
     "LaunchTerms",
+    "OpenLaunch",
     "PoolHealthRecord",
     "ServiceRecord",
     "Store",

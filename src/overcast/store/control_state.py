@@ -14,8 +14,9 @@ from typing import Any
 from sqlalchemy import Connection, case, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from overcast.store.records import LaunchRecord, LaunchTerms, PoolHealthRecord
+from overcast.store.records import LaunchRecord, LaunchTerms, OpenLaunch, PoolHealthRecord
 from overcast.store.tables import launches, leases, pool_health
+from overcast.store.usage import RESERVED
 
 
 class ControlStateMethods:
@@ -60,6 +61,15 @@ class ControlStateMethods:
             query = query.where(launches.c.ended.is_(False))
         with self._read() as conn:
             return [LaunchRecord(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in conn.execute(query)]
+
+    def open_launches(self) -> dict[tuple[str, int], OpenLaunch]:
+        """(job, attempt) -> when each open launch began and the $/node-hour it is billed at, frozen at
+        launch: what the scheduler holds against a team's budget, whether or not its pool is listed."""
+        c = launches.c
+        price = case((c.purchase == RESERVED, 0.0), else_=c.price_per_node_hour)
+        query = select(c.job_id, c.attempt, c.launched_at, price).where(c.ended.is_(False))
+        with self._read() as conn:
+            return {(r[0], r[1]): OpenLaunch(r[2], r[3]) for r in conn.execute(query)}
 
     def end_launch(
         self, job_id: str, attempt: int, outcome: str, *, at: float | None = None, seen_running: bool = False

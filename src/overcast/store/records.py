@@ -65,6 +65,13 @@ class LaunchTerms:
     price_per_node_hour: float  # list price at launch time
 
 
+class OpenLaunch(NamedTuple):
+    """An open launch as budgets see it: when it began billing, and its frozen $/node-hour."""
+
+    launched_at: float
+    billed_per_node_hour: float | None  # list price at launch, 0 when reserved; None: recorded before 0004
+
+
 class PoolHealthRecord(NamedTuple):
     health: str  # a placement.pool.Health value
     until: float | None
