@@ -173,7 +173,11 @@ class AzureBackend(CloudBackend):
 
     def _gangs(self, state: dict[str, Any] | None = None) -> list[Gang]:
         launched = (state or self._state())["launched"]
-        return group(self._list(), self.settings.owner, launched, self._powers())
+        # Power states FIRST: the agent tags its exit before it deallocates, so a VM that ends between
+        # the reads shows "running" here and its exit tag in the later list. The other order saw no tag
+        # then "deallocated": a finished job reported PREEMPTED, requeued, its exit tag deleted.
+        power = self._powers()
+        return group(self._list(), self.settings.owner, launched, power)
 
     def _gang(self, job_id: str, attempt: int) -> Gang | None:
         found = [

@@ -58,7 +58,9 @@ class Gang(GangHead):
     power: dict[str, str] = field(default_factory=dict)  # VM id (lower case) -> power state; may be empty
 
     def halted(self, vm: Any) -> str:
-        """The power state of a VM stopped or deallocated without an exit tag (outside overcast), else ""."""
+        """The power state of a VM stopped or deallocated without an exit tag (outside overcast), else "".
+        A VM absent from the power list (read before the VM list: created since, or a 403) is unknown,
+        hence live: only a listed halted state makes it lost."""
         state = self.power.get(str(vm.id).lower(), "")
         return state if state in HALTED_POWER and "overcast-exit" not in tags(vm) else ""
 
