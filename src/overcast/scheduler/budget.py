@@ -9,7 +9,7 @@ expected cost there fits what is left; each placement (or room held for a preemp
 expected cost off at once, so one cycle cannot overspend. Zero-marginal-price pools (reservations,
 own clusters) are always allowed: that use is already paid for. A job that fits no such pool waits,
 with a reason naming the team's money left and what the job would cost. Running jobs are never
-stopped for a budget.
+stopped for a budget, nor moved by consolidation to where the budget would keep them from restarting.
 """
 
 from __future__ import annotations
@@ -63,6 +63,21 @@ class TeamBudgets:
         team = job.spec.team
         if team in self.left and index.marginal[position] > 0:
             self.left[team] -= cost
+
+    def allows_move(self, run: RunningJob, index: PoolIndex, position: int, now: float) -> bool:
+        """May consolidation stop ``run`` to move it to ``position``? Stopped, it is pending next cycle
+        and priced at its full expected cost there: a budgeted team's job moves only where that fits
+        what is left once its own held cost is released, or a move would strand it (running jobs are
+        never stopped for a budget). A yes takes the new cost off."""
+        team = run.spec.team
+        if team not in self.left:
+            return True
+        freed = self.left[team] + held(run, index, now)
+        cost = float(score.expected_cost(index, np.array([position]), run.spec)[0])
+        if index.marginal[position] > 0 and not (cost <= freed and freed > 0):
+            return False
+        self.left[team] = freed - cost
+        return True
 
 
 def held(job: RunningJob, index: PoolIndex, now: float) -> float:

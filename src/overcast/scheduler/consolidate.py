@@ -10,7 +10,10 @@ A move pays a restart (``score.RESTART_HOURS`` of the new pool's time, and that 
 only when the expected remaining work, at the difference in expected cost per hour (price x preemption
 risk), saves more than the restart costs at both pools' prices (paid on the new one, and a margin for
 the delay on the old one). Remaining work is estimated from the job's ``expected_hours`` minus the time
-this attempt has run; jobs without a ``checkpoint_dir`` are never moved (they would start over).
+this attempt has run; jobs without a ``checkpoint_dir`` are never moved (they would start over). A job
+of a budgeted team moves only where its full expected cost (what it is priced at once pending again)
+fits what the team has left with the job's own held cost released (budget.py): otherwise the budget
+would keep it from starting again, and running jobs are never stopped for a budget.
 
 Moves only pay when the cheap room is really spare. decide() asks for them only in a cycle where every
 pending job was placed, and this module only when no running job started on a dearer pool within the
@@ -33,6 +36,7 @@ import numpy as np
 from overcast.placement import score
 from overcast.placement.filters import Request, request_key, run_filters
 from overcast.placement.index import PoolIndex, Usage
+from overcast.scheduler.budget import TeamBudgets
 from overcast.scheduler.snapshot import RunningJob
 
 MIN_REMAINING_HOURS = 1.0  # a job about to finish is not worth a restart, whatever it costs per hour
@@ -55,9 +59,11 @@ def find_moves(
     *,
     now: float,
     skip: set[str],
+    budgets: TeamBudgets | None = None,
 ) -> list[Move]:
     """Moves of running jobs to strictly cheaper pools with room, best saving first. Mutates ``usage``
-    (holds the target nodes). ``skip``: jobs already being stopped this cycle."""
+    (holds the target nodes) and ``budgets`` (a move's cost). ``skip``: jobs already being stopped this
+    cycle."""
     if not running_by_pool:
         return []
     everywhere = np.arange(len(index.pools))
@@ -105,6 +111,8 @@ def find_moves(
         if saving <= 0:
             continue
         target = int(positions[best])
+        if budgets is not None and not budgets.allows_move(run, index, target, now):
+            continue  # pending again, its team could not afford to start it there: it keeps running
         usage.take(index, target, run.nodes)
         moves.append(Move(run, target, saving))
     return moves

@@ -116,9 +116,12 @@ def decide(
 
     # 5. Consolidate (consolidate.py): room no pending job could use, on a pool cheaper than where a
     #    running job pays list price, takes that job: it is stopped gracefully and placed again next
-    #    cycle, when the saving over its expected remaining hours outweighs the restart.
+    #    cycle, when the saving over its expected remaining hours outweighs the restart (and, for a
+    #    budgeted team, its full expected cost there fits what the team has left).
     if consolidate and not any(j.id in decisions.unplaced for j in queue):
-        for move in find_moves(index, usage, running_by_pool, now=snapshot.now, skip=preempted):
+        for move in find_moves(
+            index, usage, running_by_pool, now=snapshot.now, skip=preempted, budgets=budgets
+        ):
             target = index.pools[move.position]
             decisions.preempt.append(
                 Preempt(move.job.id, f"move to cheaper {target.id}: saves ~${move.saving:,.0f} expected")
