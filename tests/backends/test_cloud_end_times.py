@@ -36,9 +36,9 @@ from tests.fixtures.moto import MotoEC2, moto_ec2, moto_server  # noqa: F401
 from tests.fixtures.oci_fake import FakeOci, oci_fake, oci_server  # noqa: F401
 
 LATE = 2.5  # how long after the gang ended the backend polls
-# rank 1 ends ~3 s after rank 0 (starts may differ by a second); stamps are whole seconds. Rank 0 runs
-# 2 s: the GCP and OCI agents of the other ranks look for a live rank 0 once a second before they start
-JOB = 'sleep $((2 + 3 * OVERCAST_NODE_RANK)); echo "END $OVERCAST_NODE_RANK $(date +%s.%N)"'
+# rank 1 ends ~3 s after rank 0 (starts may differ by a second); stamps are whole seconds. Rank 0 ends at
+# once: a rank that looks for it after that runs its part all the same (test_cloud_head_ended)
+JOB = 'sleep $((3 * OVERCAST_NODE_RANK)); echo "END $OVERCAST_NODE_RANK $(date +%s.%N)"'
 Gang = Callable[[], dict[str, dict[str, str]]]  # the gang's machines: id -> tags (labels)
 
 
@@ -95,7 +95,9 @@ def test_aws_a_gang_polled_late_ends_when_its_agents_said(
 ) -> None:
     backend = AwsBackend(test_aws.settings(moto_ec2), home=tmp_path)
     pool = test_aws.pool_of(backend, "use1-az2", test_aws.Purchase.ON_DEMAND)
-    backend.launch(LaunchRequest("e", 1, pool, 2, test_aws.gpu_job("e", f"{JOB}; exit {code}")))
+    # only rank 1 fails: after a rank 0 that failed at once, rank 1 would not run the job at all
+    failing = f"{JOB}; exit $(({code} * OVERCAST_NODE_RANK))"
+    backend.launch(LaunchRequest("e", 1, pool, 2, test_aws.gpu_job("e", failing)))
 
     def gang() -> dict[str, dict[str, str]]:
         found = aws_vms.instances(overcast_job="e")

@@ -4,7 +4,9 @@
 
 1. Asks the instance metadata service (IMDSv2) for its instance id.
 2. Finds its gang (instances tagged with the job and attempt): its rank is its ``AmiLaunchIndex`` (one
-   ``run_instances`` call per gang numbers them 0..N-1) and the head is rank 0's private IP.
+   ``run_instances`` call per gang numbers them 0..N-1) and the head is rank 0's private IP. If rank 0
+   has already ended (tagged ``overcast:exit``: a job of a second), it stops looking at once: see
+   ``cloud_agent.HeadEnded`` (a failed head: exit ``HEAD_FAILED`` without running the job).
 3. Runs the job with the OVERCAST_* contract, as the leader of a process group and a child subreaper
    (the node ends when every process of the job has ended).
 4. While it runs, watches two things in the metadata service, which cost no EC2 API calls:
@@ -27,7 +29,8 @@ import time
 import urllib.error
 import urllib.request
 
-from overcast.backends.cloud_agent import parse_args, run_rank, serve
+from overcast.backends.aws_gangs import LIVE_STATES, tags
+from overcast.backends.cloud_agent import HeadEnded, head_ended, parse_args, run_rank, serve
 
 IMDS_DEFAULT = "http://169.254.169.254"
 GANG_WAIT_SECONDS = 600.0  # how long rank discovery waits for the whole gang to be running
@@ -63,21 +66,28 @@ class Metadata:
             raise
 
 
-def find_gang(ec2: object, job: str, attempt: str, nodes: int, me: str) -> tuple[int, str]:
-    """(my rank, the head's private IP), once all ``nodes`` instances of the gang are visible."""
-    filters = [
+def find_gang(ec2: object, job: str, attempt: str, nodes: int, me: str) -> tuple[int, str | HeadEnded]:
+    """(my rank, the head's private IP), once all ``nodes`` instances of the gang are visible; or at once
+    (my rank, how rank 0 ended) when rank 0 of my ``run_instances`` (my reservation) has already ended."""
+    filters = [  # every state: rank 0 may have ended (tagged its exit, terminated) before this rank looks
         {"Name": "tag:overcast:job", "Values": [job]},
         {"Name": "tag:overcast:attempt", "Values": [attempt]},
-        {"Name": "instance-state-name", "Values": ["pending", "running"]},
     ]
     deadline = time.monotonic() + GANG_WAIT_SECONDS
     while True:
         pages = ec2.get_paginator("describe_instances").paginate(Filters=filters)  # type: ignore[attr-defined]
-        found = [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
+        reservations = [r["Instances"] for page in pages for r in page["Reservations"]]
+        found = [i for gang in reservations for i in gang if i["State"]["Name"] in LIVE_STATES]
         by_index = {i["AmiLaunchIndex"]: i for i in found if i.get("PrivateIpAddress")}
-        mine = next((i for i in found if i["InstanceId"] == me), None)
-        if mine is not None and len(by_index) >= nodes and 0 in by_index:
-            return mine["AmiLaunchIndex"], by_index[0]["PrivateIpAddress"]
+        for gang in reservations:
+            mine = next((i for i in gang if i["InstanceId"] == me), None)
+            head = next((i for i in gang if i["AmiLaunchIndex"] == 0), None)
+            if mine is not None and head is not None:
+                ended = head_ended(tags(head), "overcast:", head.get("PrivateIpAddress", ""))
+                if ended is not None:
+                    return mine["AmiLaunchIndex"], ended
+                if len(by_index) >= nodes and 0 in by_index:
+                    return mine["AmiLaunchIndex"], by_index[0]["PrivateIpAddress"]
         if time.monotonic() > deadline:
             raise RuntimeError(f"gang {job}/{attempt}: {len(by_index)} of {nodes} instances after waiting")
         time.sleep(1.0)
@@ -111,8 +121,8 @@ def main(argv: list[str]) -> int:
 
         return run_rank(cmd, me, rank, args.nodes, head, should_stop, args.poll)
 
-    def tag(tags: dict[str, str]) -> None:
-        ec2.create_tags(Resources=[me], Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+    def tag(new: dict[str, str]) -> None:
+        ec2.create_tags(Resources=[me], Tags=[{"Key": k, "Value": v} for k, v in new.items()])
 
     return serve(me, "overcast:", start, tag, lambda: ec2.terminate_instances(InstanceIds=[me]))
 

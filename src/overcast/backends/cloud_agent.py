@@ -12,13 +12,50 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from overcast.backends.base import LaunchRequest
 from overcast.backends.cloud_gangs import ENDED_AT
 from overcast.backends.node_agent import AGENT_FAILED, run_job
 
 ShouldStop = Callable[[], str | None]
+
+STOPPED_BEFORE_START = 143  # recorded as if the job had got SIGTERM: it was stopped, nothing failed
+HEAD_FAILED = 122  # rank 0 had already failed when this rank looked for it: the job never ran here
+
+
+@dataclass(frozen=True, slots=True)
+class HeadEnded:
+    """Rank 0 had already ended (its agent tagged its exit) when this rank looked for it: a short job
+    (or a crash at start-up) ends, and its node goes, within a second, before a slower rank looks."""
+
+    code: int
+    sigterm: bool
+    addr: str  # its address, when the provider still shows it; else ""
+
+    def instead(self) -> tuple[int, bool] | None:
+        """What this rank records instead of running the job, at once; None: run it all the same.
+
+        Rank 0 succeeded: this rank runs its part, as it would have had it started a second earlier (a
+        job whose other ranks do nothing succeeds; one whose ranks each do a share still does it; one
+        that needs the head fails by itself). Rank 0 got SIGTERM (a stop, a spot notice): the gang was
+        stopped, as a stop before the start. Rank 0 failed: the gang has failed (its outcome is rank 0's
+        code), so ``HEAD_FAILED`` rather than waiting for a head that will never come."""
+        if self.sigterm:
+            return STOPPED_BEFORE_START, True
+        return None if self.code == 0 else (HEAD_FAILED, False)
+
+
+def head_ended(tags: Mapping[str, str], prefix: str, addr: str) -> HeadEnded | None:
+    """Rank 0's end, from its machine's tags (labels), when its agent has tagged ``<prefix>exit``."""
+    if prefix + "exit" not in tags:
+        return None
+    try:
+        code = int(tags[prefix + "exit"])
+    except ValueError:  # not an agent's tag: rank 0 did not succeed, that much is sure
+        code = AGENT_FAILED
+    return HeadEnded(code, tags.get(prefix + "sigterm") == "1", addr)
 
 
 def say(message: str) -> None:
@@ -54,9 +91,24 @@ def parse_args(
 
 
 def run_rank(
-    cmd: list[str], node: str, rank: int | str, nodes: int, head: str, should_stop: ShouldStop, poll: float
+    cmd: list[str],
+    node: str,
+    rank: int | str,
+    nodes: int,
+    head: str | HeadEnded,
+    should_stop: ShouldStop,
+    poll: float,
 ) -> tuple[int, bool]:
-    """Run the job as ``rank`` of ``nodes`` with the head at ``head``: (exit code, got SIGTERM)."""
+    """Run the job as ``rank`` of ``nodes`` with the head at ``head``: (exit code, got SIGTERM). A head
+    that had already ended decides whether the job runs at all (``HeadEnded.instead``)."""
+    if isinstance(head, HeadEnded):
+        instead = head.instead()
+        said = f"rank 0 had already ended (exit {head.code}{', SIGTERM' if head.sigterm else ''})"
+        if instead is not None:
+            say(f"{said}: {node} does not start the job")
+            return instead
+        say(f"{said}: {node} runs its part all the same")
+        head = head.addr
     env = os.environ | {"OVERCAST_NODE_RANK": str(rank), "OVERCAST_HEAD_ADDR": head}
     say(f"{node} is rank {rank} of {nodes}, head {head}")
     return run_job(cmd, env, should_stop, poll)

@@ -5,7 +5,9 @@
 1. Asks the instance metadata service (IMDS v2, ``Authorization: Bearer Oracle``) for its instance id,
    its rank (its own freeform tag ``overcast-rank``, set at launch) and its private IP (``vnics/``).
 2. Tags its instance ``overcast-agent=up`` and ``overcast-addr=<private IP>``, then waits until every
-   rank of its gang has done the same: the head address is rank 0's ``overcast-addr``.
+   rank of its gang has done the same: the head address is rank 0's ``overcast-addr``. If rank 0 has
+   already ended (tagged ``overcast-exit``: a job of a second), it stops waiting at once: see
+   ``cloud_agent.HeadEnded`` (a failed head: exit ``HEAD_FAILED`` without running the job).
 3. Runs the job with the OVERCAST_* contract (``node_agent.run_job``).
 4. While it runs, reads its own instance through the API every ``--poll`` seconds: the tag
    ``overcast-stop`` (set by ``OciBackend.stop``) or the instance terminating sends the job SIGTERM. Not
@@ -28,10 +30,17 @@ import time
 import urllib.request
 from typing import Any
 
-from overcast.backends.cloud_agent import parse_args, run_rank, say, serve
+from overcast.backends.cloud_agent import (
+    STOPPED_BEFORE_START,
+    HeadEnded,
+    head_ended,
+    parse_args,
+    run_rank,
+    say,
+    serve,
+)
 
 IMDS_DEFAULT = "http://169.254.169.254/opc/v2"
-STOPPED_BEFORE_START = 143  # recorded as if the job had got SIGTERM: it was stopped, nothing failed
 GANG_WAIT_SECONDS = 900.0  # how long the agent waits for every rank's agent (BM shapes boot slowly)
 
 
@@ -61,22 +70,28 @@ def compute_client(region: str, endpoint: str | None) -> Any:
 
 def find_head(
     compute: Any, compartment: str, me: str, job: str, attempt: str, nodes: int, poll: float
-) -> str | None:
-    """Rank 0's private IP, once every rank's agent has tagged its instance; None when the gang was
-    stopped before that (the job never starts)."""
+) -> str | HeadEnded | None:
+    """Rank 0's private IP, once every rank's agent has tagged its instance; how rank 0 ended, at once,
+    when it already has (tagged its exit); None when the gang was stopped before that (the job never
+    starts)."""
     from overcast.backends.oci_client import LIVE_STATES, TAG, list_instances
 
     deadline = time.monotonic() + GANG_WAIT_SECONDS
     while True:
         found = list_instances(compute, compartment)
-        ranks = {}
+        ranks, ended = {}, None
         for inst in found:
             t = inst.freeform_tags or {}
             if inst.id == me and TAG + "stop" in t:
                 return None
-            mine = t.get(TAG + "job") == job and t.get(TAG + "attempt") == attempt
-            if mine and inst.lifecycle_state in LIVE_STATES and TAG + "addr" in t:
+            if t.get(TAG + "job") != job or t.get(TAG + "attempt") != attempt:
+                continue
+            if t.get(TAG + "rank") == "0":
+                ended = ended or head_ended(t, TAG, t.get(TAG + "addr", ""))
+            if inst.lifecycle_state in LIVE_STATES and TAG + "addr" in t:
                 ranks[t.get(TAG + "rank")] = t[TAG + "addr"]
+        if ended is not None:
+            return ended
         if len(ranks) >= nodes and "0" in ranks:
             return ranks["0"]
         if time.monotonic() > deadline:
