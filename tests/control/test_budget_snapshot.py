@@ -79,3 +79,29 @@ def test_the_cache_charges_use_since_its_read_at_the_frozen_price_not_zero(tmp_p
     assert build_snapshot(runtime, clock[0], {}, cache).team_budgets == {"ml": 1000.0}
     clock[0] += 36.0  # 0.01 h at $100 since the read, with no pool listed
     assert build_snapshot(runtime, clock[0], {}, cache).team_budgets == pytest.approx({"ml": 999.0})
+
+
+def test_a_relaunched_attempts_expected_cost_is_held_while_it_launches(tmp_path: Path) -> None:
+    """started_at stays the last attempt's until the new one runs: the snapshot starts the relaunch
+    at its launch, so its full expected cost is held and no other job commits that money."""
+    store, clock = _store(tmp_path, budget=1250.0)
+    pool = make_pool("aws", price=100, capacity=4, gpus=1)
+    a = store.submit("ml", job("a", "sleep 1", expected_hours=4.0))
+    _launch(store, a.id, 1, pool)
+    assert store.transition(a.id, [JobState.LAUNCHING], JobState.RUNNING)
+    clock[0] += 5 * H  # ran 5 h ($500), then lost, requeued and placed again
+    assert store.transition(a.id, [JobState.RUNNING], JobState.PENDING)
+    store.end_launch(a.id, 1, "lost")
+    _launch(store, a.id, 2, pool)
+    relaunched = clock[0]
+    clock[0] += 36.0  # still launching: $1 spent on attempt 2, ~$399 more expected
+    store.submit("ml", job("b", "sleep 1", expected_hours=4.0))  # $400
+    snap = _snapshot(store, clock[0], [pool])
+    assert [(r.attempt, r.started_at) for r in snap.running] == [(2, relaunched)]
+    assert snap.team_budgets == pytest.approx({"ml": 1250.0 - 501.0})
+    d = decide(snap)
+    assert not d.place, d.place  # $749 - $399 = $350 left: b waits
+    assert list(d.unplaced.values()) == ["team ml budget: $350 left this month, job would cost ~$400"]
+    clock[0] += 24.0
+    assert store.transition(a.id, [JobState.LAUNCHING], JobState.RUNNING)  # from here on its own start
+    assert [r.started_at for r in _snapshot(store, clock[0], [pool]).running] == [clock[0]]

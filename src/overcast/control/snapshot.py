@@ -87,9 +87,16 @@ def build_snapshot(
 
 
 def _running(j: JobRecord, launches: dict[tuple[str, int], OpenLaunch]) -> RunningJob:
-    """A live job for the scheduler, with the price its attempt's launch record froze."""
+    """A live job for the scheduler, with the price its attempt's launch record froze. Its start is
+    this attempt's: started_at is only reset when an attempt runs, so while a relaunch is launching it
+    is the last attempt's, and the budget would see the new attempt's expected hours as spent."""
     launch = launches.get((j.id, j.attempt))
+    start = j.started_at
+    if launch is not None and (start is None or start < launch.launched_at):
+        start = launch.launched_at
+    elif start is None or j.state is JobState.LAUNCHING:
+        start = j.updated_at  # no open launch record: when it was claimed for this attempt
     return RunningJob(
-        j.id, j.spec, j.pool_id or "", j.nodes or j.spec.num_nodes, j.attempt, j.started_at or j.updated_at,
+        j.id, j.spec, j.pool_id or "", j.nodes or j.spec.num_nodes, j.attempt, start,
         None if launch is None else launch.billed_per_node_hour,
     )  # fmt: skip
