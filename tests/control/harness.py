@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from overcast.backends.base import Allocation, LaunchRequest
 from overcast.backends.local import LocalBackend, LocalCluster
 from overcast.control.health import Backoff
 from overcast.control.loop import ControlLoop
@@ -71,3 +74,23 @@ def state(store: Store, job_id: str) -> JobRecord:
 def result_lines(home: Path, job_id: str) -> list[str]:
     logs = sorted((home / "logs" / job_id).glob("*/node-*.log"))
     return [line for log in logs for line in log.read_text().splitlines() if line.startswith("RESULT")]
+
+
+class SlowLaunch:
+    """A real backend whose launches first wait ``delay`` seconds (a cloud's slow create call);
+    ``returned`` is set when a launch has returned or raised."""
+
+    def __init__(self, inner: LocalBackend, delay: float) -> None:
+        self.inner, self.delay = inner, delay
+        self.name = inner.name
+        self.returned = threading.Event()
+
+    def launch(self, request: LaunchRequest) -> Allocation:
+        time.sleep(self.delay)
+        try:
+            return self.inner.launch(request)
+        finally:
+            self.returned.set()
+
+    def __getattr__(self, attr: str) -> Any:  # pools, stop, poll, active, faults...: the real backend's
+        return getattr(self.inner, attr)

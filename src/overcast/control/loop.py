@@ -8,7 +8,8 @@ b. cancel requests -> stop with grace -> cancelled
 c. snapshot: pools from backends + learned health from the store; pending and running jobs; what
    budgeted teams have left this month (spend read every 30 s, running use added in between)
 d. decide(snapshot) -> decisions (the pure scheduler)
-e. apply: place (CAS PENDING -> LAUNCHING, record, launch; failover on capacity errors), preempt
+e. apply: place (CAS PENDING -> LAUNCHING, record, launch on the backend's launch thread; failover on
+   capacity errors), preempt; launches that return later are handled at the start of a later tick
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from pathlib import Path
 
 from overcast.api import metrics  # the counters /metrics exposes; updated where things happen
 from overcast.backends.base import Backend
-from overcast.control.apply import apply_decisions
+from overcast.control.apply import apply_decisions, finish_launch
 from overcast.control.events import poll_all
 from overcast.control.health import Backoff
+from overcast.control.launcher import Launcher, LaunchResult
 from overcast.control.lease import LeaseHeartbeat
 from overcast.control.reconcile import ReconcileReport, reconcile
 from overcast.control.runtime import Runtime
@@ -63,6 +65,7 @@ class ControlLoop:
         backoff: Backoff | None = None,
         lease_ttl: float = 15.0,
         reconcile_every: int = 20,
+        launch_wait_s: float = 5.0,
         holder: str | None = None,
         decide: Callable[[Snapshot], Decisions] | None = None,
         clock: Callable[[], float] = time.time,
@@ -74,6 +77,7 @@ class ControlLoop:
         )
         self.decide = decide
         self.stopper = Stopper(self.rt)
+        self.launcher = Launcher(self.rt, wait_s=launch_wait_s)  # how long a tick waits for its launches
         self.lease_ttl = lease_ttl
         self.reconcile_every = reconcile_every
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -102,6 +106,9 @@ class ControlLoop:
     def _tick(self) -> TickReport:
         start = time.perf_counter()
         was_leader = self.leader
+        # Launches that returned since the last tick, leader or not: one that another loop overtook
+        # meanwhile must be stopped (finish_launch), whoever leads now.
+        self.launcher.drain(self._finish_launch)
         if not self.renew_lease():
             return TickReport(leader=False)
         with LeaseHeartbeat(self.renew_lease, self.lease_ttl) as heartbeat:
@@ -113,7 +120,7 @@ class ControlLoop:
         report.events = poll_all(self.rt)  # (a)
         self.ticks += 1
         if not was_leader or self.ticks % self.reconcile_every == 0:
-            report.reconciled = reconcile(self.rt, in_flight=self.stopper.busy)
+            report.reconciled = reconcile(self.rt, in_flight=self.stopper.busy, launching=self.launcher.busy)
         self._cancels()  # (b)
         now = self.rt.clock()
         health = self.store.pool_health()
@@ -126,7 +133,8 @@ class ControlLoop:
         def still_leader() -> bool:
             return not heartbeat.lost.is_set() and self.renew_lease()
 
-        apply_decisions(self.rt, decisions, pools, health, still_leader, self.stopper.stop)  # (e)
+        stop = self.stopper.stop
+        apply_decisions(self.rt, decisions, pools, health, still_leader, stop, self.launcher)  # (e)
         self._note_unplaced(decisions.unplaced)
         report.placed, report.preempted = len(decisions.place), len(decisions.preempt)
         report.unplaced = dict(decisions.unplaced)
@@ -137,6 +145,8 @@ class ControlLoop:
         store = self.store
         flagged = [JobState.LAUNCHING, JobState.RUNNING, JobState.PENDING]
         for job in store.list(states=flagged, limit=1_000_000, cancel_requested=True):
+            if self.launcher.busy(job.id):
+                continue  # stopped once its launch has returned (a stop now could come before it)
             if job.state is JobState.PENDING:  # the store cancels these at once; this is a safety net
                 cancelled = JobState.CANCELLED
                 store.transition(
@@ -151,6 +161,10 @@ class ControlLoop:
             if stopping is None:
                 continue
             self.stopper.stop(stopping, "cancelled")
+
+    def _finish_launch(self, result: LaunchResult) -> None:
+        """A launch handled outside apply: pool health as the store has it now."""
+        finish_launch(self.rt, result, self.store.pool_health())
 
     def _forget_avoids(self, pending: set[str]) -> None:
         """Pools a job should avoid matter only while it waits; ended jobs must not pile up here."""
@@ -176,6 +190,7 @@ class ControlLoop:
             except Exception:
                 log.exception("control loop tick failed")
             stop.wait(interval)
+        self.launcher.shutdown(self._finish_launch)  # bounded: a hung launch is left to reconcile
         self.stopper.shutdown()  # let stops in flight finish (each bounded by the grace period)
         if self.leader:
             self.store.release_lease(LEASE_NAME, self.holder)

@@ -29,8 +29,13 @@ class ReconcileReport:
     finished_stops: list[str] = field(default_factory=list)
 
 
-def reconcile(rt: Runtime, in_flight: Callable[[str], bool] = lambda job_id: False) -> ReconcileReport:
-    """``in_flight``: jobs whose stop is under way in this process (left to it)."""
+def reconcile(
+    rt: Runtime,
+    in_flight: Callable[[str], bool] = lambda job_id: False,
+    launching: Callable[[str], bool] = lambda job_id: False,
+) -> ReconcileReport:
+    """``in_flight``: jobs whose stop is under way in this process (left to it); ``launching``: jobs
+    whose launch is under way in this process (``backend.active()`` may not list them yet)."""
     report = ReconcileReport()
     store = rt.store
     active: dict[str, set[tuple[str, int]]] = {}
@@ -47,7 +52,10 @@ def reconcile(rt: Runtime, in_flight: Callable[[str], bool] = lambda job_id: Fal
             keep.add((job.id, job.attempt))
             continue
         live = (job.id, job.attempt) in active[job.backend]
-        if job.state is JobState.STOPPING:
+        if job.state is not JobState.STOPPING and launching(job.id):  # the tick handles its outcome
+            expected.add((job.backend, job.id, job.attempt))
+            keep.add((job.id, job.attempt))
+        elif job.state is JobState.STOPPING:
             if in_flight(job.id):
                 expected.add((job.backend, job.id, job.attempt))
                 keep.add((job.id, job.attempt))
