@@ -134,3 +134,44 @@ def test_run_waits_for_launches_in_flight_before_it_returns(tmp_path: Path) -> N
     assert not running.is_alive() and slow.returned.is_set() and not loop.launcher.busy(record.id)
     assert "launched" in kinds(store, record.id)
     run_until(loop, lambda: state(store, record.id).state is JobState.SUCCEEDED)
+
+
+class LockedSlowLaunch(SlowLaunch):
+    """Like the cloud backends: a launch holds the backend's lock the whole time, and so would a poll."""
+
+    def __init__(self, inner: LocalBackend, delay: float) -> None:
+        super().__init__(inner, delay)
+        self.lock = threading.RLock()
+
+    def launch(self, request):  # type: ignore[no-untyped-def]
+        with self.lock:
+            return super().launch(request)
+
+    def poll(self):  # type: ignore[no-untyped-def]
+        with self.lock:
+            return self.inner.poll()
+
+    def active(self):  # type: ignore[no-untyped-def]
+        with self.lock:
+            return self.inner.active()
+
+
+def test_a_backend_whose_launch_holds_its_lock_is_not_polled_meanwhile(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    azure, oci = (LocalBackend(c, home=tmp_path) for c in clusters(azure_nodes=1, oci_nodes=1))
+    slow = LockedSlowLaunch(azure, 3.0)
+    loop = ControlLoop(
+        store, [slow, oci], home=tmp_path, grace_seconds=1.0, reconcile_every=1, launch_wait_s=0.1
+    )  # type: ignore[list-item]
+    first = store.submit("default", job("slow", "true"))
+    second = store.submit("default", job("fast", "sleep 30"))
+    loop.tick()
+    ticks = []
+    while state(store, second.id).state is not JobState.RUNNING:
+        ticks.append(loop.tick().seconds)  # polls and reconciles every tick, but not the busy backend
+        time.sleep(0.05)
+    assert not slow.returned.is_set() and max(ticks) < 1.0
+    run_until(loop, lambda: state(store, first.id).state is JobState.SUCCEEDED)
+    assert state(store, first.id).attempt == 1  # nothing judged lost while its launch ran
+    store.request_cancel(second.id)
+    run_until(loop, lambda: state(store, second.id).state.terminal)

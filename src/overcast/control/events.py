@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from overcast.backends.base import BackendEvent, EventKind, is_replica_launch
 from overcast.control.health import record_failure
@@ -16,10 +17,13 @@ log = logging.getLogger(__name__)
 ACTIVE = (JobState.LAUNCHING, JobState.RUNNING)
 
 
-def poll_all(rt: Runtime) -> int:
-    """Poll every backend and handle its events; returns how many were handled."""
+def poll_all(rt: Runtime, skip: Callable[[str], bool] = lambda name: False) -> int:
+    """Poll every backend (but those ``skip`` names: one busy launching) and handle its events;
+    returns how many were handled."""
     handled = 0
     for name, backend in rt.backends.items():
+        if skip(name):
+            continue
         try:
             events = backend.poll()
         except Exception as exc:  # one broken backend must not stop the loop for the others

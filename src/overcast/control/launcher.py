@@ -62,6 +62,7 @@ class Launcher:
         self._workers: dict[str, ThreadPoolExecutor] = {}
         self._lock = threading.Lock()
         self._busy: set[str] = set()  # jobs whose launch has not been handled by the tick yet
+        self._launching: dict[str, int] = {}  # backend -> launches inside backend.launch right now
         self._results: queue.SimpleQueue[LaunchResult] = queue.SimpleQueue()
         # pool -> when a launch there was last refused; each pool is written only by its backend's worker
         self._refused: dict[str, float] = {}
@@ -85,10 +86,16 @@ class Launcher:
             # tick before, the job waits for the next plan instead of doubling the pool's cooldown.
             self._results.put(LaunchResult(launch, deferred=True))
             return
+        name = launch.pool.backend
+        with self._lock:
+            self._launching[name] = self._launching.get(name, 0) + 1
         try:
             result = LaunchResult(launch, allocation=backend.launch(launch.request))
         except Exception as exc:  # handled on the tick thread (apply.finish_launch)
             result = LaunchResult(launch, error=exc)
+        finally:
+            with self._lock:
+                self._launching[name] -= 1
         self._results.put(result)
         if result.error is not None and refuses_pool(result.error):
             # after the put: a refusal timed before a drain's ``known_at`` is in the queue by then
@@ -98,6 +105,13 @@ class Launcher:
         """Whether the job's launch is in flight, or returned but not handled by the tick yet."""
         with self._lock:
             return job_id in self._busy
+
+    def launching_on(self, backend: str) -> bool:
+        """Whether ``backend.launch`` runs right now. The cloud backends hold their lock for a whole
+        launch (minutes), so the tick skips that backend's poll and reconcile meanwhile rather than
+        wait on the lock: its events come a little later, everything else goes on."""
+        with self._lock:
+            return self._launching.get(backend, 0) > 0
 
     def in_flight(self) -> int:
         with self._lock:

@@ -117,10 +117,13 @@ class ControlLoop:
     def _lead(self, start: float, was_leader: bool, heartbeat: LeaseHeartbeat) -> TickReport:
         """The tick's work, while ``heartbeat`` keeps the lease (``lease.py``)."""
         report = TickReport(leader=True)
-        report.events = poll_all(self.rt)  # (a)
+        report.events = poll_all(self.rt, skip=self.launcher.launching_on)  # (a)
         self.ticks += 1
         if not was_leader or self.ticks % self.reconcile_every == 0:
-            report.reconciled = reconcile(self.rt, in_flight=self.stopper.busy, launching=self.launcher.busy)
+            report.reconciled = reconcile(
+                self.rt, in_flight=self.stopper.busy, launching=self.launcher.busy,
+                skip=self.launcher.launching_on,
+            )  # fmt: skip
         self._cancels()  # (b)
         now = self.rt.clock()
         health = self.store.pool_health()

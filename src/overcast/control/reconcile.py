@@ -33,6 +33,7 @@ def reconcile(
     rt: Runtime,
     in_flight: Callable[[str], bool] = lambda job_id: False,
     launching: Callable[[str], bool] = lambda job_id: False,
+    skip: Callable[[str], bool] = lambda backend: False,
 ) -> ReconcileReport:
     """``in_flight``: jobs whose stop is under way in this process (left to it); ``launching``: jobs
     whose launch is under way in this process (``backend.active()`` may not list them yet)."""
@@ -40,6 +41,8 @@ def reconcile(
     store = rt.store
     active: dict[str, set[tuple[str, int]]] = {}
     for name, backend in rt.backends.items():
+        if skip(name):  # busy launching (holds its lock): judged at a later reconcile
+            continue
         try:
             active[name] = set(backend.active())
         except Exception as exc:  # unknown truth: leave this backend's jobs alone this time
