@@ -139,6 +139,8 @@ def test_run_waits_for_launches_in_flight_before_it_returns(tmp_path: Path) -> N
 class LockedSlowLaunch(SlowLaunch):
     """Like the cloud backends: a launch holds the backend's lock the whole time, and so would a poll."""
 
+    launch_holds_lock = True
+
     def __init__(self, inner: LocalBackend, delay: float) -> None:
         super().__init__(inner, delay)
         self.lock = threading.RLock()

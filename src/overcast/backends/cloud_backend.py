@@ -40,6 +40,7 @@ class CloudBackend:
     """The shared half of a cloud backend; see the module docstring for the hooks."""
 
     provider: ClassVar[str]  # "aws", "azure", "oci": catalog provider, state folder, pool label
+    launch_holds_lock: ClassVar[bool] = True  # launch() holds the lock poll() and active() need (minutes)
     no_agent: ClassVar[str]  # the FAILED detail of a gang whose agents never came up
     state_lists: ClassVar[tuple[str, ...]] = ("started", "reported", "stopped")
     settings: Any  # the provider's settings: name, region, max_nodes, purchases, agent_timeout_seconds

@@ -106,8 +106,10 @@ def finish_launch(rt: Runtime, result: LaunchResult, health: dict[str, PoolHealt
     launch = result.launch
     job, attempt, pool = launch.job, launch.attempt, launch.pool
     exc = result.error
+    if result.started_at is not None:  # billed from when launch() began, not from the claim
+        store.start_launch(job.id, attempt, result.started_at)
     if result.deferred:
-        store.end_launch(job.id, attempt, "deferred")
+        store.end_launch(job.id, attempt, "deferred", at=result.started_at)  # never tried: bills nothing
         store.transition(
             job.id, [JobState.LAUNCHING], JobState.PENDING, reason=f"{pool.id} refused a launch just now",
             attempt_was=attempt,

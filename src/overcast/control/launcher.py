@@ -47,6 +47,7 @@ class LaunchResult:
     allocation: Allocation | None = None
     error: Exception | None = None
     deferred: bool = False  # not tried: the pool refused a launch the plan did not know of yet
+    started_at: float | None = None  # wall clock when ``backend.launch`` began (or the deferral): billing
 
 
 def refuses_pool(exc: Exception) -> bool:
@@ -63,6 +64,8 @@ class Launcher:
         self._lock = threading.Lock()
         self._busy: set[str] = set()  # jobs whose launch has not been handled by the tick yet
         self._launching: dict[str, int] = {}  # backend -> launches inside backend.launch right now
+        self._skipping: dict[str, float] = {}  # backend -> since when its poll has been skipped
+        self.max_skip_s = 60.0
         self._results: queue.SimpleQueue[LaunchResult] = queue.SimpleQueue()
         # pool -> when a launch there was last refused; each pool is written only by its backend's worker
         self._refused: dict[str, float] = {}
@@ -84,15 +87,16 @@ class Launcher:
         if backend is None or (refused is not None and refused >= launch.planned_at):
             # An earlier launch on this pool was refused after this one was planned: as inside the
             # tick before, the job waits for the next plan instead of doubling the pool's cooldown.
-            self._results.put(LaunchResult(launch, deferred=True))
+            self._results.put(LaunchResult(launch, deferred=True, started_at=time.time()))
             return
         name = launch.pool.backend
         with self._lock:
             self._launching[name] = self._launching.get(name, 0) + 1
+        started = time.time()  # a launch queued behind others is billed from here, not from its claim
         try:
-            result = LaunchResult(launch, allocation=backend.launch(launch.request))
+            result = LaunchResult(launch, allocation=backend.launch(launch.request), started_at=started)
         except Exception as exc:  # handled on the tick thread (apply.finish_launch)
-            result = LaunchResult(launch, error=exc)
+            result = LaunchResult(launch, error=exc, started_at=started)
         finally:
             with self._lock:
                 self._launching[name] -= 1
@@ -107,11 +111,22 @@ class Launcher:
             return job_id in self._busy
 
     def launching_on(self, backend: str) -> bool:
-        """Whether ``backend.launch`` runs right now. The cloud backends hold their lock for a whole
-        launch (minutes), so the tick skips that backend's poll and reconcile meanwhile rather than
-        wait on the lock: its events come a little later, everything else goes on."""
+        """Whether the tick should skip this backend's poll and reconcile now: it is inside
+        ``backend.launch`` and holds its lock for the whole launch (the cloud backends: minutes), so a
+        poll would wait on the lock. Not for more than ``max_skip_s`` in a row: with launches queued back
+        to back the backend would never be polled, so then the tick waits on the lock once."""
+        target = self.rt.backend(backend)
+        now = time.monotonic()
         with self._lock:
-            return self._launching.get(backend, 0) > 0
+            busy = self._launching.get(backend, 0) > 0 and getattr(target, "launch_holds_lock", False)
+            if not busy:
+                self._skipping.pop(backend, None)
+                return False
+            since = self._skipping.setdefault(backend, now)
+            if now - since > self.max_skip_s:
+                self._skipping.pop(backend, None)  # poll this time, then skip again
+                return False
+            return True
 
     def in_flight(self) -> int:
         with self._lock:
@@ -159,5 +174,7 @@ class Launcher:
             busy = set(self._busy)
         self.drain(handle)
         self.settle(busy, handle, timeout)
-        for worker in list(self._workers.values()):
+        with self._lock:  # a later tick (a loop started again) gets fresh workers
+            workers, self._workers = list(self._workers.values()), {}
+        for worker in workers:
             worker.shutdown(wait=False)

@@ -41,6 +41,19 @@ class ControlStateMethods:
         with self._write() as conn:
             self._upsert(conn, launches, ("job_id", "attempt"), values)
 
+    def start_launch(self, job_id: str, attempt: int, at: float) -> None:
+        """The launch really began at ``at`` (it waited in a queue since it was recorded): billing
+        starts there. Only ever later, never past now nor past an end already recorded."""
+        at = min(at, self.clock())
+        c = launches.c
+        with self._write() as conn:
+            conn.execute(
+                update(launches)
+                .where(c.job_id == job_id, c.attempt == attempt, c.launched_at < at)
+                .where(or_(c.ended.is_(False), c.ended_at >= at))
+                .values(launched_at=at)
+            )
+
     def set_launch_handle(self, job_id: str, attempt: int, handle: str) -> None:
         """The backend's handle for a launch, once it returned; a launch record already closed (by a
         reconcile that found the attempt gone) stays closed."""
