@@ -14,10 +14,10 @@ from overcast.api import db
 from overcast.api.auth import Auth, require_admin
 from overcast.api.errors import ERRORS
 from overcast.api.schemas import BudgetIn, BudgetOut, ErrorOut
-from overcast.store import Store
+from overcast.store import TEAM_NAME_PATTERN, Store
 
 router = APIRouter(tags=["budgets"], responses=ERRORS)
-Team = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="the team's name")]
+Team = Annotated[str, Path(pattern=TEAM_NAME_PATTERN, description="the team's name")]
 RESPONSES: dict[int | str, dict] = {
     403: {"model": ErrorOut, "description": "not an admin token (or, to read, not the team's own)"},
     404: {"model": ErrorOut, "description": "no such team"},

@@ -13,7 +13,7 @@ from overcast.api import db
 from overcast.api.auth import Auth
 from overcast.api.errors import ERRORS
 from overcast.api.schemas import ErrorOut, UsageOut
-from overcast.store import Store, UsageBy
+from overcast.store import TEAM_NAME_PATTERN, Store, UsageBy
 
 router = APIRouter(tags=["usage"], responses=ERRORS)
 DEFAULT_WINDOW_S = 30 * 24 * 3600.0
@@ -33,7 +33,7 @@ async def usage(
     since: Annotated[float | None, _epoch("window start, epoch seconds (default: until - 30 days)")] = None,
     until: Annotated[float | None, _epoch("window end (excluded), epoch seconds (default: now)")] = None,
     by: Annotated[UsageBy, Query(description="group by team, pool, provider or job")] = "team",
-    team: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")] = None,
+    team: Annotated[str | None, Query(pattern=TEAM_NAME_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="rows in this page")] = DEFAULT_LIMIT,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="rows to skip (a next_offset)")] = 0,
 ) -> UsageOut:

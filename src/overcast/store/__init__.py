@@ -12,11 +12,12 @@ from overcast.store.records import (
     ServiceRecord,
 )
 from overcast.store.states import ACTIVE_STATES, TERMINAL_STATES, JobState
-from overcast.store.store import Store, check_team_name, new_job_id
+from overcast.store.store import TEAM_NAME_PATTERN, Store, check_team_name, new_job_id
 from overcast.store.usage import USAGE_BY, UsageBy, UsageRecord, UsageReport
 
 __all__ = [
     "ACTIVE_STATES",
+    "TEAM_NAME_PATTERN",
     "TERMINAL_STATES",
     "USAGE_BY",
     "BudgetStatus",

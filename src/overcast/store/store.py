@@ -31,7 +31,8 @@ from overcast.store.tables import tokens as tokens_table
 from overcast.store.usage import UsageMethods
 
 _ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"  # URL-safe, no look-alikes (l/1, o/0)
-_TEAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+TEAM_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # also the API's path/query pattern for a team
+_TEAM_NAME = re.compile(TEAM_NAME_PATTERN)
 # Columns a caller may set through transition(); state and updated_at are set by the store itself.
 TRANSITION_FIELDS = frozenset(
     {
