@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from overcast.placement.pool import Pool, Purchase
-from overcast.twin.job_bound import BoundJob, per_job_jct_lower_bound, scenario_jct_bound
+from overcast.twin.job_bound import BoundJob, per_job_jct_lower_bound, scenario_jct_bounds
 from overcast.twin.runner import build_world, run_scenario
 from tests.twin.helpers import small_scenario
 
@@ -64,7 +64,8 @@ def test_no_run_of_the_scenario_beats_the_bound_at_its_own_mean_jct(scenario):
     world = build_world(scenario, scenario.seed)
     for run in run_scenario(scenario, ["overcast", "single-provider"]):
         m = run.metrics
-        bound = scenario_jct_bound(scenario, world, scenario.seed, m["jct_hours"]["mean"], slot_hours=2.0)
+        mean_jct = m["jct_hours"]["mean"]
+        [bound] = scenario_jct_bounds(scenario, world, scenario.seed, [mean_jct], slot_hours=2.0)
         assert bound is not None, run.policy
         assert m["cost_reserved_fee"] - 0.01 <= bound.cost <= m["cost_total"] + 0.01, run.policy  # 2 decimals
 

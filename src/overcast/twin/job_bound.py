@@ -93,7 +93,7 @@ class _Builder:
         self.cols.append(np.asarray(cols, dtype=np.int64))
         self.vals.append(np.broadcast_to(np.asarray(vals, dtype=float), len(rows)).copy())
 
-    def solve(self) -> float | None:
+    def model(self) -> highspy.Highs:
         a = sparse.csc_array(
             (np.concatenate(self.vals), (np.concatenate(self.rows), np.concatenate(self.cols))),
             shape=(self.n_rows, self.n_cols),
@@ -108,10 +108,7 @@ class _Builder:
         h = new_highs()
         h.setOptionValue("solver", "simplex")  # measured: IPM took 3x longer on these
         h.passModel(lp)
-        h.run()
-        if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
-            return None
-        return float(h.getInfo().objective_function_value)
+        return h
 
 
 def per_job_jct_lower_bound(
@@ -122,6 +119,18 @@ def per_job_jct_lower_bound(
     reserved_fee: float,
     mean_jct_h: float,
 ) -> LowerBound | None:
+    """One mean JCT: ``per_job_jct_lower_bounds``."""
+    return per_job_jct_lower_bounds(jobs, pools, usable_node_h, edges_h, reserved_fee, [mean_jct_h])[0]
+
+
+def per_job_jct_lower_bounds(
+    jobs: list[BoundJob],
+    pools: list[Pool],
+    usable_node_h: dict[str, np.ndarray],
+    edges_h: np.ndarray,
+    reserved_fee: float,
+    mean_jct_hs: list[float],
+) -> list[LowerBound | None]:
     """``usable_node_h``: per pool, the most node-hours any schedule could use in each slot between
     ``edges_h`` (hours). None when the LP is infeasible (no schedule, even in the relaxation, finishes
     every job in the window at that mean JCT) or fails."""
@@ -181,20 +190,25 @@ def per_job_jct_lower_bound(
             cap = b.rows_of(n_slots, -np.inf, usable_node_h[p.id])
             for y in cap_terms[p.id]:
                 b.entries(cap, y, 1.0)
-    total = len(jobs) * mean_jct_h + sum(j.submit_h for j in jobs)
-    jct = b.rows_of(1, -np.inf, total)
+    submits = sum(j.submit_h for j in jobs)
+    jct = b.rows_of(1, -np.inf, np.inf)  # bounded below, per mean JCT asked
     b.entries(np.full(len(jobs), jct[0]), c_cols, 1.0)
-    usage = b.solve()
-    if usage is None:
-        return None
-    return LowerBound(reserved_fee + usage, PER_JOB_JCT_RULE)
+    h = b.model()
+    found: list[LowerBound | None] = []
+    for mean_jct_h in mean_jct_hs:  # only the JCT row's bound changes: each solve starts from the last
+        h.changeRowBounds(int(jct[0]), -np.inf, len(jobs) * mean_jct_h + submits)
+        h.run()
+        ok = h.getModelStatus() == highspy.HighsModelStatus.kOptimal
+        usage = float(h.getInfo().objective_function_value) if ok else None
+        found.append(None if usage is None else LowerBound(reserved_fee + usage, PER_JOB_JCT_RULE))
+    return found
 
 
-def scenario_jct_bound(
-    scenario: Scenario, world: World, seed: int, mean_jct_h: float, slot_hours: float = 1.0
-) -> LowerBound | None:
-    """``per_job_jct_lower_bound`` for a scenario's whole workload and window (no policy run needed):
-    the cheapest any schedule finishing all of it within the window at that mean JCT could be."""
+def scenario_jct_bounds(
+    scenario: Scenario, world: World, seed: int, mean_jct_hs: list[float], slot_hours: float = 1.0
+) -> list[LowerBound | None]:
+    """``per_job_jct_lower_bounds`` for a scenario's whole workload and window (no policy run needed):
+    the cheapest any schedule finishing all of it within the window at each mean JCT could be."""
     backend = capacity_timeline(scenario, world, seed)
     states = list(backend.state.values())
     prov = {  # the shortest provisioning of a pool the job may use, spot allowed or not
@@ -210,4 +224,4 @@ def scenario_jct_bound(
     fee = horizon_h * sum(
         p.price_per_node_hour * (p.capacity_nodes or 0) for p in pools if p.purchase is Purchase.RESERVED
     )
-    return per_job_jct_lower_bound(jobs, pools, usable, edges, fee, mean_jct_h)
+    return per_job_jct_lower_bounds(jobs, pools, usable, edges, fee, mean_jct_hs)
