@@ -13,6 +13,7 @@ from overcast.store import LaunchTerms, Store, migrate, month_start
 from overcast.store.engine import make_engine
 from overcast.store.tables import teams
 from tests.store.test_jobs import FakeClock
+from tests.store.test_usage import launch
 
 H = 3600.0
 MONTH = datetime(2026, 11, 1, tzinfo=UTC).timestamp()  # the month the tests' clock is in
@@ -61,18 +62,14 @@ def test_a_budget_is_a_finite_number_of_dollars_not_below_zero(store: Store, bad
 
 
 def test_spent_counts_list_price_use_since_the_month_began(store: Store, clock: FakeClock) -> None:
-    def launch(job: str, terms: LaunchTerms, team: str, start: float, end: float | None) -> None:
-        clock.now = start
-        store.record_launch(job, 1, f"oci/r1/{terms.purchase}", "local", "h", team=team, terms=terms)
-        if end is not None:
-            clock.now = end
-            store.end_launch(job, 1, "succeeded")
+    def spend(job: str, terms: LaunchTerms, team: str, start: float, end: float | None) -> None:
+        launch(store, clock, job, 1, terms, team=team, start=start, end=end)
 
-    launch("j-old", ON_DEMAND, "ml", MONTH - 5 * H, MONTH - H)  # last month: not this month's spend
-    launch("j-edge", ON_DEMAND, "ml", MONTH - H, MONTH + H)  # only its hour in this month counts
-    launch("j-res", RESERVED, "ml", MONTH, MONTH + 5 * H)  # reserved: already paid
-    launch("j-run", ON_DEMAND, "ml", MONTH + 9 * H, None)  # running: up to now
-    launch("j-vis", ON_DEMAND, "vision", MONTH, MONTH + H)
+    spend("j-old", ON_DEMAND, "ml", MONTH - 5 * H, MONTH - H)  # last month: not this month's spend
+    spend("j-edge", ON_DEMAND, "ml", MONTH - H, MONTH + H)  # only its hour in this month counts
+    spend("j-res", RESERVED, "ml", MONTH, MONTH + 5 * H)  # reserved: already paid
+    spend("j-run", ON_DEMAND, "ml", MONTH + 9 * H, None)  # running: up to now
+    spend("j-vis", ON_DEMAND, "vision", MONTH, MONTH + H)
     clock.now = MONTH + 10 * H
     store.set_budget("ml", 200.0)
     status = store.budget_status("ml")
