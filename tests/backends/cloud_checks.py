@@ -26,6 +26,37 @@ def eventually(done: Callable[[], bool], timeout: float = 5.0) -> bool:
     return True
 
 
+Gang = Callable[[], dict[str, dict[str, str]]]  # a gang's machines: id -> tags (labels)
+
+
+def agent_tag(tags: dict[str, str], key: str) -> str | None:
+    """A tag (label) the agents set, under either provider's prefix (``overcast:`` on EC2)."""
+    return tags.get("overcast:" + key, tags.get("overcast-" + key))
+
+
+def ec2_gang(vms: Any, job: str) -> Gang:
+    return lambda: {
+        i["InstanceId"]: {t["Key"]: t["Value"] for t in i.get("Tags", [])}
+        for i in vms.instances(overcast_job=job)
+    }
+
+
+def oci_gang(vms: Any, job: str) -> Gang:
+    return lambda: {i["id"]: dict(i["freeformTags"]) for i in vms.instances(job=job)}
+
+
+def gce_gang(vms: Any, job: str) -> Gang:
+    return lambda: {i["name"]: dict(i["labels"]) for i in vms.instances(job=job)}
+
+
+def wait_exited(gang: Gang, console: Callable[[str], str], timeout: float) -> None:
+    """Wait until both nodes of the gang have tagged their exit; their consoles if they did not."""
+    done = eventually(
+        lambda: len(gang()) == 2 and all(agent_tag(t, "exit") for t in gang().values()), timeout
+    )
+    assert done, {vm: (tags, console(vm)[-800:]) for vm, tags in gang().items()}
+
+
 def wait_events(backend: Any, done: Callable[[list[BackendEvent]], bool], timeout: float = 20.0) -> list:
     """The backend's events, polled until ``done(events)`` or the timeout."""
     events: list = []

@@ -21,7 +21,7 @@ from overcast.backends.cloud_gangs import end_time
 from tests.backends import test_aws, test_azure, test_gcp, test_oci
 from tests.backends.aws_vm import VmEmulator
 from tests.backends.azure_vm import VmEmulator as AzureVms
-from tests.backends.cloud_checks import eventually
+from tests.backends.cloud_checks import Gang, agent_tag, ec2_gang, gce_gang, oci_gang, wait_exited
 from tests.backends.gcp_vm import GceVmEmulator
 from tests.backends.oci_vm import OciVmEmulator
 from tests.backends.test_aws import vms as aws_vms  # noqa: F401 (fixtures: each module's VM emulator)
@@ -39,7 +39,6 @@ LATE = 2.5  # how long after the gang ended the backend polls
 # rank 1 ends ~3 s after rank 0 (starts may differ by a second); stamps are whole seconds. Rank 0 ends at
 # once: a rank that looks for it after that runs its part all the same (test_cloud_head_ended)
 JOB = 'sleep $((3 * OVERCAST_NODE_RANK)); echo "END $OVERCAST_NODE_RANK $(date +%s.%N)"'
-Gang = Callable[[], dict[str, dict[str, str]]]  # the gang's machines: id -> tags (labels)
 
 
 def test_the_end_is_the_latest_stamp_clamped_and_the_poll_time_when_any_node_has_none() -> None:
@@ -57,10 +56,9 @@ def test_the_end_is_the_latest_stamp_clamped_and_the_poll_time_when_any_node_has
 def late_poll(backend: Any, gang: Gang, console: Callable[[str], str]) -> BackendEvent:
     """Wait (without polling) until every node of the gang has tagged its exit, wait LATE seconds, poll:
     the gang's one event. Checks the event's time against the jobs' own clocks."""
-    ended = eventually(lambda: len(gang()) == 2 and all(_exit(t) for t in gang().values()), timeout=40)
-    assert ended, {vm: (tags, console(vm)[-800:]) for vm, tags in gang().items()}
+    wait_exited(gang, console, 40)
     machines = gang()
-    assert all(_exit(t)[1] for t in machines.values())  # every agent stamped its end
+    assert all(agent_tag(t, "ended-at") for t in machines.values())  # every agent stamped its end
     time.sleep(LATE)
     polled = time.time()
     (event,) = backend.poll()
@@ -70,20 +68,12 @@ def late_poll(backend: Any, gang: Gang, console: Callable[[str], str]) -> Backen
         assert m, console(vm)
         ends[int(m[1])] = float(m[2])
     assert ends[1] - ends[0] > 1.5
-    assert event.at == max(float(_exit(t)[1]) for t in machines.values())  # type: ignore[index]
+    assert event.at == max(float(agent_tag(t, "ended-at")) for t in machines.values())  # type: ignore[arg-type]
     # whole seconds, stamped after the job's last line: within a second of the last rank's end
     assert ends[1] - 1.0 < event.at < ends[1] + 1.0
     assert event.at > ends[0] + 0.5  # the latest node's end, not the first's
     assert polled - event.at >= LATE - 0.01  # not the poll's time
     return event
-
-
-def _exit(tags: dict[str, str]) -> tuple[str, str] | None:
-    """(exit code, ended-at) of a machine whose agent tagged its exit (any provider's prefix)."""
-    for prefix in ("overcast:", "overcast-"):
-        if prefix + "exit" in tags:
-            return tags[prefix + "exit"], tags.get(prefix + "ended-at", "")
-    return None
 
 
 @pytest.mark.parametrize("code", [0, 3])
@@ -98,12 +88,7 @@ def test_aws_a_gang_polled_late_ends_when_its_agents_said(
     # only rank 1 fails: after a rank 0 that failed at once, rank 1 would not run the job at all
     failing = f"{JOB}; exit $(({code} * OVERCAST_NODE_RANK))"
     backend.launch(LaunchRequest("e", 1, pool, 2, test_aws.gpu_job("e", failing)))
-
-    def gang() -> dict[str, dict[str, str]]:
-        found = aws_vms.instances(overcast_job="e")
-        return {i["InstanceId"]: {t["Key"]: t["Value"] for t in i.get("Tags", [])} for i in found}
-
-    event = late_poll(backend, gang, aws_vms.console)
+    event = late_poll(backend, ec2_gang(aws_vms, "e"), aws_vms.console)
     assert event.kind is (EventKind.SUCCEEDED if code == 0 else EventKind.FAILED)
 
 
@@ -132,11 +117,7 @@ def test_oci_a_gang_polled_late_ends_when_its_agents_said(
     backend = test_oci.OciBackend(test_oci.settings(oci_fake, oci_server[1]), home=tmp_path)
     pool = test_oci.pool_of(backend, test_oci.AD1)
     backend.launch(LaunchRequest("e", 1, pool, 2, test_oci.gpu_job("e", JOB)))
-
-    def gang() -> dict[str, dict[str, str]]:
-        return {i["id"]: dict(i["freeformTags"]) for i in oci_vms.instances(job="e")}
-
-    event = late_poll(backend, gang, oci_vms.console)
+    event = late_poll(backend, oci_gang(oci_vms, "e"), oci_vms.console)
     assert event.kind is EventKind.SUCCEEDED
 
 
@@ -148,10 +129,7 @@ def test_gcp_a_gang_polled_late_ends_when_its_agents_said(
     backend = test_gcp.backend_of(gce, tmp_path)
     pool = test_gcp.pool_of(backend, test_gcp.ZB)
     backend.launch(LaunchRequest("e", 1, pool, 2, test_gcp.gpu_job("e", JOB)))
-
-    def gang() -> dict[str, dict[str, str]]:
-        return {i["name"]: dict(i["labels"]) for i in gce_vms.instances(job="e")}
-
+    gang = gce_gang(gce_vms, "e")
     event = late_poll(backend, gang, gce_vms.console)
     assert event.kind is EventKind.SUCCEEDED
     assert all(re.fullmatch(r"[0-9]+", t["overcast-ended-at"]) for t in gang().values())  # a label value

@@ -23,7 +23,15 @@ from overcast.backends.base import EventKind, LaunchRequest
 from overcast.backends.cloud_agent import HEAD_FAILED, STOPPED_BEFORE_START, HeadEnded, head_ended
 from tests.backends import test_aws, test_gcp, test_oci
 from tests.backends.aws_vm import VmEmulator
-from tests.backends.cloud_checks import eventually, wait_events
+from tests.backends.cloud_checks import (
+    Gang,
+    agent_tag,
+    ec2_gang,
+    gce_gang,
+    oci_gang,
+    wait_events,
+    wait_exited,
+)
 from tests.backends.gcp_vm import GceVmEmulator
 from tests.backends.oci_vm import OciVmEmulator
 from tests.backends.test_oci import config  # noqa: F401 (fixture)
@@ -35,7 +43,6 @@ from tests.fixtures.oci_fake import FakeOci, oci_fake, oci_server  # noqa: F401
 LATE = 3  # seconds rank 1 boots after the others
 JOB = '[ "$OVERCAST_NODE_RANK" = 0 ] && exit {code}; echo "ran $OVERCAST_NODE_RANK"'
 WITHIN = 30.0  # every node has tagged its exit by then (GANG_WAIT_SECONDS: 600-900)
-Gang = Callable[[], dict[str, dict[str, str]]]  # the gang's machines: id -> tags (labels)
 
 
 def test_what_a_rank_does_when_rank_0_had_already_ended() -> None:
@@ -90,24 +97,19 @@ class LateGce(GceVmEmulator):
         return late(super()._user_data(vm))
 
 
-def _exit(tags: dict[str, str]) -> str | None:
-    return tags.get("overcast:exit", tags.get("overcast-exit"))
-
-
 def check(backend: Any, gang: Gang, console: Callable[[str], str], code: int, launched: float) -> None:
     """Every node tags its exit within seconds; rank 1 ran the job only after a rank 0 that succeeded;
     the gang's outcome is rank 0's."""
-    done = eventually(lambda: len(gang()) == 2 and all(_exit(t) for t in gang().values()), timeout=WITHIN)
-    assert done, {vm: (tags, console(vm)[-800:]) for vm, tags in gang().items()}
+    wait_exited(gang, console, WITHIN)
     took = time.monotonic() - launched
-    by_rank = {int(t.get("overcast:rank", t.get("overcast-rank", vm[-1]))): vm for vm, t in gang().items()}
+    by_rank = {int(agent_tag(t, "rank") or vm[-1]): vm for vm, t in gang().items()}
     rank1 = by_rank[1]
     assert "rank 0 had already ended" in console(rank1), console(rank1)  # the late rank found it ended
     if code == 0:
-        assert _exit(gang()[rank1]) == "0" and "ran 1" in console(rank1)  # its part, all the same
+        assert agent_tag(gang()[rank1], "exit") == "0" and "ran 1" in console(rank1)  # its part, all the same
         wanted = {EventKind.SUCCEEDED}
     else:
-        assert _exit(gang()[rank1]) == str(HEAD_FAILED) and "ran 1" not in console(rank1)
+        assert agent_tag(gang()[rank1], "exit") == str(HEAD_FAILED) and "ran 1" not in console(rank1)
         wanted = {EventKind.FAILED}
     (event,) = wait_events(backend, lambda events: {e.kind for e in events} >= wanted, timeout=10)
     assert event.kind in wanted and event.exit_code == code
@@ -128,12 +130,7 @@ def test_aws_a_late_rank_does_not_wait_for_a_rank_0_that_had_already_ended(
         pool = test_aws.pool_of(backend, "use1-az2", test_aws.Purchase.ON_DEMAND)
         launched = time.monotonic()
         backend.launch(LaunchRequest("h", 1, pool, 2, test_aws.gpu_job("h", JOB.format(code=code))))
-
-        def gang() -> dict[str, dict[str, str]]:
-            found = vms.instances(overcast_job="h")
-            return {i["InstanceId"]: {t["Key"]: t["Value"] for t in i.get("Tags", [])} for i in found}
-
-        check(backend, gang, vms.console, code, launched)
+        check(backend, ec2_gang(vms, "h"), vms.console, code, launched)
     finally:
         vms.close()
 
@@ -151,11 +148,7 @@ def test_oci_a_late_rank_does_not_wait_for_a_rank_0_that_had_already_ended(
         pool = test_oci.pool_of(backend, test_oci.AD1)
         launched = time.monotonic()
         backend.launch(LaunchRequest("h", 1, pool, 2, test_oci.gpu_job("h", JOB.format(code=code))))
-
-        def gang() -> dict[str, dict[str, str]]:
-            return {i["id"]: dict(i["freeformTags"]) for i in vms.instances(job="h")}
-
-        check(backend, gang, vms.console, code, launched)
+        check(backend, oci_gang(vms, "h"), vms.console, code, launched)
     finally:
         vms.close()
 
@@ -172,10 +165,6 @@ def test_gcp_a_late_rank_does_not_wait_for_a_rank_0_that_had_already_ended(
         pool = test_gcp.pool_of(backend, test_gcp.ZB)
         launched = time.monotonic()
         backend.launch(LaunchRequest("h", 1, pool, 2, test_gcp.gpu_job("h", JOB.format(code=code))))
-
-        def gang() -> dict[str, dict[str, str]]:
-            return {i["name"]: dict(i["labels"]) for i in vms.instances(job="h")}
-
-        check(backend, gang, vms.console, code, launched)
+        check(backend, gce_gang(vms, "h"), vms.console, code, launched)
     finally:
         vms.close()
