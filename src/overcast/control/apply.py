@@ -118,13 +118,10 @@ def finish_launch(rt: Runtime, result: LaunchResult, health: dict[str, PoolHealt
         return
     if isinstance(exc, CapacityError | ProviderDown):
         kind = Health.DOWN if isinstance(exc, ProviderDown) else Health.OUT_OF_CAPACITY
-        learned = health[pool.id] = record_failure(store, pool.id, kind, str(exc), rt.clock(), rt.backoff)
+        health[pool.id] = record_failure(store, pool.id, kind, str(exc), rt.clock(), rt.backoff)
         outcome = "capacity-error" if kind is Health.OUT_OF_CAPACITY else "provider-down"
         store.end_launch(job.id, attempt, outcome)
         rt.avoid.setdefault(job.id, set()).add(pool.id)
-        cooldown = learned.until - rt.clock() if learned.until else 0.0
-        why = f"{pool.id}: {exc}; cooling down {cooldown:.0f}s (failure {learned.failures} in a row)"
-        store.add_event(None, "pool-cooldown", why)
         try_elsewhere(rt, job.id, attempt, pool.id, exc, outcome)
         return
     if exc is not None:  # provisioning on this pool failed (a missing subnet...): fail over

@@ -107,9 +107,7 @@ def handle_event(rt: Runtime, backend_name: str, event: BackendEvent) -> None:
             rt.avoid.setdefault(job.id, set()).add(job.pool_id)
             # the pool cools down as after a refused launch: the next gangs do not wait it out too
             why = event.detail or "capacity error"
-            learned = record_failure(store, job.pool_id, Health.OUT_OF_CAPACITY, why, rt.clock(), rt.backoff)
-            cooldown = learned.until - rt.clock() if learned.until else 0.0
-            store.add_event(None, "pool-cooldown", f"{job.pool_id}: {why}; cooling down {cooldown:.0f}s")
+            record_failure(store, job.pool_id, Health.OUT_OF_CAPACITY, why, rt.clock(), rt.backoff)
         store.transition(
             job.id, ACTIVE, JobState.PENDING, reason=f"capacity error on {where}",
             event=("capacity-error", detail), event_at=event.at, attempt_was=job.attempt,

@@ -39,11 +39,14 @@ def record_failure(
     backoff: Backoff,
     factor: float = 1.0,
 ) -> PoolHealthRecord:
+    """The pool refused (``detail``: why): it cools down, and the timeline says for how long."""
     previous = store.pool_health().get(pool_id)
     failures = (previous.failures if previous else 0) + 1
-    until = now + backoff.cooldown(failures, factor)
-    store.set_pool_health(pool_id, health.value, until=until, failures=failures, detail=detail)
-    return PoolHealthRecord(health.value, until, failures, detail)
+    cooldown = backoff.cooldown(failures, factor)
+    store.set_pool_health(pool_id, health.value, until=now + cooldown, failures=failures, detail=detail)
+    why = f"{pool_id}: {detail}; cooling down {cooldown:.0f}s (failure {failures} in a row)"
+    store.add_event(None, "pool-cooldown", why)
+    return PoolHealthRecord(health.value, now + cooldown, failures, detail)
 
 
 def record_success(store: Store, pool_id: str, known: dict[str, PoolHealthRecord]) -> None:

@@ -107,12 +107,9 @@ def after_launch_error(
     store.end_launch(job.id, attempt, kind)
     if not rejected:  # every job placed on this pool would hit it: the next ones go elsewhere
         detail = f"launch error: {exc}"
-        learned = record_failure(
+        health[pool.id] = record_failure(
             store, pool.id, Health.DOWN, detail, rt.clock(), rt.backoff, LAUNCH_ERROR_FACTOR
         )
-        health[pool.id] = learned
-        cooldown = learned.until - rt.clock() if learned.until else 0.0
-        store.add_event(None, "pool-cooldown", f"{pool.id}: {detail}; cooling down {cooldown:.0f}s")
     # soft: the scheduler comes back to this backend's other pools only when nothing else fits
     rt.avoid.setdefault(job.id, set()).update(p.id for p in pools.values() if p.backend == pool.backend)
     tried, failed = _failed_pools(store, job.id, pools)
