@@ -128,10 +128,6 @@ class Launcher:
                 return False
             return True
 
-    def in_flight(self) -> int:
-        with self._lock:
-            return len(self._busy)
-
     def drain(self, handle: Callable[[LaunchResult], None]) -> int:
         """Handle every launch that has returned (on the calling thread: the tick's)."""
         self.known_at = time.monotonic()
