@@ -111,10 +111,11 @@ def after_launch_error(
             store, pool.id, Health.DOWN, detail, rt.clock(), rt.backoff, LAUNCH_ERROR_FACTOR
         )
     # soft: the scheduler comes back to this backend's other pools only when nothing else fits
-    rt.avoid.setdefault(job.id, set()).update(p.id for p in pools.values() if p.backend == pool.backend)
+    siblings = {p.id for p in pools.values() if p.backend == pool.backend}
+    rt.avoid.setdefault(job.id, set()).update(siblings)
     tried, failed = _failed_pools(store, job.id, pools)
     tried.add(pool.id)
-    failed |= {p.id for p in pools.values() if p.backend == pool.backend} if rejected else {pool.id}
+    failed |= siblings if rejected else {pool.id}
     what = f"attempt {attempt} on {pool.id}: {exc}"
     if len(tried) >= LAUNCH_ERROR_POOLS:
         give_up = f"launch errors on {len(tried)} pools"
