@@ -48,7 +48,7 @@ class TeamBudgets:
         left = self.left.get(job.spec.team)
         if left is None:
             return np.ones(len(positions), dtype=bool)
-        return (index.marginal[positions] == 0) | ((cost <= left) & (left > 0))
+        return _affordable(index.marginal[positions], cost, left)
 
     def restricted(self, job: PendingJob, index: PoolIndex) -> bool:
         return job.spec.team in self.left
@@ -74,10 +74,15 @@ class TeamBudgets:
             return True
         freed = self.left[team] + held(run, index, now)
         cost = float(score.expected_cost(index, np.array([position]), run.spec)[0])
-        if index.marginal[position] > 0 and not (cost <= freed and freed > 0):
+        if not _affordable(index.marginal[position], cost, freed):
             return False
         self.left[team] = freed - cost
         return True
+
+
+def _affordable(marginal: np.ndarray | float, cost: np.ndarray | float, left: float) -> np.ndarray | bool:
+    """Already paid for (zero marginal price), or its expected ``cost`` fits the money ``left``."""
+    return (marginal == 0) | ((cost <= left) & (left > 0))
 
 
 def held(job: RunningJob, index: PoolIndex, now: float) -> float:
