@@ -26,6 +26,13 @@ def test_overcast_serve_answers_through_its_load_balancer(tmp_path):
     )
     try:
         deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # probes run every period_seconds: both replicas ready first
+            try:
+                if len(httpx.get(f"http://127.0.0.1:{port}/-/replicas", timeout=2).json()["ready"]) == 2:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
         answers = []
         while time.monotonic() < deadline and len(answers) < 4:
             try:
