@@ -60,7 +60,12 @@ def test_a_queued_launch_is_billed_from_when_its_launch_began(tmp_path: Path) ->
     slow.launch = launch  # type: ignore[method-assign]
     ids = [store.submit("default", job(name, "sleep 30")).id for name in ("a", "b")]
     assert loop.tick().placed == 2
-    run_until(loop, lambda: all(state(store, i).state is JobState.RUNNING for i in ids), timeout=30)
+    # the poll can see a job running before the tick handled its launch (which moves the billing start)
+    run_until(
+        loop,
+        lambda: all(state(store, i).state is JobState.RUNNING and not loop.launcher.busy(i) for i in ids),
+        timeout=30,
+    )
     billed = _billed(tmp_path)
     gaps = {i: entered[i] - billed[(i, 1)][0] for i in ids}
     for i in ids:
