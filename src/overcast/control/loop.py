@@ -6,7 +6,8 @@
 a. poll backends -> events -> store transitions (started, succeeded, failed, preempted...)
 b. cancel requests -> stop with grace -> cancelled
 c. snapshot: pools from backends + learned health from the store; pending and running jobs; what
-   budgeted teams have left this month (spend read every 30 s, running use added in between)
+   budgeted teams have left this month (spend read every 30 s, running use added in between); pending
+   jobs' expected_hours corrected by what their team's jobs really ran (read every 60 s)
 d. decide(snapshot) -> decisions (the pure scheduler)
 e. apply: place (CAS PENDING -> LAUNCHING, record, launch on the backend's launch thread; failover on
    capacity errors), preempt; launches that return later are handled at the start of a later tick
@@ -27,6 +28,7 @@ from pathlib import Path
 from overcast.api import metrics  # the counters /metrics exposes; updated where things happen
 from overcast.backends.base import Backend
 from overcast.control.apply import apply_decisions, finish_launch
+from overcast.control.estimates import EstimateCache
 from overcast.control.events import poll_all
 from overcast.control.health import Backoff
 from overcast.control.launcher import Launcher, LaunchResult
@@ -85,6 +87,7 @@ class ControlLoop:
         self.ticks = 0
         self._reasons: dict[str, str] = {}
         self.budgets = TeamBudgetCache()  # what teams have left: read every 30 s
+        self.estimates = EstimateCache()  # teams' estimate factors: read every 60 s
         self._lock = threading.Lock()  # one tick at a time (the API thread may ask for one)
 
     @property
@@ -127,7 +130,7 @@ class ControlLoop:
         self._cancels()  # (b)
         now = self.rt.clock()
         health = self.store.pool_health()
-        snapshot = build_snapshot(self.rt, now, health, self.budgets)  # (c)
+        snapshot = build_snapshot(self.rt, now, health, self.budgets, self.estimates)  # (c)
         self._forget_avoids({job.id for job in snapshot.pending})
         with metrics.DECISION_SECONDS.time():
             decisions = self.decide(snapshot)  # (d)

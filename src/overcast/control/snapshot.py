@@ -1,10 +1,12 @@
 """Step (c) of a tick: the scheduler's input, built from backends (pools, use) and the store (jobs,
-learned pool health, what budgeted teams have left this month)."""
+learned pool health, what budgeted teams have left this month, what teams' jobs really ran against
+their expected_hours: ``estimates.py``)."""
 
 from __future__ import annotations
 
 import logging
 
+from overcast.control.estimates import EstimateCache
 from overcast.control.health import apply_learned
 from overcast.control.runtime import LIVE, Runtime
 from overcast.placement.pool import Pool
@@ -68,9 +70,14 @@ def backend_pools(rt: Runtime) -> list[Pool]:
 
 
 def build_snapshot(
-    rt: Runtime, now: float, health: dict[str, PoolHealthRecord], budgets: TeamBudgetCache | None = None
+    rt: Runtime,
+    now: float,
+    health: dict[str, PoolHealthRecord],
+    budgets: TeamBudgetCache | None = None,
+    estimates: EstimateCache | None = None,
 ) -> Snapshot:
-    """``budgets``: the loop's cache of what teams have left (None: read now)."""
+    """``budgets``: the loop's cache of what teams have left; ``estimates``: its cache of the teams'
+    estimate factors (None: read now)."""
     pools = backend_pools(rt)
     apply_learned(pools, health, now)
     store = rt.store
@@ -79,6 +86,7 @@ def build_snapshot(
         for j in store.list(states=[JobState.PENDING], limit=MAX_JOBS)
         if not j.cancel_requested
     ]
+    pending = (estimates or EstimateCache(ttl=0.0)).correct(store, now, pending)
     launches = store.open_launches()
     live = store.list(states=LIVE, limit=MAX_JOBS)
     running = [_running(j, launches) for j in live if j.pool_id is not None]

@@ -23,6 +23,7 @@ from overcast.store import migrate, tokens
 from overcast.store.budgets import BudgetMethods
 from overcast.store.control_state import ControlStateMethods
 from overcast.store.engine import StoreUnavailable, default_url, is_in_memory, make_engine, safe_url
+from overcast.store.estimates import EstimateMethods
 from overcast.store.records import EventRecord, JobRecord, job_record
 from overcast.store.services import ServiceMethods
 from overcast.store.states import TERMINAL_STATES, JobState
@@ -53,7 +54,7 @@ def new_job_id() -> str:
     return "j-" + "".join(_ID_ALPHABET[b & 31] for b in secrets.token_bytes(10))
 
 
-class Store(ServiceMethods, ControlStateMethods, UsageMethods, BudgetMethods):
+class Store(ServiceMethods, ControlStateMethods, UsageMethods, BudgetMethods, EstimateMethods):
     def __init__(self, url: str | None = None, *, clock: Callable[[], float] = time.time) -> None:
         """Open (and migrate to head) the database at ``url``, default: see ``engine.default_url``."""
         self.url = url or default_url()

@@ -1,0 +1,165 @@
+"""What corrected estimates cost the control loop (control/estimates.py), with the real store and loop.
+
+1. The factor query (Store.finished_ratios) over a history of succeeded jobs with their launch records
+   (spread over teams and 60 days, so the 30-day window and the 50-per-team limit both cut).
+2. A tick (ms, wall and this process's CPU) with N pending jobs that do not fit, a tenth of them
+   requeued (so the per-tick run-hours query runs) and half from a team whose history gives it a
+   factor, against the baseline of the same loop with corrections off, in the same run; also with the
+   factors read every tick (ttl 0, the worst case).
+
+    .venv/bin/python bench/estimates.py [--history 10000 100000] [--pending 1000] [--repeat 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import insert, update
+
+from overcast.backends.local import LocalBackend
+from overcast.control.demo import DEMO_CLUSTERS
+from overcast.control.estimates import EstimateCache
+from overcast.control.loop import ControlLoop
+from overcast.scheduler.snapshot import PendingJob
+from overcast.spec.models import AcceleratorRequest, JobSpec, Resources
+from overcast.store import JobState, Store
+from overcast.store.tables import jobs, launches
+
+H = 3600.0
+TEAMS = 20
+
+
+class Off(EstimateCache):
+    """The baseline: pending jobs as stored, no query."""
+
+    def correct(self, store: Store, now: float, pending: list[PendingJob]) -> list[PendingJob]:
+        return pending
+
+
+def spec(team: str, hours: float, nodes: int = 1) -> JobSpec:
+    gpu = Resources(accelerators=(AcceleratorRequest(name="H100", count=1),))
+    return JobSpec(name="j", run="true", num_nodes=nodes, resources=gpu, team=team, expected_hours=hours)
+
+
+def add_history(store: Store, n: int, now: float) -> None:
+    """``n`` succeeded jobs (team t0 under-states 20x) with one ended launch each, written in bulk."""
+    job_rows, launch_rows = [], []
+    for i in range(n):
+        team = f"t{i % TEAMS}"
+        ended = now - (i / n) * 60 * 24 * H
+        ran = 2.0 * H * (20 if team == "t0" else 1)
+        job_id = f"h-{i}"
+        job_rows.append({
+            "id": job_id, "team": team, "name": "h", "spec": spec(team, 2.0).model_dump_json(),
+            "state": "succeeded", "priority": 0, "attempt": 1, "restarts": 0, "failures": 0,
+            "submitted_at": ended - ran, "updated_at": ended, "started_at": ended - ran, "ended_at": ended,
+            "cancel_requested": False,
+        })  # fmt: skip
+        launch_rows.append({
+            "job_id": job_id, "attempt": 1, "pool_id": "p", "backend": "b", "handle": "h",
+            "launched_at": ended - ran, "ended": True, "ended_at": ended, "outcome": "succeeded",
+            "team": team,
+        })  # fmt: skip
+    with store.engine.begin() as conn:
+        conn.execute(insert(jobs), job_rows)
+        conn.execute(insert(launches), launch_rows)
+
+
+def query_ms(store: Store, now: float, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        store.finished_ratios(now, days=30, per_team=50)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def tick_ms(
+    loop: ControlLoop,
+    configs: dict[str, EstimateCache],
+    repeat: int,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, float]:
+    """Median tick per estimates config, the configs interleaved tick by tick (load drifts); ``clock``:
+    perf_counter (wall) or process_time (this process's CPU, less moved by other work on the machine)."""
+    for cache in configs.values():  # warm: lease, reconcile, the waiting reasons, the estimate events
+        loop.estimates = cache
+        loop.tick()
+        loop.tick()
+    times: dict[str, list[float]] = {name: [] for name in configs}
+    for _ in range(repeat):
+        for name, cache in configs.items():
+            loop.estimates = cache
+            start = clock()
+            loop.tick()
+            times[name].append(clock() - start)
+    return {name: statistics.median(t) * 1e3 for name, t in times.items()}
+
+
+def run_hours_ms(store: Store, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        store.pending_run_hours()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--history", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--pending", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+    head = (
+        "history",
+        "query ms",
+        "ran ms",
+        "tick off",
+        "tick on",
+        "tick ttl0",
+        "cpu off",
+        "cpu on",
+        "cpu ttl0",
+    )
+    head += ("on/off", "cpu on/off")
+    print(" ".join(f"{h:>9}" for h in head))
+    for n in args.history:
+        with tempfile.TemporaryDirectory() as tmp:
+            home = Path(tmp)
+            store = Store(f"sqlite:///{home / 'db.sqlite'}")
+            now = time.time()
+            add_history(store, n, now)
+            # too wide for the demo clusters: every tick re-decides all of them
+            store.submit_many("t0", [spec("t0", 0.5, nodes=3)] * (args.pending // 2))
+            store.submit_many("t1", [spec("t1", 1.0, nodes=3)] * (args.pending - args.pending // 2))
+            with store.engine.begin() as conn:  # a tenth requeued: they already ran an attempt
+                requeued = [r.id for r in store.list(states=[JobState.PENDING], limit=args.pending)][::10]
+                conn.execute(update(jobs).where(jobs.c.id.in_(requeued)).values(attempt=1))
+                conn.execute(insert(launches), [
+                    {"job_id": j, "attempt": 1, "pool_id": "p", "backend": "b", "handle": "h",
+                     "launched_at": now - 3 * H, "ended": True, "ended_at": now - H, "outcome": "preempted"}
+                    for j in requeued
+                ])  # fmt: skip
+            q = query_ms(store, now, args.repeat)
+            backends = [LocalBackend(c, home=home) for c in DEMO_CLUSTERS]
+            loop = ControlLoop(store, backends, home=home)
+            configs = {"off": Off(), "on": EstimateCache(), "ttl0": EstimateCache(ttl=0.0)}
+            ticks = tick_ms(loop, configs, args.repeat)
+            cpu = tick_ms(loop, configs, args.repeat, time.process_time)
+            r = run_hours_ms(store, args.repeat)
+            assert any(e.kind == "estimate" for e in store.events(limit=10**6)), "nothing was corrected"
+            store.close()
+        off, on, worst = ticks["off"], ticks["on"], ticks["ttl0"]
+        cpu_ratio = cpu["on"] / cpu["off"]
+        values = " ".join(f"{v:>9.1f}" for v in (q, r, off, on, worst, cpu["off"], cpu["on"], cpu["ttl0"]))
+        print(f"{n:>9} {values} {on / off:>9.2f} {cpu_ratio:>9.2f}")
+
+
+if __name__ == "__main__":
+    main()
