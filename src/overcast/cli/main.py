@@ -22,6 +22,7 @@ COMMANDS = {
     "demo": "overcast.cli.server",
     "twin": "overcast.cli.twin",
     "serve": "overcast.cli.serve",
+    "services": "overcast.cli.services",
     "usage": "overcast.cli.usage",
     "budget": "overcast.cli.budget",
 }
