@@ -140,6 +140,29 @@ def test_stop_sends_sigterm_and_waits_out_the_grace_period(k8s: K8s) -> None:  #
     assert backend.poll() == [] and backend.active() == []  # a stop is not news
 
 
+def test_a_stop_whose_job_delete_comes_late_runs_no_rank_again(k8s: K8s) -> None:  # noqa: F811
+    # the pods are deleted first, the Job after: on a loaded machine (or a slow API) the ranks have
+    # ended and gone by then, and the Job counts them (backoffLimit 0) instead of replacing them
+    backend = k8s.backend()
+    real_delete_job = backend.api.delete_job
+    pods = lambda: {p["metadata"]["name"] for p in k8s.objects("pods")}  # noqa: E731
+
+    def late_delete_job(name: str, grace_s: int | None = None) -> None:
+        wait_until(lambda: not ranks & pods(), what="the stopped ranks gone")
+        time.sleep(0.3)  # several passes of the Job controller
+        real_delete_job(name, grace_s)
+
+    backend.api.delete_job = late_delete_job  # type: ignore[method-assign]
+    saver = "trap 'echo saved; exit 143' TERM; while true; do sleep 0.05; done"
+    backend.launch(request(backend, "j-late", 1, gpu_spec("late", saver)))
+    Events(backend).wait(EventKind.STARTED, "j-late")
+    ranks = pods()
+    backend.stop("j-late", 1, grace_seconds=5)
+    wait_until(lambda: not k8s.objects("jobs") and not k8s.objects("pods"), what="Job and pods deleted")
+    logs = sorted((k8s.cluster.root / "logs").iterdir())
+    assert len(logs) == 2 and all("saved" in f.read_text() for f in logs)  # each rank ran once
+
+
 def test_a_restarted_backend_finds_what_runs_and_what_ended_meanwhile(k8s: K8s) -> None:  # noqa: F811
     first = k8s.backend()
     first.launch(request(first, "j-long", 1, gpu_spec("long", "sleep 1.5", nodes=1)))
