@@ -133,17 +133,21 @@ def test_cancel_a_running_job(server: dict[str, str], tmp_path: Path) -> None:
 
 def test_user_mistakes_get_clear_errors_not_tracebacks(server: dict[str, str], tmp_path: Path) -> None:
     missing = cli_process(server, "launch", str(tmp_path / "nope.yaml"))
-    assert missing.returncode == 1 and "cannot read" in missing.stderr
+    assert missing.returncode == 2 and "cannot read" in missing.stderr  # bad input: 2, as optimize
     bad = tmp_path / "bad.yaml"
     bad.write_text("kind: job\nname: x\nnum_nodes: zero\n")
     invalid = cli(server, "launch", str(bad))
-    assert invalid.returncode == 1 and f"{bad}:3: num_nodes" in invalid.stderr
+    assert invalid.returncode == 2 and f"{bad}:3: num_nodes" in invalid.stderr
     unknown = cli(server, "chaos", "down", "nowhere")
     assert unknown.returncode == 1 and "unknown provider 'nowhere'" in unknown.stderr
     assert "j-doesnotexist not found" in cli(server, "status", "j-doesnotexist").stderr
     offline = cli_process(server | {"OVERCAST_API_URL": f"http://127.0.0.1:{free_port()}"}, "status")
     assert offline.returncode == 1 and "overcast up" in offline.stderr
-    for result in (missing, invalid, unknown, offline):
+    port = server["OVERCAST_API_URL"].rsplit(":", 1)[1]
+    second = cli_process(server, "up", "--port", port)  # the same port: stops before starting anything
+    assert second.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in second.stderr
+    assert "admin token" not in second.stdout
+    for result in (missing, invalid, unknown, offline, second):
         assert "Traceback" not in result.stderr
 
 

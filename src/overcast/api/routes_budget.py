@@ -52,4 +52,7 @@ async def _status(store: Store, team: str) -> BudgetOut:
 
 
 def _unknown(team: str) -> HTTPException:
-    return HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no team {team!r}")
+    return HTTPException(
+        status.HTTP_404_NOT_FOUND,
+        detail=f"no team {team!r} (an admin creates it: python -m overcast.api create-team {team})",
+    )

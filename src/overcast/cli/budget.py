@@ -18,9 +18,10 @@ def budget(
     clear: Annotated[bool, typer.Option("--clear", help="remove the team's budget (admin token)")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the API's JSON")] = False,
 ) -> None:
-    """Show a team's monthly budget, its list-price spend this UTC calendar month and what is left; an
-    admin sets or clears it. A team past its budget starts new jobs only on reserved capacity (or its
-    own clusters); jobs already running are not stopped."""
+    """A team's monthly list-price budget: show it (spend this month, what is left), set or clear it.
+
+    Setting and clearing need an admin token. A team past its budget starts new jobs only on reserved
+    capacity (or its own clusters); jobs already running are not stopped."""
     from overcast.cli.jobs import _call, _client
 
     if set_to is not None and clear:

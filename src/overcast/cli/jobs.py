@@ -19,9 +19,9 @@ def _client() -> Any:
     return ApiClient()
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = 1) -> None:
     typer.secho(f"error: {message}", fg="red", err=True)
-    raise typer.Exit(1)
+    raise typer.Exit(code)
 
 
 def _call(fn: Any, *args: Any, **kw: Any) -> Any:
@@ -50,7 +50,7 @@ def _table(*headers: str, whole: tuple[str, ...] = ("job", "pool")) -> Any:
 
 def _print_event(event: dict[str, Any]) -> None:
     job = event.get("job_id") or "-"
-    typer.echo(f"{_when(event['at'])}  {job:<13} {event['kind']:<15} {event['detail']}")
+    typer.echo(f"{_when(event['at'])}  {job:<13} {event['kind']:<18} {event['detail']}")
 
 
 def launch(
@@ -65,14 +65,15 @@ def launch(
         text = file.read_text(encoding="utf-8")
         loaded = load_spec(file)  # checked here first, so errors name the user's file and line
     except OSError as exc:
-        _fail(f"cannot read {file}: {exc.strerror or exc}")
+        _fail(f"cannot read {file}: {exc.strerror or exc}", code=2)
     except SpecError as exc:
-        _fail(str(exc))
+        _fail(str(exc), code=2)  # bad input: exit 2, as `overcast optimize`
     for warning in loaded.warnings:
         typer.secho(f"warning: {warning}", fg="yellow", err=True)
     client = _client()
     job = _call(client.submit_yaml, text)
-    typer.echo(f"submitted {job['id']} ({job['name']}, {job['spec']['num_nodes']} nodes)")
+    nodes = job["spec"]["num_nodes"]
+    typer.echo(f"submitted {job['id']} ({job['name']}, {nodes} node{'s' if nodes != 1 else ''})")
     if wait:
         final = _follow(client, job["id"])
         why = f" ({final['reason']})" if final.get("reason") else ""

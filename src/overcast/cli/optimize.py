@@ -167,9 +167,12 @@ def _print(result: PlacementResult, warnings: list[str]) -> None:
     out.print(
         f"{result.feasible:,} feasible pool(s); best: [bold]{result.ranked[0].pool.id}[/]", highlight=False
     )
-    if result.excluded:
-        names = ", ".join(sorted(result.excluded))
-        out.print(f"[dim]no candidate from: {names} (--json for why)[/]", highlight=False)
+    # providers the job's own resources.providers leaves out are its choice, not a failure to list
+    missing = sorted(
+        p for p, why in result.excluded.items() if not why.startswith("not in resources.providers")
+    )
+    if missing:
+        out.print(f"[dim]no candidate from: {', '.join(missing)} (--json for why)[/]", highlight=False)
 
 
 def _fail(message: str) -> None:

@@ -138,7 +138,7 @@ def _submit(file: Path, server: str) -> None:
         raise typer.Exit(2) from exc
     typer.echo(
         f"service {svc['name']} (team {svc['team']}) version {svc['version']} on {server}; "
-        f"its load balancer: GET /v1/services/{svc['name']} (status.url)"
+        f"see it with: overcast services show {svc['name']}"
     )
 
 

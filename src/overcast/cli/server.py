@@ -76,6 +76,7 @@ def up(
 
         backends = [LocalBackend(cluster, home=home) for cluster in DEMO_CLUSTERS]
         service_backends = [LocalBackend(cluster, home=home / "serve") for cluster in DEMO_CLUSTERS]
+    sock = _listen(host, port)  # before any loop starts: a second `up` on the same port stops here
     _admin_token(store, home)
     loop = ControlLoop(store, backends, home=home, grace_seconds=grace)
     stop = threading.Event()
@@ -90,11 +91,26 @@ def up(
     typer.echo(f"overcast: http://{host}:{port}  store {default_url()}  backends {names}")
     typer.echo(f"admin token in {home / 'token'}")
     try:
-        uvicorn.run(create_app(store, LoopController(loop)), host=host, port=port, log_level="warning")
+        app = create_app(store, LoopController(loop))
+        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
     finally:
         stop.set()
         thread.join(timeout=30)
         services_thread.join(timeout=60)  # services' replicas keep running: the next `up` adopts them
+
+
+def _listen(host: str, port: int) -> Any:
+    """The API's socket, bound now: a port in use is a clear error before anything starts."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc} (another `overcast up`? try --port)")
+    return sock
 
 
 def demo(
@@ -136,7 +152,9 @@ def demo(
         console.print(f"last attempt on {result.pools[-1]}: {result.resumed}")
     seconds = f"{result.seconds:.1f}s"
     console.print(f"job {result.job_state} on {moved}: {verdict} as the uninterrupted run ({seconds})")
-    bill = Table("pool", "launches", "GPU-hours", "cost $", title="the bill (overcast usage --by pool)")
+    bill = Table(
+        "pool", "launches", "GPU-hours", "cost $", title="the bill, per pool (what overcast usage sums)"
+    )
     for row in result.bill:
         bill.add_row(row.key or "?", str(row.launches), f"{row.gpu_hours:.4f}", f"{row.dollars:.5f}")
     console.print(bill)

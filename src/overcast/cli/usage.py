@@ -54,11 +54,11 @@ def parse_when(text: str, now: float) -> float:
 
 
 def _money(x: float) -> str:
-    return f"{x:,.2f}"
+    return f"{x:,.2f}" if x == 0 or abs(x) >= 1 else f"{x:.4f}"  # a small job's cents are not 0.00
 
 
 def _hours(x: float) -> str:
-    return f"{x:,.1f}"
+    return f"{x:,.1f}" if x == 0 or abs(x) >= 1 else f"{x:.4f}"  # nor its GPU-minutes 0.0
 
 
 def usage(
@@ -70,8 +70,10 @@ def usage(
     every: Annotated[bool, typer.Option("--all", help="every row, however many (page by page)")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the API's JSON")] = False,
 ) -> None:
-    """GPU-hours and dollars from every launch in the window. 'spend $' is list price on on-demand and
-    spot pools; reserved pools' use is shown apart (already paid for: its worth at list price)."""
+    """GPU-hours and dollars per team, pool, provider or job over a window.
+
+    'spend $' is list price on on-demand and spot pools; reserved pools' use is shown apart (already paid
+    for: its worth at list price)."""
     from overcast.cli.jobs import _table
 
     now = time.time()
