@@ -1,7 +1,8 @@
 """What corrected estimates cost the control loop (control/estimates.py), with the real store and loop.
 
-1. The factor query (Store.finished_ratios) over a history of succeeded jobs with their launch records
-   (spread over teams and 60 days, so the 30-day window and the 50-per-team limit both cut).
+1. The factor query (Store.finished_ratios) over a history of finished jobs (a fifth failed or
+   cancelled) with their launch records (spread over teams and 60 days, so the 30-day window and the
+   50-per-team limit both cut).
 2. A tick (ms, wall and this process's CPU) with N pending jobs that do not fit, a tenth of them
    requeued (so the per-tick run-hours query runs) and half from a team whose history gives it a
    factor, against the baseline of the same loop with corrections off, in the same run; also with the
@@ -25,7 +26,8 @@ from overcast.backends.local import LocalBackend
 from overcast.control.demo import DEMO_CLUSTERS
 from overcast.control.estimates import EstimateCache
 from overcast.control.loop import ControlLoop
-from overcast.scheduler.snapshot import PendingJob
+from overcast.scheduler.estimates import PROVISIONING_HOURS
+from overcast.scheduler.snapshot import PendingJob, RunningJob
 from overcast.spec.models import AcceleratorRequest, JobSpec, Resources
 from overcast.store import JobState, Store
 from overcast.store.tables import jobs, launches
@@ -35,10 +37,12 @@ TEAMS = 20
 
 
 class Off(EstimateCache):
-    """The baseline: pending jobs as stored, no query."""
+    """The baseline: pending and running jobs as stored, no query."""
 
-    def correct(self, store: Store, now: float, pending: list[PendingJob]) -> list[PendingJob]:
-        return pending
+    def correct(
+        self, store: Store, now: float, pending: list[PendingJob], running: list[RunningJob]
+    ) -> tuple[list[PendingJob], list[RunningJob]]:
+        return pending, running
 
 
 def spec(team: str, hours: float, nodes: int = 1) -> JobSpec:
@@ -47,22 +51,24 @@ def spec(team: str, hours: float, nodes: int = 1) -> JobSpec:
 
 
 def add_history(store: Store, n: int, now: float) -> None:
-    """``n`` succeeded jobs (team t0 under-states 20x) with one ended launch each, written in bulk."""
+    """``n`` finished jobs (team t0 under-states 20x; one in ten failed, one in ten cancelled) with one
+    ended launch each, written in bulk."""
     job_rows, launch_rows = [], []
     for i in range(n):
         team = f"t{i % TEAMS}"
         ended = now - (i / n) * 60 * 24 * H
         ran = 2.0 * H * (20 if team == "t0" else 1)
         job_id = f"h-{i}"
+        end = {3: "failed", 7: "cancelled"}.get(i % 10, "succeeded")
         job_rows.append({
             "id": job_id, "team": team, "name": "h", "spec": spec(team, 2.0).model_dump_json(),
-            "state": "succeeded", "priority": 0, "attempt": 1, "restarts": 0, "failures": 0,
+            "state": end, "priority": 0, "attempt": 1, "restarts": 0, "failures": 0,
             "submitted_at": ended - ran, "updated_at": ended, "started_at": ended - ran, "ended_at": ended,
             "cancel_requested": False,
         })  # fmt: skip
         launch_rows.append({
             "job_id": job_id, "attempt": 1, "pool_id": "p", "backend": "b", "handle": "h",
-            "launched_at": ended - ran, "ended": True, "ended_at": ended, "outcome": "succeeded",
+            "launched_at": ended - ran, "ended": True, "ended_at": ended, "outcome": end,
             "team": team,
         })  # fmt: skip
     with store.engine.begin() as conn:
@@ -74,7 +80,7 @@ def query_ms(store: Store, now: float, repeat: int) -> float:
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
-        store.finished_ratios(now, days=30, per_team=50)
+        store.finished_ratios(now, days=30, per_team=50, allowance_h=PROVISIONING_HOURS)
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1e3
 

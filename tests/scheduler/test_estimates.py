@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from overcast.scheduler.decide import decide
 from overcast.scheduler.estimates import (
-    CAP,
+    MAX_HOURS,
     MIN_SAMPLES,
     corrected,
     correction,
@@ -29,7 +29,7 @@ def test_the_factor_is_the_80th_percentile_and_only_above_2x() -> None:
     assert estimate_factor([2.0] * 10) == 1.0  # within 2x: trusted as written
     assert estimate_factor([2.5] * 10) == 2.5
     assert estimate_factor([40.0] * (MIN_SAMPLES - 1)) == 1.0  # too few to judge
-    assert estimate_factor([1e9] * 10) == CAP
+    assert estimate_factor([1e5] * 10) == 1e5  # not capped: a cap would let the minimum estimate win
     assert team_factors({"a": [3.0] * 5, "b": [1.0] * 5, "c": []}) == {"a": 3.0}
 
 
@@ -42,7 +42,24 @@ def test_a_correction_keeps_the_larger_of_the_factor_and_what_the_job_already_ra
     fix = correction(1.0, 3.0, ran=7.5)
     assert fix is not None and fix.hours == 7.5
     assert fix.describe("ml") == "it already ran 7.5 h (expected_hours 1 h): ordered as 7.5 h"
-    assert correction(90_000.0, 100.0).hours == 100_000.0  # JobSpec's bound
+    assert correction(90_000.0, 100.0).hours == MAX_HOURS  # JobSpec's bound: the hours, not the factor
+    fix = correction(0.001, 4000.0)
+    assert fix is not None and fix.hours == pytest.approx(4.0)
+    assert fix.describe("ml") == "team ml's jobs ran 4,000x their expected_hours: ordered as 4 h"
+
+
+def test_a_resuming_job_is_corrected_by_what_is_left_and_a_restarting_one_by_its_longest_run() -> None:
+    fix = correction(1.0, 10.0, ran=8.0, resumes=True)
+    assert fix is not None and fix.hours == pytest.approx(2.0)
+    assert (
+        fix.describe("ml")
+        == "team ml's jobs ran 10x their expected_hours, 8 h of it already run: ordered as 2 h"
+    )
+    assert correction(1.0, 10.0, ran=9.5, resumes=True) is None  # never below declared
+    assert correction(1.0, 1.0, ran=30.0, resumes=True) is None  # its hours run are paid, not to come
+    fix = correction(1.0, 10.0, ran=12.0)
+    assert fix is not None and fix.hours == 12.0
+    assert fix.describe("ml") == "it already ran 12 h (expected_hours 1 h): ordered as 12 h"
 
 
 def test_a_corrected_job_prices_and_orders_as_its_corrected_hours() -> None:
@@ -61,9 +78,9 @@ def test_a_corrected_job_prices_and_orders_as_its_corrected_hours() -> None:
 
 
 @given(st.lists(RATIO, max_size=60))
-def test_a_factor_is_never_below_1_nor_above_the_cap(ratios: list[float]) -> None:
+def test_a_factor_is_never_below_1_and_is_one_of_the_ratios(ratios: list[float]) -> None:
     factor = estimate_factor(ratios)
-    assert 1.0 <= factor <= CAP
+    assert factor == 1.0 or factor in ratios
     if len(ratios) < MIN_SAMPLES or max(ratios, default=0.0) <= 2.0:
         assert factor == 1.0
 
@@ -96,7 +113,7 @@ def _apply(pending: list[PendingJob], factors: dict[str, float]) -> list[Pending
 
 
 @settings(max_examples=150, deadline=None)
-@given(JOBS, st.sampled_from([1.0, 2.5, 40.0, CAP]))
+@given(JOBS, st.sampled_from([1.0, 2.5, 40.0, 4000.0]))
 def test_a_factor_only_ever_moves_its_teams_jobs_later(
     jobs: list[tuple[str, float, float, int]], factor: float
 ) -> None:

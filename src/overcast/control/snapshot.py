@@ -77,7 +77,7 @@ def build_snapshot(
     estimates: EstimateCache | None = None,
 ) -> Snapshot:
     """``budgets``: the loop's cache of what teams have left; ``estimates``: its cache of the teams'
-    estimate factors (None: read now)."""
+    estimate factors, which corrects pending and running jobs' expected_hours (None: read now)."""
     pools = backend_pools(rt)
     apply_learned(pools, health, now)
     store = rt.store
@@ -86,10 +86,12 @@ def build_snapshot(
         for j in store.list(states=[JobState.PENDING], limit=MAX_JOBS)
         if not j.cancel_requested
     ]
-    pending = (estimates or EstimateCache(ttl=0.0)).correct(store, now, pending)
     launches = store.open_launches()
     live = store.list(states=LIVE, limit=MAX_JOBS)
     running = [_running(j, launches) for j in live if j.pool_id is not None]
+    # running jobs too: the budget holds and consolidation weighs what they would be priced at once
+    # pending again (a move priced lower than that would strand the job on its budget)
+    pending, running = (estimates or EstimateCache(ttl=0.0)).correct(store, now, pending, running)
     left = (budgets or TeamBudgetCache(ttl=0.0)).left(store, now, running, pools)
     return Snapshot(now=now, pools=pools, pending=pending, running=running, team_budgets=left)
 

@@ -3,11 +3,25 @@
 The queue order (``queue.py``) puts the shorter ``expected_hours`` first, so a team writing 0.1 h on
 40 h jobs would go first every time. We never kill a job for outrunning its estimate; instead each
 team gets an **estimate factor** from what its recently finished jobs really ran: the 80th percentile
-of (hours run / hours declared) over its last ``MAX_SAMPLES`` succeeded jobs. Within 2x an estimate is
-trusted as written (the twin's estimates, true runtimes rounded to a power of two, give 0.7-1.4),
-below ``MIN_SAMPLES`` jobs there is no evidence, and the factor is capped. A pending job is then
-ordered and priced as ``max(declared x factor, hours it already ran)``: a requeued job that ran past
-its estimate does not count as short either. The stored spec is never changed.
+of (hours run / hours declared) over its last ``MAX_SAMPLES`` finished jobs. Succeeded jobs count as
+they ran; failed and cancelled ones only when they ran past their estimate (a job stopped early says
+nothing about its full runtime, one that outran its estimate before it stopped does). Each attempt's
+billed time carries its launch's provisioning, so ``PROVISIONING_HOURS`` is taken off it first (else
+short honest jobs would look 2-3x late and inflate the team's long ones). Within 2x an estimate is
+trusted as written (the twin's estimates, true runtimes rounded to a power of two, give 0.7-1.4), below
+``MIN_SAMPLES`` jobs there is no evidence. The factor itself is not capped (a cap would let a team
+declaring the minimum still go first); only the corrected hours are, by JobSpec's bound.
+
+A pending job is ordered and priced as ``declared x factor``, and a requeued one by what is left:
+- one that resumes (``checkpoint_dir``): ``max(declared x factor - hours already run, declared)``. Its
+  budget already paid for the hours run, and the queue orders by the work to come: pricing it again
+  for them would strand it on its budget. It is never taken as shorter than declared (how far it got
+  is not known).
+- one that restarts from zero: ``max(declared x factor, its longest attempt)``: it runs all of it
+  again, and an attempt that ran that long shows it is at least that long.
+Running jobs get ``declared x factor`` too (``control/snapshot.py``), so what the budget holds for them
+and what consolidation weighs is what they would be priced at once pending again. The stored spec is
+never changed.
 
 Pure functions: the control loop feeds them from the store (``control/estimates.py``); the twin could
 feed them from its own finished jobs.
@@ -18,26 +32,31 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
-from overcast.scheduler.snapshot import PendingJob
+from overcast.scheduler.snapshot import PendingJob, RunningJob
 
 QUANTILE = 0.8  # most of the team's jobs ran at most this many times their estimate
 TRUSTED = 2.0  # factors up to this are not applied: estimates within 2x are taken as written
 MIN_SAMPLES = 5  # fewer finished jobs than this: no factor
-MAX_SAMPLES = 50  # the team's most recent succeeded jobs
+MAX_SAMPLES = 50  # the team's most recent finished jobs
 WINDOW_DAYS = 30.0  # ... that ended within this many days
-CAP = 100.0  # at most this factor: one absurd estimate must not rank a job behind everything forever
+# taken off each counted attempt's billed time (launched_at..ended_at), which starts when launch() is
+# called: cloud provisioning takes 5-20 min before the job's own work begins
+PROVISIONING_HOURS = 0.25
 MAX_HOURS = 100_000.0  # JobSpec.expected_hours' bound
+
+J = TypeVar("J", PendingJob, RunningJob)
 
 
 def estimate_factor(ratios: Iterable[float]) -> float:
     """The team's factor from its jobs' (hours run / hours declared): the nearest-rank 80th percentile,
-    1.0 when it is at most ``TRUSTED`` or there are fewer than ``MIN_SAMPLES`` ratios; at most ``CAP``."""
+    1.0 when it is at most ``TRUSTED`` or there are fewer than ``MIN_SAMPLES`` ratios."""
     ordered = sorted(r for r in ratios if math.isfinite(r) and r >= 0)
     if len(ordered) < MIN_SAMPLES:
         return 1.0
     high = ordered[math.ceil(QUANTILE * len(ordered)) - 1]
-    return 1.0 if high <= TRUSTED else min(high, CAP)
+    return 1.0 if high <= TRUSTED else high
 
 
 def team_factors(ratios: Mapping[str, Iterable[float]]) -> dict[str, float]:
@@ -48,31 +67,42 @@ def team_factors(ratios: Mapping[str, Iterable[float]]) -> dict[str, float]:
 
 @dataclass(frozen=True, slots=True)
 class Correction:
-    """Why a pending job is ordered as ``hours`` rather than its declared ``expected_hours``."""
+    """Why a job is ordered as ``hours`` rather than its declared ``expected_hours``."""
 
     declared: float
     hours: float
     factor: float  # the team's factor (1.0: none)
     ran: float  # hours its earlier attempts already ran (0.0: none known)
+    resumes: bool  # ``ran`` is work done (checkpointed), not work to do again
 
     def describe(self, team: str) -> str:
         """One line for the job's timeline."""
-        if self.hours == self.ran:
+        if not self.resumes and self.ran >= self.declared * self.factor:
             why = f"it already ran {_h(self.ran)} (expected_hours {_h(self.declared)})"
         else:
-            why = f"team {team}'s jobs ran {self.factor:.3g}x their expected_hours"
+            why = f"team {team}'s jobs ran {_x(self.factor)}x their expected_hours"
+            if self.resumes and self.ran > 0:
+                why += f", {_h(self.ran)} of it already run"
         return f"{why}: ordered as {_h(self.hours)}"
 
 
-def correction(declared: float, factor: float, ran: float = 0.0) -> Correction | None:
-    """The corrected estimate, None when the declared one stands."""
-    hours = min(max(declared * max(factor, 1.0), ran), MAX_HOURS)
+def correction(declared: float, factor: float, ran: float = 0.0, resumes: bool = False) -> Correction | None:
+    """The corrected estimate (see the module doc), None when the declared one stands."""
+    factor = max(factor, 1.0)
+    full = declared * factor
+    hours = max(full - ran, declared) if resumes else max(full, ran)
+    hours = min(hours, MAX_HOURS)
     if not hours > declared:
         return None
-    return Correction(declared, hours, max(factor, 1.0), ran)
+    return Correction(declared, hours, factor, ran, resumes)
 
 
-def corrected(job: PendingJob, fix: Correction) -> PendingJob:
+def as_written(declared: float) -> str:
+    """The timeline's line when a job's correction ends (its team's factor fell back to 1)."""
+    return f"estimate no longer corrected: ordered as written ({_h(declared)}) again"
+
+
+def corrected(job: J, fix: Correction) -> J:
     """``job`` as decide() should see it: its spec's expected_hours replaced (a copy; the store's
     spec is untouched, and launches use the store's)."""
     return replace(job, spec=job.spec.model_copy(update={"expected_hours": fix.hours}))
@@ -80,3 +110,7 @@ def corrected(job: PendingJob, fix: Correction) -> PendingJob:
 
 def _h(hours: float) -> str:
     return f"{hours:.3g} h"
+
+
+def _x(factor: float) -> str:
+    return f"{factor:.3g}" if factor < 1000 else f"{factor:,.0f}"  # the real factor, not 4e+03

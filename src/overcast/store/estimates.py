@@ -1,4 +1,5 @@
-"""What jobs really ran against what they declared: the input of ``scheduler.estimates``.
+"""What jobs really ran against what they declared: the input of ``scheduler.estimates``, and the
+last correction each pending job's timeline tells.
 
 A job's run hours come from its launch records (launched_at..ended_at, the attempt's billed time):
 for a job with a ``checkpoint_dir`` the sum over its attempts (each resumes where the last stopped, so
@@ -22,6 +23,7 @@ from overcast.store.states import JobState
 from overcast.store.tables import events, jobs, launches
 
 _DAY_S = 86_400.0
+_EVIDENCE = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 
 class RunHours(NamedTuple):
@@ -36,38 +38,61 @@ class EstimateMethods:
     _write: Callable[[], AbstractContextManager[Connection]]
     dialect: str
 
-    def finished_ratios(self, now: float, *, days: float, per_team: int) -> dict[str, list[float]]:
-        """team -> (run hours / declared expected_hours) of its ``per_team`` most recently ended
-        succeeded jobs that ended within ``days`` of ``now``. One query."""
-        # rank the window's jobs first, and read the specs (JSON) of only the ranked few
-        rank = func.row_number().over(partition_by=jobs.c.team, order_by=(jobs.c.ended_at.desc(), jobs.c.id))
+    def finished_ratios(
+        self, now: float, *, days: float, per_team: int, allowance_h: float = 0.0
+    ) -> dict[str, list[float]]:
+        """team -> (run hours / declared expected_hours) of its ``per_team`` most recently ended jobs
+        that ended within ``days`` of ``now``: succeeded ones, and failed or cancelled ones that ran
+        past their estimate (ratio > 1; one stopped early says nothing of its full runtime). Each
+        counted attempt's run is its billed time less ``allowance_h`` (provisioning), at least 0. A job
+        whose counted attempts are not all ended is skipped (its run is not known yet). One query."""
+        # rank the window's jobs first (per team and state: a team's failures that are dropped below
+        # must not push its successes out), and read the specs (JSON) of only the ranked few
+        rank = func.row_number().over(
+            partition_by=(jobs.c.team, jobs.c.state), order_by=(jobs.c.ended_at.desc(), jobs.c.id)
+        )
         ranked = (
             select(jobs.c.id, rank.label("rank"))
-            .where(jobs.c.state == JobState.SUCCEEDED.value, jobs.c.ended_at >= now - days * _DAY_S)
+            .where(
+                jobs.c.state.in_([s.value for s in _EVIDENCE]),
+                jobs.c.attempt > 0,  # launched at least once (a job cancelled while pending ran nothing)
+                jobs.c.ended_at >= now - days * _DAY_S,
+            )
             .subquery()
         )
         spec = self._spec_json()
         resumes = spec["checkpoint_dir"].as_string().is_not(None)
-        seconds = launches.c.ended_at - launches.c.launched_at
-        counted = or_(resumes, launches.c.attempt == jobs.c.attempt)
+        l = launches.c  # noqa: E741
+        seconds = l.ended_at - l.launched_at  # NULL while the launch is open
+        allowance = allowance_h * 3600.0
+        counted = or_(resumes, l.attempt == jobs.c.attempt)
         query = (
             select(
+                jobs.c.id,
                 jobs.c.team,
+                jobs.c.state,
+                jobs.c.ended_at,
                 func.max(spec["expected_hours"].as_float()),
-                func.sum(case((counted, seconds), else_=0.0)),
+                func.sum(case((and_(counted, seconds > allowance), seconds - allowance), else_=0.0)),
+                func.sum(case((counted, 1), else_=0)),
+                func.sum(case((and_(counted, l.ended_at.is_(None)), 1), else_=0)),
             )
             .select_from(ranked)
             .join(jobs, jobs.c.id == ranked.c.id)
-            .join(launches, and_(launches.c.job_id == jobs.c.id, _ended(launches.c)))
+            .join(launches, l.job_id == jobs.c.id)
             .where(ranked.c.rank <= per_team)
-            .group_by(jobs.c.id, jobs.c.team)
+            .group_by(jobs.c.id, jobs.c.team, jobs.c.state, jobs.c.ended_at)
         )
-        ratios: dict[str, list[float]] = defaultdict(list)
+        found: dict[str, list[tuple[float, str, float]]] = defaultdict(list)
         with self._read() as conn:
-            for team, declared, run_s in conn.execute(query):
-                if declared and declared > 0:
-                    ratios[team].append((run_s or 0.0) / 3600.0 / declared)
-        return dict(ratios)
+            for job_id, team, job_state, ended_at, declared, run_s, n, unended in conn.execute(query):
+                if not declared or declared <= 0 or not n or unended:
+                    continue
+                ratio = (run_s or 0.0) / 3600.0 / declared
+                if job_state == JobState.SUCCEEDED.value or ratio > 1.0:
+                    found[team].append((-ended_at, job_id, ratio))
+        # the most recent ``per_team`` of what is left, whatever their state
+        return {team: [r for _, _, r in sorted(rows)[:per_team]] for team, rows in found.items()}
 
     def pending_run_hours(self) -> dict[str, RunHours]:
         """Pending jobs that already ran (requeued) -> the hours their ended attempts ran. One query."""
@@ -84,6 +109,20 @@ class EstimateMethods:
                 job_id: RunHours(total / 3600.0, longest / 3600.0)
                 for job_id, total, longest in conn.execute(query)
             }
+
+    def last_job_events(self, kind: str, job_ids: list[str] | None = None) -> dict[str, str]:
+        """Job id -> the detail of its latest ``kind`` event, for ``job_ids`` (None: every pending
+        job). One query, by ix_events_job_id_id."""
+        e = events.c
+        last = select(e.job_id, func.max(e.id).label("id")).where(e.kind == kind)
+        if job_ids is None:
+            last = last.join(jobs, jobs.c.id == e.job_id).where(jobs.c.state == JobState.PENDING.value)
+        else:
+            last = last.where(e.job_id.in_(job_ids))
+        latest = last.group_by(e.job_id).subquery()
+        query = select(latest.c.job_id, e.detail).join(events, e.id == latest.c.id)
+        with self._read() as conn:
+            return {job_id: detail for job_id, detail in conn.execute(query)}
 
     def add_job_events(self, kind: str, rows: list[tuple[str, str, str]], *, at: float) -> None:
         """One ``kind`` event per (job id, team, detail), in one transaction."""
