@@ -6,8 +6,8 @@
 a. poll backends -> events -> store transitions (started, succeeded, failed, preempted...)
 b. cancel requests -> stop with grace -> cancelled
 c. snapshot: pools from backends + learned health from the store; pending and running jobs; what
-   budgeted teams have left this month (spend read every 30 s, running use added in between); pending
-   jobs' expected_hours corrected by what their team's jobs really ran (read every 60 s)
+   budgeted teams have left this month (spend read every 30 s, running use added in between); jobs'
+   expected_hours corrected by what their team's jobs really ran (read every 60 s)
 d. decide(snapshot) -> decisions (the pure scheduler)
 e. apply: place (CAS PENDING -> LAUNCHING, record, launch on the backend's launch thread; failover on
    capacity errors), preempt; launches that return later are handled at the start of a later tick
