@@ -121,6 +121,33 @@ def test_a_launch_returning_after_the_lease_passed_on_is_stopped(tmp_path: Path)
     assert "superseded-stopped" in kinds(store, record.id)
 
 
+class SlowReturn(SlowLaunch):
+    """A create call that returns ``delay`` seconds after the nodes started: a short job ends first."""
+
+    def launch(self, request):  # type: ignore[no-untyped-def]
+        try:
+            allocation = self.inner.launch(request)
+            time.sleep(self.delay)
+            return allocation
+        finally:
+            self.returned.set()
+
+
+def test_a_job_that_ended_before_its_launch_returned_was_launched_not_superseded(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    azure, oci = (LocalBackend(c, home=tmp_path) for c in clusters(azure_nodes=1, oci_nodes=1))
+    slow = SlowReturn(azure, 1.0)
+    loop = ControlLoop(store, [slow, oci], home=tmp_path, launch_wait_s=0.0)  # type: ignore[list-item]
+    record = store.submit("default", job("quick", "true"))
+    run_until(loop, lambda: state(store, record.id).state is JobState.SUCCEEDED)
+    assert loop.launcher.busy(record.id)  # the poll saw it end while its launch() still ran
+    run_until(loop, lambda: not loop.launcher.busy(record.id))
+    # before: handled as if another loop had taken the job over ("superseded-stopped", no "launched")
+    seen = kinds(store, record.id)
+    assert seen.count("launched") == 1 and "superseded-stopped" not in seen, seen
+    assert state(store, record.id).state is JobState.SUCCEEDED
+
+
 def test_run_waits_for_launches_in_flight_before_it_returns(tmp_path: Path) -> None:
     store, loop, slow = slow_azure(tmp_path, delay=1.0)
     record = store.submit("default", job("a", "true"))
