@@ -49,7 +49,10 @@ def test_a_slow_launch_does_not_delay_another_backends_job(tmp_path: Path) -> No
         time.sleep(0.05)
     assert not slow.returned.is_set()  # running before the slow launch came back
     assert max(ticks) < 1.0
-    run_until(loop, lambda: state(store, first.id).state is JobState.SUCCEEDED)
+    # the poll can see it succeed before the tick handled its launch (which writes "launched")
+    run_until(
+        loop, lambda: state(store, first.id).state is JobState.SUCCEEDED and not loop.launcher.busy(first.id)
+    )
     assert kinds(store, first.id).count("launched") == 1 and state(store, first.id).attempt == 1
     store.request_cancel(second.id)
     run_until(loop, lambda: state(store, second.id).state.terminal)
