@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
+import httpx
+
 from overcast.store import JobState
 from tests.api.conftest import Api
 
@@ -136,3 +141,45 @@ def test_text_no_database_can_store_is_422_on_both(api_both: Api) -> None:
     assert api.client.get("/v1/events?job_id=j-%00", headers=api.auth("ml")).status_code == 422
     assert api.client.get("/v1/jobs/j-%00", headers=api.auth("ml")).status_code == 422
     assert api.store.list() == []
+
+
+def test_admin_submits_only_for_a_team_that_exists(api: Api) -> None:
+    for body in ({**SPEC, "team": "mll"}, {"yaml": "name: a\nrun: x\nteam: mll\n"}):  # a typo of ml
+        resp = api.client.post("/v1/jobs", json=body, headers=api.auth("ops"))
+        assert resp.status_code == 422 and resp.json()["field"] == "team", resp.text
+        assert "no team 'mll'" in resp.json()["detail"] and "create-team mll" in resp.json()["detail"]
+    assert api.store.list() == []
+    assert submit(api, "ops")["team"] == "ops"  # no team in the spec ("default"): the admin's own
+
+
+def test_a_big_spec_is_parsed_off_the_event_loop(api: Api) -> None:
+    """/healthz answers while another client's long spec is parsed (most of a second of CPU)."""
+    text = "name: a\nrun: x\nx-pad: [" + ",".join(["[[[[1]]]]"] * 4000) + "]\n"  # 40 KB
+
+    async def main() -> tuple[float, float]:
+        transport = httpx.ASGITransport(app=api.client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            submitted = asyncio.create_task(
+                client.post("/v1/jobs", json={"yaml": text}, headers=api.auth("ml"), timeout=None)
+            )
+            worst, start = 0.0, time.monotonic()
+            last = start
+            while not submitted.done():
+                assert (await client.get("/healthz")).status_code == 200
+                now = time.monotonic()
+                worst, last = max(worst, now - last), now
+            resp = await submitted
+            assert resp.status_code == 422 and resp.json()["field"] == "x-pad", resp.text  # from the thread
+            return worst, time.monotonic() - start
+
+    worst, took = asyncio.run(main())  # on the loop, /healthz would wait for all of it
+    assert worst < took / 3, f"/healthz went unanswered for {worst:.2f} s of the submit's {took:.2f} s"
+    script = "\n".join(f"  echo step {i}" for i in range(300))  # a long, valid spec: parsed in a thread
+    resp = api.client.post("/v1/jobs", json={"yaml": f"name: a\nrun: |\n{script}\n"}, headers=api.auth("ml"))
+    assert resp.status_code == 201 and resp.json()["spec"]["run"].count("echo") == 300
+
+
+def test_yaml_text_is_capped_at_200000_characters(api: Api) -> None:
+    resp = api.client.post("/v1/jobs", json={"yaml": "#" * 200_001}, headers=api.auth("ml"))
+    assert resp.status_code == 422
+    assert resp.json()["detail"] == "body.yaml: String should have at most 200000 characters"

@@ -81,3 +81,18 @@ def test_bad_input_is_a_422_with_field_and_line(api_both: Api) -> None:
     assert r.status_code == 422 and "yaml" in r.json()["detail"]
     assert api.client.get("/v1/services/bad%2Fname", headers=api.auth("ml")).status_code in (404, 422)
     assert api.store.services() == []
+
+
+def test_admin_puts_a_service_only_for_a_team_that_exists(api: Api) -> None:
+    r = api.client.post("/v1/services", json={"yaml": SERVICE + "team: mll\n"}, headers=api.auth("ops"))
+    assert r.status_code == 422 and r.json()["field"] == "team", r.text
+    assert "no team 'mll'" in r.json()["detail"] and "create-team mll" in r.json()["detail"]
+    assert api.store.services() == []
+    r = api.client.post("/v1/services", json={"yaml": SERVICE + "team: vision\n"}, headers=api.auth("ops"))
+    assert r.status_code == 201 and r.json()["team"] == "vision"
+
+
+def test_a_long_spec_is_checked_in_a_thread_as_a_short_one(api: Api) -> None:
+    long = "# " + "x" * 3000 + "\n" + SERVICE.replace("name: llm", "name: llm/7b")  # over INLINE_CHARS
+    r = api.client.post("/v1/services", json={"yaml": long}, headers=api.auth("ml"))
+    assert r.status_code == 422 and (r.json()["field"], r.json()["line"]) == ("name", 3), r.text

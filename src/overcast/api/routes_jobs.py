@@ -4,20 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import yaml
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, status
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
-from overcast.api import db, metrics
+from overcast.api import db, metrics, specs
 from overcast.api.auth import Auth, Principal
 from overcast.api.errors import ERRORS
 from overcast.api.logs import stream_log
 from overcast.api.schemas import ErrorOut, JobList, JobOut, SubmitBody, SubmitYaml
-from overcast.api.text import check_model, check_text
-from overcast.spec.errors import Problem, SpecError
+from overcast.api.text import check_model
+from overcast.spec.errors import SpecError
 from overcast.spec.models import JobSpec
-from overcast.store import JobRecord, JobState, Store, check_team_name
+from overcast.store import JobRecord, JobState, Store
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERRORS)
 JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="a job id such as j-4kq2m9x7ab")]
@@ -44,19 +43,7 @@ async def _visible(request: Request, who: Principal, job_id: str) -> JobRecord:
 
 def _parse_yaml(text: str) -> tuple[JobSpec, list[str]]:
     """(spec, loader warnings); raises SpecError for a bad spec (answered as 422 by ``submit``)."""
-    from overcast.spec.loader import load_spec_text
-
-    check_text(text, "yaml")
-    try:
-        loaded = load_spec_text(text, "job.yaml")
-    except RecursionError:  # "[[[[..." thousands deep: the YAML parser recurses per level
-        raise SpecError("job.yaml", [Problem("invalid YAML: nested too deeply")]) from None
-    except yaml.YAMLError as err:  # the loader reports most YAML errors itself; this catches the rest
-        mark = getattr(err, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise SpecError(
-            "job.yaml", [Problem(f"invalid YAML: {str(err).splitlines()[0]}", line=line)]
-        ) from None
+    loaded = specs.load_text(text, "job.yaml")
     if not isinstance(loaded.spec, JobSpec):
         raise HTTPException(
             422,
@@ -70,6 +57,10 @@ def _spec_error(err: SpecError) -> Response:
         detail=str(err), line=err.line, field=err.field, problems=[p.render(err.source) for p in err.problems]
     )
     return _json(body, 422, exclude_none=True)
+
+
+def _team_error(err: ValueError) -> Response:
+    return _json(ErrorOut(detail=f"team: {err}", field="team"), 422, exclude_none=True)
 
 
 @router.post(
@@ -88,16 +79,18 @@ async def submit(
     Warnings from the YAML loader (keys overcast does not act on) go to the job's events.
     """
     try:
-        spec, warnings = _parse_yaml(body.yaml) if isinstance(body, SubmitYaml) else (body, [])
+        if isinstance(body, SubmitYaml):
+            spec, warnings = await specs.parse(_parse_yaml, body.yaml)
+        else:
+            spec, warnings = body, []
     except SpecError as err:
         return _spec_error(err)
     check_model(spec, "spec")
-    team = spec.team if who.admin and spec.team != "default" else who.team
-    try:
-        check_team_name(team)  # only an admin's choice can fail: a token's own team is valid
-    except ValueError as err:
-        return _json(ErrorOut(detail=f"team: {err}", field="team"), 422, exclude_none=True)
     store = _store(request)
+    try:
+        team = await specs.owner(store, who, spec.team)
+    except ValueError as err:
+        return _team_error(err)
     job = await db.call(store, store.submit, team, spec)
     for warning in warnings:  # e.g. "job.yaml:7: file_mounts: not acted on" -> the job's timeline
         await db.call(store, store.add_event, job.id, "spec-warning", warning)

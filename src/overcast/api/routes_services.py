@@ -14,16 +14,16 @@ from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, status
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from overcast.api import db
+from overcast.api import db, specs
 from overcast.api.auth import Auth, Principal
 from overcast.api.errors import ERRORS
-from overcast.api.routes_jobs import _json, _spec_error
+from overcast.api.routes_jobs import _json, _spec_error, _team_error
 from overcast.api.schemas import ErrorOut, SubmitYaml
-from overcast.api.text import check_model, check_text
+from overcast.api.text import check_model
 from overcast.serve.ledger import check_service_name
 from overcast.spec.errors import Problem, SpecError
 from overcast.spec.models import ServiceSpec
-from overcast.store import ServiceRecord, Store, check_team_name
+from overcast.store import ServiceRecord, Store
 
 router = APIRouter(prefix="/v1/services", tags=["services"], responses=ERRORS)
 SOURCE = "service.yaml"
@@ -75,18 +75,7 @@ def _line_of(text: str, key: str) -> int | None:
 
 
 def _parse(text: str) -> ServiceSpec:
-    from overcast.spec.loader import load_spec_text
-
-    check_text(text, "yaml")
-    try:
-        loaded = load_spec_text(text, SOURCE)
-    except RecursionError:
-        raise SpecError(SOURCE, [Problem("invalid YAML: nested too deeply")]) from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise SpecError(SOURCE, [Problem(f"invalid YAML: {str(err).splitlines()[0]}", line=line)]) from None
-    spec = loaded.spec
+    spec = specs.load_text(text, SOURCE).spec
     if not isinstance(spec, ServiceSpec):
         why = "this is a job, not a service: add a service: section (or kind: service)"
         raise SpecError(SOURCE, [Problem(why, field="service")])
@@ -128,16 +117,15 @@ async def put(
     """Create a service (201), or change the team's service of that name (200): a new version, rolled
     out replica by replica. An admin may name another team in the spec's ``team``."""
     try:
-        spec = _parse(body.yaml)
+        spec = await specs.parse(_parse, body.yaml)
     except SpecError as err:
         return _spec_error(err)
     check_model(spec, "spec")
-    team = spec.team if who.admin and spec.team != "default" else who.team
-    try:
-        check_team_name(team)
-    except ValueError as err:
-        return _json(ErrorOut(detail=f"team: {err}", field="team"), 422, exclude_none=True)
     store = _store(request)
+    try:
+        team = await specs.owner(store, who, spec.team)
+    except ValueError as err:
+        return _team_error(err)
     svc, created = await db.call(store, store.put_service, team, spec)
     return _json(ServiceOut.of(svc), 201 if created else 200)
 
