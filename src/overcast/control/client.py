@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -32,6 +33,13 @@ def default_token() -> str | None:
         return None
 
 
+def _segment(value: str) -> str:
+    """``value`` as one URL path segment: '?x', '../y' or 'a/b' cannot change which endpoint is asked."""
+    if value in (".", ".."):
+        return value.replace(".", "%2E")
+    return quote(value, safe="")
+
+
 class ApiClient:
     def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30.0) -> None:
         self.url = (url or os.environ.get("OVERCAST_API_URL") or DEFAULT_URL).rstrip("/")
@@ -48,11 +56,22 @@ class ApiClient:
                 "start one with `overcast up` or set OVERCAST_API_URL"
             ) from None
         self._check(response)
-        return response.json()
+        try:
+            return response.json()
+        except ValueError:  # a proxy's HTML page, say: not the overcast API
+            raise ClientError(
+                f"{method} {path}: the answer from {self.url} is not JSON (is it the overcast API?)"
+            ) from None
 
     def _check(self, response: httpx.Response) -> None:
-        if response.status_code < 400:
+        if response.is_success:
             return
+        if response.status_code < 400:  # a redirect (not followed) or 1xx: not an answer to act on
+            where = response.headers.get("location")
+            moved = f", to {where}" if where else ""
+            raise ClientError(
+                f"unexpected answer {response.status_code} from {self.url}{response.url.path}{moved}"
+            )
         try:
             detail = response.json().get("detail", response.text)
         except ValueError:
@@ -66,13 +85,13 @@ class ApiClient:
         return self.request("POST", "/v1/jobs", json={"yaml": text})
 
     def job(self, job_id: str) -> dict[str, Any]:
-        return self.request("GET", f"/v1/jobs/{job_id}")
+        return self.request("GET", f"/v1/jobs/{_segment(job_id)}")
 
     def jobs(self, limit: int = 1000) -> list[dict[str, Any]]:
         return self.request("GET", "/v1/jobs", params={"limit": limit})["jobs"]
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        return self.request("POST", f"/v1/jobs/{job_id}/cancel")
+        return self.request("POST", f"/v1/jobs/{_segment(job_id)}/cancel")
 
     def events(self, job_id: str | None = None, after: int = 0) -> dict[str, Any]:
         params: dict[str, Any] = {"after": after}
@@ -92,8 +111,9 @@ class ApiClient:
         if attempt:
             params["attempt"] = attempt
         try:
-            with self.http.stream("GET", f"/v1/jobs/{job_id}/logs", params=params, timeout=None) as response:
-                if response.status_code >= 400:
+            path = f"/v1/jobs/{_segment(job_id)}/logs"
+            with self.http.stream("GET", path, params=params, timeout=None) as response:
+                if not response.is_success:
                     response.read()
                     self._check(response)
                 yield from response.iter_bytes()
