@@ -47,7 +47,8 @@ def up(
     from overcast.control.loop import ControlLoop
     from overcast.control.setup import backends_from_fleet, local_backends
     from overcast.serve.supervisor import ServiceSupervisor
-    from overcast.store import Store, StoreConfigError, StoreUnavailable, default_url, overcast_home
+    from overcast.store import Store, StoreConfigError, StoreUnavailable, overcast_home
+    from overcast.store.engine import safe_url
 
     home = overcast_home()
     home.mkdir(parents=True, exist_ok=True)
@@ -88,7 +89,8 @@ def up(
     services_thread = threading.Thread(target=services.run, args=(stop,), name="services", daemon=True)
     services_thread.start()
     names = ", ".join(b.name for b in backends)
-    typer.echo(f"overcast: http://{host}:{port}  store {default_url()}  backends {names}")
+    # the password stays out of the terminal and of whatever collects the server's output
+    typer.echo(f"overcast: http://{host}:{port}  store {safe_url(store.url)}  backends {names}")
     typer.echo(f"admin token in {home / 'token'}")
     try:
         app = create_app(store, LoopController(loop))
