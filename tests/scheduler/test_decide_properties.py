@@ -317,7 +317,7 @@ def test_preemption_only_of_lower_priority(snapshot: Snapshot, batch: bool) -> N
         if p.reason.startswith(MOVE):
             continue  # test_consolidation_moves_are_safe
         assert p.job_id in running, "preempted a job that is not running"
-        for_job = p.reason.removeprefix("make room for ").split(" ", 1)[0]
+        for_job = p.for_job
         assert specs[for_job].priority > running[p.job_id].spec.priority
         assert d.unplaced[for_job].startswith("waiting for"), "preemptor must wait for its victims"
 
@@ -337,7 +337,7 @@ def test_preemption_frees_enough_and_no_more(snapshot: Snapshot, batch: bool) ->
     for p in d.preempt:
         if p.reason.startswith(MOVE):
             continue
-        for_job = p.reason.removeprefix("make room for ").split(" ", 1)[0]
+        for_job = p.for_job
         pool_id = d.unplaced[for_job].removeprefix("waiting for ").split(":", 1)[0]
         assert running[p.job_id].pool_id == pool_id, f"{p.job_id} does not run where {for_job} waits"
         victims[for_job].append(running[p.job_id].nodes)

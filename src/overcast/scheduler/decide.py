@@ -156,21 +156,35 @@ def _preempt_for(
         cost = float(score.expected_cost(index, np.array([eviction.position]), job.spec)[0])
         gate.took(job, index, eviction.position, cost)
     pool = index.pools[eviction.position]
+    # Reasons end up in each team's own timeline: another team's job is told by its priority only.
+    team, priority = job.spec.team, job.spec.priority
     for victim in eviction.victims:
         preempted.add(victim.id)
+        if victim.spec.team == team:
+            preemptor = f"{job.id} (priority {priority})"
+        else:
+            preemptor = f"a priority-{priority} job of another team"
         decisions.preempt.append(
             Preempt(
                 victim.id,
-                f"make room for {job.id} (priority {job.spec.priority}) on {pool.id}; "
-                f"{victim.id} has priority {victim.spec.priority}",
+                f"make room for {preemptor} on {pool.id}; {victim.id} has priority {victim.spec.priority}",
+                for_job=job.id,
             )
         )
     hold = min(eviction.free_before, job.spec.num_nodes)
     if hold > 0:
         usage.take(index, eviction.position, hold)
-    names = ", ".join(v.id for v in eviction.victims)
-    decisions.unplaced[job.id] = f"waiting for {pool.id}: preempting {names}"
+    decisions.unplaced[job.id] = f"waiting for {pool.id}: preempting {_victims(eviction.victims, team)}"
     return True
+
+
+def _victims(victims: tuple[RunningJob, ...], team: str) -> str:
+    """The team's own victims by id, other teams' by count: "r1, r2", "3 running jobs of other teams"."""
+    own = [v.id for v in victims if v.spec.team == team]
+    others = len(victims) - len(own)
+    if others:
+        own.append(f"{others} running jobs of other teams" if others > 1 else "1 running job of another team")
+    return ", ".join(own)
 
 
 def _index(snapshot: Snapshot) -> tuple[PoolIndex, dict[int, list[RunningJob]]]:

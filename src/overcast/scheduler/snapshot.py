@@ -67,6 +67,7 @@ class Place:
 class Preempt:
     job_id: str
     reason: str  # e.g. "make room for train-big (priority 100) on oci/.../reserved"
+    for_job: str | None = None  # the job it makes room for; None for a move (the reason may not name it)
 
 
 @dataclass(slots=True)
