@@ -53,7 +53,7 @@ from pydantic import (
 from overcast.catalog.accelerators import canonical_name, suggest
 from overcast.catalog.fleet_base import Name, Provider
 from overcast.catalog.fleet_clouds import AwsAccount, AzureAccount, GcpAccount, OciAccount
-from overcast.spec.errors import SpecError, shown
+from overcast.spec.errors import SpecError, not_utf8, shown
 from overcast.spec.infra import KNOWN_PROVIDERS, provider_name
 from overcast.spec.yamldoc import Document, parse_yaml
 
@@ -352,7 +352,9 @@ def load_fleet(path: str | Path) -> Fleet:
     """Read and validate a fleet file (see the module docstring for the format)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise FleetError(str(not_utf8(str(path), exc))) from None
     except OSError as exc:
         raise FleetError(f"{path}: cannot read fleet file: {exc.strerror or exc}") from None
     return parse_fleet(text, path)

@@ -58,7 +58,7 @@ def launch(
     wait: Annotated[bool, typer.Option("--wait", "-w", help="follow the job's events until it ends")] = False,
 ) -> None:
     """Submit a job; with --wait, show its progress (placed, started, moved...) until it ends."""
-    from overcast.spec.errors import SpecError
+    from overcast.spec.errors import SpecError, not_utf8
     from overcast.spec.loader import load_spec
 
     try:
@@ -66,6 +66,8 @@ def launch(
         loaded = load_spec(file)  # checked here first, so errors name the user's file and line
     except OSError as exc:
         _fail(f"cannot read {file}: {exc.strerror or exc}", code=2)
+    except UnicodeDecodeError as exc:
+        _fail(str(not_utf8(str(file), exc)), code=2)
     except SpecError as exc:
         _fail(str(exc), code=2)  # bad input: exit 2, as `overcast optimize`
     for warning in loaded.warnings:

@@ -129,10 +129,14 @@ def serve(
 def _submit(file: Path, server: str) -> None:
     """POST the file to the server's /v1/services: a new service, or a new version of the team's one."""
     from overcast.control.client import ApiClient, ClientError
+    from overcast.spec.errors import not_utf8
 
     try:
-        text = file.read_text()
+        text = file.read_text(encoding="utf-8")
         svc = ApiClient(server).request("POST", "/v1/services", json={"yaml": text})
+    except UnicodeDecodeError as exc:  # a ValueError, not an OSError: name the file, not a traceback
+        typer.secho(f"error: {not_utf8(str(file), exc)}", fg="red", err=True)
+        raise typer.Exit(2) from None
     except (OSError, ClientError) as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc

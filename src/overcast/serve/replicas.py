@@ -107,12 +107,20 @@ def plan_replicas(
         plan.problems.append(f"no pool for a {'spot' if spot else 'on-demand'} replica ({reason})")
         return False
 
+    # Taken nodes only grow, so once choose() fails for a purchase kind every later try fails too: each
+    # loop stops there, or a big target would cost one pass over the pools (and a problem) per replica.
     for _ in range(want_od - len(primary_od)):
-        choose(False, "on-demand base")
+        if not choose(False, "on-demand base"):
+            break
     missing_spot = want_spot - len(primary_spot)
+    spot_room = True
     for _ in range(missing_spot):
-        if not choose(True, "spot replica") and hedge and hedge.dynamic_fallback:
-            choose(False, "on-demand fallback: spot unavailable", fallback=True)
+        if spot_room and choose(True, "spot replica"):
+            continue
+        spot_room = False
+        fallback = hedge is not None and hedge.dynamic_fallback
+        if not (fallback and choose(False, "on-demand fallback: spot unavailable", fallback=True)):
+            break
 
     # SpotHedge's dynamic fallback: one on-demand stand-in per spot replica not yet ready.
     fallbacks = [r for r in current if r.fallback]
@@ -121,7 +129,8 @@ def plan_replicas(
         need_fb = spot_not_ready + max(0, missing_spot)
         planned_fb = sum(1 for launch in plan.launch if launch.fallback)
         for _ in range(need_fb - len(fallbacks) - planned_fb):
-            choose(False, "on-demand fallback while spot replicas come up", fallback=True)
+            if not choose(False, "on-demand fallback while spot replicas come up", fallback=True):
+                break
         surplus_fb = len(fallbacks) - need_fb
         # retire fallbacks no longer needed, not-ready ones first
         for r in sorted(fallbacks, key=lambda r: r.state is ReplicaState.READY)[: max(0, surplus_fb)]:

@@ -16,7 +16,7 @@ from typing import Any
 
 from overcast.catalog.accelerators import canonical_name, suggest
 from overcast.spec.errors import FieldError, Problem, SpecError, shown
-from overcast.spec.models import AcceleratorRequest
+from overcast.spec.models import MAX_ACCELERATORS_PER_NODE, AcceleratorRequest
 
 
 def parse_accelerators(value: Any) -> tuple[AcceleratorRequest, ...]:
@@ -88,6 +88,10 @@ def _count(value: Any, raw: str) -> int:
         raise FieldError(f"fractional accelerators ('{raw}') are not supported; ask for whole GPUs")
     if value < 1:
         raise FieldError(f"accelerator count in '{raw}' must be at least 1, got {int(value)}")
+    if value > MAX_ACCELERATORS_PER_NODE:
+        raise FieldError(
+            f"accelerator count in '{raw}' is more than a node has (at most {MAX_ACCELERATORS_PER_NODE})"
+        )
     return int(value)
 
 

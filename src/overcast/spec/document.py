@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import PurePath
 from typing import Any
 
+import yaml
+
 from overcast.spec import fields as F
 from overcast.spec.context import Context, kind_of
 from overcast.spec.errors import shown
@@ -116,6 +118,9 @@ def _service_only(ctx: Context, top: dict[str, Any], num_nodes: Any) -> None:
 
 
 def _env(ctx: Context, top: dict[str, Any]) -> dict[str, str] | None:
+    """Names and values as the file spells them, not as YAML 1.1 types them: its resolver reads the
+    keys NO/ON/Yes as booleans (``ON`` and ``Yes`` would both become "True", one silently lost) and the
+    values 0755, 1.10 and 12:30 as 493, 1.1 and 750. A quoted scalar gives its quoted text."""
     keys = [k for k in ("env", "envs") if k in top]
     if not keys:
         return None
@@ -125,8 +130,10 @@ def _env(ctx: Context, top: dict[str, Any]) -> dict[str, str] | None:
     section = ctx.mapping(top[key], (key,), key)
     if section is None:
         return None
+    node = ctx.doc.nodes.get((key,))
+    pairs = _as_written(node) if isinstance(node, yaml.MappingNode) else section.items()
     env: dict[str, str] = {}
-    for name, value in section.items():
+    for name, value in pairs:
         where = (key, name)
         if not ENV_NAME.fullmatch(name):
             ctx.error(
@@ -137,6 +144,27 @@ def _env(ctx: Context, top: dict[str, Any]) -> dict[str, str] | None:
         elif isinstance(value, dict | list):
             ctx.error(where, f"an environment variable must be a string or a number, got {kind_of(value)}")
         else:
-            env[name] = str(value).lower() if isinstance(value, bool) else str(value)
+            env[name] = str(value)
     ctx.record(("env",), (key,))
     return env
+
+
+_NULL = "tag:yaml.org,2002:null"
+
+
+def _as_written(node: yaml.MappingNode) -> list[tuple[str, Any]]:
+    """(key, value) pairs of a mapping node: scalars as their text, None for null, and a list or a
+    mapping (empty: only their kind is reported) for the rest. Merge keys are already flattened in."""
+    pairs: list[tuple[str, Any]] = []
+    for key_node, value_node in node.value:
+        if not isinstance(key_node, yaml.ScalarNode):  # PyYAML refuses these before we get here
+            continue
+        value: Any
+        if value_node.tag == _NULL:
+            value = None
+        elif isinstance(value_node, yaml.ScalarNode):
+            value = value_node.value
+        else:
+            value = {} if isinstance(value_node, yaml.MappingNode) else []
+        pairs.append((key_node.value, value))
+    return pairs

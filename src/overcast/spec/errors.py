@@ -49,6 +49,13 @@ class FieldError(ValueError):
         self.suggestions = tuple(suggestions)
 
 
+def not_utf8(source: str, exc: UnicodeDecodeError) -> SpecError:
+    """A file that is not UTF-8 text (a binary, or saved as Latin-1): the line of its first bad byte."""
+    line = exc.object[: exc.start].count(b"\n") + 1
+    byte = exc.object[exc.start]
+    return SpecError(source, [Problem(f"not UTF-8 text (byte 0x{byte:02x}); save it as UTF-8", line=line)])
+
+
 class SpecError(ValueError):
     """A spec that cannot be loaded. ``str()`` is the first problem; ``problems`` holds them all."""
 

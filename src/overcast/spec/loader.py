@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from overcast.spec.accelerators import parse_accelerators
 from overcast.spec.context import Context, Loc, dotted
 from overcast.spec.document import translate
-from overcast.spec.errors import Problem, Report, SpecError, shown
+from overcast.spec.errors import Problem, Report, SpecError, not_utf8, shown
 from overcast.spec.models import JobSpec, ServiceSpec
 from overcast.spec.yamldoc import parse_yaml
 
@@ -40,7 +40,9 @@ def load_spec(path: str | Path) -> LoadedSpec:
         raise SpecError(source, [Problem("no such file")]) from None
     except IsADirectoryError:
         raise SpecError(source, [Problem("is a directory, not a spec file")]) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise not_utf8(source, exc) from None
+    except OSError as exc:
         raise SpecError(source, [Problem(f"cannot read: {exc}")]) from None
     return load_spec_text(text, source)
 

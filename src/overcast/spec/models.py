@@ -12,6 +12,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from overcast.catalog.accelerators import canonical_name, suggest
+
 
 class SpotPolicy(StrEnum):
     NEVER = "never"  # on-demand or reserved only
@@ -32,16 +34,38 @@ def _env_names(env: dict[str, str]) -> dict[str, str]:
 
 Env = Annotated[dict[str, str], AfterValidator(_env_names)]
 
+# The checks below are the models' own, not only the YAML loader's (spec.quantities, spec.accelerators),
+# because a spec also arrives as JSON (POST /v1/jobs with a JobSpec body) and must mean the same.
+# No machine has more than a few dozen accelerators (the catalog's largest: 16); the bound keeps GPU
+# counts, and the hours and dollars multiplied from them, finite and sane.
+MAX_ACCELERATORS_PER_NODE = 1024
+# A service's replicas are planned one by one each supervisor tick; a target of 10**12 is a typo, and
+# far more than any fleet could host (jobs stop at num_nodes <= 4096 for the same reason).
+MAX_REPLICAS = 1000
+
+
+def _known_accelerator(name: str) -> str:
+    """The catalog's name for ``name`` ("h100" -> "H100"), as the YAML loader gives it."""
+    canonical = canonical_name(name)
+    if canonical is None:
+        hint = suggest(name)
+        raise ValueError(f"unknown accelerator {name!r}" + (f" (did you mean {hint[0]}?)" if hint else ""))
+    return canonical
+
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: JSON's Infinity and NaN would pass a ge=0 check, then be stored as null
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class AcceleratorRequest(Strict):
     """``H100:8`` per node. Names are normalised catalog names (see ``catalog.accelerators``)."""
 
-    name: str
-    count: int = Field(ge=1)
+    name: Annotated[str, AfterValidator(_known_accelerator)]
+    count: int = Field(ge=1, le=MAX_ACCELERATORS_PER_NODE)
 
     def __str__(self) -> str:
         return f"{self.name}:{self.count}"
@@ -55,7 +79,7 @@ class Resources(Strict):
     cpus: float | None = Field(default=None, ge=0)
     memory_gib: float | None = Field(default=None, ge=0)
     disk_gib: float | None = Field(default=None, ge=0)
-    ports: tuple[int, ...] = ()
+    ports: tuple[Port, ...] = ()
     instance_type: str | None = None
     spot: SpotPolicy = SpotPolicy.NEVER
     providers: tuple[str, ...] = ()  # allow list; empty = any
@@ -107,8 +131,8 @@ class Proxy(Strict):
 
 
 class Autoscaling(Strict):
-    min_replicas: int = Field(default=1, ge=0)
-    max_replicas: int | None = Field(default=None, ge=1)
+    min_replicas: int = Field(default=1, ge=0, le=MAX_REPLICAS)
+    max_replicas: int | None = Field(default=None, ge=1, le=MAX_REPLICAS)
     target_rps_per_replica: float | None = Field(default=None, gt=0)
     upscale_delay_seconds: float = Field(default=30.0, ge=0)
     downscale_delay_seconds: float = Field(default=300.0, ge=0)

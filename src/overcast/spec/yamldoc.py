@@ -22,6 +22,8 @@ class Document:
     data: Any
     lines: dict[Path, int] = field(default_factory=dict)  # 1-based line of each key or list item
     duplicates: list[tuple[Path, int]] = field(default_factory=list)  # repeated keys: path, line
+    # the node at each path, for what must be read as written rather than as YAML 1.1 types it (env)
+    nodes: dict[Path, yaml.Node] = field(default_factory=dict)
 
     def line(self, path: Path) -> int | None:
         """The line of ``path``, or of its nearest ancestor that has one."""
@@ -74,17 +76,18 @@ def _walk(node: yaml.Node, path: Path, doc: Document, depth: int, seen: set[int]
         return
     seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
+        keys: set[str] = set()  # this mapping's keys, for duplicates; ``seen`` stays the walked nodes
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
                 continue
             key = key_node.value
             child = (*path, key)
             line = key_node.start_mark.line + 1
-            if key in seen:
+            if key in keys:
                 doc.duplicates.append((child, line))
-            seen.add(key)
+            keys.add(key)
             doc.lines.setdefault(child, line)
+            doc.nodes.setdefault(child, value_node)
             _walk(value_node, child, doc, depth + 1, seen)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
