@@ -6,6 +6,7 @@ import json
 import math
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 
@@ -28,7 +29,7 @@ def budget(
         raise typer.BadParameter("--set and --clear: choose one")
     if set_to is not None and not (math.isfinite(set_to) and set_to >= 0):
         raise typer.BadParameter(f"--set {set_to}: a budget is a number of dollars >= 0")
-    path = f"/v1/teams/{team}/budget"
+    path = f"/v1/teams/{quote(team, safe='')}/budget"  # a name with / or ? stays one segment
     if set_to is None and not clear:
         body = _call(_client().request, "GET", path)
     else:
