@@ -126,3 +126,26 @@ def test_yaml_accelerator_count_has_the_same_bound() -> None:
     err = error(f"name: a\nresources:\n  accelerators: H100:{MAX_ACCELERATORS_PER_NODE + 1}\n")
     assert (err.line, err.field) == (3, "resources.accelerators")
     assert load(f"name: a\nresources:\n  accelerators: H100:{MAX_ACCELERATORS_PER_NODE}\n").spec
+
+
+def test_a_stored_spec_reads_back_after_the_catalog_forgot_its_accelerator(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Submitted specs are checked once; a row written when "H100" was known (here: a name no catalog
+    has, written straight into the row) still loads, or one catalog change would stop the loop."""
+    from sqlalchemy import update
+
+    from overcast.store import Store
+    from overcast.store.tables import jobs
+
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    spec = JobSpec.model_validate(
+        {"name": "old", "resources": {"accelerators": [{"name": "H100", "count": 8}]}}
+    )
+    record = store.submit("default", spec)
+    row = spec.model_dump_json().replace('"H100"', '"Z9000"')
+    with store._write() as conn:
+        conn.execute(update(jobs).where(jobs.c.id == record.id).values(spec=row))
+    got = store.get(record.id)
+    assert got is not None and got.spec.resources.accelerators[0].name == "Z9000"
+    with pytest.raises(ValidationError, match="unknown accelerator"):
+        JobSpec.model_validate_json(row)  # a new submission with it is refused
+    store.close()

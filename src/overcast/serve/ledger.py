@@ -25,7 +25,7 @@ from pathlib import Path
 from overcast.backends.base import REPLICA_PREFIX
 from overcast.placement.pool import Purchase
 from overcast.serve.replicas import Replica, ReplicaState
-from overcast.spec.models import ServiceSpec
+from overcast.spec.models import STORED, ServiceSpec
 
 SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _RID = re.compile(r"r[0-9]{1,9}")
@@ -62,7 +62,7 @@ def rid_number(rid: str) -> int:
 def same_spec(saved: str, spec: ServiceSpec) -> bool:
     """Compared as models: a field added since (at its default) does not roll every replica."""
     try:
-        return ServiceSpec.model_validate_json(saved) == spec
+        return ServiceSpec.model_validate_json(saved, context=STORED) == spec
     except ValueError:  # a field gone since: it cannot be the same spec
         return False
 

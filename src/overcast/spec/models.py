@@ -10,7 +10,7 @@ import re
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
 
 from overcast.catalog.accelerators import canonical_name, suggest
 
@@ -44,8 +44,15 @@ MAX_ACCELERATORS_PER_NODE = 1024
 MAX_REPLICAS = 1000
 
 
-def _known_accelerator(name: str) -> str:
+# ``model_validate*(..., context=STORED)``: a spec read back from the store was checked when it was
+# submitted; a later catalog that drops or renames an accelerator must not make it unreadable.
+STORED = {"stored": True}
+
+
+def _known_accelerator(name: str, info: ValidationInfo) -> str:
     """The catalog's name for ``name`` ("h100" -> "H100"), as the YAML loader gives it."""
+    if info.context and info.context.get("stored"):
+        return name
     canonical = canonical_name(name)
     if canonical is None:
         hint = suggest(name)

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Row
 
-from overcast.spec.models import JobSpec, ServiceSpec
+from overcast.spec.models import STORED, JobSpec, ServiceSpec
 from overcast.store.states import JobState
 
 
@@ -86,7 +86,7 @@ def job_record(row: Mapping[str, Any] | Row[Any], spec: JobSpec | None = None) -
         id=m["id"],
         team=m["team"],
         name=m["name"],
-        spec=spec if spec is not None else JobSpec.model_validate_json(m["spec"]),
+        spec=spec if spec is not None else JobSpec.model_validate_json(m["spec"], context=STORED),
         state=JobState(m["state"]),
         priority=m["priority"],
         attempt=m["attempt"],
@@ -124,7 +124,7 @@ def service_record(row: Mapping[str, Any] | Row[Any]) -> ServiceRecord:
         id=m["id"],
         team=m["team"],
         name=m["name"],
-        spec=ServiceSpec.model_validate_json(m["spec"]),
+        spec=ServiceSpec.model_validate_json(m["spec"], context=STORED),
         version=m["version"],
         state=m["state"],
         lb_port=m["lb_port"],
