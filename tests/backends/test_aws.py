@@ -23,7 +23,7 @@ from overcast.placement.pool import Pool, Purchase
 from overcast.spec.models import AcceleratorRequest, JobSpec, Resources, SpotPolicy
 from overcast.store import JobState, Store
 from tests.backends.aws_vm import VmEmulator
-from tests.backends.cloud_checks import fast_loop, run_fleet_job, wait_events
+from tests.backends.cloud_checks import eventually, fast_loop, run_fleet_job, wait_events
 from tests.control.harness import reference_result, run_until, state, train_command
 from tests.fixtures.moto import REGION, MotoEC2, moto_ec2, moto_server  # noqa: F401 (fixtures)
 
@@ -202,7 +202,7 @@ def test_stop_and_a_spot_notice_give_the_job_sigterm_through_the_agent_and_failu
 ) -> None:
     backend = AwsBackend(settings(moto_ec2), home=tmp_path)
     pool = pool_of(backend, "use1-az2", Purchase.ON_DEMAND)
-    saver = "trap 'echo saved; exit 143' TERM; while true; do sleep 0.05; done"
+    saver = "trap 'echo saved; exit 143' TERM; echo ready; while true; do sleep 0.05; done"
     backend.launch(LaunchRequest("s", 1, pool, 2, gpu_job("s", saver)))
     backend.launch(LaunchRequest("f", 1, pool, 1, gpu_job("f", "exit 3", nodes=1)))
     spot = pool_of(backend, "use1-az2", Purchase.SPOT)
@@ -217,6 +217,9 @@ def test_stop_and_a_spot_notice_give_the_job_sigterm_through_the_agent_and_failu
     assert ("s", EventKind.STARTED) in kinds and ("f", EventKind.FAILED) in kinds
     failed = next(e for e in events if e.kind is EventKind.FAILED)
     assert failed.exit_code == 3 and "exited with 3" in failed.detail
+    # STARTED means every agent is up, not that the job has set its trap yet
+    ready = [i["InstanceId"] for i in vms.instances(overcast_job="s") + vms.instances(overcast_job="n")]
+    assert eventually(lambda: all("ready" in vms.console(vm) for vm in ready))
     # EC2's two-minute spot notice: the agent sees it in the metadata service, the job saves and exits
     (noticed,) = vms.instances(overcast_job="n")
     vms.spot_notice(noticed["InstanceId"])

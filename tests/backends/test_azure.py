@@ -268,7 +268,7 @@ def test_stop_and_a_preempt_event_give_the_job_sigterm_through_the_agent_and_fai
 ) -> None:
     backend = backend_of(fake_arm, tmp_path)
     pool = pool_of(backend, "2", Purchase.ON_DEMAND)
-    saver = "trap 'echo saved; exit 143' TERM; while true; do sleep 0.05; done"
+    saver = "trap 'echo saved; exit 143' TERM; echo ready; while true; do sleep 0.05; done"
     backend.launch(LaunchRequest("s", 1, pool, 2, gpu_job("s", saver)))
     backend.launch(LaunchRequest("f", 1, pool, 1, gpu_job("f", "exit 3", nodes=1)))
     spot = pool_of(backend, "2", Purchase.SPOT)
@@ -278,6 +278,9 @@ def test_stop_and_a_preempt_event_give_the_job_sigterm_through_the_agent_and_fai
     assert wanted <= {(e.job_id, e.kind) for e in events}
     failed = next(e for e in events if e.kind is EventKind.FAILED)
     assert failed.exit_code == 3 and "exited with 3" in failed.detail
+    # STARTED means every agent is up, not that the job has set its trap yet
+    ready = [vm_name("azure:eus", "s", 1, r) for r in (0, 1)] + [vm_name("azure:eus", "n", 1, 0)]
+    assert eventually(lambda: all("ready" in vms.console(vm) for vm in ready))
     # the failed node tagged its exit and deallocated itself; the backend deletes it after the report
     assert wait_events(backend, lambda _: gang_vms(fake_arm, "f") == []) == []
     # Azure's spot eviction notice (a Preempt scheduled event): the job saves and exits

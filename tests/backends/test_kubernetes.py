@@ -153,10 +153,11 @@ def test_a_stop_whose_job_delete_comes_late_runs_no_rank_again(k8s: K8s) -> None
         real_delete_job(name, grace_s)
 
     backend.api.delete_job = late_delete_job  # type: ignore[method-assign]
-    saver = "trap 'echo saved; exit 143' TERM; while true; do sleep 0.05; done"
+    saver = "trap 'echo saved; exit 143' TERM; echo ready; while true; do sleep 0.05; done"
     backend.launch(request(backend, "j-late", 1, gpu_spec("late", saver)))
     Events(backend).wait(EventKind.STARTED, "j-late")
-    ranks = pods()
+    ranks, logs = pods(), k8s.cluster.root / "logs"
+    wait_until(lambda: sum("ready" in f.read_text() for f in logs.iterdir()) == 2, what="the traps set")
     backend.stop("j-late", 1, grace_seconds=5)
     wait_until(lambda: not k8s.objects("jobs") and not k8s.objects("pods"), what="Job and pods deleted")
     logs = sorted((k8s.cluster.root / "logs").iterdir())

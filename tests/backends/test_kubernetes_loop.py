@@ -112,9 +112,11 @@ def test_a_restarted_loop_finds_the_running_job_and_neither_loses_nor_doubles_it
 def test_cancel_stops_the_pods_with_sigterm_and_deletes_the_job(k8s: K8s) -> None:  # noqa: F811
     store = Store(f"sqlite:///{k8s.home / 'db.sqlite'}")
     loop = loop_over(k8s, store, local=False)
-    saver = "trap 'echo saved; exit 143' TERM; while true; do sleep 0.05; done"
+    saver = "trap 'echo saved; exit 143' TERM; echo ready; while true; do sleep 0.05; done"
     record = store.submit("default", gpu_spec("cancel-me", saver))
     run_until(loop, lambda: state(store, record.id).state is JobState.RUNNING)
+    logs = k8s.cluster.root / "logs"  # RUNNING: the pods run, not that the job has set its trap yet
+    wait_until(lambda: sum("ready" in f.read_text() for f in logs.iterdir()) == 2, what="the traps set")
     store.request_cancel(record.id)
     run_until(loop, lambda: state(store, record.id).state is JobState.CANCELLED)
     wait_until(lambda: not k8s.objects("jobs") and not k8s.objects("pods"), what="Job and pods deleted")

@@ -25,7 +25,7 @@ from overcast.catalog.pools import pool_id
 from overcast.placement.pool import Pool, Purchase
 from overcast.spec.models import AcceleratorRequest, JobSpec, Resources
 from overcast.store import JobState, Store
-from tests.backends.cloud_checks import fast_loop, run_fleet_job, wait_events
+from tests.backends.cloud_checks import eventually, fast_loop, run_fleet_job, wait_events
 from tests.backends.oci_vm import OciVmEmulator
 from tests.control.harness import reference_result, run_until, state, train_command
 from tests.fixtures.oci_fake import COMPARTMENT, REGION, FakeOci, oci_fake, oci_server  # noqa: F401
@@ -242,13 +242,16 @@ def test_stop_gives_the_job_sigterm_through_the_agent_and_failures_are_reported(
 ) -> None:
     backend = OciBackend(settings(oci_fake, config), home=tmp_path)
     pool = pool_of(backend, AD2)
-    saver = "trap 'echo saved; exit 143' TERM; while true; do sleep 0.05; done"
+    saver = "trap 'echo saved; exit 143' TERM; echo ready; while true; do sleep 0.05; done"
     backend.launch(LaunchRequest("s", 1, pool, 2, gpu_job("s", saver)))
     backend.launch(LaunchRequest("f", 1, pool, 1, gpu_job("f", "exit 3", nodes=1)))
     events = poll_until(backend, {("s", EventKind.STARTED), ("f", EventKind.FAILED)})
     failed = next(e for e in events if e.kind is EventKind.FAILED)
     assert failed.exit_code == 3 and "exited with 3" in failed.detail
     assert ("s", EventKind.STARTED) in {(e.job_id, e.kind) for e in events}
+    # STARTED means every agent is up, not that the job has set its trap yet
+    ready = [i["id"] for i in vms.instances(job="s")]
+    assert eventually(lambda: all("ready" in vms.console(vm) for vm in ready))
     started = time.monotonic()
     backend.stop("s", 1, grace_seconds=15.0)
     assert time.monotonic() - started < 10  # the job saved and the agents ended their instances
