@@ -118,19 +118,23 @@ def test_stop_sends_sigterm_and_waits_out_the_grace_period(k8s: K8s) -> None:  #
     backend.api.delete_job = delete_job  # type: ignore[method-assign]
     # several commands: the job is a grandchild of the container's PID 1, and saving takes 1.5 s
     saver = (
-        "sh -c \"trap 'sleep 1.5; echo saved; exit 143' TERM; while true; do sleep 0.05; done\"; echo after"
+        "sh -c \"trap 'sleep 1.5; echo saved; exit 143' TERM; echo ready; while true; do sleep 0.05; done\";"
+        " echo after"
     )
-    stubborn = "trap '' TERM; sleep 60"
+    stubborn = "trap '' TERM; echo ready; sleep 60"
     backend.launch(request(backend, "j-save", 1, gpu_spec("save", saver, nodes=1)))
     backend.launch(request(backend, "j-stub", 1, gpu_spec("stub", stubborn, nodes=1)))
     events = Events(backend)
     events.wait(EventKind.STARTED, "j-save")
     events.wait(EventKind.STARTED, "j-stub")
     pods = {p["metadata"]["labels"][JOB]: p["metadata"]["name"] for p in k8s.objects("pods")}
+    log, stub = (k8s.cluster.root / "logs" / f"default_{pods[j]}.log" for j in ("j-save", "j-stub"))
+    ready = lambda: "ready" in log.read_text() and "ready" in stub.read_text()  # noqa: E731
+    wait_until(ready, what="the traps set")  # STARTED: the pods run, not that their traps are set
     start = time.monotonic()
     backend.stop("j-save", 1, grace_seconds=5)
     assert time.monotonic() - start < 4  # it saved (past the pods' 1 s grace) and left: no waiting
-    assert "saved" in (k8s.cluster.root / "logs" / f"default_{pods['j-save']}.log").read_text()
+    assert "saved" in log.read_text()
     start = time.monotonic()
     backend.stop("j-stub", 1, grace_seconds=1)
     assert 0.9 < time.monotonic() - start < 6  # SIGTERM ignored: killed after the grace
