@@ -333,8 +333,11 @@ def test_image_pulls_count_against_the_start_timeout_not_the_schedule_timeout(k8
 
 def test_a_gang_stopped_while_the_api_was_away_gets_the_stops_grace_when_seen_again(k8s: K8s) -> None:  # noqa: F811
     backend = k8s.backend(down_retry_s=0.1)
-    backend.launch(request(backend, "j-away", 1, gpu_spec("away", "trap '' TERM; sleep 30", nodes=1)))
+    stubborn = gpu_spec("away", "trap '' TERM; echo ready; sleep 30", nodes=1)
+    backend.launch(request(backend, "j-away", 1, stubborn))
     Events(backend).wait(EventKind.STARTED, "j-away")
+    logs = k8s.cluster.root / "logs"  # the pod runs: wait until its trap is set too
+    wait_until(lambda: any("ready" in f.read_text() for f in logs.iterdir()), what="the trap set")
     real_list_pods = backend.api.list_pods
 
     def unreachable(selector: str) -> list:
