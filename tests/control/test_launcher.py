@@ -41,14 +41,15 @@ def test_a_slow_launch_does_not_delay_another_backends_job(tmp_path: Path) -> No
     first = store.submit("default", job("slow", "true"))
     second = store.submit("default", job("fast", "sleep 30"))
     report = loop.tick()  # both placed: the first on azure-local, the second on oci-local
-    assert report.placed == 2 and report.seconds < 1.0
+    # a tick that waited for the slow launch would take >= 3 s; a loaded CI machine takes up to ~2 s without
+    assert report.placed == 2 and report.seconds < 2.5
     assert state(store, first.id).pool_id == AZURE and state(store, first.id).state is JobState.LAUNCHING
     ticks = []
     while state(store, second.id).state is not JobState.RUNNING:
         ticks.append(loop.tick().seconds)
         time.sleep(0.05)
     assert not slow.returned.is_set()  # running before the slow launch came back
-    assert max(ticks) < 1.0
+    assert max(ticks) < 2.5
     # the poll can see it succeed before the tick handled its launch (which writes "launched")
     run_until(
         loop, lambda: state(store, first.id).state is JobState.SUCCEEDED and not loop.launcher.busy(first.id)
