@@ -36,7 +36,7 @@ def test_a_team_over_budget_waits_while_another_runs_on_the_same_list_price_pool
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
     for team in ("ml", "vision"):
         store.create_team(team)
-    _spent_earlier_this_month(store, "ml", 100.0)
+    _spent_earlier_this_month(store, "ml", 1_000_000.0)  # over $20 even a second into a new month
     assert store.set_budget("ml", 20.0)
     loop = make_loop(tmp_path, store, [LocalCluster("od-local", nodes=2, price_per_node_hour=3.0)])
     ml = store.submit("ml", job("ml-train", "sleep 20"))
