@@ -51,7 +51,9 @@ def test_a_team_over_budget_waits_while_another_runs_on_the_same_list_price_pool
         )
         assert any(e.kind == "waiting" and e.detail == waiting.reason for e in store.events(job_id=ml.id))
         assert store.budget_status("ml").remaining < 0
-        store.set_budget("ml", 1000.0)  # read again within 30 s: not this tick
+        store.set_budget(
+            "ml", store.budget_status("ml").spent + 1000.0
+        )  # read again within 30 s: not this tick
         loop.tick()
         assert state(store, ml.id).state is JobState.PENDING
         loop.budgets.ttl = 0.0  # as if 30 s had passed
