@@ -14,11 +14,16 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import insert, update
 
@@ -34,6 +39,9 @@ from overcast.store.tables import jobs, launches
 
 H = 3600.0
 TEAMS = 20
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "estimates.json"
 
 
 class Off(EstimateCache):
@@ -135,6 +143,7 @@ def main() -> None:
     )
     head += ("on/off", "cpu on/off")
     print(" ".join(f"{h:>9}" for h in head))
+    rows: list[dict[str, Any]] = []
     for n in args.history:
         with tempfile.TemporaryDirectory() as tmp:
             home = Path(tmp)
@@ -165,6 +174,14 @@ def main() -> None:
         cpu_ratio = cpu["on"] / cpu["off"]
         values = " ".join(f"{v:>9.1f}" for v in (q, r, off, on, worst, cpu["off"], cpu["on"], cpu["ttl0"]))
         print(f"{n:>9} {values} {on / off:>9.2f} {cpu_ratio:>9.2f}")
+        rows.append(
+            {"history": n, "pending": args.pending, "query_ms": q, "run_hours_ms": r, "tick_ms": ticks}
+            | {"tick_cpu_ms": cpu, "tick_on_over_off": on / off, "cpu_on_over_off": cpu_ratio}
+        )
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    report = {"machine": platform.platform(), "python": sys.version.split()[0], "load": os.getloadavg()}
+    RESULTS.write_text(json.dumps(report | {"rows": rows}, indent=2) + "\n")
+    print(f"wrote {RESULTS.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
