@@ -153,8 +153,9 @@ def test_admin_submits_only_for_a_team_that_exists(api: Api) -> None:
 
 
 def test_a_big_spec_is_parsed_off_the_event_loop(api: Api) -> None:
-    """/healthz answers while another client's long spec is parsed (most of a second of CPU)."""
-    text = "name: a\nrun: x\nx-pad: [" + ",".join(["[[[[1]]]]"] * 4000) + "]\n"  # 40 KB
+    """/healthz answers while another client's long spec is parsed (a few seconds of CPU: long enough
+    that a loaded machine's scheduling hiccups stay a small part of it)."""
+    text = "name: a\nrun: x\nx-pad: [" + ",".join(["[[[[1]]]]"] * 12000) + "]\n"  # 120 KB
 
     async def main() -> tuple[float, float]:
         transport = httpx.ASGITransport(app=api.client.app)
@@ -173,7 +174,7 @@ def test_a_big_spec_is_parsed_off_the_event_loop(api: Api) -> None:
             return worst, time.monotonic() - start
 
     worst, took = asyncio.run(main())  # on the loop, /healthz would wait for all of it
-    assert worst < took / 3, f"/healthz went unanswered for {worst:.2f} s of the submit's {took:.2f} s"
+    assert worst < took / 2, f"/healthz went unanswered for {worst:.2f} s of the submit's {took:.2f} s"
     script = "\n".join(f"  echo step {i}" for i in range(300))  # a long, valid spec: parsed in a thread
     resp = api.client.post("/v1/jobs", json={"yaml": f"name: a\nrun: |\n{script}\n"}, headers=api.auth("ml"))
     assert resp.status_code == 201 and resp.json()["spec"]["run"].count("echo") == 300
