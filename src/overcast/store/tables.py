@@ -64,7 +64,7 @@ jobs = Table(
     Column("ended_at", Float),
     Column("cancel_requested", Boolean, nullable=False, default=False),
     Column("reason", Text),
-    Index("ix_jobs_state", "state"),
+    Index("ix_jobs_state_ended", "state", "ended_at"),  # by state; finished within a window
     Index("ix_jobs_team_submitted", "team", "submitted_at"),
 )
 
