@@ -59,6 +59,6 @@ async def owner(store: Store, who: Principal, asked: str) -> str:
     if team == who.team:
         return team  # a token's own team exists
     check_team_name(team)
-    if await db.call(store, store.budget_status, team) is None:  # the store's "is there such a team"
+    if not await db.call(store, store.has_team, team):
         raise ValueError(f"no team {team!r} (an admin creates it: python -m overcast.api create-team {team})")
     return team

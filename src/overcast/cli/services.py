@@ -17,7 +17,7 @@ TeamOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="print the API's JSON")]
 
 
-def _get(method: str, name: str, team: str | None) -> dict[str, Any]:
+def _service_call(method: str, name: str, team: str | None) -> dict[str, Any]:
     from overcast.cli.jobs import _call, _client
 
     params = {} if team is None else {"team": team}
@@ -65,7 +65,7 @@ def show(
 
     from overcast.cli.jobs import _table
 
-    svc = _get("GET", name, team)
+    svc = _service_call("GET", name, team)
     if as_json:
         typer.echo(json.dumps(svc, indent=2))
         return
@@ -90,7 +90,7 @@ def show(
 @services_app.command()
 def delete(name: Annotated[str, typer.Argument(help="the service's name")], team: TeamOption = None) -> None:
     """Delete a service: the server stops every replica, then the service is gone."""
-    svc = _get("DELETE", name, team)
+    svc = _service_call("DELETE", name, team)
     typer.echo(f"service {svc['name']} (team {svc['team']}): deleting; its replicas are being stopped")
 
 

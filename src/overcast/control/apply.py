@@ -26,7 +26,9 @@ from overcast.store import JobRecord, JobState, LaunchTerms, PoolHealthRecord
 
 log = logging.getLogger(__name__)
 
-_LAUNCHED = (JobState.LAUNCHING, JobState.RUNNING, JobState.STOPPING)  # states a launched attempt may be in
+# States a launched attempt may be in when its launch comes back. SUCCEEDED too: a poll saw it succeed
+# first (a short job, a slow create call); nothing of it runs to stop (its record is closed: no handle)
+_LAUNCHED = (JobState.LAUNCHING, JobState.RUNNING, JobState.STOPPING, JobState.SUCCEEDED)
 
 
 def apply_decisions(
@@ -130,16 +132,13 @@ def finish_launch(rt: Runtime, result: LaunchResult, health: dict[str, PoolHealt
         return
     assert result.allocation is not None
     now = store.get(job.id)
-    ran = now is not None and now.attempt == attempt and now.state is JobState.SUCCEEDED
-    if not ran and (now is None or now.attempt != attempt or now.state not in _LAUNCHED):
+    if now is None or now.attempt != attempt or now.state not in _LAUNCHED:
         # Another loop took over while this launch ran (this loop lost the lease) and requeued or
         # ended the job: this attempt must not run beside whatever it started.
         rt.stop(pool.backend, job.id, attempt)
         store.end_launch(job.id, attempt, "superseded")
         store.add_event(job.id, "superseded-stopped", f"attempt {attempt} on {pool.id}: the job moved on")
         return
-    # ``ran``: a poll saw this attempt succeed before its launch came back (a short job, a slow create
-    # call): it launched, and ended; nothing of it runs to stop (the record is closed: no handle)
     store.set_launch_handle(job.id, attempt, result.allocation.handle)
     store.add_event(job.id, "launched", f"attempt {attempt} on {pool.id}")
     metrics.PLACEMENTS.labels(provider=pool.provider).inc()

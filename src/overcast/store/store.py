@@ -118,6 +118,10 @@ class Store(ServiceMethods, ControlStateMethods, UsageMethods, BudgetMethods, Es
             )
         return token.plaintext
 
+    def has_team(self, name: str) -> bool:
+        with self._read() as conn:
+            return conn.execute(select(teams.c.name).where(teams.c.name == name)).first() is not None
+
     def team_for_token(self, token: str) -> tuple[str, bool] | None:
         """(team, is_admin) for a valid token, else None."""
         parts = tokens.split_token(token)
