@@ -6,7 +6,7 @@ import pytest
 
 from overcast.spec.errors import SpecError
 from overcast.spec.loader import load_spec
-from tests.spec.helpers import error
+from tests.spec.helpers import error, load
 
 
 def test_unknown_top_level_field_suggests_the_closest_name():
@@ -128,6 +128,31 @@ def test_duplicate_key_is_an_error_not_a_silent_override():
     )
     assert (err.line, err.field) == (2, "num_nodes")
     assert "given twice" in err.message and "line 3" in err.message
+
+
+def test_a_key_beside_a_merge_overrides_the_merged_one_and_is_no_duplicate():
+    """YAML's merge key: a key written in the mapping wins over the same key merged in (not "given twice");
+    a key written twice in the mapping itself still is a duplicate."""
+    loaded = load(
+        """
+        name: train
+        run: python train.py
+        resources:
+          <<: {accelerators: "H100:8", spot: never}
+          spot: allowed
+        """
+    )
+    assert loaded.spec.resources.spot.value == "allowed"
+    err = error(
+        """
+        name: train
+        resources:
+          <<: {accelerators: "H100:8"}
+          spot: allowed
+          spot: never
+        """
+    )
+    assert (err.line, err.field) == (4, "resources.spot") and "given twice" in err.message
 
 
 def test_several_problems_are_reported_together_in_file_order():

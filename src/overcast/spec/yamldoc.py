@@ -43,9 +43,15 @@ def parse_yaml(text: str, source: str) -> Document:
         raise SpecError(
             source, [Problem(f"invalid YAML: character {exc.character!r} is not allowed", line=line)]
         ) from None
+    doc = Document(data=None)
     try:
         node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
+        if node is not None:
+            # Walked before construction, which flattens merge keys (``<<``) into each mapping: a key
+            # written beside a merge overrides the merged one (YAML's rule), it is not a duplicate.
+            doc.lines[()] = node.start_mark.line + 1
+            _walk(node, (), doc, 0, set())
+            doc.data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -61,10 +67,6 @@ def parse_yaml(text: str, source: str) -> Document:
         raise SpecError(source, [Problem("invalid YAML: nested too deeply")]) from None
     finally:
         loader.dispose()
-    doc = Document(data=data)
-    if node is not None:
-        doc.lines[()] = node.start_mark.line + 1
-        _walk(node, (), doc, 0, set())
     return doc
 
 
