@@ -263,3 +263,38 @@ def test_each_cluster_kind_gets_the_pool_id_its_backend_uses() -> None:
         ("slurm/a", "slurm:a"), ("kubernetes/b", "kubernetes:b"), ("local/c", "local:c"),
     ]  # fmt: skip
     assert pools[1].labels == {"kubernetes": "true", "namespace": "ml"} and pools[1].region == "b"
+
+
+LAMBDA = """\
+lambda:
+  - name: tx
+    region: us-south-1
+    instance_types: [gpu_8x_h100_sxm5]
+    ssh_key_name: overcast
+    max_nodes: 2
+"""
+
+
+def test_a_lambda_entry_and_its_mistakes_by_file_line_and_field(tmp_path: Path) -> None:
+    # ``lambda`` is a Python keyword: the field is ``lambda_``, the file says ``lambda:``
+    (account,) = load_fleet(write_fleet(tmp_path, LAMBDA)).lambda_
+    assert (account.name, account.region, account.max_nodes) == ("tx", "us-south-1", 2)
+    assert (account.api_key_env, account.api_key_file, account.endpoint) == ("LAMBDA_API_KEY", None, None)
+    bad = (
+        LAMBDA.replace("sxm5", "sxm9")
+        .replace("ssh_key_name: overcast", "ssh_key: overcast")
+        .replace("max_nodes: 2", "max_nodes: 2\n    api_key_env: 'not a name'")
+    )
+    path = tmp_path / "fleet.yaml"
+    assert _error(tmp_path, bad).splitlines() == [
+        f"{path}:2: lambda[0].ssh_key_name: required field is missing",
+        f"{path}:4: lambda[0].instance_types: no Lambda offer for instance type 'gpu_8x_h100_sxm9' in "
+        "us-south-1 in the catalog (did you mean gpu_8x_h100_sxm5, gpu_4x_h100_sxm5, gpu_2x_h100_sxm5?)",
+        f"{path}:5: lambda[0].ssh_key: unknown field (did you mean 'ssh_key_name'?)",
+        f"{path}:7: lambda[0].api_key_env: String should match pattern '^[A-Za-z_][A-Za-z0-9_]*$' "
+        "(got 'not a name')",
+    ]
+    with pytest.raises(FleetError, match="lambda names must be unique: tx"):
+        parse_fleet(LAMBDA + LAMBDA.removeprefix("lambda:\n"))
+    with pytest.raises(FleetError, match=r"lambda\[0\]\.api_key: unknown field \(did you mean 'api_key_env'"):
+        parse_fleet(LAMBDA + "    api_key: secret\n")  # the key itself never goes in the fleet file

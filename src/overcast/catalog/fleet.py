@@ -22,6 +22,9 @@ azure:                   # Azure subscriptions/regions overcast creates VMs in (
 gcp:                     # GCP projects/regions overcast creates instances in (backend gcp:<name>)
   - {name: usc, project: my-project, region: us-central1, zones: [us-central1-a, us-central1-b],
      machine_types: [a3-highgpu-8g], image: projects/my-project/global/images/gpu, max_nodes: 4}
+lambda:                  # Lambda Cloud accounts/regions overcast launches in (backend lambda:<name>)
+  - {name: tx, region: us-south-1, instance_types: [gpu_8x_h100_sxm5], ssh_key_name: overcast,
+     max_nodes: 4}        # API key from $LAMBDA_API_KEY (or api_key_env / api_key_file)
 quotas:                  # at most this many GPUs in use at once
   - {provider: aws, region: us-east-1, max_gpus: 256}
 disabled_providers: [vast]
@@ -52,7 +55,7 @@ from pydantic import (
 
 from overcast.catalog.accelerators import canonical_name, suggest
 from overcast.catalog.fleet_base import Name, Provider
-from overcast.catalog.fleet_clouds import AwsAccount, AzureAccount, GcpAccount, OciAccount
+from overcast.catalog.fleet_clouds import AwsAccount, AzureAccount, GcpAccount, LambdaAccount, OciAccount
 from overcast.spec.errors import SpecError, not_utf8, shown
 from overcast.spec.infra import KNOWN_PROVIDERS, provider_name
 from overcast.spec.yamldoc import Document, parse_yaml
@@ -184,12 +187,15 @@ class QuotaRule(_Strict):
 
 
 class Fleet(_Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)  # Fleet(lambda_=[...])
+
     reservations: list[Reservation] = []
     clusters: list[Cluster] = []
     aws: list[AwsAccount] = []
     oci: list[OciAccount] = []
     azure: list[AzureAccount] = []
     gcp: list[GcpAccount] = []
+    lambda_: list[LambdaAccount] = Field(default=[], alias="lambda")  # a Python keyword: the alias is read
     quotas: list[QuotaRule] = []
     disabled_providers: list[Provider] = []
     spot_preemptions_per_hour: dict[Provider, Annotated[float, Field(ge=0)]] = {}
@@ -202,6 +208,7 @@ class Fleet(_Strict):
             ("oci", [a.name for a in self.oci]),
             ("azure", [a.name for a in self.azure]),
             ("gcp", [a.name for a in self.gcp]),
+            ("lambda", [a.name for a in self.lambda_]),
         ):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
@@ -226,9 +233,12 @@ def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
     for part in loc[:-1]:
         if isinstance(part, int):
             continue
-        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
             return None
-        model = model.model_fields[part].annotation
+        fields = {f.alias or name: f for name, f in model.model_fields.items()}  # as written: ``lambda``
+        if part not in fields:
+            return None
+        model = fields[part].annotation
         # unwrap list[X] and X | None to X
         while typing.get_origin(model) in (list, typing.Union, types.UnionType):
             model = next(a for a in typing.get_args(model) if a is not type(None))
@@ -259,7 +269,7 @@ def _describe(error: Any, doc: Document) -> tuple[int, str, str]:
     line = doc.line(loc) or 1
     if error["type"] == "extra_forbidden":
         model = _model_at(loc)
-        known = list(model.model_fields) if model else []
+        known = [f.alias or name for name, f in model.model_fields.items()] if model else []
         close = difflib.get_close_matches(str(loc[-1]), known, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else f" (known fields: {', '.join(known)})"
         return line, field, f"unknown field{hint}"

@@ -1,6 +1,6 @@
-"""The fleet file's cloud accounts (top-level ``aws:``, ``oci:``, ``azure:`` and ``gcp:`` lists): where
-overcast may create instances, checked against the bundled catalog (an instance type the catalog does not
-offer in that region is an error naming the entry, with the closest names)."""
+"""The fleet file's cloud accounts (top-level ``aws:``, ``oci:``, ``azure:``, ``gcp:`` and ``lambda:``
+lists): where overcast may create instances, checked against the bundled catalog (an instance type the
+catalog does not offer in that region is an error naming the entry, with the closest names)."""
 
 from __future__ import annotations
 
@@ -157,3 +157,23 @@ class GcpAccount(_Account):
         if bad:
             raise ValueError(f"zone {bad[0]!r} is not in region {self.region!r}")
         return self
+
+
+class LambdaAccount(_Account):
+    """Lambda Cloud in one account and region: pools are the catalog's offers of ``instance_types`` there
+    (on-demand: Lambda has no spot), each holding at most ``max_nodes`` of our instances (see
+    backends/lambda_cloud.py). A top-level list, like ``aws:``. The API key is never in this file: it is
+    read from the environment variable ``api_key_env`` or the file ``api_key_file``."""
+
+    instance_types: list[str] = Field(min_length=1)
+    ssh_key_name: str = Field(min_length=1)  # a key registered in the account: Lambda wants one per launch
+    api_key_env: str = Field(default="LAMBDA_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    api_key_file: str | None = None
+    endpoint: str | None = Field(default=None, pattern=r"^https?://")
+    file_system_names: list[str] = []  # persistent file systems (same region) mounted on every node
+    key_path: str = Field(default="/run/overcast/lambda-api-key", pattern=r"^/")  # the node's copy (mode 600)
+
+    @field_validator("instance_types")
+    @classmethod
+    def _in_catalog(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        return _offered(value, info, "lambda", "Lambda offer for instance type")

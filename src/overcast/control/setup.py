@@ -1,6 +1,6 @@
 """Backends from a fleet file: each ``local:`` cluster becomes a LocalBackend with one pool, each
 ``slurm:`` cluster a SlurmBackend, each ``kubernetes:`` cluster a KubernetesBackend, each ``aws:`` /
-``azure:`` / ``oci:`` / ``gcp:`` account a cloud backend (pools from the catalog)."""
+``azure:`` / ``oci:`` / ``gcp:`` / ``lambda:`` account a cloud backend (pools from the catalog)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,15 @@ from typing import Any, TypeVar
 
 from overcast.backends.base import Backend
 from overcast.backends.local import LocalBackend, LocalCluster
-from overcast.catalog.fleet import AwsAccount, AzureAccount, Cluster, Fleet, GcpAccount, OciAccount
+from overcast.catalog.fleet import (
+    AwsAccount,
+    AzureAccount,
+    Cluster,
+    Fleet,
+    GcpAccount,
+    LambdaAccount,
+    OciAccount,
+)
 from overcast.placement.pool import Purchase
 from overcast.store.engine import overcast_home
 
@@ -86,6 +94,13 @@ def gcp_backend(account: GcpAccount, home: Path) -> Backend:
     return GcpBackend(_settings(GcpSettings, account, home), home=home)  # key file or ADC
 
 
+def lambda_backend(account: LambdaAccount, home: Path) -> Backend:
+    from overcast.backends.lambda_client import LambdaSettings
+    from overcast.backends.lambda_cloud import LambdaBackend
+
+    return LambdaBackend(_settings(LambdaSettings, account, home), home=home)  # key from env or file
+
+
 def kubernetes_backend(cluster: Cluster, home: Path) -> Backend:
     # the kubernetes client is only imported by fleets that use Kubernetes
     from overcast.backends.kubernetes import KubernetesBackend, kube_cluster_from_fleet
@@ -108,8 +123,8 @@ def _local_backend(cluster: Cluster, home: Path, sub: str | None = None) -> Loca
 
 def backends_from_fleet(fleet: Fleet, home: Path) -> list[Backend]:
     """The backends this process can run jobs on: every ``local:``, ``slurm:`` and ``kubernetes:``
-    cluster and every ``aws:``, ``azure:``, ``oci:`` and ``gcp:`` account of the fleet. Other providers and
-    reservations have no launching backend yet."""
+    cluster and every ``aws:``, ``azure:``, ``oci:``, ``gcp:`` and ``lambda:`` account of the fleet. Other
+    providers and reservations have no launching backend yet."""
     backends: list[Backend] = []
     for cluster in fleet.clusters:  # in the file's order
         if cluster.local is not None:
@@ -125,4 +140,5 @@ def backends_from_fleet(fleet: Fleet, home: Path) -> list[Backend]:
     backends += [oci_backend(account, home) for account in fleet.oci]
     backends += [azure_backend(account, home) for account in fleet.azure]
     backends += [gcp_backend(account, home) for account in fleet.gcp]
+    backends += [lambda_backend(account, home) for account in fleet.lambda_]
     return backends
