@@ -1,8 +1,8 @@
 """What corrected estimates cost the control loop (control/estimates.py), with the real store and loop.
 
-1. The factor query (Store.finished_ratios) over a history of finished jobs (a fifth failed or
-   cancelled) with their launch records (spread over teams and 60 days, so the 30-day window and the
-   50-per-team limit both cut).
+1. The factor query (Store.finished_runs) over a history of finished jobs (a fifth failed or
+   cancelled) with their launch records (spread over teams and 60 days, so the 30-day window cuts:
+   half of them are read, every one in the window, however many a team has).
 2. A tick (ms, wall and this process's CPU) with N pending jobs that do not fit, a tenth of them
    requeued (so the per-tick run-hours query runs) and half from a team whose history gives it a
    factor, against the baseline of the same loop with corrections off, in the same run; also with the
@@ -31,7 +31,7 @@ from overcast.backends.local import LocalBackend
 from overcast.control.demo import DEMO_CLUSTERS
 from overcast.control.estimates import EstimateCache
 from overcast.control.loop import ControlLoop
-from overcast.scheduler.estimates import PROVISIONING_HOURS
+from overcast.scheduler.estimates import PROVISIONING_HOURS, WINDOW_DAYS
 from overcast.scheduler.snapshot import PendingJob, RunningJob
 from overcast.spec.models import AcceleratorRequest, JobSpec, Resources
 from overcast.store import JobState, Store
@@ -88,7 +88,7 @@ def query_ms(store: Store, now: float, repeat: int) -> float:
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
-        store.finished_ratios(now, days=30, per_team=50, allowance_h=PROVISIONING_HOURS)
+        store.finished_runs(now, days=WINDOW_DAYS, allowance_h=PROVISIONING_HOURS)
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1e3
 

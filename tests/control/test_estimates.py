@@ -34,27 +34,20 @@ def _pending(store: Store, now: float, cache: EstimateCache | None = None) -> di
     return {p.id: p for p in snapshot(store, now, cache).pending}
 
 
-def test_ratios_count_a_resuming_jobs_attempts_and_a_restarting_jobs_last_one(past) -> None:
+def test_runs_count_a_resuming_jobs_attempts_and_a_restarting_jobs_last_one(past) -> None:
     store, clock = past
     finished(store, clock, "ml", 2.0, [3.0, 5.0])  # restarts from zero: the last attempt, 5 h
     finished(store, clock, "ml", 2.0, [3.0, 5.0], checkpoint=True)  # resumes: 8 h in all
     finished(store, clock, "cv", 0.5, [1.0])
-    ratios = store.finished_ratios(clock.now, days=30, per_team=50)
-    assert {team: sorted(r) for team, r in ratios.items()} == pytest.approx({"ml": [2.5, 4.0], "cv": [2.0]})
+    runs = store.finished_runs(clock.now, days=30)
+    assert {team: sorted(r) for team, r in runs.items()} == pytest.approx(
+        {"ml": [(2.5, 5.0), (4.0, 8.0)], "cv": [(2.0, 1.0)]}
+    )
     # less provisioning on each counted attempt: 4.5 h of the last; 2.5 + 4.5 h; 0.5 h
-    ratios = store.finished_ratios(clock.now, days=30, per_team=50, allowance_h=0.5)
-    assert {team: sorted(r) for team, r in ratios.items()} == pytest.approx({"ml": [2.25, 3.5], "cv": [1.0]})
-
-
-def test_only_the_latest_finished_jobs_within_the_window_count(past) -> None:
-    store, clock = past
-    history(store, clock, "ml", 1.0, 9.0, 3)  # ended first: beyond per_team
-    history(store, clock, "ml", 1.0, 0.75, 4)
-    failed = store.submit("ml", job("f", "true", expected_hours=0.1))  # never ran: no evidence
-    assert store.transition(failed.id, [JobState.PENDING], JobState.FAILED)
-    ratios = store.finished_ratios(clock.now, days=30, per_team=4)
-    assert ratios == pytest.approx({"ml": [1.0] * 4})
-    assert store.finished_ratios(clock.now + 31 * DAY, days=30, per_team=50) == {}
+    runs = store.finished_runs(clock.now, days=30, allowance_h=0.5)
+    assert {team: sorted(r) for team, r in runs.items()} == pytest.approx(
+        {"ml": [(2.25, 4.5), (3.5, 7.0)], "cv": [(1.0, 0.5)]}
+    )
 
 
 def test_an_understating_team_is_ordered_as_its_jobs_really_ran(past) -> None:

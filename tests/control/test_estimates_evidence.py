@@ -1,12 +1,13 @@
-"""What counts as evidence of a team's under-stated expected_hours (store.finished_ratios, through
+"""What counts as evidence of a team's under-stated expected_hours (store.finished_runs, through
 build_snapshot): failed and cancelled jobs that ran past their estimate, each attempt less its
-provisioning, and never a job whose run is not all ended yet. SQLite and PostgreSQL."""
+provisioning, never a job whose run is not all ended yet, and each job by the hours it ran (many short
+honest jobs do not wash out long under-stated ones). SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import pytest
 
-from overcast.store import JobState
+from overcast.store import JobState, Store
 from tests.control.estimates_harness import TERMS, H, attempt, history, past, snapshot
 from tests.control.harness import job
 
@@ -30,9 +31,8 @@ def test_failures_that_ran_short_do_not_push_a_teams_successes_out(past) -> None
     store, clock = past
     history(store, clock, "fast", 0.1, 1.0, 5)  # 10x
     history(store, clock, "fast", 1.0, 0.0, 50, end="failed")  # the latest 50, none evidence
-    assert store.finished_ratios(clock.now, days=30, per_team=50, allowance_h=0.25) == pytest.approx(
-        {"fast": [10.0] * 5}
-    )
+    runs = store.finished_runs(clock.now, days=30, allowance_h=0.25)
+    assert runs == {"fast": [pytest.approx((10.0, 1.0))] * 5}
 
 
 def test_provisioning_does_not_inflate_a_short_honest_teams_long_job(past) -> None:
@@ -53,4 +53,23 @@ def test_a_succeeded_job_whose_counted_launch_is_still_open_is_skipped(past) -> 
         assert store.transition(rec.id, [JobState.LAUNCHING], JobState.RUNNING)
         clock.now += 5 * H
         assert store.transition(rec.id, [JobState.RUNNING], JobState.SUCCEEDED)  # launch 2 left open
-    assert store.finished_ratios(clock.now, days=30, per_team=50) == {}
+    assert store.finished_runs(clock.now, days=30) == {}
+
+
+def test_many_short_honest_jobs_do_not_wash_out_under_stated_long_ones(past) -> None:
+    """Under the rule this replaced (the last 50 jobs, by count) the fifty 6-minute jobs gave the team
+    a factor of 1 back; now honest jobs lower it only once they ran 80% of the team's hours."""
+    store, clock = past
+    history(store, clock, "wash", 0.2, 4.0, 5)  # 20 h of jobs declared at a twentieth of it
+    history(store, clock, "wash", 0.1, 0.1, 50)  # then fifty honest 6-minute jobs: 5 h
+    cheat = store.submit("wash", job("cheat", "true", expected_hours=0.5))
+    assert _hours(store, clock.now, cheat.id) == pytest.approx(10.0)
+    history(store, clock, "wash", 10.0, 10.0, 7)  # honest: 75 h of 95 h, 79%
+    assert _hours(store, clock.now, cheat.id) == pytest.approx(10.0)
+    history(store, clock, "wash", 10.0, 10.0, 1)  # 85 h of 105 h, 81%
+    assert _hours(store, clock.now, cheat.id) == 0.5
+
+
+def _hours(store: Store, now: float, job_id: str) -> float:
+    """The job's expected_hours as decide() sees it."""
+    return {p.id: p for p in snapshot(store, now).pending}[job_id].spec.expected_hours

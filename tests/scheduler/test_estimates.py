@@ -21,16 +21,22 @@ from tests.scheduler.builders import make_job, make_pool, make_snapshot
 
 NOW = 100 * 3600.0
 RATIO = st.floats(0.0, 1e6, allow_nan=False)
+HOURS = st.floats(0.0, 1e4, allow_nan=False)  # a job's hours run: its weight
+
+
+def _even(ratios: list[float]) -> list[tuple[float, float]]:
+    """Jobs that each ran an hour: the weighted percentile is the plain one."""
+    return [(r, 1.0) for r in ratios]
 
 
 def test_the_factor_is_the_80th_percentile_and_only_above_2x() -> None:
-    assert estimate_factor([1, 1, 1, 1, 12, 12]) == 12.0  # 2 of 6 ran 12x: the 80th percentile's rank
-    assert estimate_factor([1, 1, 1, 1, 1, 12]) == 1.0  # one outlier in six is ignored
-    assert estimate_factor([2.0] * 10) == 1.0  # within 2x: trusted as written
-    assert estimate_factor([2.5] * 10) == 2.5
-    assert estimate_factor([40.0] * (MIN_SAMPLES - 1)) == 1.0  # too few to judge
-    assert estimate_factor([1e5] * 10) == 1e5  # not capped: a cap would let the minimum estimate win
-    assert team_factors({"a": [3.0] * 5, "b": [1.0] * 5, "c": []}) == {"a": 3.0}
+    assert estimate_factor(_even([1, 1, 1, 1, 12, 12])) == 12.0  # 2 of 6 ran 12x: the 80th percentile's rank
+    assert estimate_factor(_even([1, 1, 1, 1, 1, 12])) == 1.0  # one outlier in six is ignored
+    assert estimate_factor(_even([2.0] * 10)) == 1.0  # within 2x: trusted as written
+    assert estimate_factor(_even([2.5] * 10)) == 2.5
+    assert estimate_factor(_even([40.0] * (MIN_SAMPLES - 1))) == 1.0  # too few to judge
+    assert estimate_factor(_even([1e5] * 10)) == 1e5  # not capped: a cap would let the minimum estimate win
+    assert team_factors({"a": _even([3.0] * 5), "b": _even([1.0] * 5), "c": []}) == {"a": 3.0}
 
 
 def test_a_correction_keeps_the_larger_of_the_factor_and_what_the_job_already_ran() -> None:
@@ -78,11 +84,11 @@ def test_a_corrected_job_prices_and_orders_as_its_corrected_hours() -> None:
 
 
 @settings(deadline=None)  # hypothesis's default 200 ms per example fails on a loaded CI machine
-@given(st.lists(RATIO, max_size=60))
-def test_a_factor_is_never_below_1_and_is_one_of_the_ratios(ratios: list[float]) -> None:
-    factor = estimate_factor(ratios)
-    assert factor == 1.0 or factor in ratios
-    if len(ratios) < MIN_SAMPLES or max(ratios, default=0.0) <= 2.0:
+@given(st.lists(st.tuples(RATIO, HOURS), max_size=60))
+def test_a_factor_is_never_below_1_and_is_one_of_the_ratios(runs: list[tuple[float, float]]) -> None:
+    factor = estimate_factor(runs)
+    assert factor == 1.0 or factor in [r for r, _ in runs]
+    if len(runs) < MIN_SAMPLES or max(runs, default=(0.0, 0.0))[0] <= 2.0:
         assert factor == 1.0
 
 

@@ -1,8 +1,9 @@
 """Step (c) of a tick, continued: pending and running jobs as decide() sees them, with corrected
-runtime estimates (``scheduler/estimates.py``). The teams' factors come from one query over their
-finished jobs, read at most every ``ttl`` seconds; the hours requeued jobs already ran, from one query
-per tick, only while such a job waits. Running jobs get their team's factor too, so the budget's hold
-and consolidation price them as they would be priced once pending again.
+runtime estimates (``scheduler/estimates.py``). The teams' factors come from one query over all their
+jobs finished within the window (each weighs by its hours, however many there are), read at most
+every ``ttl`` seconds; the hours requeued jobs already ran, from one query per tick, only while such a
+job waits. Running jobs get their team's factor too, so the budget's hold and consolidation price them
+as they would be priced once pending again.
 
 Each correction is told once on the job's timeline (an ``estimate`` event), and its end too (the
 team's factor back to 1: ordered as written again). What a job's timeline last told is read from the
@@ -15,7 +16,6 @@ from dataclasses import replace
 from typing import NamedTuple
 
 from overcast.scheduler.estimates import (
-    MAX_SAMPLES,
     PROVISIONING_HOURS,
     WINDOW_DAYS,
     Correction,
@@ -46,10 +46,8 @@ class EstimateCache:
         """team -> estimate factor, for the teams that have one (> 1)."""
         read_at = self._read_at
         if read_at is None or not 0 <= now - read_at < self.ttl:
-            ratios = store.finished_ratios(
-                now, days=WINDOW_DAYS, per_team=MAX_SAMPLES, allowance_h=PROVISIONING_HOURS
-            )
-            self._factors = team_factors(ratios)
+            runs = store.finished_runs(now, days=WINDOW_DAYS, allowance_h=PROVISIONING_HOURS)
+            self._factors = team_factors(runs)
             self._read_at = now
         return self._factors
 

@@ -3,14 +3,24 @@
 The queue order (``queue.py``) puts the shorter ``expected_hours`` first, so a team writing 0.1 h on
 40 h jobs would go first every time. We never kill a job for outrunning its estimate; instead each
 team gets an **estimate factor** from what its recently finished jobs really ran: the 80th percentile
-of (hours run / hours declared) over its last ``MAX_SAMPLES`` finished jobs. Succeeded jobs count as
-they ran; failed and cancelled ones only when they ran past their estimate (a job stopped early says
-nothing about its full runtime, one that outran its estimate before it stopped does). Each attempt's
-billed time carries its launch's provisioning, so ``PROVISIONING_HOURS`` is taken off it first (else
-short honest jobs would look 2-3x late and inflate the team's long ones). Within 2x an estimate is
-trusted as written (the twin's estimates, true runtimes rounded to a power of two, give 0.7-1.4), below
-``MIN_SAMPLES`` jobs there is no evidence. The factor itself is not capped (a cap would let a team
-declaring the minimum still go first); only the corrected hours are, by JobSpec's bound.
+of (hours run / hours declared) over its finished jobs of the last ``WINDOW_DAYS``, **weighted by the
+hours each ran**: 80% of the team's run time ran within ``factor`` times its estimate. Succeeded jobs
+count as they ran; failed and cancelled ones only when they ran past their estimate (a job stopped
+early says nothing about its full runtime, one that outran its estimate before it stopped does). Each
+attempt's billed time carries its launch's provisioning, so ``PROVISIONING_HOURS`` is taken off it
+first (else short honest jobs would look 2-3x late and inflate the team's long ones). Within 2x an
+estimate is trusted as written (the twin's estimates, true runtimes rounded to a power of two, give
+0.7-1.4), below ``MIN_SAMPLES`` jobs there is no evidence. The factor itself is not capped (a cap would
+let a team declaring the minimum still go first); only the corrected hours are, by JobSpec's bound.
+
+Why weighted, and why all of the window: an under-stated job harms the others for as long as it runs
+(it jumped them and holds the GPUs), so a job's evidence counts by its hours. The rule it replaces (the
+unweighted percentile of the team's last 50 jobs) could be washed out: after 100 h of jobs declared at
+a tenth of their runtime, fifty 6-minute honest jobs (5 h) pushed them out of the evidence and the next
+long jobs declared short went first again. Now no number of jobs pushes anything out (there is no count
+limit; any limit by count is a hole, a 0-hour job costs nothing), and honest jobs lower the factor only
+once they ran four times the under-stated hours (80%); or the under-stated jobs age out of the window.
+With equal hours it is the plain nearest-rank percentile, as before.
 
 A pending job is ordered and priced as ``declared x factor``, and a requeued one by what is left:
 - one that resumes (``checkpoint_dir``): ``max(declared x factor - hours already run, declared)``. Its
@@ -32,36 +42,59 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from typing import TypeVar
 
 from overcast.scheduler.snapshot import PendingJob, RunningJob
 
-QUANTILE = 0.8  # most of the team's jobs ran at most this many times their estimate
+QUANTILE = Fraction(4, 5)  # 80% of the team's run time ran at most this many times its estimate
 TRUSTED = 2.0  # factors up to this are not applied: estimates within 2x are taken as written
 MIN_SAMPLES = 5  # fewer finished jobs than this: no factor
-MAX_SAMPLES = 50  # the team's most recent finished jobs
-WINDOW_DAYS = 30.0  # ... that ended within this many days
+WINDOW_DAYS = 30.0  # the team's finished jobs that ended within this many days, however many
 # taken off each counted attempt's billed time (launched_at..ended_at), which starts when launch() is
 # called: cloud provisioning takes 5-20 min before the job's own work begins
 PROVISIONING_HOURS = 0.25
 MAX_HOURS = 100_000.0  # JobSpec.expected_hours' bound
 
+_MS_PER_HOUR = 3_600_000  # weighted_percentile's unit of weight
+
 J = TypeVar("J", PendingJob, RunningJob)
 
 
-def estimate_factor(ratios: Iterable[float]) -> float:
-    """The team's factor from its jobs' (hours run / hours declared): the nearest-rank 80th percentile,
-    1.0 when it is at most ``TRUSTED`` or there are fewer than ``MIN_SAMPLES`` ratios."""
-    ordered = sorted(r for r in ratios if math.isfinite(r) and r >= 0)
-    if len(ordered) < MIN_SAMPLES:
-        return 1.0
-    high = ordered[math.ceil(QUANTILE * len(ordered)) - 1]
-    return 1.0 if high <= TRUSTED else high
+def weighted_percentile(
+    samples: Iterable[tuple[float, float]], quantile: Fraction = QUANTILE
+) -> float | None:
+    """The nearest-rank ``quantile`` of (value, weight) samples, weighted: the smallest value such that
+    the samples at or below it carry at least ``quantile`` of the weight. None without weight.
+
+    Weights are hours, counted in whole milliseconds so that the sums are exact integers: equal weights
+    give exactly the unweighted nearest rank, and a sample added at or below the result never raises it
+    (float sums could break those ties either way)."""
+    ordered = sorted((value, round(weight * _MS_PER_HOUR)) for value, weight in samples)
+    total = sum(w for _, w in ordered)
+    if total <= 0:
+        return None
+    num, den = quantile.numerator, quantile.denominator
+    seen = 0
+    for value, w in ordered:
+        seen += w
+        if seen * den >= total * num:
+            return value
+    raise AssertionError("unreachable: the last sample carries the whole weight")
 
 
-def team_factors(ratios: Mapping[str, Iterable[float]]) -> dict[str, float]:
-    """team -> factor, only the teams whose factor applies (> 1)."""
-    factors = {team: estimate_factor(values) for team, values in ratios.items()}
+def estimate_factor(runs: Iterable[tuple[float, float]]) -> float:
+    """The team's factor from its jobs' (hours run / hours declared, hours run): the 80th percentile
+    of the ratios weighted by hours run, 1.0 when it is at most ``TRUSTED`` or there are fewer than
+    ``MIN_SAMPLES`` jobs."""
+    valid = [(r, h) for r, h in runs if _non_negative(r) and _non_negative(h)]
+    high = weighted_percentile(valid) if len(valid) >= MIN_SAMPLES else None
+    return 1.0 if high is None or high <= TRUSTED else high
+
+
+def team_factors(runs: Mapping[str, Iterable[tuple[float, float]]]) -> dict[str, float]:
+    """team -> factor (from its jobs' (ratio, hours run)), only the teams whose factor applies (> 1)."""
+    factors = {team: estimate_factor(values) for team, values in runs.items()}
     return {team: f for team, f in factors.items() if f > 1.0}
 
 
@@ -106,6 +139,11 @@ def corrected(job: J, fix: Correction) -> J:
     """``job`` as decide() should see it: its spec's expected_hours replaced (a copy; the store's
     spec is untouched, and launches use the store's)."""
     return replace(job, spec=job.spec.model_copy(update={"expected_hours": fix.hours}))
+
+
+def _non_negative(x: float) -> bool:
+    """Finite and at least 0 (a NaN or an infinity from a bad record is no evidence)."""
+    return math.isfinite(x) and x >= 0
 
 
 def _h(hours: float) -> str:

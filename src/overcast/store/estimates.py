@@ -33,33 +33,25 @@ class RunHours(NamedTuple):
     longest: float
 
 
+class Run(NamedTuple):
+    """A finished job's evidence: hours run / hours declared, and the hours run (its weight)."""
+
+    ratio: float
+    hours: float
+
+
 class EstimateMethods:
     _read: Callable[[], AbstractContextManager[Connection]]
     _write: Callable[[], AbstractContextManager[Connection]]
     dialect: str
 
-    def finished_ratios(
-        self, now: float, *, days: float, per_team: int, allowance_h: float = 0.0
-    ) -> dict[str, list[float]]:
-        """team -> (run hours / declared expected_hours) of its ``per_team`` most recently ended jobs
-        that ended within ``days`` of ``now``: succeeded ones, and failed or cancelled ones that ran
-        past their estimate (ratio > 1; one stopped early says nothing of its full runtime). Each
-        counted attempt's run is its billed time less ``allowance_h`` (provisioning), at least 0. A job
-        whose counted attempts are not all ended is skipped (its run is not known yet). One query."""
-        # rank the window's jobs first (per team and state: a team's failures that are dropped below
-        # must not push its successes out), and read the specs (JSON) of only the ranked few
-        rank = func.row_number().over(
-            partition_by=(jobs.c.team, jobs.c.state), order_by=(jobs.c.ended_at.desc(), jobs.c.id)
-        )
-        ranked = (
-            select(jobs.c.id, rank.label("rank"))
-            .where(
-                jobs.c.state.in_([s.value for s in _EVIDENCE]),
-                jobs.c.attempt > 0,  # launched at least once (a job cancelled while pending ran nothing)
-                jobs.c.ended_at >= now - days * _DAY_S,
-            )
-            .subquery()
-        )
+    def finished_runs(self, now: float, *, days: float, allowance_h: float = 0.0) -> dict[str, list[Run]]:
+        """team -> (run hours / declared expected_hours, run hours) of each of its jobs that ended within
+        ``days`` of ``now``, however many: succeeded ones, and failed or cancelled ones that ran past
+        their estimate (ratio > 1; one stopped early says nothing of its full runtime). Each counted
+        attempt's run is its billed time less ``allowance_h`` (provisioning), at least 0. A job whose
+        counted attempts are not all ended is skipped (its run is not known yet). One query, over the
+        window by ix_jobs_state_ended."""
         spec = self._spec_json()
         resumes = spec["checkpoint_dir"].as_string().is_not(None)
         l = launches.c  # noqa: E741
@@ -68,31 +60,30 @@ class EstimateMethods:
         counted = or_(resumes, l.attempt == jobs.c.attempt)
         query = (
             select(
-                jobs.c.id,
                 jobs.c.team,
                 jobs.c.state,
-                jobs.c.ended_at,
                 func.max(spec["expected_hours"].as_float()),
                 func.sum(case((and_(counted, seconds > allowance), seconds - allowance), else_=0.0)),
                 func.sum(case((counted, 1), else_=0)),
                 func.sum(case((and_(counted, l.ended_at.is_(None)), 1), else_=0)),
             )
-            .select_from(ranked)
-            .join(jobs, jobs.c.id == ranked.c.id)
             .join(launches, l.job_id == jobs.c.id)
-            .where(ranked.c.rank <= per_team)
-            .group_by(jobs.c.id, jobs.c.team, jobs.c.state, jobs.c.ended_at)
+            .where(
+                jobs.c.state.in_([s.value for s in _EVIDENCE]),
+                jobs.c.attempt > 0,  # launched at least once (a job cancelled while pending ran nothing)
+                jobs.c.ended_at >= now - days * _DAY_S,
+            )
+            .group_by(jobs.c.id, jobs.c.team, jobs.c.state)
         )
-        found: dict[str, list[tuple[float, str, float]]] = defaultdict(list)
+        found: dict[str, list[Run]] = defaultdict(list)
         with self._read() as conn:
-            for job_id, team, job_state, ended_at, declared, run_s, n, unended in conn.execute(query):
+            for team, job_state, declared, run_s, n, unended in conn.execute(query):
                 if not declared or declared <= 0 or not n or unended:
                     continue
-                ratio = (run_s or 0.0) / 3600.0 / declared
-                if job_state == JobState.SUCCEEDED.value or ratio > 1.0:
-                    found[team].append((-ended_at, job_id, ratio))
-        # the most recent ``per_team`` of what is left, whatever their state
-        return {team: [r for _, _, r in sorted(rows)[:per_team]] for team, rows in found.items()}
+                hours = (run_s or 0.0) / 3600.0
+                if job_state == JobState.SUCCEEDED.value or hours > declared:
+                    found[team].append(Run(hours / declared, hours))
+        return dict(found)
 
     def pending_run_hours(self) -> dict[str, RunHours]:
         """Pending jobs that already ran (requeued) -> the hours their ended attempts ran. One query."""
