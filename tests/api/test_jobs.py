@@ -180,6 +180,19 @@ def test_a_big_spec_is_parsed_off_the_event_loop(api: Api) -> None:
     assert resp.status_code == 201 and resp.json()["spec"]["run"].count("echo") == 300
 
 
+def test_yaml_submit_with_launch_env_overrides_the_files_and_bad_names_are_422(api: Api) -> None:
+    text = "name: a\nenv: {A: file, T: null}\n"
+    body = {"yaml": text, "env": {"A": "cli", "T": "x"}}
+    resp = api.client.post("/v1/jobs", json=body, headers=api.auth("ml"))
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["spec"]["env"] == {"A": "cli", "T": "x"}
+    events = api.client.get("/v1/events", params={"job_id": resp.json()["id"]}, headers=api.auth("ml")).json()
+    assert not [e for e in events["events"] if e["kind"] == "spec-warning"]  # T was given
+    for env in ({"1BAD": "x"}, {"A": 1}, {f"V{i}": "x" for i in range(1001)}):
+        resp = api.client.post("/v1/jobs", json={"yaml": text, "env": env}, headers=api.auth("ml"))
+        assert resp.status_code == 422, (env if len(env) < 5 else len(env), resp.text)
+
+
 def test_yaml_text_is_capped_at_200000_characters(api: Api) -> None:
     resp = api.client.post("/v1/jobs", json={"yaml": "#" * 200_001}, headers=api.auth("ml"))
     assert resp.status_code == 422

@@ -100,6 +100,26 @@ def test_launch_wait_logs_status_and_events(server: dict[str, str], tmp_path: Pa
     assert "launched" in cli(server, "events", job_id).stdout
 
 
+def test_launch_env_overrides_the_file_and_takes_a_bare_name_from_the_shell(
+    server: dict[str, str], tmp_path: Path
+) -> None:
+    path = tmp_path / "env.yaml"
+    path.write_text(
+        'name: env\nresources: {accelerators: "H100:1"}\nenv: {GREETING: file, TOKEN: null, KEEP: kept}\n'
+        "run: echo $GREETING $TOKEN $KEEP\n"
+    )
+    shell = server | {"TOKEN": "from-shell"}
+    done = cli(shell, "launch", str(path), "--env", "GREETING=from-cli", "-e", "TOKEN", "--wait")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "left unset" not in done.stderr
+    job_id = done.stdout.split()[1]
+    assert cli(server, "logs", job_id).stdout.strip() == "from-cli from-shell kept"
+    bad = cli(server, "launch", str(path), "--env", "1X=y")
+    assert bad.returncode == 2 and "'1X' is not a valid environment variable name" in bad.stderr
+    unset = cli(server | {"NOT_SET_HERE": ""}, "launch", str(path), "--env", "NOT_SET_ANYWHERE")
+    assert unset.returncode == 2 and "NOT_SET_ANYWHERE: not set in this shell" in unset.stderr
+
+
 def test_capacity_chaos_fails_over_and_pools_show_the_cooldown(
     server: dict[str, str], tmp_path: Path
 ) -> None:

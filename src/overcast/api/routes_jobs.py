@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, status
@@ -41,9 +42,9 @@ async def _visible(request: Request, who: Principal, job_id: str) -> JobRecord:
     return job
 
 
-def _parse_yaml(text: str) -> tuple[JobSpec, list[str]]:
+def _parse_yaml(text: str, env: dict[str, str] | None = None) -> tuple[JobSpec, list[str]]:
     """(spec, loader warnings); raises SpecError for a bad spec (answered as 422 by ``submit``)."""
-    loaded = specs.load_text(text, "job.yaml")
+    loaded = specs.load_text(text, "job.yaml", env)
     if not isinstance(loaded.spec, JobSpec):
         raise HTTPException(
             422,
@@ -80,7 +81,7 @@ async def submit(
     """
     try:
         if isinstance(body, SubmitYaml):
-            spec, warnings = await specs.parse(_parse_yaml, body.yaml)
+            spec, warnings = await specs.parse(partial(_parse_yaml, env=body.env), body.yaml)
         else:
             spec, warnings = body, []
     except SpecError as err:

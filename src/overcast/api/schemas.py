@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from overcast.api.controller import ChaosAction
-from overcast.spec.models import JobSpec
+from overcast.spec.models import Env, JobSpec
 from overcast.store import BudgetStatus, EventRecord, JobRecord, JobState, UsageRecord, UsageReport
 
 
@@ -19,6 +19,8 @@ class SubmitYaml(BaseModel):
     # Long run scripts fit many times over; parsing time grows with the text (200,000 characters of
     # nested lists: about 4 s of a worker thread), so 1,000,000 was only a way to burn CPU.
     yaml: str = Field(max_length=200_000)
+    # `overcast launch --env NAME=VALUE`: over the file's env, and filling its null entries
+    env: Env = Field(default_factory=dict, max_length=1_000)
 
 
 def _submit_kind(body: Any) -> str:

@@ -27,13 +27,13 @@ T = TypeVar("T")
 INLINE_CHARS = 2_000
 
 
-def load_text(text: str, source: str) -> LoadedSpec:
+def load_text(text: str, source: str, env: dict[str, str] | None = None) -> LoadedSpec:
     """The loaded spec; SpecError (a 422 naming the line) for bad YAML, however it is bad."""
     from overcast.spec.loader import load_spec_text
 
     check_text(text, "yaml")
     try:
-        return load_spec_text(text, source)
+        return load_spec_text(text, source, env)
     except RecursionError:  # "[[[[..." thousands deep: the YAML parser recurses per level
         raise SpecError(source, [Problem("invalid YAML: nested too deeply")]) from None
     except yaml.YAMLError as err:  # the loader reports most YAML errors itself; this catches the rest

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from datetime import datetime
@@ -56,14 +57,24 @@ def _print_event(event: dict[str, Any]) -> None:
 def launch(
     file: Annotated[Path, typer.Argument(help="job YAML file")],
     wait: Annotated[bool, typer.Option("--wait", "-w", help="follow the job's events until it ends")] = False,
+    env: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--env",
+            "-e",
+            metavar="NAME[=VALUE]",
+            help="set an environment variable of the job, over the file's (NAME alone: your value of it)",
+        ),
+    ] = None,
 ) -> None:
     """Submit a job; with --wait, show its progress (placed, started, moved...) until it ends."""
     from overcast.spec.errors import SpecError, not_utf8
     from overcast.spec.loader import load_spec
 
+    given = _env_options(env or [])
     try:
         text = file.read_text(encoding="utf-8")
-        loaded = load_spec(file)  # checked here first, so errors name the user's file and line
+        loaded = load_spec(file, given)  # checked here first, so errors name the user's file and line
     except OSError as exc:
         _fail(f"cannot read {file}: {exc.strerror or exc}", code=2)
     except UnicodeDecodeError as exc:
@@ -73,7 +84,7 @@ def launch(
     for warning in loaded.warnings:
         typer.secho(f"warning: {warning}", fg="yellow", err=True)
     client = _client()
-    job = _call(client.submit_yaml, text)
+    job = _call(client.submit_yaml, text, given)
     nodes = job["spec"]["num_nodes"]
     typer.echo(f"submitted {job['id']} ({job['name']}, {nodes} node{'s' if nodes != 1 else ''})")
     if wait:
@@ -81,6 +92,24 @@ def launch(
         why = f" ({final['reason']})" if final.get("reason") else ""
         typer.echo(f"{job['id']}: {final['state']}{why}")
         raise typer.Exit(0 if final["state"] == "succeeded" else 1)
+
+
+def _env_options(options: list[str]) -> dict[str, str]:
+    """``--env NAME=VALUE`` as given; ``--env NAME`` takes this shell's value (SkyPilot's rule). Values
+    are stored with the job's spec, which its team can read: not a place for secrets."""
+    from overcast.spec.models import ENV_NAME
+
+    env: dict[str, str] = {}
+    for option in options:
+        name, sep, value = option.partition("=")
+        if not ENV_NAME.fullmatch(name):
+            _fail(f"--env {option}: {name!r} is not a valid environment variable name", code=2)
+        if not sep:
+            if name not in os.environ:
+                _fail(f"--env {name}: not set in this shell (give a value: --env {name}=VALUE)", code=2)
+            value = os.environ[name]
+        env[name] = value
+    return env
 
 
 def _follow(client: Any, job_id: str, timeout_s: float = 7 * 24 * 3600) -> dict[str, Any]:

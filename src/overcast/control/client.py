@@ -81,8 +81,9 @@ class ApiClient:
             detail = f"{detail} ({hint})"
         raise ClientError(f"{detail}" if isinstance(detail, str) else f"{response.status_code}: {detail}")
 
-    def submit_yaml(self, text: str) -> dict[str, Any]:
-        return self.request("POST", "/v1/jobs", json={"yaml": text})
+    def submit_yaml(self, text: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"yaml": text} | ({"env": env} if env else {})
+        return self.request("POST", "/v1/jobs", json=body)
 
     def job(self, job_id: str) -> dict[str, Any]:
         return self.request("GET", f"/v1/jobs/{_segment(job_id)}")

@@ -29,6 +29,7 @@ class Context:
     doc: Document
     report: Report
     origin: dict[Loc, Path] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # `launch --env` values: over the file's env
 
     def error(self, path: Path, message: str, suggestions: tuple[str, ...] | list[str] = ()) -> None:
         problem = Problem(message, self.doc.line(path), dotted(path) or None, tuple(suggestions))

@@ -123,7 +123,7 @@ def _env(ctx: Context, top: dict[str, Any]) -> dict[str, str] | None:
     values 0755, 1.10 and 12:30 as 493, 1.1 and 750. A quoted scalar gives its quoted text."""
     keys = [k for k in ("env", "envs") if k in top]
     if not keys:
-        return None
+        return dict(ctx.env) if ctx.env else None
     if len(keys) == 2:
         ctx.error(("envs",), "use either env or envs, not both")
     key = keys[0]
@@ -139,12 +139,15 @@ def _env(ctx: Context, top: dict[str, Any]) -> dict[str, str] | None:
             ctx.error(
                 where, "not a valid environment variable name (letters, digits and _; no leading digit)"
             )
+        elif name in ctx.env:  # given at launch: wins over the file (SkyPilot's --env too)
+            continue
         elif value is None:
-            ctx.warn(where, "has no value and is left unset (SkyPilot reads it from --env; overcast cannot)")
+            ctx.warn(where, f"has no value and is left unset (give it with `overcast launch --env {name}=`)")
         elif isinstance(value, dict | list):
             ctx.error(where, f"an environment variable must be a string or a number, got {kind_of(value)}")
         else:
             env[name] = str(value)
+    env.update(ctx.env)
     ctx.record(("env",), (key,))
     return env
 

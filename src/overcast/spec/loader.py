@@ -31,7 +31,7 @@ class LoadedSpec:
     source: str = "<string>"
 
 
-def load_spec(path: str | Path) -> LoadedSpec:
+def load_spec(path: str | Path, env: dict[str, str] | None = None) -> LoadedSpec:
     """Read and validate one spec file. Raises SpecError (a ValueError) for any problem in it."""
     source = str(path)
     try:
@@ -44,14 +44,15 @@ def load_spec(path: str | Path) -> LoadedSpec:
         raise not_utf8(source, exc) from None
     except OSError as exc:
         raise SpecError(source, [Problem(f"cannot read: {exc}")]) from None
-    return load_spec_text(text, source)
+    return load_spec_text(text, source, env)
 
 
-def load_spec_text(text: str, source: str = "<string>") -> LoadedSpec:
-    """Validate spec text; ``source`` names it in messages (and gives the default job name)."""
+def load_spec_text(text: str, source: str = "<string>", env: dict[str, str] | None = None) -> LoadedSpec:
+    """Validate spec text; ``source`` names it in messages (and gives the default job name). ``env``:
+    values given at launch (``overcast launch --env``), over the file's own and filling its null ones."""
     doc = parse_yaml(text, source)
     report = Report(source)
-    ctx = Context(doc, report)
+    ctx = Context(doc, report, env=dict(env or {}))
     model, fields = translate(ctx, source)
     if fields is None:
         report.raise_if_any()
