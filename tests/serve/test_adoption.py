@@ -65,8 +65,13 @@ def ready_replicas(port: int) -> dict[str, str] | None:
 
 
 def replica_pids(home: Path) -> dict[str, int]:
-    """Launch directory -> runner pid of every replica launch on disk (a second launch would add one)."""
-    found = sorted((home / "serve" / "local").glob("*/launches/*/node-0.pid"))
+    """Launch directory -> runner pid of every launch `overcast serve` made (a relaunch adds one)."""
+    return launch_pids(home / "serve")
+
+
+def launch_pids(home: Path) -> dict[str, int]:
+    """Launch directory -> runner pid of every launch on the local providers under ``home``."""
+    found = sorted((home / "local").glob("*/launches/*/node-0.pid"))
     return {path.parent.name: json.loads(path.read_text())["pid"] for path in found}
 
 

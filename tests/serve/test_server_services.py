@@ -1,6 +1,7 @@
-"""End to end: `overcast serve FILE --server URL` submits a service to `overcast up`, which runs it; the
-server is killed (SIGKILL) and started again and the service comes back on the same replicas; a DELETE
-through the API stops every replica. Real processes throughout."""
+"""End to end: `overcast serve FILE --server URL` submits a service to `overcast up`, which runs it beside
+jobs on the same local nodes (the job loop counts the replicas' nodes, GET /v1/pools shows them used); the
+server is killed (SIGKILL) and started again and the service comes back on the same replicas, the job on
+the same attempt; a DELETE through the API stops every replica. Real processes throughout."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import httpx
 
 from overcast.control.demo import DEMO_CLUSTERS
 from tests.serve.replica_procs import free_port
-from tests.serve.test_adoption import ROOT, replica_pids, stop_leftovers, wait_for
+from tests.serve.test_adoption import ROOT, launch_pids, stop_leftovers, wait_for
 
 CLI = [sys.executable, "-m", "overcast.cli.main"]
 
@@ -54,8 +55,26 @@ def test_a_service_submitted_to_the_server_survives_its_restart_and_is_deleted(t
 
         before = wait_for(ready, 30, "the service's 2 replicas")
         assert httpx.post(before["url"] + "/generate", json={"prompt": "x"}, timeout=5).status_code == 200
-        pids = replica_pids(tmp_path)
-        assert len(pids) == 2
+        # a replica on each demo provider (2 nodes each, max_share 0.5): one node left on each
+        pools = httpx.get(f"{api}/v1/pools", headers=auth, timeout=5).json()["pools"]
+        assert sorted((p["id"], p["used"]) for p in pools) == [
+            ("local/azure-local", 1),
+            ("local/oci-local", 1),
+        ]
+        job = {"yaml": "name: one\nresources: {accelerators: H100:1}\nrun: sleep 600\n"}
+        one = httpx.post(f"{api}/v1/jobs", json=job, headers=auth, timeout=5).json()["id"]
+        two = job | {"yaml": job["yaml"].replace("one", "pair") + "num_nodes: 2\n"}
+        pair = httpx.post(f"{api}/v1/jobs", json=two, headers=auth, timeout=5).json()["id"]
+
+        def job_state(job_id: str) -> dict:
+            r = _get(f"{api}/v1/jobs/{job_id}", auth)
+            return r.json() if r is not None else {}
+
+        wait_for(lambda: job_state(one)["state"] == "running", 30, "the 1-node job")
+        waiting = wait_for(lambda: (j := job_state(pair))["reason"] and j, 30, "the 2-node job's reason")
+        assert waiting["state"] == "pending", waiting  # no provider has 2 nodes the replicas leave free
+        pids = launch_pids(tmp_path)
+        assert len(pids) == 3  # 2 replicas, 1 job: each on a node of its own
 
         up.send_signal(signal.SIGKILL)
         up.wait(10)
@@ -75,7 +94,9 @@ def test_a_service_submitted_to_the_server_survives_its_restart_and_is_deleted(t
         after = wait_for(lambda: ready(before["at"]), 30, "the service after the restart")
         assert [r["id"] for r in after["replicas"]] == [r["id"] for r in before["replicas"]]
         assert httpx.post(after["url"] + "/generate", json={"prompt": "x"}, timeout=5).status_code == 200
-        assert replica_pids(tmp_path) == pids  # the same processes: adopted, none launched again
+        assert launch_pids(tmp_path) == pids  # the same processes: adopted, none launched again
+        assert job_state(one)["state"] == "running" and job_state(one)["attempt"] == 1  # not an orphan
+        assert job_state(pair)["state"] == "pending"
 
         assert httpx.delete(f"{api}/v1/services/tiny-llm", headers=auth, timeout=5).status_code == 202
         wait_for(
@@ -90,4 +111,4 @@ def test_a_service_submitted_to_the_server_survives_its_restart_and_is_deleted(t
         if up.poll() is None:
             up.terminate()
             up.wait(60)
-        stop_leftovers(tmp_path / "serve", DEMO_CLUSTERS)
+        stop_leftovers(tmp_path, DEMO_CLUSTERS)

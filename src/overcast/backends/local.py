@@ -2,6 +2,9 @@
 
 A local provider (``azure-local``, ``oci-local``...) is a named set of nodes with GPU slots and a price;
 several can run side by side, each as its own backend ``local:<name>`` with one pool ``local/<name>``.
+Backend objects over the same folder share its nodes: each counts and avoids every launch there, and
+one given ``owns`` reports (poll, active) and cleans up only its own (``local_share.py``: the job loop's
+and the services' sides of one provider under ``overcast up``).
 
 All state lives on disk under ``$OVERCAST_HOME/local/<name>/`` so a backend started after a crash knows
 what runs (``active()`` tells the truth):
@@ -15,6 +18,7 @@ what runs (``active()`` tells the truth):
     launches/<job>--<attempt>/provider-down set_down() killed it (mtime: when)
     launches/<job>--<attempt>/reported      its terminal event was delivered (and acknowledged)
     faults.json                             injected faults: provider down, out of capacity
+    nodes.lock                              held while a launch picks its nodes (flock)
 
 Events are acknowledged implicitly: ``poll()`` first records the events it returned last time (the loop
 has handled them by then), so a loop that crashes while handling events sees them again.
@@ -22,14 +26,13 @@ has handled them by then), so a loop that crashes while handling events sees the
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +46,8 @@ from overcast.backends.base import (
     ProviderDown,
     inherited_environ,
 )
-from overcast.backends.local_procs import alive, real_gpu_count, signal_group, terminate_groups
+from overcast.backends.local_faults import LocalFaults, read_json
+from overcast.backends.local_procs import alive, file_lock, real_gpu_count, terminate_groups
 from overcast.backends.local_runner import process_start_time, write_json_atomic
 from overcast.placement.pool import Health, Pool, Purchase
 from overcast.store.engine import overcast_home
@@ -78,13 +82,6 @@ class _Launch:
         return len(self.node_ids)
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def visible_devices(node_id: int, gpus_per_node: int, real_gpus: int) -> str:
     """CUDA_VISIBLE_DEVICES of a local node: its slots, mapped round-robin onto the machine's real GPUs
     when there are any (so a laptop with 1 GPU can host a fleet of 8-GPU nodes), else fake slot ids."""
@@ -92,11 +89,14 @@ def visible_devices(node_id: int, gpus_per_node: int, real_gpus: int) -> str:
     return ",".join(str(slot % real_gpus if real_gpus else slot) for slot in slots)
 
 
-class LocalBackend:
-    """Backend protocol for one local provider, plus fault injection (``set_down``, ``set_capacity_error``,
-    ``preempt``)."""
+class LocalBackend(LocalFaults):
+    """Backend protocol for one local provider, plus fault injection (``local_faults.py``)."""
 
-    def __init__(self, cluster: LocalCluster, home: Path | None = None, head_addr: str = "127.0.0.1") -> None:
+    def __init__(
+        self, cluster: LocalCluster, home: Path | None = None, head_addr: str = "127.0.0.1",
+        owns: Callable[[str], bool] | None = None,
+    ) -> None:  # fmt: skip
+        """``owns``: the job ids whose launches this object reports and cleans up (None: all)."""
         if cluster.nodes < 1 or cluster.gpus_per_node < 0:
             raise ValueError(f"local cluster {cluster.name!r}: needs nodes >= 1 and gpus_per_node >= 0")
         self.cluster = cluster
@@ -107,71 +107,10 @@ class LocalBackend:
         self.launches_dir = self.dir / "launches"
         self.launches_dir.mkdir(parents=True, exist_ok=True)
         self.head_addr = head_addr
+        self.owns = owns
         self._lock = threading.RLock()
         self._children: dict[Path, list[subprocess.Popen]] = {}
         self._unacked: list[Path] = []
-
-    # -- faults -------------------------------------------------------------------------------------
-
-    def faults(self) -> dict[str, bool]:
-        found = _read_json(self.dir / "faults.json") or {}
-        until = found.get("capacity_until")
-        capacity = bool(found.get("capacity")) and (until is None or time.time() < until)
-        return {"down": bool(found.get("down")), "capacity": capacity}
-
-    def _set_fault(self, key: str, value: bool, until: float | None = None) -> None:
-        faults = _read_json(self.dir / "faults.json") or {}
-        faults[key] = value
-        if key == "capacity":
-            faults["capacity_until"] = until
-        write_json_atomic(self.dir / "faults.json", faults)
-
-    def set_down(self, down: bool) -> list[tuple[str, int]]:
-        """Take the provider down (every process is killed at once, no notice) or bring it back.
-
-        Returns the (job, attempt) launches that were lost."""
-        with self._lock:
-            self._set_fault("down", down)
-            if not down:
-                return []
-            lost = []
-            for launch in self._launches():
-                if self._stopped(launch) or not self._live_nodes(launch):
-                    continue
-                (launch.path / "provider-down").touch()
-                for pgid in self._running_pgids(launch):
-                    signal_group(pgid, signal.SIGKILL)
-                lost.append((launch.job_id, launch.attempt))
-            return lost
-
-    def set_capacity_error(self, on: bool, until: float | None = None) -> None:
-        """Make launches fail with "out of capacity" (as a cloud API does when a zone is sold out),
-        until the epoch time ``until`` (None: until turned off)."""
-        with self._lock:
-            self._set_fault("capacity", on, until)
-
-    def preempt(self, job_id: str, rank: int = 0, notice_seconds: float = 2.0) -> int:
-        """Reclaim one node of the job's running launch, as a spot reclaim does: SIGTERM, a short notice,
-        then SIGKILL. Returns the attempt preempted; KeyError when the job runs nowhere here."""
-        with self._lock:
-            running = [
-                launch
-                for launch in self._launches()
-                if launch.job_id == job_id and not self._stopped(launch) and self._live_nodes(launch)
-            ]
-            if not running:
-                raise KeyError(f"job {job_id} is not running on {self.cluster.name}")
-            launch = max(running, key=lambda item: item.attempt)
-            if not 0 <= rank < launch.num_nodes:
-                raise KeyError(f"job {job_id} has no node {rank} (it has {launch.num_nodes})")
-            pid = (_read_json(launch.path / f"node-{rank}.pid") or {}).get("pid")
-            children = self._children.get(launch.path, [])
-        if pid is not None:
-            reap = [proc for proc in children if proc.pid == pid]
-            terminate_groups([pid], notice_seconds, reap=reap)
-            if not (launch.path / f"node-{rank}.exit").exists():  # SIGKILLed: record when it ended
-                (launch.path / f"node-{rank}.killed").touch()
-        return launch.attempt
 
     # -- the Backend protocol -----------------------------------------------------------------------
 
@@ -211,19 +150,20 @@ class LocalBackend:
             path = self.launches_dir / f"{request.job_id}--{request.attempt}"
             if path.exists():  # the same attempt again (a retried apply): launching is idempotent
                 return self._allocation(request.job_id, request.attempt, path)
-            free = self._free_node_ids()
-            if len(free) < request.num_nodes:
-                raise CapacityError(
-                    f"{self.cluster.name}: {len(free)} free nodes, {request.num_nodes} requested"
-                )
-            node_ids = tuple(free[: request.num_nodes])
-            path.mkdir(parents=True)
-            info = {"job_id": request.job_id, "attempt": request.attempt, "node_ids": list(node_ids)}
-            write_json_atomic(path / "launch.json", info | {"created_at": time.time()})
+            with file_lock(self.dir / "nodes.lock"):  # another object over these nodes picks after us
+                free = self._free_node_ids()
+                if len(free) < request.num_nodes:
+                    raise CapacityError(
+                        f"{self.cluster.name}: {len(free)} free nodes, {request.num_nodes} requested"
+                    )
+                node_ids = tuple(free[: request.num_nodes])
+                path.mkdir(parents=True)
+                info = {"job_id": request.job_id, "attempt": request.attempt, "node_ids": list(node_ids)}
+                write_json_atomic(path / "launch.json", info | {"created_at": time.time()})
             try:
                 self._start_nodes(request, path, node_ids)
             except Exception as exc:  # all nodes or none: undo what started
-                pgids = [p["pid"] for r in range(len(node_ids)) if (p := _read_json(path / f"node-{r}.pid"))]
+                pgids = [p["pid"] for r in range(len(node_ids)) if (p := read_json(path / f"node-{r}.pid"))]
                 terminate_groups(pgids, 0.0, reap=self._children.pop(path, []))
                 shutil.rmtree(path, ignore_errors=True)
                 raise RuntimeError(f"could not start job {request.job_id}: {exc}") from exc
@@ -247,7 +187,7 @@ class LocalBackend:
                     marker.touch()
             self._unacked = []
             events = []
-            for launch in self._launches():
+            for launch in self._own():
                 running = bool(self._live_nodes(launch))
                 if self._stopped(launch) or (launch.path / "reported").exists():
                     if not running:
@@ -268,7 +208,7 @@ class LocalBackend:
         with self._lock:
             return [
                 (launch.job_id, launch.attempt)
-                for launch in self._launches()
+                for launch in self._own()
                 if self._live_nodes(launch)
                 or not (self._stopped(launch) or (launch.path / "reported").exists())
             ]
@@ -317,7 +257,7 @@ class LocalBackend:
         return visible_devices(node_id, self.cluster.gpus_per_node, real_gpu_count())
 
     def _load(self, path: Path) -> _Launch | None:
-        info = _read_json(path / "launch.json")
+        info = read_json(path / "launch.json")
         if info is None:
             return None
         return _Launch(info["job_id"], info["attempt"], path, tuple(info["node_ids"]), info["created_at"])
@@ -326,6 +266,11 @@ class LocalBackend:
         found = (self._load(path) for path in sorted(self.launches_dir.iterdir()) if path.is_dir())
         return [launch for launch in found if launch is not None]
 
+    def _own(self) -> list[_Launch]:
+        """The launches this object reports; the others' only count as used nodes."""
+        owns = self.owns
+        return [launch for launch in self._launches() if owns is None or owns(launch.job_id)]
+
     def _stopped(self, launch: _Launch) -> bool:
         return (launch.path / "stopped").exists()
 
@@ -333,10 +278,10 @@ class LocalBackend:
         """("running" | "exited" | "lost", exit info)."""
         for proc in self._children.get(launch.path, []):
             proc.poll()  # reap our own children
-        pid = _read_json(launch.path / f"node-{rank}.pid")
+        pid = read_json(launch.path / f"node-{rank}.pid")
         if pid is not None and alive(pid["pid"], pid.get("start")):
             return "running", None
-        exit_info = _read_json(launch.path / f"node-{rank}.exit")
+        exit_info = read_json(launch.path / f"node-{rank}.exit")
         if exit_info is not None:
             return "exited", exit_info
         if pid is None and time.time() - launch.created_at < STARTING_SECONDS:
@@ -348,7 +293,7 @@ class LocalBackend:
         live = {}
         for rank in range(launch.num_nodes):
             if self._node_state(launch, rank)[0] == "running":
-                pid = _read_json(launch.path / f"node-{rank}.pid")
+                pid = read_json(launch.path / f"node-{rank}.pid")
                 live[rank] = None if pid is None else pid["pid"]
         return live
 

@@ -8,16 +8,26 @@ when PID 1 does not reap (as in some containers).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import cache
 from pathlib import Path
 
 from overcast.backends.local_runner import process_start_time
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing): flock, so it holds across processes and
+    across backend objects of one process alike, and the kernel drops it when its holder dies."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock
 
 
 def alive(pid: int, start: int | None) -> bool:

@@ -41,12 +41,14 @@ def up(
     import uvicorn
 
     from overcast.api.app import create_app
+    from overcast.backends.local_share import split_for_services
     from overcast.catalog.fleet import FleetError, load_fleet
     from overcast.control.controller import LoopController
     from overcast.control.demo import DEMO_CLUSTERS
     from overcast.control.loop import ControlLoop
-    from overcast.control.setup import backends_from_fleet, local_backends
+    from overcast.control.setup import backends_from_fleet
     from overcast.serve.supervisor import ServiceSupervisor
+    from overcast.serve.upgrade import stop_old_replicas
     from overcast.store import Store, StoreConfigError, StoreUnavailable, overcast_home
     from overcast.store.engine import safe_url
 
@@ -60,9 +62,6 @@ def up(
         try:
             fleet_doc = load_fleet(fleet)
             backends = backends_from_fleet(fleet_doc, home)
-            # services' replicas on providers of their own (under home/serve), local ones only: a replica
-            # is reached at 127.0.0.1:<port>, so one on a cloud VM would bill and never be ready
-            service_backends = local_backends(fleet_doc, home, sub="serve")
         except (FleetError, OSError) as exc:
             _fail(str(exc))
         if not backends:
@@ -76,9 +75,12 @@ def up(
         from overcast.backends.local import LocalBackend
 
         backends = [LocalBackend(cluster, home=home) for cluster in DEMO_CLUSTERS]
-        service_backends = [LocalBackend(cluster, home=home / "serve") for cluster in DEMO_CLUSTERS]
+    # services' replicas run on the local providers' nodes beside the jobs: each side counts the other's
+    # launches as used and never reports them (backends/local_share.py)
+    backends, service_backends = split_for_services(backends)
     sock = _listen(host, port)  # before any loop starts: a second `up` on the same port stops here
     _admin_token(store, home)
+    stop_old_replicas(service_backends, {s.id for s in store.services()}, typer.echo)
     loop = ControlLoop(store, backends, home=home, grace_seconds=grace)
     stop = threading.Event()
     thread = threading.Thread(target=loop.run, args=(stop, interval), name="control-loop", daemon=True)

@@ -1,11 +1,13 @@
 """Step (c) of a tick: the scheduler's input, built from backends (pools, use) and the store (jobs,
-learned pool health, what budgeted teams have left this month, what teams' jobs really ran against
-their expected_hours: ``estimates.py``)."""
+services' replicas, learned pool health, what budgeted teams have left this month, what teams' jobs
+really ran against their expected_hours: ``estimates.py``)."""
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 
+from overcast.backends.base import is_replica_launch
 from overcast.control.estimates import EstimateCache
 from overcast.control.health import apply_learned
 from overcast.control.runtime import LIVE, Runtime
@@ -89,11 +91,33 @@ def build_snapshot(
     launches = store.open_launches()
     live = store.list(states=LIVE, limit=MAX_JOBS)
     running = [_running(j, launches) for j in live if j.pool_id is not None]
+    count_replicas(store, pools, running)
     # running jobs too: the budget holds and consolidation weighs what they would be priced at once
     # pending again (a move priced lower than that would strand the job on its budget)
     pending, running = (estimates or EstimateCache(ttl=0.0)).correct(store, now, pending, running)
     left = (budgets or TeamBudgetCache(ttl=0.0)).left(store, now, running, pools)
     return Snapshot(now=now, pools=pools, pending=pending, running=running, team_budgets=left)
+
+
+def count_replicas(store: Store, pools: list[Pool], running: list[RunningJob]) -> None:
+    """Services' replicas hold nodes of the local pools beside the jobs (``backends/local_share.py``): one
+    node each, billed as open launches ``svc.<service>.<rid>``. A pool's backend counts what runs, but a
+    replica recorded and not yet started is not there, and decide() counts a pool's use as the larger of
+    the backend's figure and its jobs' nodes, so an unlisted job would hide a replica: a pool is used by
+    at least its jobs and its replicas' records together (never more than it holds)."""
+    if not any(pool.labels.get("local") == "true" for pool in pools):
+        return  # replicas run on local providers only: no need to read every open launch (~20 ms per 10k)
+    replicas = Counter(r.pool_id for r in store.launches(active_only=True) if is_replica_launch(r.job_id))
+    if not replicas:
+        return
+    held: Counter[str] = Counter()
+    for job in running:
+        held[job.pool_id] += job.nodes
+    for pool in pools:
+        if replicas[pool.id]:
+            used = held[pool.id] + replicas[pool.id]
+            top = pool.capacity_nodes if pool.capacity_nodes is not None else used
+            pool.used_nodes = max(pool.used_nodes, min(used, top))
 
 
 def _running(j: JobRecord, launches: dict[tuple[str, int], OpenLaunch]) -> RunningJob:

@@ -1,0 +1,110 @@
+"""A local provider's nodes shared by the job loop and the services (``backends/local_share.py``): each side
+counts the other's launches as used and is never given their nodes, but reports and cleans up only its
+own. Real processes on the local backend."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from overcast.backends.base import CapacityError, EventKind, LaunchRequest
+from overcast.backends.local import LocalBackend, LocalCluster
+from overcast.backends.local_share import share_nodes, split_for_services
+from overcast.serve.upgrade import stop_old_replicas
+from overcast.spec.models import JobSpec
+from tests.serve.test_adoption import stop_leftovers, wait_for
+
+SLEEPER = JobSpec(name="sleeper", run="sleep 60")
+
+
+def launch(backend: LocalBackend, job_id: str, nodes: int = 1) -> None:
+    pool = backend.pools()[0]
+    backend.launch(LaunchRequest(job_id, 1, pool, nodes, SLEEPER, {}))
+
+
+def node_ids(home: Path, cluster: LocalCluster) -> list[int]:
+    launches = (home / "local" / cluster.name / "launches").glob("*/launch.json")
+    return sorted(n for path in launches for n in json.loads(path.read_text())["node_ids"])
+
+
+def test_each_side_counts_every_launch_and_reports_only_its_own(tmp_path: Path):
+    cluster = LocalCluster("shared", nodes=3)
+    jobs, replicas = share_nodes(LocalBackend(cluster, home=tmp_path))
+    try:
+        launch(jobs, "j-a")
+        launch(replicas, "svc.s1.r0")
+        assert jobs.pools()[0].used_nodes == replicas.pools()[0].used_nodes == 2
+        assert node_ids(tmp_path, cluster) == [0, 1]  # a node each, so CUDA slots of their own
+        with pytest.raises(CapacityError):  # 1 node left: a side is never given the other's nodes
+            launch(jobs, "j-big", nodes=2)
+        with pytest.raises(CapacityError):
+            launch(replicas, "svc.s1.r1", nodes=2)
+        assert jobs.active() == [("j-a", 1)]  # the job loop's reconcile never sees a replica to stop
+        assert replicas.active() == [("svc.s1.r0", 1)]  # nor the services' adoption a job
+        assert [(e.kind, e.job_id) for e in jobs.poll()] == [(EventKind.STARTED, "j-a")]
+        assert [(e.kind, e.job_id) for e in replicas.poll()] == [(EventKind.STARTED, "svc.s1.r0")]
+
+        jobs.stop("j-a", 1, grace_seconds=1.0)
+        wait_for(lambda: jobs.pools()[0].used_nodes == 1, 10, "the job's node back")
+        jobs.poll()  # cleans up the stopped job's launch, not the replica's
+        assert replicas.active() == [("svc.s1.r0", 1)] and replicas.pools()[0].used_nodes == 1
+        launch(jobs, "j-big", nodes=2)  # the 2 free nodes, not the replica's
+        assert node_ids(tmp_path, cluster) == [0, 1, 2]
+    finally:
+        stop_leftovers(tmp_path, [cluster])
+
+
+def test_launches_from_both_sides_at_once_never_share_a_node(tmp_path: Path):
+    cluster = LocalCluster("race", nodes=4)
+    jobs, replicas = share_nodes(LocalBackend(cluster, home=tmp_path))
+    pool = jobs.pools()[0]
+    start = threading.Barrier(8)
+    refused: list[str] = []
+
+    def go(i: int) -> None:
+        side, job_id = (jobs, f"j-{i}") if i % 2 else (replicas, f"svc.s1.r{i}")
+        start.wait(10)
+        try:
+            side.launch(LaunchRequest(job_id, 1, pool, 1, SLEEPER, {}))
+        except CapacityError:
+            refused.append(job_id)
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(8)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert len(refused) == 4
+        assert node_ids(tmp_path, cluster) == [0, 1, 2, 3]  # each node given once
+    finally:
+        stop_leftovers(tmp_path, [cluster])
+
+
+def test_the_server_shares_local_providers_and_keeps_other_backends_for_jobs(tmp_path: Path):
+    local = LocalBackend(LocalCluster("a", nodes=2), home=tmp_path / "a-home")
+    other = object()  # a cluster or cloud backend: jobs only (a replica is reached at 127.0.0.1)
+    jobs, services = split_for_services([local, other])  # type: ignore[list-item]
+    assert jobs[1] is other and len(services) == 1
+    assert isinstance(jobs[0], LocalBackend) and jobs[0].dir == services[0].dir == local.dir
+    assert jobs[0].name == services[0].name == local.name
+
+
+def test_an_older_servers_replicas_are_stopped_and_a_standalone_services_are_not(tmp_path: Path):
+    cluster = LocalCluster("a", nodes=3)
+    old = LocalBackend(cluster, home=tmp_path / "serve")  # where an older `overcast up` ran replicas
+    try:
+        launch(old, "svc.s-stored.r0")  # a stored service's: its server now runs it on the shared nodes
+        launch(old, "svc.tiny-llm.r0")  # `overcast serve FILE` on its own still runs there
+        _, replicas = share_nodes(LocalBackend(cluster, home=tmp_path))
+        said: list[str] = []
+        assert stop_old_replicas([replicas], {"s-stored"}, said.append) == ["svc.s-stored.r0"]
+        assert old.active() == [("svc.tiny-llm.r0", 1)] and len(said) == 1
+        elsewhere = LocalBackend(cluster, home=tmp_path / "new")
+        assert stop_old_replicas([elsewhere], {"s-stored"}, said.append) == []
+        assert not (tmp_path / "new" / "serve").exists()  # nothing created where nothing ran
+    finally:
+        stop_leftovers(tmp_path / "serve", [cluster])
