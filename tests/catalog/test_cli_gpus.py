@@ -88,3 +88,22 @@ def test_no_offers_for_that_count_says_which_counts_exist() -> None:
     assert result.exit_code == 1
     assert f"no offers for H100:{missing}" in result.output
     assert ", ".join(f"{c:g}" for c in counts) in result.output
+
+
+def test_fleet_reservations_and_clusters_are_shown_with_the_same_filters(tmp_path) -> None:
+    result = runner.invoke(app, ["gpus", "H100:8", "--fleet", "examples/fleet.yaml", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    fleet = {p["pool"]: p for p in out["fleet"]}
+    assert fleet["slurm/oci-hpc"]["nodes"] == 16 and fleet["slurm/oci-hpc"]["price_per_gpu"] == 1.40
+    reserved = [p for p in out["fleet"] if p["pool"].endswith("/reserved")]  # the reservations
+    assert {(p["provider"], p["price_per_gpu"]) for p in reserved} <= {("oci", 2.10), ("aws", 3.20)}
+    assert ("oci", 2.10) in {(p["provider"], p["price_per_gpu"]) for p in reserved}  # until 2027
+    assert all(p["accelerator"] == "H100" and p["gpus_per_node"] == 8 for p in out["fleet"])  # not the A100s
+    assert out["catalog"] and all(o["accelerator"] == "H100" for o in out["catalog"])
+    table = runner.invoke(app, ["gpus", "A100-80GB", "--fleet", "examples/fleet.yaml"])
+    assert table.exit_code == 0 and "Your fleet" in table.output and "local/" in table.output
+    bad = tmp_path / "fleet.yaml"
+    bad.write_text("clusters:\n  - {name: x, nodes: 2}\n")
+    result = runner.invoke(app, ["gpus", "--fleet", str(bad)])
+    assert result.exit_code == 2 and str(bad) in result.output

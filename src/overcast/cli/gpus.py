@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 if TYPE_CHECKING:
+    from overcast.catalog.fleet import Fleet
     from overcast.catalog.offer import Offer
-    from overcast.catalog.query import AcceleratorSummary
+    from overcast.catalog.query import AcceleratorSummary, Request
+    from overcast.placement.pool import Pool
 
 
 def _money(value: float | None) -> str:
@@ -133,9 +137,14 @@ def gpus(
             "--all", help="With NAME: every offer, not the cheapest per provider. Without: TPUs etc."
         ),
     ] = False,
+    fleet_path: Annotated[
+        Path | None,
+        typer.Option("--fleet", help="Also show this fleet file's reservations and clusters (first)."),
+    ] = None,
 ) -> None:
     """Show accelerators and their prices: a summary, or one accelerator's offers per provider."""
     from overcast.catalog import query
+    from overcast.catalog.fleet import FleetError, load_fleet
     from overcast.catalog.load import CatalogMissingError, load_offers
 
     try:
@@ -143,15 +152,23 @@ def gpus(
         providers = provider or []
         query.check_filters(offers, providers, region)
         request = query.parse_request(name) if name else None
-    except (query.QueryError, CatalogMissingError) as exc:
+        fleet = None if fleet_path is None else load_fleet(fleet_path)
+        own = [] if fleet is None else _fleet_pools(fleet, offers, request, providers, region)
+    except (query.QueryError, CatalogMissingError, FleetError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    if fleet_path is not None and not as_json:
+        _print_fleet(own, fleet_path)
+
+    def emit(rows: list[dict[str, Any]]) -> None:  # with --fleet, one document: {"fleet", "catalog"}
+        data = rows if fleet_path is None else {"fleet": [_pool_json(p) for p in own], "catalog": rows}
+        typer.echo(json.dumps(data, indent=1))
 
     matching = query.filter_offers(offers, request=request, providers=providers, region=region, spot=spot)
     if request is None:
         summaries = query.summarize(matching, include_all=show_all)
         if as_json:
-            typer.echo(json.dumps([_summary_json(s) for s in summaries], indent=1))
+            emit([_summary_json(s) for s in summaries])
         else:
             _print_summary(summaries)
         return
@@ -169,10 +186,55 @@ def gpus(
     else:
         rows = query.cheapest_per_provider(matching, spot)
     if as_json:
-        typer.echo(json.dumps([_offer_json(o) for o in rows], indent=1))
+        emit([_offer_json(o) for o in rows])
         return
     scope = "every offer" if show_all else "cheapest per provider"
     _print_offers(f"{wanted}: {scope}, by {'spot ' if spot else ''}$ per GPU-hour ({len(rows)} rows)", rows)
+
+
+def _fleet_pools(
+    fleet: Fleet, offers: list[Offer], request: Request | None, providers: list[str], region: str | None
+) -> list[Pool]:
+    """The fleet's active reservations and its clusters that match the same filters as the offers."""
+    from overcast.catalog.pools import cluster_pool, reservation_pools
+    from overcast.spec.infra import provider_name
+
+    pools = reservation_pools(fleet, offers, time.time()) + [cluster_pool(c) for c in fleet.clusters]
+    wanted = {provider_name(p) for p in providers}
+    return [
+        p for p in pools
+        if p.accelerator  # CPU-only clusters sell no accelerator
+        and (request is None or (p.accelerator.lower() == request.accelerator.lower()
+                                 and (not request.count or p.gpus_per_node == request.count)))
+        and (not wanted or provider_name(p.provider) in wanted)
+        and (region is None or p.region == region)
+    ]  # fmt: skip
+
+
+def _pool_json(p: Pool) -> dict[str, Any]:
+    return {
+        "pool": p.id, "provider": p.provider, "region": p.region, "purchase": p.purchase.value,
+        "accelerator": p.accelerator, "gpus_per_node": p.gpus_per_node, "nodes": p.capacity_nodes,
+        "price_per_gpu": p.price_per_node_hour / p.gpus_per_node, "backend": p.backend,
+        "until": p.labels.get("until"),
+    }  # fmt: skip
+
+
+def _print_fleet(pools: list[Pool], source: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"Your fleet ({source}): reservations and clusters", title_justify="left")
+    for column in ("POOL", "PURCHASE", "ACCELERATOR", "GPUS/NODE", "NODES", "$/GPU-H", "UNTIL"):
+        table.add_column(column, justify="right" if column in ("GPUS/NODE", "NODES", "$/GPU-H") else "left")
+    for p in pools:
+        table.add_row(
+            p.id, p.purchase.value, p.accelerator, str(p.gpus_per_node),
+            "-" if p.capacity_nodes is None else str(p.capacity_nodes),
+            _money(p.price_per_node_hour / p.gpus_per_node), p.labels.get("until", "-"),
+        )  # fmt: skip
+    if not pools:
+        table.add_row("(none matches)", "", "", "", "", "", "")
+    _console().print(table)
 
 
 def register(app: typer.Typer) -> None:
