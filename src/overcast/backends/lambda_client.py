@@ -32,6 +32,7 @@ DEFAULT_ENDPOINT = "https://cloud.lambda.ai"
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 READ_ATTEMPTS = 3
 LAUNCH_RATE_WAIT = 60.0  # how long a launch waits out 429s before the pool is reported down
+LAUNCH_RETRY_MIN = 0.5  # seconds between two tries of a launch refused with 429, at least
 
 LIVE_STATES = frozenset({"booting", "active", "unhealthy"})
 GONE_STATES = frozenset({"terminating", "terminated"})
@@ -133,6 +134,14 @@ def error_for(operation: str, status: int, body: Any) -> Exception:
     return LambdaError(operation, code, message, status)
 
 
+def _retry_after(reply: httpx.Response) -> float:
+    """The 429's ``Retry-After`` in seconds (0 when absent or not a number of seconds)."""
+    try:
+        return max(0.0, float(reply.headers.get("Retry-After", "0")))
+    except ValueError:
+        return 0.0
+
+
 class LambdaApi:
     """The calls overcast makes (``GET``s and ``POST``s of ``/api/v1``); each raises CapacityError,
     ProviderDown or LambdaError."""
@@ -146,9 +155,6 @@ class LambdaApi:
 
     def __repr__(self) -> str:  # never the key
         return f"LambdaApi({self.settings.api_url!r})"
-
-    def close(self) -> None:
-        self._http.close()
 
     # -- the API ------------------------------------------------------------------------------------
 
@@ -165,14 +171,18 @@ class LambdaApi:
         """One launch request (paced ``launch_interval_seconds`` after the previous one): the new ids."""
         with self._launch_lock:
             deadline = time.monotonic() + LAUNCH_RATE_WAIT
+            spacing = self.settings.launch_interval_seconds
             while True:
-                wait = self._last_launch + self.settings.launch_interval_seconds - time.monotonic()
+                wait = self._last_launch + spacing - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)
                 self._last_launch = time.monotonic()
                 reply = self._send("POST", "/instance-operations/launch", "launch", body, self._auth())
-                if reply.status_code == 429 and time.monotonic() < deadline:
-                    continue  # refused, so nothing was launched: try again after the interval
+                retry = max(_retry_after(reply), LAUNCH_RETRY_MIN)
+                if reply.status_code == 429 and time.monotonic() + retry < deadline:
+                    # refused, so nothing was launched: try again, no sooner than Lambda asks
+                    spacing = max(spacing, retry)
+                    continue
                 data = self._data(reply, "launch")
                 return [str(i) for i in (data or {}).get("instance_ids", [])]
 
