@@ -164,3 +164,16 @@ def test_submit_many_is_one_batch_in_order(store: Store) -> None:
     assert [j.id for j in store.list()] == [j.id for j in jobs]
     assert len(store.events()) == 5
     assert store.submit_many("ml", []) == []
+
+
+def test_token_ids_are_listed_per_team_and_a_revoked_token_is_refused(store: Store) -> None:
+    first = store.create_team("ml")
+    store.clock.now += 1
+    second = store.create_team("ml")
+    other = store.create_team("cv")
+    ids = [token_id for token_id, _ in store.team_tokens("ml")]
+    assert ids == [first.split("_")[1], second.split("_")[1]]  # oldest first, ids only
+    assert store.revoke_token(ids[0]) == "ml" and store.revoke_token(ids[0]) is None
+    assert store.team_for_token(first) is None
+    assert store.team_for_token(second) == ("ml", False) and store.team_for_token(other) == ("cv", False)
+    assert [t for t, _ in store.team_tokens("ml")] == [ids[1]] and store.team_tokens("nobody") == []

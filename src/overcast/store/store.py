@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, insert, select, update
+from sqlalchemy import Connection, and_, case, delete, func, insert, select, update
 from sqlalchemy.exc import OperationalError
 
 from overcast.spec.models import JobSpec
@@ -117,6 +117,25 @@ class Store(ServiceMethods, ControlStateMethods, UsageMethods, BudgetMethods, Es
                 )
             )
         return token.plaintext
+
+    def team_tokens(self, team: str) -> list[tuple[str, float]]:
+        """(token id, created_at) of the team's tokens, oldest first: ids only, the secrets are not kept."""
+        query = (
+            select(tokens_table.c.id, tokens_table.c.created_at)
+            .where(tokens_table.c.team == team)
+            .order_by(tokens_table.c.created_at, tokens_table.c.id)
+        )
+        with self._read() as conn:
+            return [(row.id, row.created_at) for row in conn.execute(query)]
+
+    def revoke_token(self, token_id: str) -> str | None:
+        """Delete a token by its id (``oc_<id>_<secret>``); the team it belonged to, None if no such token.
+        A server that verified it in the last ``api.auth.CACHE_SECONDS`` still accepts it until then."""
+        with self._write() as conn:
+            team = conn.execute(select(tokens_table.c.team).where(tokens_table.c.id == token_id)).scalar()
+            if team is not None:
+                conn.execute(delete(tokens_table).where(tokens_table.c.id == token_id))
+        return team
 
     def has_team(self, name: str) -> bool:
         with self._read() as conn:
