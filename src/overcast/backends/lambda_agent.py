@@ -53,7 +53,12 @@ def find_self(api: LambdaApi, owner: str, launch: str, poll: float) -> dict[str,
     """This node's instance: the one of ``owner`` tagged with this launch's nonce."""
     deadline = time.monotonic() + GANG_WAIT_SECONDS
     while True:
-        for inst in api.list_instances():
+        try:
+            found = api.list_instances()
+        except Exception as exc:  # an API hiccup at boot (429, 5xx): without its id the node cannot report
+            say(f"finding this instance: {exc}")
+            found = []
+        for inst in found:
             t = tags_of(inst)
             if t.get(TAG + "launch") == launch and t.get(TAG + "backend") == owner:
                 return inst
