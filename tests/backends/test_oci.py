@@ -202,6 +202,8 @@ def test_loop_fails_over_on_capacity_resumes_after_a_lost_node_and_reconciles_af
     assert kinds.index("capacity-error") < kinds.index("started")
     gang = vms.instances(job=record.id, attempt=str(first.attempt))
     assert len(gang) == 2 and len({i["availabilityDomain"] for i in gang}) == 1
+    (cluster,) = {i["computeClusterId"] for i in gang}  # both ranks in the gang's compute cluster
+    assert oci_fake.clusters.clusters[cluster]["availabilityDomain"] == gang[0]["availabilityDomain"]
     refused_ranks = vms.instances(job=record.id, attempt=str(first.attempt - 1))
     assert {i["lifecycleState"] for i in refused_ranks} <= {"TERMINATING", "TERMINATED"}  # rolled back
 
@@ -230,8 +232,10 @@ def test_loop_fails_over_on_capacity_resumes_after_a_lost_node_and_reconciles_af
     assert all(f"head={head['freeformTags']['overcast-addr']}" in text for text in consoles)
     vms.wait_gone()
     assert {i["lifecycleState"] for i in vms.instances(job=record.id)} == {"TERMINATED"}
+    assert len({i["computeClusterId"] for i in final_gang} | {cluster}) == 2  # a cluster per attempt
     backend = loop.backends["oci:iad"]
     assert backend.poll() == [] and backend.active() == []
+    assert oci_fake.clusters.active() == []  # every attempt's cluster deleted, the rolled-back one's too
 
 
 def test_stop_gives_the_job_sigterm_through_the_agent_and_failures_are_reported(

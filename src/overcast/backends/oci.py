@@ -7,11 +7,13 @@
 - **Launch.** OCI has no MinCount: the backend launches rank 0..N-1 one by one in the pool's AD, and if
   any launch fails it terminates every rank it launched and raises (all or none). Each instance carries
   freeform tags (job, attempt, rank, pool, nodes, backend) and a cloud-init user-data that starts the
-  node agent (``oci_agent``), which finds the head and runs the job.
+  node agent (``oci_agent``), which finds the head and runs the job. A gang of N > 1 nodes of an RDMA
+  shape first gets a compute cluster of its own (``oci_clusters``), which every rank names.
 - **The end of a job** is written on the instance by the agent (tag ``overcast-exit``) before it
   terminates its own instance. An instance gone without that tag was lost (see ``oci_gangs``).
 - **Stop.** Tag the gang ``overcast-stop``; each agent reads its tags and sends the job SIGTERM. Wait
-  up to the grace period for the nodes to end by themselves, then terminate the rest.
+  up to the grace period for the nodes to end by themselves, then terminate the rest. A gang's compute
+  cluster is deleted by the poll once its instances are terminated (OCI refuses before).
 - **Crash safety.** What runs is read from OCI (``list_instances`` of the compartment, filtered by our
   tags), so a restarted loop reconciles. Only event acknowledgements are kept on local disk
   (``$OVERCAST_HOME/oci/<name>/acked.json``); losing it replays the last outcomes, which the loop
@@ -27,7 +29,8 @@ from typing import Any
 
 from oci.core import models
 
-from overcast.backends.base import Allocation, CapacityError, LaunchRequest, ProviderDown
+from overcast.backends import oci_clusters
+from overcast.backends.base import Allocation, BackendEvent, CapacityError, LaunchRequest, ProviderDown
 from overcast.backends.cloud_backend import CloudBackend
 from overcast.backends.oci_client import (
     LAUNCH_RETRY,
@@ -68,6 +71,9 @@ class OciBackend(CloudBackend):
             compute, identity = clients(settings)
         self.compute, self.identity = compute, identity
         self._ad_names: dict[str, str] | None = None
+        self._listed: list[Gang] = []  # the poll's listing of our gangs, for the cluster sweep
+        self._swept: set[str] = set()  # ended multi-node gangs the latest cluster sweep saw
+        self._sweep_due = True  # a cluster may be left to delete (at start: one a crash may have left)
         self._setup(settings, settings.shapes, home, offers)
 
     def _in_account(self, pools: list[Pool]) -> list[Pool]:
@@ -96,11 +102,15 @@ class OciBackend(CloudBackend):
             if ad is None:
                 raise CapacityError(f"{pool.zone} is not available to this tenancy in {self.settings.region}")
             launched: list[str] = []
+            clustered = oci_clusters.wanted(self.settings, pool.instance_type, request.num_nodes)
+            cluster: str | None = None
             try:
+                if clustered:
+                    cluster = oci_clusters.ensure(self.compute, self.settings, request, pool.id, ad)
                 for rank in range(request.num_nodes):
                     if rank in have:  # a replayed launch that had started some ranks: keep them
                         continue
-                    details = self._details(request, pool, ad, rank)
+                    details = self._details(request, pool, ad, rank, cluster)
                     token = _retry_token(self.settings.owner, request.job_id, request.attempt, rank)
                     reply = call(
                         self.compute, "launch_instance", details, opc_retry_token=token,
@@ -116,10 +126,13 @@ class OciBackend(CloudBackend):
                         ids += [i.id for i in found.live if i.id not in ids] if found else []
                 for iid in ids:
                     self._terminate(iid)
+                if clustered:  # empty (no rank launched): deleted now; else by the poll, once terminated
+                    gone = cluster is not None and not ids and oci_clusters.delete(self.compute, cluster)
+                    self._sweep_due |= not gone
                 raise
             return self._allocation([*live, *launched], request)
 
-    def _details(self, request: LaunchRequest, pool: Pool, ad: str, rank: int) -> Any:
+    def _details(self, request: LaunchRequest, pool: Pool, ad: str, rank: int, cluster: str | None) -> Any:
         s = self.settings
         tags = {
             TAG + "backend": s.owner,
@@ -146,6 +159,7 @@ class OciBackend(CloudBackend):
             source_details=models.InstanceSourceViaImageDetails(image_id=s.image_id),
             create_vnic_details=models.CreateVnicDetails(subnet_id=s.subnet_id, assign_public_ip=False),
             preemptible_instance_config=preemptible,
+            compute_cluster_id=cluster,  # the gang's RDMA network group, if it has one
         )
 
     def _terminate(self, instance_id: str) -> None:
@@ -166,6 +180,25 @@ class OciBackend(CloudBackend):
     def _end(self, gang: Gang) -> None:
         for inst in gang.live + gang.halted:  # a stopped instance bills for its boot volume: terminate it
             self._terminate(inst.id)
+        self._sweep_due |= gang.nodes > 1  # its compute cluster: the poll deletes it once OCI has ended them
+
+    def poll(self) -> list[BackendEvent]:
+        with self._lock:
+            events = super().poll()
+            self._sweep_clusters()
+            return events
+
+    def _sweep_clusters(self) -> None:
+        """Delete the compute clusters whose gangs have no instance left but TERMINATED ones (or none at
+        all: a crash between creating the cluster and launching). It lists the clusters only when one may
+        be left: a multi-node gang has ended since the last sweep, or a sweep, rollback or stop left one.
+        Under the lock, as launch() is: no launch is between creating its cluster and its first rank."""
+        ended = {g.key for g in self._listed if g.nodes > 1 and all(_terminated(i) for i in g.instances)}
+        if not self._sweep_due and ended <= self._swept:
+            return
+        busy = {g.key for g in self._listed} - ended
+        self._sweep_due = oci_clusters.sweep(self.compute, self.settings, busy)
+        self._swept = ended
 
     def _clean_up(self, gang: Gang, state: dict[str, Any]) -> None:
         """Terminate the gang's instances stopped outside overcast (each poll, until they are: the gang is
@@ -178,7 +211,10 @@ class OciBackend(CloudBackend):
     def _gangs(self, state: dict[str, Any] | None = None) -> list[Gang]:
         """Our gangs: ListInstances has no tag filter, so list the compartment (every page) and keep the
         instances whose ``overcast-backend`` tag is ours."""
-        return group(list_instances(self.compute, self.settings.compartment_id), self.settings.owner)
+        gangs = group(list_instances(self.compute, self.settings.compartment_id), self.settings.owner)
+        if state is not None:  # poll()'s listing (or active()'s), made under the lock: the sweep's view
+            self._listed = gangs
+        return gangs
 
     def _gang(self, job_id: str, attempt: int) -> Gang | None:
         return next((g for g in self._gangs() if (g.job_id, g.attempt) == (job_id, attempt)), None)
@@ -186,6 +222,10 @@ class OciBackend(CloudBackend):
     def _allocation(self, instances: list[Any], request: LaunchRequest) -> Allocation:
         ids = [i if isinstance(i, str) else i.id for i in instances]
         return Allocation(request.job_id, request.attempt, self.name, handle=",".join(ids))
+
+
+def _terminated(instance: Any) -> bool:
+    return instance.lifecycle_state == "TERMINATED"
 
 
 def _retry_token(backend: str, job_id: str, attempt: int, rank: int) -> str:

@@ -88,7 +88,9 @@ def find_head(
                 continue
             if t.get(TAG + "rank") == "0":
                 ended = ended or head_ended(t, TAG, t.get(TAG + "addr", ""))
-            if inst.lifecycle_state in LIVE_STATES and TAG + "addr" in t:
+            # a rank whose agent was up and whose job has already ended (a quick one, while this
+            # rank still looked) counts as well: without it rank 0 waited out GANG_WAIT_SECONDS
+            if TAG + "addr" in t and (inst.lifecycle_state in LIVE_STATES or TAG + "exit" in t):
                 ranks[t.get(TAG + "rank")] = t[TAG + "addr"]
         if ended is not None:
             return ended

@@ -76,6 +76,7 @@ class OciSettings:
     bootstrap: str = ""
     agent_poll_seconds: float = 5.0  # the agent reads its stop tag through the API (IMDS lags a minute)
     agent_timeout_seconds: float = 1200.0  # BM.GPU shapes boot slowly: after this, no agent = FAILED
+    compute_clusters: bool = True  # multi-node gangs of RDMA shapes launch into a compute cluster
     scope: str = ""  # see AwsSettings.scope: two backends of one compartment must not see each other
 
     @property
@@ -134,14 +135,19 @@ def call(client: Any, operation: str, *args: Any, **kw: Any) -> Any:
 
 
 def list_instances(compute: Any, compartment_id: str) -> list[Any]:
-    """Every instance of the compartment, page by page (``opc-next-page``). Not
-    ``oci.pagination.list_call_get_all_results``: it wraps each page in the SDK's default retry
+    """Every instance of the compartment (``list_all``)."""
+    return list_all(compute, "list_instances", compartment_id)
+
+
+def list_all(client: Any, operation: str, *args: Any, **kw: Any) -> list[Any]:
+    """Every item of a list call, page by page (``opc-next-page``); a collection's ``items`` unwrapped.
+    Not ``oci.pagination.list_call_get_all_results``: it wraps each page in the SDK's default retry
     strategy (up to 600 s against an unreachable endpoint), on top of the client's own."""
     found: list[Any] = []
     page = None
     while True:
-        reply = call(compute, "list_instances", compartment_id, page=page, limit=100)
-        found += reply.data
+        reply = call(client, operation, *args, page=page, limit=100, **kw)
+        found += getattr(reply.data, "items", reply.data)
         page = reply.headers.get("opc-next-page")
         if not page:
             return found
