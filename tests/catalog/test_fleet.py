@@ -298,3 +298,36 @@ def test_a_lambda_entry_and_its_mistakes_by_file_line_and_field(tmp_path: Path) 
         parse_fleet(LAMBDA + LAMBDA.removeprefix("lambda:\n"))
     with pytest.raises(FleetError, match=r"lambda\[0\]\.api_key: unknown field \(did you mean 'api_key_env'"):
         parse_fleet(LAMBDA + "    api_key: secret\n")  # the key itself never goes in the fleet file
+
+
+NEBIUS = """\
+nebius:
+  - name: fi
+    project_id: project-e00abc
+    region: eu-north1
+    instance_types: [gpu-h100-sxm_8gpu-128vcpu-1600gb]
+    subnet_id: vpcsubnet-e00abc
+    infiniband_fabric: fabric-2
+"""
+
+
+def test_a_nebius_entry_and_its_mistakes_by_file_line_and_field(tmp_path: Path) -> None:
+    (account,) = load_fleet(write_fleet(tmp_path, NEBIUS)).nebius
+    assert (account.name, account.region, account.infiniband_fabric) == ("fi", "eu-north1", "fabric-2")
+    assert (account.purchases, account.token_endpoint, account.insecure) == (["on-demand", "spot"], None, False)
+    bad = (
+        NEBIUS.replace("sxm_8gpu", "sxm_9gpu")
+        .replace("project-e00abc", "e00abc")
+        .replace("subnet_id: vpcsubnet-e00abc", "subnet: vpcsubnet-e00abc")
+    )
+    path = tmp_path / "fleet.yaml"
+    assert _error(tmp_path, bad).splitlines() == [
+        f"{path}:2: nebius[0].subnet_id: required field is missing",
+        f"{path}:3: nebius[0].project_id: String should match pattern '^project-[a-z0-9]+$' (got 'e00abc')",
+        f"{path}:5: nebius[0].instance_types: no Nebius offer for instance type "
+        "'gpu-h100-sxm_9gpu-128vcpu-1600gb' in eu-north1 in the catalog (did you mean "
+        "gpu-h100-sxm_8gpu-128vcpu-1600gb, gpu-h200-sxm_8gpu-128vcpu-1600gb, gpu-h100-sxm_1gpu-16vcpu-200gb?)",
+        f"{path}:6: nebius[0].subnet: unknown field (did you mean 'subnet_id'?)",
+    ]
+    with pytest.raises(FleetError, match="nebius names must be unique: fi"):
+        parse_fleet(NEBIUS + NEBIUS.removeprefix("nebius:\n"))

@@ -25,6 +25,10 @@ gcp:                     # GCP projects/regions overcast creates instances in (b
 lambda:                  # Lambda Cloud accounts/regions overcast launches in (backend lambda:<name>)
   - {name: tx, region: us-south-1, instance_types: [gpu_8x_h100_sxm5], ssh_key_name: overcast,
      max_nodes: 4}        # API key from $LAMBDA_API_KEY (or api_key_env / api_key_file)
+nebius:                  # Nebius AI Cloud projects overcast creates instances in (backend nebius:<name>)
+  - {name: fi, project_id: project-e00abc, region: eu-north1, subnet_id: vpcsubnet-e00abc,
+     instance_types: [gpu-h100-sxm_8gpu-128vcpu-1600gb], infiniband_fabric: fabric-2,
+     service_account_id: serviceaccount-e00abc}  # API credentials: $NEBIUS_IAM_TOKEN, the CLI's
 quotas:                  # at most this many GPUs in use at once
   - {provider: aws, region: us-east-1, max_gpus: 256}
 disabled_providers: [vast]
@@ -55,7 +59,14 @@ from pydantic import (
 
 from overcast.catalog.accelerators import canonical_name, suggest
 from overcast.catalog.fleet_base import Name, Provider
-from overcast.catalog.fleet_clouds import AwsAccount, AzureAccount, GcpAccount, LambdaAccount, OciAccount
+from overcast.catalog.fleet_clouds import (
+    AwsAccount,
+    AzureAccount,
+    GcpAccount,
+    LambdaAccount,
+    NebiusAccount,
+    OciAccount,
+)
 from overcast.spec.errors import SpecError, not_utf8, shown
 from overcast.spec.infra import KNOWN_PROVIDERS, provider_name
 from overcast.spec.yamldoc import Document, parse_yaml
@@ -196,6 +207,7 @@ class Fleet(_Strict):
     azure: list[AzureAccount] = []
     gcp: list[GcpAccount] = []
     lambda_: list[LambdaAccount] = Field(default=[], alias="lambda")  # a Python keyword: the alias is read
+    nebius: list[NebiusAccount] = []
     quotas: list[QuotaRule] = []
     disabled_providers: list[Provider] = []
     spot_preemptions_per_hour: dict[Provider, Annotated[float, Field(ge=0)]] = {}
@@ -209,6 +221,7 @@ class Fleet(_Strict):
             ("azure", [a.name for a in self.azure]),
             ("gcp", [a.name for a in self.gcp]),
             ("lambda", [a.name for a in self.lambda_]),
+            ("nebius", [a.name for a in self.nebius]),
         ):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:

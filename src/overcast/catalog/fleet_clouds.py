@@ -1,6 +1,6 @@
-"""The fleet file's cloud accounts (top-level ``aws:``, ``oci:``, ``azure:``, ``gcp:`` and ``lambda:``
-lists): where overcast may create instances, checked against the bundled catalog (an instance type the
-catalog does not offer in that region is an error naming the entry, with the closest names)."""
+"""The fleet file's cloud accounts (top-level ``aws:``, ``oci:``, ``azure:``, ``gcp:``, ``lambda:`` and
+``nebius:`` lists): where overcast may create instances, checked against the bundled catalog (an instance
+type the catalog does not offer in that region is an error naming the entry, with the closest names)."""
 
 from __future__ import annotations
 
@@ -177,3 +177,29 @@ class LambdaAccount(_Account):
     @classmethod
     def _in_catalog(cls, value: list[str], info: ValidationInfo) -> list[str]:
         return _offered(value, info, "lambda", "Lambda offer for instance type")
+
+
+class NebiusAccount(_Account):
+    """Nebius AI Cloud in one project (a project is in one region): pools are the catalog's offers of
+    ``instance_types`` (``<platform>_<preset>``) there, per purchase option, each holding at most
+    ``max_nodes`` of our instances (see backends/nebius.py). A top-level list, like ``aws:``. The
+    controller's credentials are the SDK's (``NEBIUS_IAM_TOKEN``, the CLI's config) or
+    ``credentials_file``; the nodes' are the service account ``service_account_id``."""
+
+    project_id: str = Field(pattern=r"^project-[a-z0-9]+$")
+    instance_types: list[str] = Field(min_length=1)
+    subnet_id: str = Field(min_length=1)
+    image_family: str = Field(default="ubuntu22.04-cuda12", min_length=1)
+    disk_size_gb: int = Field(default=200, gt=0)
+    infiniband_fabric: str = ""  # the GPU clusters' fabric (e.g. fabric-2) for gangs of more than one node
+    service_account_id: str = ""  # the nodes' identity: get/list/update/stop instances in the project
+    token_endpoint: str | None = Field(default=None, pattern=r"^https?://")  # the nodes' token service
+    purchases: Purchases = ["on-demand", "spot"]
+    endpoint: str | None = Field(default=None, pattern=r"^[^/]+:[0-9]+$")  # host:port of the API
+    insecure: bool = False  # plaintext gRPC to ``endpoint`` (a local fake or proxy)
+    credentials_file: str | None = None  # a service account credentials JSON for the controller
+
+    @field_validator("instance_types")
+    @classmethod
+    def _in_catalog(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        return _offered(value, info, "nebius", "Nebius offer for instance type")

@@ -18,6 +18,7 @@ from overcast.catalog.fleet import (
     Fleet,
     GcpAccount,
     LambdaAccount,
+    NebiusAccount,
     OciAccount,
 )
 from overcast.placement.pool import Purchase
@@ -101,6 +102,17 @@ def lambda_backend(account: LambdaAccount, home: Path) -> Backend:
     return LambdaBackend(_settings(LambdaSettings, account, home), home=home)  # key from env or file
 
 
+def nebius_backend(account: NebiusAccount, home: Path) -> Backend:
+    # the nebius SDK is only imported by fleets that use Nebius
+    from overcast.backends.nebius import NebiusBackend
+    from overcast.backends.nebius_client import DEFAULT_TOKEN_ENDPOINT, NebiusSettings
+
+    settings = _settings(NebiusSettings, account, home)
+    if account.token_endpoint is None:  # the field is optional in the file: Nebius's own endpoint
+        settings = dataclasses.replace(settings, token_endpoint=DEFAULT_TOKEN_ENDPOINT)
+    return NebiusBackend(settings, home=home)  # the SDK's credentials, or credentials_file
+
+
 def kubernetes_backend(cluster: Cluster, home: Path) -> Backend:
     # the kubernetes client is only imported by fleets that use Kubernetes
     from overcast.backends.kubernetes import KubernetesBackend, kube_cluster_from_fleet
@@ -141,4 +153,5 @@ def backends_from_fleet(fleet: Fleet, home: Path) -> list[Backend]:
     backends += [azure_backend(account, home) for account in fleet.azure]
     backends += [gcp_backend(account, home) for account in fleet.gcp]
     backends += [lambda_backend(account, home) for account in fleet.lambda_]
+    backends += [nebius_backend(account, home) for account in fleet.nebius]
     return backends
