@@ -43,5 +43,8 @@ def test_tokens_are_listed_by_id_and_a_revoked_token_stops_working(
     assert store.team_for_token(first) is None and store.team_for_token(second) == ("ml", False)
     assert main(["revoke-token", second_id]) == 0  # by its id
     assert store.team_for_token(second) is None
-    assert main(["revoke-token", "nope"]) == 2 and "no token with id" in capsys.readouterr().err
+    assert main(["revoke-token", "0123456789abcdef"]) == 2 and "no token with id" in capsys.readouterr().err
+    assert main(["revoke-token", f" {second}!"]) == 2  # mangled: refused without printing it back
+    err = capsys.readouterr().err
+    assert "not a token id" in err and split_token(second)[1] not in err
     assert main(["tokens", "nobody"]) == 2

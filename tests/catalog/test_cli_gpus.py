@@ -107,3 +107,12 @@ def test_fleet_reservations_and_clusters_are_shown_with_the_same_filters(tmp_pat
     bad.write_text("clusters:\n  - {name: x, nodes: 2}\n")
     result = runner.invoke(app, ["gpus", "--fleet", str(bad)])
     assert result.exit_code == 2 and str(bad) in result.output
+
+
+def test_fleet_filters_may_name_the_fleets_own_provider_and_region() -> None:
+    for args in (["--region", "oci-hpc"], ["--provider", "oci-hpc"]):
+        result = runner.invoke(app, ["gpus", "H100", "--fleet", "examples/fleet.yaml", *args, "--json"])
+        assert result.exit_code == 0, result.output
+        out = json.loads(result.output)
+        assert [p["pool"] for p in out["fleet"]] == ["slurm/oci-hpc"] and out["catalog"] == []
+    assert runner.invoke(app, ["gpus", "H100", "--provider", "oci-hpc"]).exit_code == 2  # no fleet: a typo

@@ -26,14 +26,14 @@ def test_aliased_mappings_are_walked_once_per_node(monkeypatch: pytest.MonkeyPat
     calls = 0
     walk = yamldoc._walk
 
-    def counting(*args: object) -> None:
+    def counting(*args: object, **kw: bool) -> None:
         nonlocal calls
         calls += 1
-        walk(*args)  # type: ignore[arg-type]
+        walk(*args, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(yamldoc, "_walk", counting)
     yamldoc.parse_yaml(_mapping_aliases(12), "job.yaml")
-    assert calls < 200, calls  # ~100 nodes and alias uses; the old walk made 57,302
+    assert calls < 400, calls  # ~100 nodes and alias uses, walked twice; the old walk made 57,302
     err = error(_mapping_aliases(20))
     assert (err.line, err.field) == (1, "x-defs")
 
@@ -149,3 +149,10 @@ def test_a_stored_spec_reads_back_after_the_catalog_forgot_its_accelerator(tmp_p
     with pytest.raises(ValidationError, match="unknown accelerator"):
         JobSpec.model_validate_json(row)  # a new submission with it is refused
     store.close()
+
+
+def test_env_merged_in_from_a_top_level_merge_key_is_still_read_as_written() -> None:
+    merged = "name: a\n<<: {env: {MODE: 0755, VER: 1.10}}\n"
+    assert load(merged).spec.env == {"MODE": "0755", "VER": "1.10"}
+    inside = "name: a\nenv:\n  <<: {MODE: 0755}\n  VER: 1.10\n"
+    assert load(inside).spec.env == {"MODE": "0755", "VER": "1.10"}

@@ -13,6 +13,7 @@ same app with the control loop attached.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 
@@ -70,8 +71,12 @@ def _tokens(store: Store, team: str) -> int:
 def _revoke(store: Store, given: str) -> int:
     from overcast.api.auth import CACHE_SECONDS
 
+    given = given.strip()
     parts = split_token(given)  # a whole token names its id; never echo the secret part back
     token_id = parts[0] if parts else given
+    if not re.fullmatch(r"[0-9a-f]{16}", token_id):  # may be a mangled token: do not print it
+        print("error: not a token id (16 hex digits) nor a whole token (oc_<id>_<secret>)", file=sys.stderr)
+        return 2
     team = store.revoke_token(token_id)
     if team is None:
         print(f"error: no token with id {token_id!r}", file=sys.stderr)

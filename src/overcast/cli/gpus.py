@@ -146,13 +146,20 @@ def gpus(
     from overcast.catalog import query
     from overcast.catalog.fleet import FleetError, load_fleet
     from overcast.catalog.load import CatalogMissingError, load_offers
+    from overcast.spec.infra import provider_name
 
     try:
         offers = load_offers()
         providers = provider or []
-        query.check_filters(offers, providers, region)
-        request = query.parse_request(name) if name else None
         fleet = None if fleet_path is None else load_fleet(fleet_path)
+        # a filter naming the fleet's own provider or region (a Slurm cluster, say) is no typo
+        ours = [] if fleet is None else _fleet_pools(fleet, offers, None, [], None)
+        query.check_filters(
+            offers,
+            [p for p in providers if provider_name(p) not in {provider_name(o.provider) for o in ours}],
+            None if region in {o.region for o in ours} else region,
+        )
+        request = query.parse_request(name) if name else None
         own = [] if fleet is None else _fleet_pools(fleet, offers, request, providers, region)
     except (query.QueryError, CatalogMissingError, FleetError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -174,7 +181,7 @@ def gpus(
         return
 
     wanted = f"{request.accelerator}" + (f":{_count(request.count)}" if request.count else "")
-    if not matching:
+    if not matching and not own:
         counts = sorted({o.accelerator_count for o in offers if o.accelerator == request.accelerator})
         offered = ", ".join(_count(c) for c in counts) or "none"
         typer.echo(

@@ -52,6 +52,9 @@ def parse_yaml(text: str, source: str) -> Document:
             doc.lines[()] = node.start_mark.line + 1
             _walk(node, (), doc, 0, set())
             doc.data = loader.construct_document(node)
+            # again over the flattened nodes: keys merged in get their lines and nodes (env read as
+            # written), where none was set yet; duplicates were counted on the walk above
+            _walk(node, (), doc, 0, set(), duplicates=False)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -70,7 +73,9 @@ def parse_yaml(text: str, source: str) -> Document:
     return doc
 
 
-def _walk(node: yaml.Node, path: Path, doc: Document, depth: int, seen: set[int]) -> None:
+def _walk(
+    node: yaml.Node, path: Path, doc: Document, depth: int, seen: set[int], *, duplicates: bool = True
+) -> None:
     # An alias is the anchored node itself, met again: walking it once per use is exponential in a
     # ten-line file of nested aliases ("billion laughs"), and a path under a second use still gets the
     # line of the key that holds the alias (``Document.line`` falls back to the nearest ancestor).
@@ -85,14 +90,14 @@ def _walk(node: yaml.Node, path: Path, doc: Document, depth: int, seen: set[int]
             key = key_node.value
             child = (*path, key)
             line = key_node.start_mark.line + 1
-            if key in keys:
+            if duplicates and key in keys:
                 doc.duplicates.append((child, line))
             keys.add(key)
             doc.lines.setdefault(child, line)
             doc.nodes.setdefault(child, value_node)
-            _walk(value_node, child, doc, depth + 1, seen)
+            _walk(value_node, child, doc, depth + 1, seen, duplicates=duplicates)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             child = (*path, index)
             doc.lines.setdefault(child, item.start_mark.line + 1)
-            _walk(item, child, doc, depth + 1, seen)
+            _walk(item, child, doc, depth + 1, seen, duplicates=duplicates)
