@@ -4,14 +4,16 @@ own. Real processes on the local backend."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import threading
 from pathlib import Path
 
 import pytest
 
-from overcast.backends.base import CapacityError, EventKind, LaunchRequest
+from overcast.backends.base import CapacityError, EventKind, LaunchRequest, ProviderDown
 from overcast.backends.local import LocalBackend, LocalCluster
+from overcast.backends.local_procs import alive
 from overcast.backends.local_share import share_nodes, split_for_services
 from overcast.serve.upgrade import stop_old_replicas
 from overcast.spec.models import JobSpec
@@ -80,6 +82,70 @@ def test_launches_from_both_sides_at_once_never_share_a_node(tmp_path: Path):
             thread.join(30)
         assert len(refused) == 4
         assert node_ids(tmp_path, cluster) == [0, 1, 2, 3]  # each node given once
+    finally:
+        stop_leftovers(tmp_path, [cluster])
+
+
+def test_a_provider_taken_down_while_the_other_side_starts_a_launch_loses_it(tmp_path: Path, monkeypatch):
+    """set_down() on the job loop's object while the services' object has picked nodes but not started
+    them waits for the start and kills the replica (it used to kill nothing: a replica ran, and reported
+    STARTED, on a provider that was down)."""
+    cluster = LocalCluster("shared", nodes=2)
+    jobs, replicas = share_nodes(LocalBackend(cluster, home=tmp_path))
+    lost: list[tuple[str, int]] = []
+    down = threading.Thread(target=lambda: lost.extend(jobs.set_down(True)))
+    locking = threading.Event()
+    flock = fcntl.flock
+
+    def watched_flock(fd, operation):  # tells when set_down() asks for the folder's lock
+        if threading.current_thread() is down:
+            locking.set()
+        return flock(fd, operation)
+
+    start = replicas._start_nodes
+
+    def start_while_going_down(request, path, nodes):
+        down.start()
+        wait_for(lambda: locking.is_set() or not down.is_alive(), 10, "set_down() to lock or to end")
+        start(request, path, nodes)
+
+    monkeypatch.setattr(fcntl, "flock", watched_flock)
+    monkeypatch.setattr(replicas, "_start_nodes", start_while_going_down)
+    try:
+        launch(replicas, "svc.s1.r0")
+        down.join(10)
+        assert lost == [("svc.s1.r0", 1)] and jobs.faults()["down"] and replicas.faults()["down"]
+        events: list = []  # STARTED first when a poll comes before the SIGKILL lands
+        ended = lambda: events.extend(replicas.poll()) or replicas.active() == []  # noqa: E731
+        wait_for(ended, 10, "the replica killed by set_down()")
+        assert [(e.kind, e.job_id) for e in events][-1] == (EventKind.PROVIDER_DOWN, "svc.s1.r0")
+        with pytest.raises(ProviderDown):  # the flag is the folder's: the other side sees it
+            launch(replicas, "svc.s1.r1")
+    finally:
+        jobs.set_down(False)
+        stop_leftovers(tmp_path, [cluster])
+
+
+def test_a_launch_that_fails_half_started_is_undone_and_frees_the_lock(tmp_path: Path, monkeypatch):
+    cluster = LocalCluster("shared", nodes=2)
+    jobs, replicas = share_nodes(LocalBackend(cluster, home=tmp_path))
+    devices = replicas._visible_devices
+    started: list[dict] = []
+
+    def second_node_fails(node_id: int) -> str:
+        if node_id == 1:  # node 0 runs by now
+            started.extend(json.loads(p.read_text()) for p in replicas.launches_dir.glob("*/node-0.pid"))
+            raise OSError("no such device")
+        return devices(node_id)
+
+    monkeypatch.setattr(replicas, "_visible_devices", second_node_fails)
+    try:
+        with pytest.raises(RuntimeError, match="no such device"):
+            launch(replicas, "svc.s1.r0", nodes=2)
+        assert replicas.active() == [] and node_ids(tmp_path, cluster) == []  # the record is gone
+        assert len(started) == 1 and not alive(started[0]["pid"], started[0]["start"])  # and node 0 stopped
+        launch(jobs, "j-a", nodes=2)  # both nodes free, and the folder's lock was let go
+        assert jobs.active() == [("j-a", 1)]
     finally:
         stop_leftovers(tmp_path, [cluster])
 

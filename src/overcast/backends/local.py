@@ -18,7 +18,8 @@ what runs (``active()`` tells the truth):
     launches/<job>--<attempt>/provider-down set_down() killed it (mtime: when)
     launches/<job>--<attempt>/reported      its terminal event was delivered (and acknowledged)
     faults.json                             injected faults: provider down, out of capacity
-    nodes.lock                              held while a launch picks its nodes (flock)
+    nodes.lock                              held while a launch checks faults, picks its nodes and starts
+                                            them, and while set_down() kills (flock)
 
 Events are acknowledged implicitly: ``poll()`` first records the events it returned last time (the loop
 has handled them by then), so a loop that crashes while handling events sees them again.
@@ -141,7 +142,12 @@ class LocalBackend(LocalFaults):
     def launch(self, request: LaunchRequest) -> Allocation:
         if request.pool.id != self.pool_id:
             raise ValueError(f"pool {request.pool.id} does not belong to backend {self.name}")
-        with self._lock:  # faults are checked under the lock: a concurrent set_down() cannot be missed
+        failed: Exception | None = None
+        # The folder's lock, not just this object's, is held from the fault check until the processes
+        # exist: a set_down() on another object over these nodes (the other side of a shared provider)
+        # either comes first, and this launch is refused, or after, and finds the nodes to kill. Starting
+        # a node is a fork and exec, so the lock stays short; a failed start is undone after it.
+        with self._lock, file_lock(self._nodes_lock):
             faults = self.faults()
             if faults["down"]:
                 raise ProviderDown(f"{self.cluster.name} is down")
@@ -150,24 +156,26 @@ class LocalBackend(LocalFaults):
             path = self.launches_dir / f"{request.job_id}--{request.attempt}"
             if path.exists():  # the same attempt again (a retried apply): launching is idempotent
                 return self._allocation(request.job_id, request.attempt, path)
-            with file_lock(self.dir / "nodes.lock"):  # another object over these nodes picks after us
-                free = self._free_node_ids()
-                if len(free) < request.num_nodes:
-                    raise CapacityError(
-                        f"{self.cluster.name}: {len(free)} free nodes, {request.num_nodes} requested"
-                    )
-                node_ids = tuple(free[: request.num_nodes])
-                path.mkdir(parents=True)
-                info = {"job_id": request.job_id, "attempt": request.attempt, "node_ids": list(node_ids)}
-                write_json_atomic(path / "launch.json", info | {"created_at": time.time()})
+            free = self._free_node_ids()  # another object over these nodes picks after us
+            if len(free) < request.num_nodes:
+                raise CapacityError(
+                    f"{self.cluster.name}: {len(free)} free nodes, {request.num_nodes} requested"
+                )
+            node_ids = tuple(free[: request.num_nodes])
+            path.mkdir(parents=True)
+            info = {"job_id": request.job_id, "attempt": request.attempt, "node_ids": list(node_ids)}
+            write_json_atomic(path / "launch.json", info | {"created_at": time.time()})
             try:
                 self._start_nodes(request, path, node_ids)
-            except Exception as exc:  # all nodes or none: undo what started
+            except Exception as exc:
+                failed = exc
+        if failed is not None:  # all nodes or none: undo what started (waits on processes, so unlocked)
+            with self._lock:
                 pgids = [p["pid"] for r in range(len(node_ids)) if (p := read_json(path / f"node-{r}.pid"))]
                 terminate_groups(pgids, 0.0, reap=self._children.pop(path, []))
                 shutil.rmtree(path, ignore_errors=True)
-                raise RuntimeError(f"could not start job {request.job_id}: {exc}") from exc
-            return self._allocation(request.job_id, request.attempt, path)
+            raise RuntimeError(f"could not start job {request.job_id}: {failed}") from failed
+        return self._allocation(request.job_id, request.attempt, path)
 
     def stop(self, job_id: str, attempt: int, grace_seconds: float) -> None:
         with self._lock:

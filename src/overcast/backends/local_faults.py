@@ -1,6 +1,8 @@
 """Fault injection for the local backend (``LocalBackend`` mixes this in): take a provider down, make it
 refuse launches for capacity, reclaim one node of a launch as a spot reclaim does. Faults are files in
-the provider's folder, so every backend object over its nodes (the job loop's, the services') sees them."""
+the provider's folder, so every backend object over its nodes (the job loop's, the services') sees them,
+and are written under the folder's ``nodes.lock``, which ``launch()`` holds from its fault check until its
+processes exist: a provider taken down by one object never misses a launch another object is starting."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from overcast.backends.local_procs import signal_group, terminate_groups
+from overcast.backends.local_procs import file_lock, signal_group, terminate_groups
 from overcast.backends.local_runner import write_json_atomic
 
 
@@ -35,6 +37,10 @@ class LocalFaults:
     _live_nodes: Callable[[Any], dict[int, int | None]]
     _running_pgids: Callable[[Any], list[int]]
 
+    @property
+    def _nodes_lock(self) -> Path:
+        return self.dir / "nodes.lock"
+
     def faults(self) -> dict[str, bool]:
         found = read_json(self.dir / "faults.json") or {}
         until = found.get("capacity_until")
@@ -51,8 +57,8 @@ class LocalFaults:
     def set_down(self, down: bool) -> list[tuple[str, int]]:
         """Take the provider down (every process is killed at once, no notice) or bring it back.
 
-        Returns the (job, attempt) launches that were lost."""
-        with self._lock:
+        Returns the (job, attempt) launches that were lost (every object's: the nodes are shared)."""
+        with self._lock, file_lock(self._nodes_lock):  # SIGKILL does not wait: the lock stays short
             self._set_fault("down", down)
             if not down:
                 return []
@@ -69,7 +75,7 @@ class LocalFaults:
     def set_capacity_error(self, on: bool, until: float | None = None) -> None:
         """Make launches fail with "out of capacity" (as a cloud API does when a zone is sold out),
         until the epoch time ``until`` (None: until turned off)."""
-        with self._lock:
+        with self._lock, file_lock(self._nodes_lock):  # faults.json is read, changed and written back
             self._set_fault("capacity", on, until)
 
     def preempt(self, job_id: str, rank: int = 0, notice_seconds: float = 2.0) -> int:
