@@ -300,6 +300,30 @@ def test_a_lambda_entry_and_its_mistakes_by_file_line_and_field(tmp_path: Path) 
         parse_fleet(LAMBDA + "    api_key: secret\n")  # the key itself never goes in the fleet file
 
 
+@pytest.mark.parametrize(
+    ("endpoint", "ok"),
+    [
+        ("https://cloud.lambda.ai", True),
+        ("https://proxy.internal:8443/lambda", True),
+        ("http://127.0.0.1:8080", True),  # the tests' fake, on loopback
+        ("http://localhost:8080", True),
+        ("http://[::1]:8080", True),
+        ("http://cloud.lambda.ai", False),  # the account-wide key in cleartext from every node
+        ("http://10.0.0.5:8080", False),
+        ("ftp://cloud.lambda.ai", False),
+        ("https://", False),
+    ],
+)
+def test_a_lambda_endpoint_is_https_except_on_loopback(tmp_path: Path, endpoint: str, ok: bool) -> None:
+    text = LAMBDA + f"    endpoint: '{endpoint}'\n"
+    if ok:
+        assert load_fleet(write_fleet(tmp_path, text)).lambda_[0].endpoint == endpoint
+    else:
+        message = _error(tmp_path, text)
+        assert f"{tmp_path / 'fleet.yaml'}:7: lambda[0].endpoint: " in message, message
+        assert "https" in message and endpoint in message
+
+
 NEBIUS = """\
 nebius:
   - name: fi

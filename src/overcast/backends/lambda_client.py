@@ -12,10 +12,14 @@ Retries are chosen on purpose:
   below Lambda's documented limit for this endpoint (one launch request every ~10 seconds).
 - every other call: at most 3 attempts within a few seconds, on 429, 5xx and connection errors.
 - short timeouts (connect 5 s, read 30 s): an unreachable endpoint becomes ``ProviderDown`` quickly.
+
+The key goes to ``https://`` endpoints only: ``http://`` is for a loopback host (the tests' fake), since a
+Lambda key is account-wide and would otherwise cross the network in cleartext from every node.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import threading
@@ -23,6 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -51,6 +56,29 @@ class LambdaError(RuntimeError):
         super().__init__(f"Lambda {operation} failed: {status} {code}: {message}")
         self.code = code
         self.status = status
+
+
+class RateLimited(ProviderDown):
+    """HTTP 429 after the client's retries: whoever retries should wait longer than for a 5xx."""
+
+
+def endpoint_problem(url: str) -> str | None:
+    """Why the API key must not be sent to ``url``, or None: https anywhere, http only to loopback."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError as exc:
+        return f"must be an https:// URL ({exc}): {url!r}"
+    if parts.scheme not in ("http", "https") or not host:
+        return f"must be an https:// URL with a host (http:// to a loopback host only): {url!r}"
+    if parts.scheme == "https" or host == "localhost":
+        return None
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        pass
+    return f"must be https:// (http:// would send the account's API key in cleartext; loopback only): {url!r}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +157,9 @@ def error_for(operation: str, status: int, body: Any) -> Exception:
         message += f" ({err['suggestion']})"
     if is_capacity(status, code):
         return CapacityError(f"{code}: {message}")
-    if status in (401, 403, 429) or status >= 500 or code in DOWN_CODES:
+    if status == 429:
+        return RateLimited(f"Lambda {operation}: {status} {code}: {message}")
+    if status in (401, 403) or status >= 500 or code in DOWN_CODES:
         return ProviderDown(f"Lambda {operation}: {status} {code}: {message}")
     return LambdaError(operation, code, message, status)
 
@@ -147,6 +177,9 @@ class LambdaApi:
     ProviderDown or LambdaError."""
 
     def __init__(self, settings: LambdaSettings, key: str | None = None) -> None:
+        problem = endpoint_problem(settings.api_url)
+        if problem is not None:  # the fleet file says so first; settings made in code are checked here
+            raise ValueError(f"lambda {settings.name!r}: endpoint {problem}")
         self.settings = settings
         self._key = key  # the agent's, read from its file; else read from the settings' source per call
         self._http = httpx.Client(base_url=settings.api_url + "/api/v1", timeout=TIMEOUT)

@@ -15,7 +15,8 @@ REST API v1 (``lambda_client``; Lambda has no official Python SDK).
 - **Stop.** Rename the gang's instances ``overcast-stop-...``; each agent reads its instance and sends
   the job SIGTERM. Wait up to the grace period for the nodes to end, then terminate the rest.
 - **Crash safety.** What runs is read from Lambda (``/instances``, filtered by our tags), so a restarted
-  loop reconciles. Only event acknowledgements are kept on local disk
+  loop reconciles. Only event acknowledgements and the exits already read (a rank that ended early may
+  be gone from Lambda's listing before its gang ends) are kept on local disk
   (``$OVERCAST_HOME/lambda/<name>/acked.json``).
 """
 
@@ -30,7 +31,7 @@ from typing import Any
 from overcast.backends.base import Allocation, CapacityError, LaunchRequest, ProviderDown
 from overcast.backends.cloud_backend import CloudBackend
 from overcast.backends.lambda_client import STOP_NAME, TAG, LambdaApi, LambdaError, LambdaSettings, tag_list
-from overcast.backends.lambda_gangs import Gang, group, rank_of
+from overcast.backends.lambda_gangs import Gang, group, rank_of, remember_exits
 from overcast.backends.lambda_userdata import user_data
 from overcast.catalog.offer import Offer
 from overcast.placement.pool import Pool
@@ -158,8 +159,17 @@ class LambdaBackend(CloudBackend):
     # -- internals ----------------------------------------------------------------------------------
 
     def _gangs(self, state: dict[str, Any] | None = None) -> list[Gang]:
-        """Our gangs: the listing has no tag filter, so list every instance and keep ours."""
-        return group(self.api.list_instances(), self.settings.owner)
+        """Our gangs: the listing has no tag filter, so list every instance and keep ours. With the poll's
+        ``state``, each rank's exit is recorded there the first time it is seen: its instance may be
+        forgotten by Lambda while other ranks still run, and must not then count as lost."""
+        gangs = group(self.api.list_instances(), self.settings.owner)
+        if state is not None:
+            state["exits"] = remember_exits(gangs, state["exits"])
+        return gangs
+
+    def _more_state(self, found: dict[str, Any]) -> dict[str, Any]:
+        exits = found.get("exits")
+        return {"exits": exits if isinstance(exits, dict) else {}}
 
     def _gang(self, job_id: str, attempt: int) -> Gang | None:
         return next((g for g in self._gangs() if (g.job_id, g.attempt) == (job_id, attempt)), None)

@@ -15,11 +15,14 @@ replaces the whole tag list and has no etag, so the agent is the only writer of 
 neither side can undo the other's write.
 
 An instance ``terminating``/``terminated`` without an exit tag, or no longer listed (Lambda forgets
-terminated instances), was lost: a host failure, or someone terminated it outside overcast.
+terminated instances), was lost: a host failure, or someone terminated it outside overcast. Except a rank
+whose exit an earlier poll read (``Gang.exits``, kept in the backend's local state): a rank that ended
+long before the others may have terminated itself and been forgotten while the others still run.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +33,7 @@ from overcast.backends.lambda_client import GONE_STATES, LIVE_STATES, STOP_NAME,
 WORDING = Wording(lost="host failure or terminated outside overcast")
 
 Instance = dict[str, Any]  # Lambda's instance object: id, name, status, tags, private_ip, ...
+Exit = tuple[int, bool, str | None]  # a rank's exit code, whether it got SIGTERM, its ended-at tag
 
 
 def rank_of(instance: Instance) -> int:
@@ -40,10 +44,27 @@ def rank_of(instance: Instance) -> int:
 
 
 def launched_at(instance: Instance) -> float | None:
+    return _epoch(instance, "launched")
+
+
+def ended_at(instance: Instance) -> float | None:
+    """When its job ended, as its agent tagged it (None: not ended, or no usable stamp)."""
+    return _epoch(instance, ENDED_AT)
+
+
+def _epoch(instance: Instance, key: str) -> float | None:
     try:
-        return float(tags_of(instance)[TAG + "launched"])
+        return float(tags_of(instance)[TAG + key])
     except (KeyError, ValueError):
         return None
+
+
+def exit_of(instance: Instance) -> Exit | None:
+    """The end its agent tagged (None: not yet); ValueError when the exit code is not a number."""
+    t = tags_of(instance)
+    if TAG + "exit" not in t:
+        return None
+    return int(t[TAG + "exit"]), t.get(TAG + "sigterm") == "1", t.get(TAG + ENDED_AT)
 
 
 def stop_asked(instance: Instance) -> bool:
@@ -53,6 +74,7 @@ def stop_asked(instance: Instance) -> bool:
 @dataclass(slots=True)
 class Gang(GangHead):
     instances: list[Instance] = field(default_factory=list)
+    exits: dict[int, Exit] = field(default_factory=dict)  # rank -> its end, as a poll once read it
 
     @property
     def live(self) -> list[Instance]:
@@ -76,21 +98,27 @@ class Gang(GangHead):
 
     def terminal_event(self, now: float) -> BackendEvent | None:
         """The gang's outcome, once it has one (``cloud_gangs.outcome``)."""
-        ended: list[tuple[int, int, bool]] = []  # (rank, exit code, got SIGTERM)
+        exits = dict(self.exits)  # recorded by earlier polls: their instances may be gone since
         lost: list[str] = []
+        stamps: list[str | None] = []
         for inst in sorted(self.instances, key=rank_of):
-            t, rank, status = tags_of(inst), rank_of(inst), inst.get("status")
-            if TAG + "exit" in t:
-                try:
-                    ended.append((rank, int(t[TAG + "exit"]), t.get(TAG + "sigterm") == "1"))
-                except ValueError:
-                    lost.append(f"{inst.get('id')} (rank {rank}) tagged a bad exit code")
-            elif status in GONE_STATES:
+            rank, status = rank_of(inst), inst.get("status")
+            stamps.append(tags_of(inst).get(TAG + ENDED_AT))
+            try:
+                found = exit_of(inst)
+            except ValueError:
+                lost.append(f"{inst.get('id')} (rank {rank}) tagged a bad exit code")
+                continue
+            if found is not None:
+                exits[rank] = found
+            elif status in GONE_STATES and rank not in exits:
                 lost.append(f"{inst.get('id')} (rank {rank}) {status} without an exit code")
-        missing = self.nodes - len({rank_of(i) for i in self.instances})
+        listed = {rank_of(i) for i in self.instances}
+        stamps += [stamp for rank, (_, _, stamp) in exits.items() if rank not in listed]
+        missing = self.nodes - len(listed | set(exits))
         if missing > 0:  # Lambda lists terminated instances for a short while only
             lost.append(f"{missing} instance(s) no longer listed by Lambda")
-        stamps = [tags_of(i).get(TAG + ENDED_AT) for i in self.instances]
+        ended = [(rank, code, sigterm) for rank, (code, sigterm, _) in sorted(exits.items())]
         launched = [t for t in map(launched_at, self.instances) if t is not None]
         return outcome(self, ended, lost, now, WORDING, stamps, launched)
 
@@ -99,3 +127,22 @@ def group(instances: list[Instance], owner: str) -> list[Gang]:
     """Gangs of the instances tagged with ``owner`` (others are ignored), in (job, attempt) order."""
     gangs = by_gang(instances, tags_of, TAG, owner)
     return [Gang(h.job_id, h.attempt, h.pool_id, h.nodes, items) for h, items in gangs]
+
+
+def remember_exits(gangs: list[Gang], saved: dict[str, Any]) -> dict[str, Any]:
+    """Give each gang the exits of ``saved`` (the backend's record: gang key -> rank -> [code, sigterm,
+    ended-at]) plus those its instances show now; the record of the listed gangs, to be saved again
+    (a gang no longer listed at all has nothing left to report)."""
+    record: dict[str, Any] = {}
+    for gang in gangs:
+        with contextlib.suppress(TypeError, ValueError, AttributeError):  # a damaged record: start over
+            mine = dict(saved.get(gang.key) or {})
+            gang.exits = {int(r): (int(c), bool(s), e) for r, (c, s, e) in mine.items()}
+        for inst in gang.instances:
+            with contextlib.suppress(ValueError):  # a bad exit code: terminal_event reports it
+                found = exit_of(inst)
+                if found is not None:
+                    gang.exits.setdefault(rank_of(inst), found)
+        if gang.exits:
+            record[gang.key] = {str(rank): list(end) for rank, end in gang.exits.items()}
+    return record

@@ -169,7 +169,7 @@ class LambdaAccount(_Account):
     ssh_key_name: str = Field(min_length=1)  # a key registered in the account: Lambda wants one per launch
     api_key_env: str = Field(default="LAMBDA_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     api_key_file: str | None = None
-    endpoint: str | None = Field(default=None, pattern=r"^https?://")
+    endpoint: str | None = None  # https (the account-wide key goes there); http to loopback only
     file_system_names: list[str] = []  # persistent file systems (same region) mounted on every node
     key_path: str = Field(default="/run/overcast/lambda-api-key", pattern=r"^/")  # the node's copy (mode 600)
 
@@ -177,6 +177,16 @@ class LambdaAccount(_Account):
     @classmethod
     def _in_catalog(cls, value: list[str], info: ValidationInfo) -> list[str]:
         return _offered(value, info, "lambda", "Lambda offer for instance type")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _no_cleartext_key(cls, value: str | None) -> str | None:
+        from overcast.backends.lambda_client import endpoint_problem
+
+        problem = None if value is None else endpoint_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
 
 class NebiusAccount(_Account):
