@@ -8,6 +8,7 @@ agents authenticate with tokens from its token endpoint, as a service account on
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -142,6 +143,13 @@ def test_a_capacity_error_rolls_the_gang_and_its_gpu_cluster_back(
     assert all(i.status.state == i.status.state.DELETING for i in vms.instances(job="big"))
     # rolled back: no events, nothing active; the GPU cluster goes once Nebius has let go of rank 0
     all_gone(backend, nebius_fake, vms)
+    # the same refusal in the Create's operation rather than the call
+    nebius_fake.refuse_in_operation = True
+    backend.launch(LaunchRequest("one", 1, pool_of(backend), 1, gpu_job("one", "sleep 30", 1)))
+    with pytest.raises(CapacityError, match="not enough resources"):
+        backend.launch(LaunchRequest("two", 1, pool_of(backend), 1, gpu_job("two", "sleep 30", 1)))
+    backend.stop("one", 1, grace_seconds=0.0)
+    all_gone(backend, nebius_fake, vms)
 
 
 def test_stop_gives_the_job_sigterm_and_a_preempted_instance_is_lost(
@@ -170,6 +178,52 @@ def test_stop_gives_the_job_sigterm_and_a_preempted_instance_is_lost(
     assert "node lost" in lost.detail and rank1.metadata.name in lost.detail
     backend.stop("p", 1, grace_seconds=0.0)  # what the loop does with a preempted gang
     all_gone(backend, nebius_fake, vms)
+
+
+def test_a_gang_deleted_outside_overcast_is_reported_lost(
+    nebius_fake: FakeNebius,  # noqa: F811
+    vms: NebiusVmHost,
+    tmp_path: Path,
+) -> None:
+    from nebius.api.nebius.compute.v1 import DeleteInstanceRequest
+
+    backend = backend_for(nebius_fake, vms, tmp_path)
+    backend.launch(LaunchRequest("gone", 1, pool_of(backend, H100_1), 1, gpu_job("g", "sleep 60", 1)))
+    poll_until(backend, {("gone", EventKind.STARTED)})
+    (inst,) = vms.instances(job="gone")
+    nebius_fake.delete_instance(DeleteInstanceRequest(id=inst.metadata.id))  # a click in the console
+    (lost,) = poll_until(backend, {("gone", EventKind.PREEMPTED)})  # Nebius forgets it: no labels left
+    assert "no longer listed by Nebius" in lost.detail or "DELETING" in lost.detail
+    backend.stop("gone", 1, grace_seconds=0.0)
+    all_gone(backend, nebius_fake, vms)
+
+
+class LateHead(NebiusVmHost):
+    """Rank 0's agent is labelled up as its VM boots, but looks for its gang 3 s later: rank 1 sees the
+    whole gang, runs a job of a moment and stops its instance before rank 0 looks."""
+
+    def _user_data(self, vm: str) -> str | None:
+        found = self.fake.find(vm)
+        if found is None or found.inst.metadata.labels.get("overcast-rank") != "0":
+            return super()._user_data(vm)
+        with self.fake.lock:
+            found.inst.metadata.labels["overcast-agent"] = "up"
+        return base64.b64encode(b"sleep 3\n" + found.user_data.encode()).decode()
+
+
+def test_a_rank_that_looks_late_counts_a_rank_whose_job_already_ended(
+    nebius_fake: FakeNebius,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    late = LateHead(nebius_fake, tmp_path / "vms").start()
+    try:
+        backend = backend_for(nebius_fake, late, tmp_path)
+        backend.launch(LaunchRequest("q", 1, pool_of(backend, H100_1), 2, gpu_job("q", "echo quick")))
+        events = poll_until(backend, {("q", EventKind.SUCCEEDED)}, timeout=20)
+        assert [e.kind for e in events] == [EventKind.STARTED, EventKind.SUCCEEDED]
+        all_gone(backend, nebius_fake, late)
+    finally:
+        late.close()
 
 
 def test_a_gang_whose_agent_never_starts_fails_instead_of_running_forever(

@@ -10,7 +10,8 @@ stop on the project's instances. No key is written to the node.
 1. Finds its own instance by name (GetByName: the name is fixed at launch and handed over here); its
    rank is its ``overcast-rank`` label.
 2. Labels its instance ``overcast-agent=up`` and waits until every rank has: the head address is rank 0's
-   private IP. If rank 0 has already ended, it stops waiting at once (``cloud_agent.HeadEnded``).
+   private IP. A rank whose job has already ended (labelled ``overcast-exit``) counts, even stopped. If
+   rank 0 has already ended, it stops waiting at once (``cloud_agent.HeadEnded``).
 3. Runs the job with the OVERCAST_* contract (``node_agent.run_job``); every ``--poll`` seconds reads its
    instance: the label ``overcast-stop`` (the backend's stop) or the instance stopping (a preemption)
    sends the job SIGTERM.
@@ -71,7 +72,9 @@ def find_head(api: NebiusApi, me: Any, nodes: int, poll: float) -> str | HeadEnd
                 return None
             if rank_of(inst) == 0:  # a stopped instance keeps its labels and its address
                 ended = ended or head_ended(labels, TAG, private_ip(inst))
-            if state_of(inst) in LIVE_STATES and TAG + "agent" in labels:
+            # a rank whose quick job has already ended counts, its instance stopped or not: else a slower
+            # rank would wait out GANG_WAIT_SECONDS for it
+            if (state_of(inst) in LIVE_STATES and TAG + "agent" in labels) or TAG + "exit" in labels:
                 ranks[rank_of(inst)] = private_ip(inst)
         if ended is not None:
             return ended
