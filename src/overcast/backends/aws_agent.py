@@ -4,9 +4,10 @@
 
 1. Asks the instance metadata service (IMDSv2) for its instance id.
 2. Finds its gang (instances tagged with the job and attempt): its rank is its ``AmiLaunchIndex`` (one
-   ``run_instances`` call per gang numbers them 0..N-1) and the head is rank 0's private IP. If rank 0
-   has already ended (tagged ``overcast:exit``: a job of a second), it stops looking at once: see
-   ``cloud_agent.HeadEnded`` (a failed head: exit ``HEAD_FAILED`` without running the job).
+   ``run_instances`` call per gang numbers them 0..N-1) and the head is rank 0's private IP. A rank
+   whose job has already ended (tagged ``overcast:exit``) counts, even terminated. If rank 0 has already
+   ended (a job of a second), it stops looking at once: see ``cloud_agent.HeadEnded`` (a failed head:
+   exit ``HEAD_FAILED`` without running the job); if the gang was stopped, the job never starts.
 3. Runs the job with the OVERCAST_* contract, as the leader of a process group and a child subreaper
    (the node ends when every process of the job has ended).
 4. While it runs, watches two things in the metadata service, which cost no EC2 API calls:
@@ -25,12 +26,20 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 import urllib.error
 import urllib.request
 
 from overcast.backends.aws_gangs import LIVE_STATES, tags
-from overcast.backends.cloud_agent import HeadEnded, head_ended, parse_args, run_rank, serve
+from overcast.backends.cloud_agent import (
+    STOPPED_BEFORE_START,
+    GangLook,
+    HeadEnded,
+    parse_args,
+    run_rank,
+    say,
+    serve,
+    wait_for_gang,
+)
 
 IMDS_DEFAULT = "http://169.254.169.254"
 GANG_WAIT_SECONDS = 600.0  # how long rank discovery waits for the whole gang to be running
@@ -66,31 +75,33 @@ class Metadata:
             raise
 
 
-def find_gang(ec2: object, job: str, attempt: str, nodes: int, me: str) -> tuple[int, str | HeadEnded]:
-    """(my rank, the head's private IP), once all ``nodes`` instances of the gang are visible; or at once
-    (my rank, how rank 0 ended) when rank 0 of my ``run_instances`` (my reservation) has already ended."""
-    filters = [  # every state: rank 0 may have ended (tagged its exit, terminated) before this rank looks
+def find_gang(ec2: object, job: str, attempt: str, nodes: int, me: str) -> tuple[int, str | HeadEnded | None]:
+    """(my rank, the head's private IP), once every instance of my ``run_instances`` (my reservation) is
+    listed live or has already ended (tagged its exit); or at once (my rank, how rank 0 ended) when rank
+    0 has already ended; (my rank, None) when this gang was stopped first (the job never starts)."""
+    filters = [  # every state: a rank may have ended (tagged its exit, terminated) before this one looks
         {"Name": "tag:overcast:job", "Values": [job]},
         {"Name": "tag:overcast:attempt", "Values": [attempt]},
     ]
-    deadline = time.monotonic() + GANG_WAIT_SECONDS
-    while True:
+    rank = 0
+
+    def look() -> GangLook:
+        nonlocal rank
+        seen = GangLook()
         pages = ec2.get_paginator("describe_instances").paginate(Filters=filters)  # type: ignore[attr-defined]
-        reservations = [r["Instances"] for page in pages for r in page["Reservations"]]
-        found = [i for gang in reservations for i in gang if i["State"]["Name"] in LIVE_STATES]
-        by_index = {i["AmiLaunchIndex"]: i for i in found if i.get("PrivateIpAddress")}
-        for gang in reservations:
+        for gang in [r["Instances"] for page in pages for r in page["Reservations"]]:
             mine = next((i for i in gang if i["InstanceId"] == me), None)
-            head = next((i for i in gang if i["AmiLaunchIndex"] == 0), None)
-            if mine is not None and head is not None:
-                ended = head_ended(tags(head), "overcast:", head.get("PrivateIpAddress", ""))
-                if ended is not None:
-                    return mine["AmiLaunchIndex"], ended
-                if len(by_index) >= nodes and 0 in by_index:
-                    return mine["AmiLaunchIndex"], by_index[0]["PrivateIpAddress"]
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"gang {job}/{attempt}: {len(by_index)} of {nodes} instances after waiting")
-        time.sleep(1.0)
+            if mine is None:  # another launch of the same attempt (rolled back): not this gang
+                continue
+            rank, seen.stopped = mine["AmiLaunchIndex"], "overcast:stop" in tags(mine)
+            for inst in gang:
+                ip = inst.get("PrivateIpAddress", "")  # a terminated instance no longer has one
+                live = inst["State"]["Name"] in LIVE_STATES and bool(ip)
+                seen.add(inst["AmiLaunchIndex"], ip, tags(inst), "overcast:", live)
+        return seen
+
+    head = wait_for_gang(look, nodes, GANG_WAIT_SECONDS, 1.0, f"{job}/{attempt}")
+    return rank, head
 
 
 def main(argv: list[str]) -> int:
@@ -115,6 +126,9 @@ def main(argv: list[str]) -> int:
         # "the agent runs": the backend reports STARTED only once every rank says so
         ec2.create_tags(Resources=[me], Tags=[{"Key": "overcast:agent", "Value": "up"}])
         rank, head = find_gang(ec2, args.job, args.attempt, args.nodes, me)
+        if head is None:
+            say("stopped before the job started")
+            return STOPPED_BEFORE_START, True
 
         def should_stop() -> str | None:
             return meta.get("tags/instance/overcast:stop") or meta.get("spot/instance-action")

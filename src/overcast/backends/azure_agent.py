@@ -7,7 +7,10 @@
    in with the VM's managed identity (azure-identity's ManagedIdentityCredential, also through IMDS) and
    tags its VM ``overcast-agent=up`` and ``overcast-ip=<private IP>``.
 2. Finds its gang (the resource group's VMs tagged with the job and attempt): the head is rank 0's
-   ``overcast-ip``. It waits until all N agents are up.
+   ``overcast-ip``. It waits until all N agents are up (a rank whose job has already ended counts: its
+   deallocated VM keeps its tags). If rank 0 has already ended (tagged ``overcast-exit``: a job of a
+   second), it stops waiting at once: see ``cloud_agent.HeadEnded`` (a failed head: exit
+   ``HEAD_FAILED`` without running the job); if the gang was stopped, the job never starts.
 3. Runs the job through ``node_agent.run_job`` (a process group, SIGTERM on request).
 4. While it runs, watches IMDS, which costs no ARM calls: its own tags (``overcast-stop``, set by
    ``AzureBackend.stop``) and scheduled events (``/metadata/scheduledevents``: a ``Preempt`` event is
@@ -25,11 +28,19 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 import urllib.request
 from typing import Any
 
-from overcast.backends.cloud_agent import parse_args, run_rank, serve
+from overcast.backends.cloud_agent import (
+    STOPPED_BEFORE_START,
+    GangLook,
+    HeadEnded,
+    parse_args,
+    run_rank,
+    say,
+    serve,
+    wait_for_gang,
+)
 
 IMDS_DEFAULT = "http://169.254.169.254"
 IMDS_VERSION = "2021-02-01"
@@ -71,26 +82,22 @@ def private_ip(instance: dict[str, Any]) -> str:
         return ""
 
 
-def find_head(compute: Any, rg: str, job: str, attempt: str, nodes: int) -> str:
-    """Rank 0's private IP, once every rank's agent of the gang has come up."""
-    deadline = time.monotonic() + GANG_WAIT_SECONDS
-    while True:
-        gang = [
-            vm
-            for vm in compute.virtual_machines.list(rg)
-            if (vm.tags or {}).get("overcast-job") == job
-            and (vm.tags or {}).get("overcast-attempt") == attempt
-        ]
-        up = {
-            vm.tags.get("overcast-rank"): vm.tags.get("overcast-ip", "")
-            for vm in gang
-            if "overcast-agent" in vm.tags
-        }
-        if len(up) >= nodes and "0" in up:
-            return up["0"]
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"gang {job}/{attempt}: {len(up)} of {nodes} agents after waiting")
-        time.sleep(1.0)
+def find_head(compute: Any, rg: str, name: str, job: str, attempt: str, nodes: int) -> str | HeadEnded | None:
+    """Rank 0's private IP, once every rank's agent of the gang has come up (a deallocated VM keeps its
+    tags, so a rank that has already ended still counts); how rank 0 ended, at once, when it already has
+    (tagged its exit); None when the gang was stopped before that (the job never starts)."""
+
+    def look() -> GangLook:
+        seen = GangLook()
+        for vm in compute.virtual_machines.list(rg):
+            t = vm.tags or {}
+            seen.stopped = seen.stopped or (vm.name == name and "overcast-stop" in t)
+            if t.get("overcast-job") == job and t.get("overcast-attempt") == attempt:
+                ip = t.get("overcast-ip", "")
+                seen.add(t.get("overcast-rank", ""), ip, t, "overcast-", "overcast-agent" in t)
+        return seen
+
+    return wait_for_gang(look, nodes, GANG_WAIT_SECONDS, 1.0, f"{job}/{attempt}")
 
 
 def main(argv: list[str]) -> int:
@@ -115,7 +122,10 @@ def main(argv: list[str]) -> int:
     def start() -> tuple[int, bool]:
         # "the agent runs" (the backend reports STARTED once every rank says so) and where it listens
         add_tags(compute, rg, name, {"overcast-agent": "up", "overcast-ip": private_ip(imds.instance())})
-        head = find_head(compute, rg, args.job, args.attempt, args.nodes)
+        head = find_head(compute, rg, name, args.job, args.attempt, args.nodes)
+        if head is None:
+            say("stopped before the job started")
+            return STOPPED_BEFORE_START, True
 
         def should_stop() -> str | None:
             return ("stop tag" if "overcast-stop" in imds.my_tags() else None) or imds.notice(name)

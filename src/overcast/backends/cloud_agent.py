@@ -1,6 +1,7 @@
 """What the node agents of the clouds (aws_agent, azure_agent, oci_agent, gcp_agent) share: the command
-line (as the boot script writes it and as the agent reads it), the log lines, and the end of a node (its
-exit tags, then powering its machine off, whatever happened).
+line (as the boot script writes it and as the agent reads it), the log lines, the gang wait (``GangLook``,
+``wait_for_gang``: aws, azure and gcp so far) and the end of a node (its exit tags, then powering its
+machine off, whatever happened).
 
 Each provider's agent finds its rank and head through its own metadata service and API, and says how to
 tag and end its machine.
@@ -13,7 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from overcast.backends.base import LaunchRequest
 from overcast.backends.cloud_gangs import ENDED_AT
@@ -56,6 +57,46 @@ def head_ended(tags: Mapping[str, str], prefix: str, addr: str) -> HeadEnded | N
     except ValueError:  # not an agent's tag: rank 0 did not succeed, that much is sure
         code = AGENT_FAILED
     return HeadEnded(code, tags.get(prefix + "sigterm") == "1", addr)
+
+
+@dataclass(slots=True)
+class GangLook:
+    """One look at a gang while a rank waits for it: the ranks there (rank -> address), how rank 0 ended
+    if it has, and whether this rank was stopped."""
+
+    ranks: dict[str, str] = field(default_factory=dict)
+    head: HeadEnded | None = None
+    stopped: bool = False
+
+    def add(self, rank: int | str, addr: str, tags: Mapping[str, str], prefix: str, live: bool) -> None:
+        """A machine of the gang. It counts when ``live`` (the provider's test: running, and its agent up
+        where ranks wait for each other's) or when its rank has already ended (its exit tag), whatever
+        became of the machine since: a quick job ends, and its machine terminates, within seconds, and a
+        slower rank must not wait out the gang wait for it."""
+        if str(rank) == "0":
+            self.head = self.head or head_ended(tags, prefix, addr)
+        if live or prefix + "exit" in tags:
+            self.ranks[str(rank)] = addr
+
+
+def wait_for_gang(
+    look: Callable[[], GangLook], nodes: int, seconds: float, pause: float, gang: str
+) -> str | HeadEnded | None:
+    """Rank 0's address once all ``nodes`` ranks are there; how rank 0 ended, at once, when it already
+    has; None when this rank was stopped first. ``look`` lists the gang again every ``pause`` seconds, for
+    at most ``seconds`` (then RuntimeError: the node ends as the agent's failure)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        seen = look()
+        if seen.stopped:
+            return None
+        if seen.head is not None:
+            return seen.head
+        if len(seen.ranks) >= nodes and "0" in seen.ranks:
+            return seen.ranks["0"]
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"gang {gang}: {len(seen.ranks)} of {nodes} ranks after waiting")
+        time.sleep(pause)
 
 
 def say(message: str) -> None:

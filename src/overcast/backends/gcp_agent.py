@@ -5,9 +5,10 @@
 1. Asks the metadata server (``Metadata-Flavor: Google``) for its instance name and zone; its rank is the
    name's suffix (``oc-<gang>-<rank>``: one bulkInsert gives every instance the same labels).
 2. Labels its instance ``overcast-agent=up``, then waits until every rank of its gang has done the same:
-   the head address is rank 0's primary internal IP (``networkInterfaces[0].networkIP``). If rank 0 has
-   already ended (labelled ``overcast-exit``: a job of a second), it stops waiting at once: see
-   ``cloud_agent.HeadEnded`` (a failed head: exit ``HEAD_FAILED`` without running the job).
+   the head address is rank 0's primary internal IP (``networkInterfaces[0].networkIP``). A rank whose
+   job has already ended (labelled ``overcast-exit``: a job of a second) counts, even stopped. If rank
+   0 has already ended, it stops waiting at once: see ``cloud_agent.HeadEnded`` (a failed head: exit
+   ``HEAD_FAILED`` without running the job).
 3. Runs the job with the OVERCAST_* contract (``node_agent.run_job``).
 4. While it runs, every ``--poll`` seconds reads its own instance through the API (the label
    ``overcast-stop``, set by ``GcpBackend.stop``, or the instance stopping) and the metadata server's
@@ -25,18 +26,18 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 import urllib.request
 from typing import Any
 
 from overcast.backends.cloud_agent import (
     STOPPED_BEFORE_START,
+    GangLook,
     HeadEnded,
-    head_ended,
     parse_args,
     run_rank,
     say,
     serve,
+    wait_for_gang,
 )
 
 GANG_WAIT_SECONDS = 900.0  # how long the agent waits for every rank's agent (A3 machines boot slowly)
@@ -64,36 +65,29 @@ def instances_client(endpoint: str | None) -> Any:
 def find_head(
     client: Any, project: str, zone: str, me: str, job: str, attempt: str, nodes: int
 ) -> str | HeadEnded | None:
-    """Rank 0's internal IP, once every rank's agent has labelled its instance; how rank 0 ended, at
-    once, when it already has (labelled its exit); None when the gang was stopped before that (the job
-    never starts)."""
+    """Rank 0's internal IP, once every rank's agent has labelled its instance (a rank that has already
+    ended counts, its instance stopped or not); how rank 0 ended, at once, when it already has (labelled
+    its exit); None when the gang was stopped before that (the job never starts)."""
     from overcast.backends.gcp_client import LIVE_STATES, call, guarded, label_value, read_retry
     from overcast.backends.gcp_gangs import TAG, private_ip, rank_of
 
     gang = me.rsplit("-", 1)[0] + "-"
     wanted = f'labels.{TAG}job = "{label_value(job)}" AND labels.{TAG}attempt = "{label_value(attempt)}"'
-    deadline = time.monotonic() + GANG_WAIT_SECONDS
-    while True:
+
+    def look() -> GangLook:
         pages = call("list instances", client.list, project=project, zone=zone, filter=wanted,
                      retry=read_retry())  # fmt: skip
-        ranks: dict[int, str] = {}
-        ended = None
+        seen = GangLook()
         for inst in guarded("list instances", list, pages):
             if not inst.name.startswith(gang):
                 continue
-            if inst.name == me and TAG + "stop" in inst.labels:
-                return None
-            if rank_of(inst) == 0:  # a stopped instance keeps its labels and its internal IP
-                ended = ended or head_ended(inst.labels, TAG, private_ip(inst))
-            if inst.status in LIVE_STATES and TAG + "agent" in inst.labels:
-                ranks[rank_of(inst)] = private_ip(inst)
-        if ended is not None:
-            return ended
-        if len(ranks) >= nodes and 0 in ranks:
-            return ranks[0]
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"gang {job}/{attempt}: {len(ranks)} of {nodes} agents after waiting")
-        time.sleep(1.0)
+            seen.stopped = seen.stopped or (inst.name == me and TAG + "stop" in inst.labels)
+            # a stopped instance keeps its labels and its internal IP
+            live = inst.status in LIVE_STATES and TAG + "agent" in inst.labels
+            seen.add(rank_of(inst), private_ip(inst), inst.labels, TAG, live)
+        return seen
+
+    return wait_for_gang(look, nodes, GANG_WAIT_SECONDS, 1.0, f"{job}/{attempt}")
 
 
 def main(argv: list[str]) -> int:
