@@ -115,10 +115,16 @@ def translate(operation: str, exc: Exception) -> Exception:
 
 def make_sdk(settings: NebiusSettings, credentials: Any = None) -> Any:
     """The SDK channel for ``settings``: ``credentials`` (a token, a bearer) over the settings' file over
-    the SDK's own defaults (``NEBIUS_IAM_TOKEN``, the CLI's config)."""
-    from nebius.base.options import INSECURE
-    from nebius.base.resolver import Constant
-    from nebius.sdk import SDK
+    the SDK's own defaults (``NEBIUS_IAM_TOKEN``, the CLI's config). Without the SDK installed, the
+    backend's pools are DOWN with a line saying so, and the loop goes on with the other backends."""
+    try:
+        from nebius.base.options import INSECURE
+        from nebius.base.resolver import Constant
+        from nebius.sdk import SDK
+    except ImportError as exc:
+        raise ProviderDown(
+            f"Nebius: the SDK is not installed (pip install 'nebius>=0.6,<0.7'): {exc}"
+        ) from None
 
     kw: dict[str, Any] = {"user_agent_prefix": "overcast"}
     if settings.endpoint:
@@ -139,10 +145,10 @@ class NebiusApi:
     """What the backend and the agent call, synchronously, with errors translated."""
 
     def __init__(self, settings: NebiusSettings, credentials: Any = None) -> None:
-        from nebius.api.nebius.compute.v1 import GpuClusterServiceClient, InstanceServiceClient
-
         self.settings = settings
         self.sdk = make_sdk(settings, credentials)
+        from nebius.api.nebius.compute.v1 import GpuClusterServiceClient, InstanceServiceClient
+
         self.instances = InstanceServiceClient(self.sdk)
         self.clusters = GpuClusterServiceClient(self.sdk)
 
