@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bench.queue_gen import generate
-from overcast.placement.batch import check_solution, greedy, solve
+from overcast.placement.batch import check_solution, greedy, solve, solver
 from overcast.placement.batch.background import Background
 from overcast.placement.batch.classes import build_classes
 from overcast.placement.batch.fill import fill
@@ -97,10 +97,17 @@ def test_big_gang_milp_keeps_the_solution_valid_and_never_worse() -> None:
     assert rel.bound <= problem.objective(assignment) + 1e-6
 
 
-def test_short_budget_runs_the_big_gang_milp_beside_lns() -> None:
+def test_short_budget_runs_the_big_gang_milp_beside_lns(monkeypatch: pytest.MonkeyPatch) -> None:
     problem = generate(4000, 600, seed=1, priority_levels=1).problem
-    # ~0.5 s to eject here (~1.5 s on a loaded machine): 3 s leaves between 0.5 and 3 s for the side.
-    sol = solve(problem, time_budget_s=3.0)
+    # The side runs when 0.5-3 s are left after eject: ~0.5 s of eject here, but at load 8 a 3 s budget
+    # left less than 0.5 s. Widen the window (and skip the residual step) so the path does not depend on
+    # the machine's speed: this checks the path, bench/batch_placement.py measures its time.
+    monkeypatch.setattr(solver, "SIDE_MAX_LEFT_S", 1e9)
+    monkeypatch.setattr(solver, "IMPROVE_MIN_S", 0.01)
+    monkeypatch.setattr(solver, "LARGE_IMPROVE_MIN_S", 0.01)
+    monkeypatch.setattr(solver, "CASCADE_MIN_RATIO", 1e9)
+    monkeypatch.setattr(solver, "CASCADE_SHORT_MARGIN_S", 1e9)
+    sol = solve(problem, time_budget_s=4.0)
     assert "side" in sol.timings and "lns" in sol.timings
     assert check_solution(problem, sol.assignment, sol.objective) == []
     assert sol.objective <= greedy(problem).objective + 1e-6
