@@ -27,12 +27,13 @@ from typing import Any
 
 from overcast.backends.cloud_agent import (
     STOPPED_BEFORE_START,
+    GangLook,
     HeadEnded,
-    head_ended,
     parse_args,
     run_rank,
     say,
     serve,
+    wait_for_gang,
 )
 from overcast.backends.nebius_client import LIVE_STATES, TAG, NebiusApi, NebiusSettings, state_of
 from overcast.backends.nebius_gangs import labels_of, private_ip, rank_of
@@ -56,33 +57,25 @@ def find_self(api: NebiusApi, name: str, poll: float) -> Any:
 
 
 def find_head(api: NebiusApi, me: Any, nodes: int, poll: float) -> str | HeadEnded | None:
-    """Rank 0's private IP, once every rank's agent has labelled its instance; how rank 0 ended, at once,
-    when it already has; None when the gang was stopped before that (the job never starts)."""
+    """Rank 0's private IP, once every rank's agent has labelled its instance (a rank that has already
+    ended counts, its instance stopped or not); how rank 0 ended, at once, when it already has; None when
+    the gang was stopped before that (the job never starts)."""
     mine = labels_of(me)
     gang = {k: mine.get(TAG + k) for k in ("backend", "job", "attempt")}
-    deadline = time.monotonic() + GANG_WAIT_SECONDS
-    while True:
-        ranks: dict[int, str] = {}
-        ended = None
+
+    def look() -> GangLook:
+        seen = GangLook()
         for inst in api.list_instances():
             labels = labels_of(inst)
             if any(labels.get(TAG + k) != v for k, v in gang.items()):
                 continue
-            if inst.metadata.id == me.metadata.id and TAG + "stop" in labels:
-                return None
-            if rank_of(inst) == 0:  # a stopped instance keeps its labels and its address
-                ended = ended or head_ended(labels, TAG, private_ip(inst))
-            # a rank whose quick job has already ended counts, its instance stopped or not: else a slower
-            # rank would wait out GANG_WAIT_SECONDS for it
-            if (state_of(inst) in LIVE_STATES and TAG + "agent" in labels) or TAG + "exit" in labels:
-                ranks[rank_of(inst)] = private_ip(inst)
-        if ended is not None:
-            return ended
-        if len(ranks) >= nodes and 0 in ranks:
-            return ranks[0]
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"gang {gang['job']}/{gang['attempt']}: {len(ranks)} of {nodes} agents")
-        time.sleep(min(poll, 1.0))
+            seen.stopped = seen.stopped or (inst.metadata.id == me.metadata.id and TAG + "stop" in labels)
+            # a stopped instance keeps its labels and its address
+            live = state_of(inst) in LIVE_STATES and TAG + "agent" in labels
+            seen.add(rank_of(inst), private_ip(inst), labels, TAG, live)
+        return seen
+
+    return wait_for_gang(look, nodes, GANG_WAIT_SECONDS, min(poll, 1.0), f"{gang['job']}/{gang['attempt']}")
 
 
 def main(argv: list[str]) -> int:
