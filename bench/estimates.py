@@ -2,13 +2,16 @@
 
 1. The factor query (Store.finished_runs) over a history of finished jobs (a fifth failed or
    cancelled) with their launch records (spread over teams and 60 days, so the 30-day window cuts:
-   half of them are read, every one in the window, however many a team has).
+   half of them are read, every one in the window, however many a team has); the control loop's full
+   read (control/estimates.py's Evidence from scratch: the query and the factors, what a restarted loop
+   does, then once an hour) and its incremental read a minute later, after the jobs that ended in that
+   minute at the history's rate (at least one).
 2. A tick (ms, wall and this process's CPU) with N pending jobs that do not fit, a tenth of them
    requeued (so the per-tick run-hours query runs) and half from a team whose history gives it a
    factor, against the baseline of the same loop with corrections off, in the same run; also with the
    factors read every tick (ttl 0, the worst case).
 
-    .venv/bin/python bench/estimates.py [--history 10000 100000] [--pending 1000] [--repeat 7]
+    nice .venv/bin/python bench/estimates.py [--history 10000 100000] [--pending 1000] [--repeat 7]
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from sqlalchemy import insert, update
 
 from overcast.backends.local import LocalBackend
 from overcast.control.demo import DEMO_CLUSTERS
-from overcast.control.estimates import EstimateCache
+from overcast.control.estimates import EstimateCache, Evidence
 from overcast.control.loop import ControlLoop
 from overcast.scheduler.estimates import PROVISIONING_HOURS, WINDOW_DAYS
 from overcast.scheduler.snapshot import PendingJob, RunningJob
@@ -58,13 +61,14 @@ def spec(team: str, hours: float, nodes: int = 1) -> JobSpec:
     return JobSpec(name="j", run="true", num_nodes=nodes, resources=gpu, team=team, expected_hours=hours)
 
 
-def add_history(store: Store, n: int, now: float) -> None:
+def add_history(store: Store, n: int, now: float, first: int = 0, days: float = 60.0) -> None:
     """``n`` finished jobs (team t0 under-states 20x; one in ten failed, one in ten cancelled) with one
-    ended launch each, written in bulk."""
+    ended launch each on 8 GPUs, ended over the ``days`` before ``now``, written in bulk; ``first``: the
+    first one's number (job ids are h-<number>)."""
     job_rows, launch_rows = [], []
-    for i in range(n):
+    for i in range(first, first + n):
         team = f"t{i % TEAMS}"
-        ended = now - (i / n) * 60 * 24 * H
+        ended = now - ((i - first) / n) * days * 24 * H
         ran = 2.0 * H * (20 if team == "t0" else 1)
         job_id = f"h-{i}"
         end = {3: "failed", 7: "cancelled"}.get(i % 10, "succeeded")
@@ -77,20 +81,51 @@ def add_history(store: Store, n: int, now: float) -> None:
         launch_rows.append({
             "job_id": job_id, "attempt": 1, "pool_id": "p", "backend": "b", "handle": "h",
             "launched_at": ended - ran, "ended": True, "ended_at": ended, "outcome": end,
-            "team": team,
+            "team": team, "nodes": 1, "gpus_per_node": 8,
         })  # fmt: skip
     with store.engine.begin() as conn:
         conn.execute(insert(jobs), job_rows)
         conn.execute(insert(launches), launch_rows)
 
 
-def query_ms(store: Store, now: float, repeat: int) -> float:
-    times = []
+class Timer:
+    """Median wall and CPU (this process's: SQLite runs in it) ms of the timed calls."""
+
+    def __init__(self) -> None:
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+
+    def __call__(self, fn: Callable[[], object]) -> None:
+        wall, cpu = time.perf_counter(), time.process_time()
+        fn()
+        self.cpu.append(time.process_time() - cpu)
+        self.wall.append(time.perf_counter() - wall)
+
+    def ms(self) -> dict[str, float]:
+        return {"wall": statistics.median(self.wall) * 1e3, "cpu": statistics.median(self.cpu) * 1e3}
+
+
+def query_ms(store: Store, now: float, repeat: int) -> dict[str, float]:
+    timer = Timer()
     for _ in range(repeat):
-        start = time.perf_counter()
-        store.finished_runs(now, days=WINDOW_DAYS, allowance_h=PROVISIONING_HOURS)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+        timer(lambda: store.finished_runs(now, days=WINDOW_DAYS, allowance_h=PROVISIONING_HOURS))
+    return timer.ms()
+
+
+def evidence_ms(store: Store, n: int, now: float, repeat: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Evidence's full read, and its incremental read a minute after the last one, with the jobs that
+    ended in that minute (the history's rate, at least one) written before it."""
+    full, inc = Timer(), Timer()
+    per_minute = max(1, round(n / (60 * 24 * 60)))
+    for _ in range(repeat):
+        full(lambda: Evidence().factors(store, now))
+    evidence = Evidence()
+    evidence.factors(store, now)
+    for k in range(repeat):
+        now += 60.0
+        add_history(store, per_minute, now, first=n + k * per_minute, days=60.0 / (24 * 60 * 60))
+        inc(lambda: evidence.factors(store, now))  # noqa: B023 (called at once)
+    return full.ms(), inc.ms()
 
 
 def tick_ms(
@@ -133,6 +168,11 @@ def main() -> None:
     head = (
         "history",
         "query ms",
+        "query cpu",
+        "full ms",
+        "full cpu",
+        "read ms",
+        "read cpu",
         "ran ms",
         "tick off",
         "tick on",
@@ -162,6 +202,7 @@ def main() -> None:
                     for j in requeued
                 ])  # fmt: skip
             q = query_ms(store, now, args.repeat)
+            full, inc = evidence_ms(store, n, now, args.repeat)
             backends = [LocalBackend(c, home=home) for c in DEMO_CLUSTERS]
             loop = ControlLoop(store, backends, home=home)
             configs = {"off": Off(), "on": EstimateCache(), "ttl0": EstimateCache(ttl=0.0)}
@@ -172,10 +213,25 @@ def main() -> None:
             store.close()
         off, on, worst = ticks["off"], ticks["on"], ticks["ttl0"]
         cpu_ratio = cpu["on"] / cpu["off"]
-        values = " ".join(f"{v:>9.1f}" for v in (q, r, off, on, worst, cpu["off"], cpu["on"], cpu["ttl0"]))
+        values = " ".join(
+            f"{v:>9.1f}"
+            for v in (
+                *q.values(),
+                *full.values(),
+                *inc.values(),
+                r,
+                off,
+                on,
+                worst,
+                cpu["off"],
+                cpu["on"],
+                cpu["ttl0"],
+            )
+        )
         print(f"{n:>9} {values} {on / off:>9.2f} {cpu_ratio:>9.2f}")
         rows.append(
-            {"history": n, "pending": args.pending, "query_ms": q, "run_hours_ms": r, "tick_ms": ticks}
+            {"history": n, "pending": args.pending, "query_ms": q, "full_read_ms": full, "read_ms": inc}
+            | {"run_hours_ms": r, "tick_ms": ticks}
             | {"tick_cpu_ms": cpu, "tick_on_over_off": on / off, "cpu_on_over_off": cpu_ratio}
         )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@ The queue order (``queue.py``) puts the shorter ``expected_hours`` first, so a t
 40 h jobs would go first every time. We never kill a job for outrunning its estimate; instead each
 team gets an **estimate factor** from what its recently finished jobs really ran: the 80th percentile
 of (hours run / hours declared) over its finished jobs of the last ``WINDOW_DAYS``, **weighted by the
-hours each ran**: 80% of the team's run time ran within ``factor`` times its estimate. Succeeded jobs
+GPU-hours each ran**: 80% of the team's GPU time ran within ``factor`` times its estimate. Succeeded jobs
 count as they ran; failed and cancelled ones only when they ran past their estimate (a job stopped
 early says nothing about its full runtime, one that outran its estimate before it stopped does). Each
 attempt's billed time carries its launch's provisioning, so ``PROVISIONING_HOURS`` is taken off it
@@ -13,14 +13,16 @@ estimate is trusted as written (the twin's estimates, true runtimes rounded to a
 0.7-1.4), below ``MIN_SAMPLES`` jobs there is no evidence. The factor itself is not capped (a cap would
 let a team declaring the minimum still go first); only the corrected hours are, by JobSpec's bound.
 
-Why weighted, and why all of the window: an under-stated job harms the others for as long as it runs
-(it jumped them and holds the GPUs), so a job's evidence counts by its hours. The rule it replaces (the
-unweighted percentile of the team's last 50 jobs) could be washed out: after 100 h of jobs declared at
-a tenth of their runtime, fifty 6-minute honest jobs (5 h) pushed them out of the evidence and the next
-long jobs declared short went first again. Now no number of jobs pushes anything out (there is no count
-limit; any limit by count is a hole, a 0-hour job costs nothing), and honest jobs lower the factor only
-once they ran four times the under-stated hours (80%); or the under-stated jobs age out of the window.
-With equal hours it is the plain nearest-rank percentile, as before.
+Why weighted, and why all of the window: an under-stated job harms the others for as long as it runs and
+by as many GPUs as it holds (it jumped them), so a job's evidence counts by its GPU-hours: 400 h of
+honest 1-GPU jobs do not outweigh 50 h of under-stated 64-GPU ones (3,200 GPU-hours), as they did
+weighted by hours. The rule before last (the unweighted percentile of the team's last 50 jobs) could be
+washed out: after 100 h of jobs declared at a tenth of their runtime, fifty 6-minute honest jobs (5 h)
+pushed them out of the evidence and the next long jobs declared short went first again. Now no number of
+jobs pushes anything out (there is no count limit; any limit by count is a hole, a 0-hour job costs
+nothing), and honest jobs lower the factor only once they ran four times the under-stated GPU-hours
+(80%); or the under-stated jobs age out of the window. With equal weights it is the plain nearest-rank
+percentile, as before.
 
 A pending job is ordered and priced as ``declared x factor``, and a requeued one by what is left:
 - one that resumes (``checkpoint_dir``): ``max(declared x factor - hours already run, declared)``. Its
@@ -67,9 +69,9 @@ def weighted_percentile(
     """The nearest-rank ``quantile`` of (value, weight) samples, weighted: the smallest value such that
     the samples at or below it carry at least ``quantile`` of the weight. None without weight.
 
-    Weights are hours, counted in whole milliseconds so that the sums are exact integers: equal weights
-    give exactly the unweighted nearest rank, and a sample added at or below the result never raises it
-    (float sums could break those ties either way)."""
+    Weights are (GPU-)hours, counted in whole milliseconds so that the sums are exact integers: equal
+    weights give exactly the unweighted nearest rank, and a sample added at or below the result never
+    raises it (float sums could break those ties either way)."""
     ordered = sorted((value, round(weight * _MS_PER_HOUR)) for value, weight in samples)
     total = sum(w for _, w in ordered)
     if total <= 0:
@@ -84,16 +86,16 @@ def weighted_percentile(
 
 
 def estimate_factor(runs: Iterable[tuple[float, float]]) -> float:
-    """The team's factor from its jobs' (hours run / hours declared, hours run): the 80th percentile
-    of the ratios weighted by hours run, 1.0 when it is at most ``TRUSTED`` or there are fewer than
-    ``MIN_SAMPLES`` jobs."""
+    """The team's factor from its jobs' (hours run / hours declared, GPU-hours run): the 80th
+    percentile of the ratios weighted by GPU-hours run, 1.0 when it is at most ``TRUSTED`` or there are
+    fewer than ``MIN_SAMPLES`` jobs."""
     valid = [(r, h) for r, h in runs if _non_negative(r) and _non_negative(h)]
     high = weighted_percentile(valid) if len(valid) >= MIN_SAMPLES else None
     return 1.0 if high is None or high <= TRUSTED else high
 
 
 def team_factors(runs: Mapping[str, Iterable[tuple[float, float]]]) -> dict[str, float]:
-    """team -> factor (from its jobs' (ratio, hours run)), only the teams whose factor applies (> 1)."""
+    """team -> factor (from its jobs' (ratio, GPU-hours run)), only the teams whose factor applies (> 1)."""
     factors = {team: estimate_factor(values) for team, values in runs.items()}
     return {team: f for team, f in factors.items() if f > 1.0}
 

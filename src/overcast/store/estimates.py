@@ -6,13 +6,14 @@ for a job with a ``checkpoint_dir`` the sum over its attempts (each resumes wher
 together they are its runtime), for one without only its last attempt (each attempt restarts from
 zero; the last one, the one that succeeded, is the whole run). Summing a non-checkpointed job's
 attempts would charge the team for preemptions it did not cause: those are the pool's risk, priced
-separately (``placement.score.risk_factor``).
+separately (``placement.score.risk_factor``). Each counted attempt weighs by its GPUs: a job's weight
+is its GPU-hours (``scheduler.estimates`` says why).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager
 from typing import Any, NamedTuple
 
@@ -34,10 +35,20 @@ class RunHours(NamedTuple):
 
 
 class Run(NamedTuple):
-    """A finished job's evidence: hours run / hours declared, and the hours run (its weight)."""
+    """A finished job's evidence: hours run / hours declared, and the GPU-hours run (its weight)."""
 
     ratio: float
-    hours: float
+    gpu_hours: float
+
+
+class Finished(NamedTuple):
+    """A job that ended within the window, as the factor's evidence reads it."""
+
+    job_id: str
+    team: str
+    ended_at: float
+    run: Run | None  # None: no evidence (stopped short of its estimate, or its run is not known yet)
+    unended: bool  # a counted attempt has not ended yet: its run is not known, read it again later
 
 
 class EstimateMethods:
@@ -46,24 +57,50 @@ class EstimateMethods:
     dialect: str
 
     def finished_runs(self, now: float, *, days: float, allowance_h: float = 0.0) -> dict[str, list[Run]]:
-        """team -> (run hours / declared expected_hours, run hours) of each of its jobs that ended within
-        ``days`` of ``now``, however many: succeeded ones, and failed or cancelled ones that ran past
-        their estimate (ratio > 1; one stopped early says nothing of its full runtime). Each counted
-        attempt's run is its billed time less ``allowance_h`` (provisioning), at least 0. A job whose
-        counted attempts are not all ended is skipped (its run is not known yet). One query, over the
-        window by ix_jobs_state_ended."""
+        """team -> the evidence of each of its jobs that ended within ``days`` of ``now``, however many
+        (``finished_jobs``, grouped by team)."""
+        found: dict[str, list[Run]] = defaultdict(list)
+        for row in self.finished_jobs(now, days=days, allowance_h=allowance_h):
+            if row.run is not None:
+                found[row.team].append(row.run)
+        return dict(found)
+
+    def finished_jobs(
+        self,
+        now: float,
+        *,
+        days: float,
+        allowance_h: float = 0.0,
+        ended_since: float | None = None,
+        job_ids: Collection[str] | None = None,
+    ) -> list[Finished]:
+        """The jobs that ended within ``days`` of ``now`` and ran at least once, each with its evidence:
+        (run hours / declared expected_hours, GPU-hours run) for a succeeded job, and for a failed or
+        cancelled one that ran past its estimate (ratio > 1; one stopped early says nothing of its full
+        runtime). Each counted attempt's run is its billed time less ``allowance_h`` (provisioning), at
+        least 0, and weighs that times its launch's nodes x GPUs per node (a node without GPUs, or a
+        launch recorded before its terms were, counts as one). A job whose counted attempts are not all
+        ended has no evidence yet (``unended``). Only those that ended at or after ``ended_since``, or
+        only ``job_ids``, when given (the incremental reads of ``control/estimates.py``). One query, by
+        ix_jobs_state_ended."""
         spec = self._spec_json()
         resumes = spec["checkpoint_dir"].as_string().is_not(None)
         l = launches.c  # noqa: E741
         seconds = l.ended_at - l.launched_at  # NULL while the launch is open
         allowance = allowance_h * 3600.0
         counted = or_(resumes, l.attempt == jobs.c.attempt)
+        run_s = case((and_(counted, seconds > allowance), seconds - allowance), else_=0.0)
+        gpus = func.coalesce(l.nodes, 1) * case((l.gpus_per_node > 0, l.gpus_per_node), else_=1)
+        since = now - days * _DAY_S if ended_since is None else max(now - days * _DAY_S, ended_since)
         query = (
             select(
+                jobs.c.id,
                 jobs.c.team,
                 jobs.c.state,
+                jobs.c.ended_at,
                 func.max(spec["expected_hours"].as_float()),
-                func.sum(case((and_(counted, seconds > allowance), seconds - allowance), else_=0.0)),
+                func.sum(run_s),
+                func.sum(run_s * gpus),
                 func.sum(case((counted, 1), else_=0)),
                 func.sum(case((and_(counted, l.ended_at.is_(None)), 1), else_=0)),
             )
@@ -71,19 +108,14 @@ class EstimateMethods:
             .where(
                 jobs.c.state.in_([s.value for s in _EVIDENCE]),
                 jobs.c.attempt > 0,  # launched at least once (a job cancelled while pending ran nothing)
-                jobs.c.ended_at >= now - days * _DAY_S,
+                jobs.c.ended_at >= since,
             )
-            .group_by(jobs.c.id, jobs.c.team, jobs.c.state)
+            .group_by(jobs.c.id, jobs.c.team, jobs.c.state, jobs.c.ended_at)
         )
-        found: dict[str, list[Run]] = defaultdict(list)
+        if job_ids is not None:
+            query = query.where(jobs.c.id.in_(list(job_ids)))
         with self._read() as conn:
-            for team, job_state, declared, run_s, n, unended in conn.execute(query):
-                if not declared or declared <= 0 or not n or unended:
-                    continue
-                hours = (run_s or 0.0) / 3600.0
-                if job_state == JobState.SUCCEEDED.value or hours > declared:
-                    found[team].append(Run(hours / declared, hours))
-        return dict(found)
+            return [_finished(*row) for row in conn.execute(query)]
 
     def pending_run_hours(self) -> dict[str, RunHours]:
         """Pending jobs that already ran (requeued) -> the hours their ended attempts ran. One query."""
@@ -127,6 +159,21 @@ class EstimateMethods:
         if self.dialect == "postgresql":
             return cast(jobs.c.spec, JSONB)
         return type_coerce(jobs.c.spec, JSON)
+
+
+def _finished(
+    job_id: str, team: str, state: str, ended_at: float, declared: float | None, run_s: float | None,
+    gpu_s: float | None, counted: int | None, unended: int | None,
+) -> Finished:  # fmt: skip
+    """One row of ``finished_jobs``' query."""
+    if unended:
+        return Finished(job_id, team, ended_at, None, True)
+    if not declared or declared <= 0 or not counted:
+        return Finished(job_id, team, ended_at, None, False)
+    hours = (run_s or 0.0) / 3600.0
+    evidence = state == JobState.SUCCEEDED.value or hours > declared
+    run = Run(hours / declared, (gpu_s or 0.0) / 3600.0) if evidence else None
+    return Finished(job_id, team, ended_at, run, False)
 
 
 def _ended(c: Any) -> Any:
