@@ -24,6 +24,7 @@ from overcast.scheduler.preemption import find_eviction
 from overcast.scheduler.queue import order_queue
 from overcast.scheduler.sequential import place_in_order
 from overcast.scheduler.snapshot import Decisions, PendingJob, Preempt, RunningJob, Snapshot
+from overcast.scheduler.yield_room import YieldOption, YieldRule, apply_yield
 
 BATCH_THRESHOLD = 200  # more pending jobs than this compete for capacity: use the batch solver
 TIME_BUDGET_S = 2.0  # for the batch solver
@@ -38,6 +39,7 @@ def decide(
     queue_order: str = "slowdown",
     consolidate: bool = True,
     burst_limit_node_hours: float | None = None,
+    burst_yield: YieldOption = None,
 ) -> Decisions:
     start = perf_counter()
     decisions = Decisions()
@@ -113,6 +115,17 @@ def decide(
             if not found and (gate is None or not gate.restricted(job, index)):
                 no_eviction[key] = job.spec.priority  # (a gated job's miss says nothing of other jobs)
         timer.lap("4-preempt", add=True)
+
+    # 4b. Yield (yield_room.py, off unless set; needs the burst limit): a wide, long, checkpointed gang
+    #     on the reservation gives its room to jobs this cycle would start at list price. One about to
+    #     start is not started; a running one is stopped and, as in step 4, the jobs wait for its nodes.
+    rule = YieldRule.of(burst_yield)
+    if rule is not None and burst_limit_node_hours is not None:
+        apply_yield(
+            rule, decisions, index, usage, {j.id: j for j in queue}, snapshot.running,
+            limit_node_hours=burst_limit_node_hours, now=snapshot.now, skip=preempted,
+        )  # fmt: skip
+        timer.lap("4b-yield")
 
     # 5. Consolidate (consolidate.py): room no pending job could use, on a pool cheaper than where a
     #    running job pays list price, takes that job: it is stopped gracefully and placed again next
