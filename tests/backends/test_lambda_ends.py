@@ -48,6 +48,8 @@ def test_a_rank_that_ended_early_and_was_forgotten_is_not_a_lost_node(
     flag = tmp_path / "rank0-may-end"
     backend.launch(LaunchRequest("u", 1, pool_of(backend), 2, gpu_job("u", uneven(flag))))
     assert eventually(lambda: "overcast-exit" in rank(vms, "u", 1)["tagmap"], 15)
+    head = rank(vms, "u", 0)["id"]
+    assert eventually(lambda: "is rank 0 of 2" in vms.console(head), 15)  # rank 0's job runs
     assert [e.kind for e in backend.poll()] == [EventKind.STARTED]  # this poll reads rank 1's exit
     # rank 1's instance goes (its linger ran out, a console click) and Lambda forgets it
     gone = rank(vms, "u", 1)["id"]

@@ -134,7 +134,8 @@ def find_head(api: LambdaApi, me: Instance, nodes: int, poll: float) -> str | He
             addr = str(inst.get("private_ip") or inst.get("ip") or "")
             if t.get(TAG + "rank") == "0":
                 ended = ended or head_ended(t, TAG, addr)
-            if inst.get("status") in LIVE_STATES and TAG + "agent" in t:
+            # a rank whose job has already ended counts too, whatever became of its instance since
+            if (inst.get("status") in LIVE_STATES and TAG + "agent" in t) or TAG + "exit" in t:
                 ranks[t.get(TAG + "rank")] = addr
         if ended is not None:
             return ended
