@@ -35,7 +35,10 @@ def test_a_job_that_ran_nothing_weighs_nothing() -> None:
     assert weighted_percentile([(0.0, 0.0)] * 100 + [(30.0, 0.5)]) == 30.0
     assert weighted_percentile([(3.0, 0.0)] * 10) is None
     assert estimate_factor([(3.0, 0.0)] * 10) == 1.0  # ran 0 h in all: no evidence
-    assert estimate_factor([(0.0, 0.0)] * 100 + [(30.0, 0.5)]) == 30.0
+    # one job that ran and four that ran nothing are one job's evidence, below MIN_SAMPLES
+    assert estimate_factor([(0.0, 0.0)] * 100 + [(30.0, 0.5)]) == 1.0
+    assert estimate_factor([(10.0, 20.0)] + [(0.0, 0.0)] * 4) == 1.0
+    assert estimate_factor([(10.0, 20.0)] * 2 + [(1.0, 0.5)] * 3) == 10.0
 
 
 @settings(deadline=None)  # hypothesis's default 200 ms per example fails on a loaded CI machine
@@ -68,6 +71,6 @@ def test_adding_honest_evidence_never_raises_it(
     if high is not None:
         after = weighted_percentile(runs + [(f * high, h) for f, h in honest])
         assert after is not None and after <= high
-    if len(runs) >= MIN_SAMPLES:
+    if sum(1 for _, h in runs if round(h * 3_600_000) > 0) >= MIN_SAMPLES:  # jobs that carry weight
         within = [(f * TRUSTED, h) for f, h in honest]
         assert estimate_factor(runs + within) <= estimate_factor(runs)

@@ -87,11 +87,17 @@ def weighted_percentile(
 
 def estimate_factor(runs: Iterable[tuple[float, float]]) -> float:
     """The team's factor from its jobs' (hours run / hours declared, GPU-hours run): the 80th
-    percentile of the ratios weighted by GPU-hours run, 1.0 when it is at most ``TRUSTED`` or there are
-    fewer than ``MIN_SAMPLES`` jobs."""
-    valid = [(r, h) for r, h in runs if _non_negative(r) and _non_negative(h)]
+    percentile of the ratios weighted by GPU-hours run, 1.0 when it is at most ``TRUSTED`` or fewer than
+    ``MIN_SAMPLES`` jobs carry weight (jobs that ran nothing past the provisioning allowance weigh nothing,
+    so four smoke tests and one job are one job's evidence, not five)."""
+    valid = [(r, h) for r, h in runs if _non_negative(r) and _non_negative(h) and _weighs(h)]
     high = weighted_percentile(valid) if len(valid) >= MIN_SAMPLES else None
     return 1.0 if high is None or high <= TRUSTED else high
+
+
+def _weighs(hours: float) -> bool:
+    """Carries weight in ``weighted_percentile`` (at least a whole millisecond)."""
+    return round(hours * _MS_PER_HOUR) > 0
 
 
 def team_factors(runs: Mapping[str, Iterable[tuple[float, float]]]) -> dict[str, float]:
