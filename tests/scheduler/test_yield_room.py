@@ -122,6 +122,12 @@ def test_at_most_max_per_cycle_gangs_stop_the_one_with_most_node_hours_left_firs
     assert two.place == [] and len(two.unplaced) == 8
 
 
+def test_a_gang_does_not_yield_to_lower_priority_jobs() -> None:
+    gang = make_job("gang").gpus("H100", 8).nodes(8).hours(64).checkpoint().priority(5).running(RESERVED)
+    d = _decide(make_snapshot([RESERVED, DEAR], _smalls(), [gang], now=HOUR))
+    assert d.preempt == [] and {p.pool_id for p in d.place} == {DEAR.id}
+
+
 def test_jobs_the_reservation_does_not_suit_are_not_moved_there() -> None:
     a100 = make_pool("gcp", accelerator="A100", price=40, capacity=8)
     pending = [make_job(f"a{i}").gpus("A100", 8).nodes(4).hours(4).pending() for i in range(2)]
