@@ -1,6 +1,7 @@
 """Backends from a fleet file: each ``local:`` cluster becomes a LocalBackend with one pool, each
 ``slurm:`` cluster a SlurmBackend, each ``kubernetes:`` cluster a KubernetesBackend, each ``aws:`` /
-``azure:`` / ``oci:`` / ``gcp:`` / ``lambda:`` account a cloud backend (pools from the catalog)."""
+``azure:`` / ``oci:`` / ``gcp:`` / ``lambda:`` / ``nebius:`` account a cloud backend (pools from the
+catalog)."""
 
 from __future__ import annotations
 
@@ -123,7 +124,8 @@ def kubernetes_backend(cluster: Cluster, home: Path) -> Backend:
 
 def local_backends(fleet: Fleet, home: Path, sub: str | None = None) -> list[LocalBackend]:
     """A LocalBackend for every ``local:`` cluster of the fleet; ``sub``: a folder of its own inside each
-    cluster's home (services' replicas must not share a state folder with the job loop's launches)."""
+    cluster's home (``overcast serve FILE``'s replicas; under ``overcast up`` jobs and replicas share each
+    cluster's folder through ``backends/local_share.py``)."""
     return [_local_backend(c, home, sub) for c in fleet.clusters if c.local is not None]
 
 
@@ -135,8 +137,8 @@ def _local_backend(cluster: Cluster, home: Path, sub: str | None = None) -> Loca
 
 def backends_from_fleet(fleet: Fleet, home: Path) -> list[Backend]:
     """The backends this process can run jobs on: every ``local:``, ``slurm:`` and ``kubernetes:``
-    cluster and every ``aws:``, ``azure:``, ``oci:``, ``gcp:`` and ``lambda:`` account of the fleet. Other
-    providers and reservations have no launching backend yet."""
+    cluster and every ``aws:``, ``azure:``, ``oci:``, ``gcp:``, ``lambda:`` and ``nebius:`` account of the
+    fleet. Other providers and reservations have no launching backend yet."""
     backends: list[Backend] = []
     for cluster in fleet.clusters:  # in the file's order
         if cluster.local is not None:
