@@ -338,7 +338,11 @@ nebius:
 def test_a_nebius_entry_and_its_mistakes_by_file_line_and_field(tmp_path: Path) -> None:
     (account,) = load_fleet(write_fleet(tmp_path, NEBIUS)).nebius
     assert (account.name, account.region, account.infiniband_fabric) == ("fi", "eu-north1", "fabric-2")
-    assert (account.purchases, account.token_endpoint, account.insecure) == (["on-demand", "spot"], None, False)
+    assert (account.purchases, account.token_endpoint, account.insecure) == (
+        ["on-demand", "spot"],
+        None,
+        False,
+    )
     bad = (
         NEBIUS.replace("sxm_8gpu", "sxm_9gpu")
         .replace("project-e00abc", "e00abc")
