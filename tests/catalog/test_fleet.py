@@ -354,7 +354,8 @@ def test_a_nebius_entry_and_its_mistakes_by_file_line_and_field(tmp_path: Path) 
         f"{path}:3: nebius[0].project_id: String should match pattern '^project-[a-z0-9]+$' (got 'e00abc')",
         f"{path}:5: nebius[0].instance_types: no Nebius offer for instance type "
         "'gpu-h100-sxm_9gpu-128vcpu-1600gb' in eu-north1 in the catalog (did you mean "
-        "gpu-h100-sxm_8gpu-128vcpu-1600gb, gpu-h200-sxm_8gpu-128vcpu-1600gb, gpu-h100-sxm_1gpu-16vcpu-200gb?)",
+        "gpu-h100-sxm_8gpu-128vcpu-1600gb, gpu-h200-sxm_8gpu-128vcpu-1600gb, "
+        "gpu-h100-sxm_1gpu-16vcpu-200gb?)",
         f"{path}:6: nebius[0].subnet: unknown field (did you mean 'subnet_id'?)",
     ]
     with pytest.raises(FleetError, match="nebius names must be unique: fi"):
