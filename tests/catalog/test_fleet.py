@@ -193,6 +193,13 @@ def test_an_oci_entry_and_its_mistakes_by_file_line_and_field(tmp_path: Path) ->
     (account,) = load_fleet(write_fleet(tmp_path, OCI)).oci
     assert (account.name, account.region, account.max_nodes) == ("iad", "us-ashburn-1", 2)
     assert account.shapes == ["BM.GPU.H100.8", "BM.GPU.A100-v2.8"] and account.endpoint is None
+    assert account.compute_clusters  # RDMA gangs in compute clusters unless the entry says otherwise
+    off = load_fleet(write_fleet(tmp_path, OCI + "    compute_clusters: false\n")).oci[0]
+    assert not off.compute_clusters
+    from overcast.backends.oci_client import OciSettings
+    from overcast.control.setup import _settings
+
+    assert _settings(OciSettings, off, tmp_path).compute_clusters is False
     bad = (
         OCI.replace("BM.GPU.H100.8", "BM.GPU.H100.9")
         .replace("ocid1.image", "ami")

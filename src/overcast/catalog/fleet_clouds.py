@@ -99,6 +99,7 @@ class OciAccount(_Account):
     config_file: str | None = None  # OCI SDK config; default ~/.oci/config
     profile: str = "DEFAULT"
     ssh_authorized_keys: str = ""
+    compute_clusters: bool = True  # multi-node gangs of RDMA shapes in a compute cluster of their own
 
     @field_validator("shapes")
     @classmethod
