@@ -174,3 +174,49 @@ def test_an_older_servers_replicas_are_stopped_and_a_standalone_services_are_not
         assert not (tmp_path / "new" / "serve").exists()  # nothing created where nothing ran
     finally:
         stop_leftovers(tmp_path / "serve", [cluster])
+
+
+class _GapLock:
+    """An object's ``_lock`` that runs ``hook`` in another thread right after its next release, once armed:
+    a poll() from the tick's thread landing just after launch()'s locked part."""
+
+    def __init__(self, inner: threading.RLock, hook: object) -> None:
+        self.inner, self.hook, self.armed = inner, hook, False
+
+    def __enter__(self) -> bool:
+        return self.inner.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self.inner.__exit__(*exc)
+        if self.armed:
+            self.armed = False
+            thread = threading.Thread(target=self.hook)  # type: ignore[arg-type]
+            thread.start()
+            thread.join(10)
+
+
+def test_a_poll_right_after_a_failed_launch_never_reports_it_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the undo of a half-started launch once ran after this object's lock was let go: a poll in that gap
+    # reported STARTED for a launch whose launch() then raised
+    cluster = LocalCluster("shared", nodes=2)
+    _, replicas = share_nodes(LocalBackend(cluster, home=tmp_path))
+    seen: list = []
+    lock = _GapLock(replicas._lock, lambda: seen.extend(replicas.poll()))
+    replicas._lock = lock  # type: ignore[assignment]
+    devices = replicas._visible_devices
+
+    def second_node_fails(node_id: int) -> str:
+        if node_id == 1:
+            lock.armed = True  # the next release of the lock ends launch()'s locked part
+            raise OSError("no such device")
+        return devices(node_id)
+
+    monkeypatch.setattr(replicas, "_visible_devices", second_node_fails)
+    try:
+        with pytest.raises(RuntimeError, match="no such device"):
+            launch(replicas, "svc.s1.r0", nodes=2)
+        assert (EventKind.STARTED, "svc.s1.r0") not in [(e.kind, e.job_id) for e in seen]
+    finally:
+        stop_leftovers(tmp_path, [cluster])

@@ -142,40 +142,45 @@ class LocalBackend(LocalFaults):
     def launch(self, request: LaunchRequest) -> Allocation:
         if request.pool.id != self.pool_id:
             raise ValueError(f"pool {request.pool.id} does not belong to backend {self.name}")
-        failed: Exception | None = None
         # The folder's lock, not just this object's, is held from the fault check until the processes
         # exist: a set_down() on another object over these nodes (the other side of a shared provider)
         # either comes first, and this launch is refused, or after, and finds the nodes to kill. Starting
-        # a node is a fork and exec, so the lock stays short; a failed start is undone after it.
-        with self._lock, file_lock(self._nodes_lock):
-            faults = self.faults()
-            if faults["down"]:
-                raise ProviderDown(f"{self.cluster.name} is down")
-            if faults["capacity"]:
-                raise CapacityError(f"{self.cluster.name}: out of capacity")
-            path = self.launches_dir / f"{request.job_id}--{request.attempt}"
-            if path.exists():  # the same attempt again (a retried apply): launching is idempotent
-                return self._allocation(request.job_id, request.attempt, path)
-            free = self._free_node_ids()  # another object over these nodes picks after us
-            if len(free) < request.num_nodes:
-                raise CapacityError(
-                    f"{self.cluster.name}: {len(free)} free nodes, {request.num_nodes} requested"
-                )
-            node_ids = tuple(free[: request.num_nodes])
-            path.mkdir(parents=True)
-            info = {"job_id": request.job_id, "attempt": request.attempt, "node_ids": list(node_ids)}
-            write_json_atomic(path / "launch.json", info | {"created_at": time.time()})
-            try:
-                self._start_nodes(request, path, node_ids)
-            except Exception as exc:
-                failed = exc
-        if failed is not None:  # all nodes or none: undo what started (waits on processes, so unlocked)
-            with self._lock:
+        # a node is a fork and exec, so that lock stays short. A failed start is undone after it is
+        # released (the undo waits on processes), but still under this object's lock, so this object's
+        # poll never reports the half-started launch as started.
+        with self._lock:
+            with file_lock(self._nodes_lock):
+                path, node_ids, failed = self._start_locked(request)
+            if failed is not None:  # all nodes or none: undo what started
                 pgids = [p["pid"] for r in range(len(node_ids)) if (p := read_json(path / f"node-{r}.pid"))]
                 terminate_groups(pgids, 0.0, reap=self._children.pop(path, []))
                 shutil.rmtree(path, ignore_errors=True)
-            raise RuntimeError(f"could not start job {request.job_id}: {failed}") from failed
+                raise RuntimeError(f"could not start job {request.job_id}: {failed}") from failed
         return self._allocation(request.job_id, request.attempt, path)
+
+    def _start_locked(self, request: LaunchRequest) -> tuple[Path, tuple[int, ...], Exception | None]:
+        """Under both locks: refuse on faults or too few free nodes, else record and start the nodes."""
+        faults = self.faults()
+        if faults["down"]:
+            raise ProviderDown(f"{self.cluster.name} is down")
+        if faults["capacity"]:
+            raise CapacityError(f"{self.cluster.name}: out of capacity")
+        path = self.launches_dir / f"{request.job_id}--{request.attempt}"
+        if path.exists():  # the same attempt again (a retried apply): launching is idempotent
+            launch = read_json(path / "launch.json") or {}
+            return path, tuple(launch.get("node_ids", ())), None
+        free = self._free_node_ids()  # another object over these nodes picks after us
+        if len(free) < request.num_nodes:
+            raise CapacityError(f"{self.cluster.name}: {len(free)} free nodes, {request.num_nodes} requested")
+        node_ids = tuple(free[: request.num_nodes])
+        path.mkdir(parents=True)
+        info = {"job_id": request.job_id, "attempt": request.attempt, "node_ids": list(node_ids)}
+        write_json_atomic(path / "launch.json", info | {"created_at": time.time()})
+        try:
+            self._start_nodes(request, path, node_ids)
+        except Exception as exc:
+            return path, node_ids, exc
+        return path, node_ids, None
 
     def stop(self, job_id: str, attempt: int, grace_seconds: float) -> None:
         with self._lock:
