@@ -161,3 +161,30 @@ def test_a_launch_end_corrected_long_after_its_job_ended_is_seen_by_the_next_ful
 
 def _sorted(runs: dict[str, list[Run]]) -> dict[str, list[Run]]:
     return {team: sorted(values) for team, values in runs.items()}
+
+
+class _FailingOnce:
+    """A store whose next finished_jobs() raises once (a database error), then answers its rows."""
+
+    def __init__(self, rows: list) -> None:
+        self.rows, self.fail = rows, False
+
+    def finished_jobs(self, now: float, **kwargs: object) -> list:
+        if self.fail:
+            self.fail = False
+            raise OSError("database is locked")
+        return list(self.rows)
+
+
+def test_a_failed_full_read_loses_no_team_whose_factor_must_then_go() -> None:
+    from overcast.control.estimates import FULL_READ_S, Evidence
+    from overcast.store.estimates import Finished, Run
+
+    store = _FailingOnce([Finished(f"j{i}", "under", 100.0, Run(10.0, 5.0), False) for i in range(5)])
+    evidence = Evidence()
+    assert evidence.factors(store, 1000.0) == {"under": 10.0}  # type: ignore[arg-type]
+    store.fail = True
+    with pytest.raises(OSError):
+        evidence.factors(store, 1000.0 + FULL_READ_S)  # type: ignore[arg-type]
+    store.rows = []  # the team's jobs left the window meanwhile
+    assert evidence.factors(store, 1000.0 + FULL_READ_S + 60) == {}  # type: ignore[arg-type]

@@ -82,9 +82,9 @@ class Evidence:
         last = self._read_at
         read = {"days": WINDOW_DAYS, "allowance_h": PROVISIONING_HOURS}
         if last is None or not 0 <= now - self._full_at < self.full_every or now < last:
+            rows = store.finished_jobs(now, **read)  # first: a failed read leaves the evidence as it was
             changed = set(self._teams)
             self._jobs, self._unended, self._ends, self._teams = {}, set(), [], {}
-            rows = store.finished_jobs(now, **read)
             self._full_at = now
         else:
             changed = set()
