@@ -4,6 +4,7 @@ room is held for the jobs that take it until the gang is gone (the control loop 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -62,23 +63,40 @@ def test_the_room_is_held_until_the_gang_is_gone_then_the_waiting_jobs_take_it()
     # a later cycle while the gang is still stopping (the loop lists it as running): same decision
     stopping = _decide(make_snapshot([RESERVED, DEAR], smalls, [_gang()], now=HOUR + 60))
     assert stopping.place == [] and [p.job_id for p in stopping.preempt] == ["gang"]
-    # gone: the gang is pending again, above the limit, and so is another held-back gang that the
-    # queue puts first (it has waited longest); the waiting jobs still get the room, not list price
+    # gone: the gang is pending again (attempt 1) and so is a gang that has waited 200 h for 40 h of
+    # work; neither is fresh, so the one the queue puts first takes the room and the jobs pay list price
     free = make_pool("oci", purchase=Purchase.RESERVED, price=60, capacity=8, used=0)
     gang = make_job("gang").gpus("H100", 8).nodes(8).hours(64).checkpoint().pending(attempt=1)
     other = (
         make_job("other").gpus("H100", 8).nodes(8).hours(40).checkpoint().pending(submitted_at=-200 * HOUR)
     )
     d = _decide(make_snapshot([free, DEAR], [gang, other, *smalls], now=HOUR + 120))
-    assert sorted((p.job_id, p.pool_id) for p in d.place) == [("s0", free.id), ("s1", free.id)]
-    assert all(p.reason == f"{free.id}: room yielded by other" for p in d.place)
-    assert d.unplaced["other"].startswith(f"waiting for {free.id}: yields its room")
-    assert d.preempt == []
-    # without the option the held-back gang takes the room and the small jobs pay list price
-    plain = decide(
-        make_snapshot([free, DEAR], [gang, other, *smalls], now=HOUR + 120), burst_limit_node_hours=LIMIT
-    )
-    assert {(p.job_id, p.pool_id) for p in plain.place} >= {("other", free.id), ("s0", DEAR.id)}
+    assert {(p.job_id, p.pool_id) for p in d.place} >= {("other", free.id), ("s0", DEAR.id)}
+    assert not any("yield" in why for why in d.unplaced.values())
+
+
+def _held_back(waited_hours: float, attempt: int = 0) -> Decisions:
+    """A 64 h gang first in FIFO order, about to start on a free reservation; two small jobs after it."""
+    free = make_pool("oci", purchase=Purchase.RESERVED, price=60, capacity=8, used=0)
+    gang = make_job("gang").gpus("H100", 8).nodes(8).hours(64).checkpoint()
+    pending = [gang.pending(submitted_at=-waited_hours * HOUR, attempt=attempt), *_smalls()]
+    snap = make_snapshot([free, DEAR], pending, now=HOUR)
+    return decide(snap, burst_limit_node_hours=LIMIT, burst_yield=RULE, queue_order="fifo")
+
+
+def test_a_gang_yields_only_while_fresh_so_its_extra_wait_is_bounded() -> None:
+    # held back: it yields while it has waited less than its own 64 expected hours and never ran
+    fresh = _held_back(10)
+    assert {p.job_id for p in fresh.place} == {"s0", "s1"}
+    assert fresh.unplaced["gang"].startswith("waiting for ")
+    for waited, attempt in ((64, 0), (100, 0), (10_000, 0), (10, 1)):
+        d = _held_back(waited, attempt)
+        assert "gang" in {p.job_id for p in d.place} and d.unplaced == {}, (waited, attempt)
+    # running: stopped only in its first attempt (a restarted gang is never stopped by yield again)
+    for attempt, stops in ((1, ["gang"]), (2, [])):
+        run = replace(_gang(), attempt=attempt)
+        d = _decide(make_snapshot([RESERVED, DEAR], _smalls(), [run], now=HOUR))
+        assert [p.job_id for p in d.preempt] == stops
 
 
 @pytest.mark.parametrize(
@@ -146,6 +164,25 @@ def test_the_option_from_a_scenario_or_code() -> None:
         YieldRule.of({"fill": 0})
     with pytest.raises(ValueError, match="name=value"):
         YieldRule.of("min_nodes")
+    assert YieldRule.of("min_nodes=8.0") == YieldRule(min_nodes=8)
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        (1, "expected true, a mapping"),
+        ([8], "expected true, a mapping"),
+        ("max_per_cycle=inf", "max_per_cycle must be finite"),
+        ({"fill": float("nan")}, "fill must be finite"),
+        ("min_hours_left=inf", "min_hours_left must be finite"),
+        ("min_nodes=eight", "min_nodes must be a number"),
+        ({"min_nodes": True}, "min_nodes must be a number"),
+        ("min_nodes=8.7", "min_nodes must be a whole number"),
+    ],
+)
+def test_a_bad_value_is_a_value_error_that_names_burst_yield(value: object, why: str) -> None:
+    with pytest.raises(ValueError, match=rf"^burst_yield: {why}"):
+        YieldRule.of(value)  # type: ignore[arg-type]
 
 
 # -- invariants over random worlds -------------------------------------------------------------------

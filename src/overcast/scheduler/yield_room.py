@@ -18,14 +18,24 @@ pool). Back in the queue it is above the limit: it waits for the reservation. Tw
   per cycle, the most node-hours left first). As with priority preemption, the stop takes time: the
   movers are not started elsewhere at list price but wait ("waiting for <pool>: room yielded by ..."),
   the free nodes they will use are held for them, and the gang's nodes stay counted as used while it
-  runs. A later cycle places them. While the gang is still stopping the same rule holds the room again.
-  Once it is gone, what the queue puts first in its room is mostly a held-back gang (itself or another)
-  about to start there, which yields it to the movers by the first kind (in the twin, 40 of 42 movers
-  started on the reservation; the rest at list price when other jobs took the room first).
+  runs. A later cycle places them. While the gang is still stopping the same rule holds the room again
+  (unit tests only: the twin's engine requeues a stopped job at once). Once it is gone, what the queue
+  puts first in its room is often a held-back gang about to start there, which yields it by the first
+  kind; otherwise the movers take it only if they come first, and some pay list price after all.
+
+The extra wait is bounded: a gang yields only while fresh. One about to start yields only if it has
+never run (attempt 0) and has waited less than its own expected hours (slowdown tier 0, queue.py), so
+yield holds it back at most that long; a running one is stopped only in its first attempt, so yield
+stops a gang at most once and never again after any restart.
+
+Who calls it: decide(burst_yield=..., burst_limit_node_hours=...). The twin does (a scenario's
+``decide_options``); the control loop calls decide(snapshot) with neither, so in production this does
+nothing today.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 
@@ -33,6 +43,7 @@ import numpy as np
 
 from overcast.placement.filters import Request, request_key, run_filters
 from overcast.placement.index import PoolIndex, Usage
+from overcast.scheduler.queue import slowdown_tier
 from overcast.scheduler.snapshot import Decisions, PendingJob, Place, Preempt, RunningJob
 from overcast.spec.models import JobSpec
 
@@ -48,11 +59,15 @@ class YieldRule:
     def __post_init__(self) -> None:
         if self.min_nodes < 1 or self.max_per_cycle < 0 or not 0 < self.fill <= 1:
             raise ValueError(f"burst_yield: min_nodes >= 1, max_per_cycle >= 0, 0 < fill <= 1 ({self})")
+        if not all(math.isfinite(getattr(self, f.name)) for f in fields(self)):
+            raise ValueError(f"burst_yield: every option must be finite ({self})")
 
     @classmethod
     def of(cls, value: YieldOption) -> YieldRule | None:
         """The rule from decide()'s option: a rule, a mapping of its fields, True (the defaults), or a
-        string "min_nodes=8 min_hours_left=40" (a scenario's flat ``decide_options``); None/False: off."""
+        string "min_nodes=8 min_hours_left=40" (a scenario's flat ``decide_options``); None/False: off.
+        Anything else, or a value that is not a finite number (an integer for the integer fields), is a
+        ValueError that names burst_yield."""
         if value is None or value is False:
             return None
         if isinstance(value, YieldRule):
@@ -63,13 +78,34 @@ class YieldRule:
             pairs = [item.split("=", 1) for item in value.replace(",", " ").split()]
             if any(len(p) != 2 for p in pairs):
                 raise ValueError(f"burst_yield: expected 'name=value ...', got {value!r}")
-            value = {k.strip(): float(v) for k, v in pairs}
-        names = {f.name: f.type for f in fields(cls)}
-        unknown = sorted(set(value) - set(names))
+            value = {k.strip(): v.strip() for k, v in pairs}
+        if not isinstance(value, Mapping):
+            raise ValueError(f"burst_yield: expected true, a mapping or 'name=value ...', got {value!r}")
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(map(str, value)) - names)
         if unknown:
             raise ValueError(f"burst_yield: no option {unknown[0]!r} (it takes {sorted(names)})")
-        ints = ("min_nodes", "max_per_cycle")
-        return cls(**{k: int(v) if k in ints else float(v) for k, v in value.items()})
+        return cls(**{k: _number(k, v) for k, v in value.items()})
+
+
+def _number(name: str, raw: object) -> float | int:
+    """``raw`` as the field's number: finite, and whole for the integer fields (8.0 and "8" are 8)."""
+    try:
+        if isinstance(raw, bool):
+            raise TypeError
+        number = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"burst_yield: {name} must be a number, got {raw!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"burst_yield: {name} must be finite, got {raw!r}")
+    if name in _INTS:
+        if number != int(number):
+            raise ValueError(f"burst_yield: {name} must be a whole number, got {raw!r}")
+        return int(number)
+    return number
+
+
+_INTS = ("min_nodes", "max_per_cycle")
 
 
 YieldOption = YieldRule | Mapping[str, float] | bool | str | None  # what decide(burst_yield=...) takes
@@ -109,7 +145,13 @@ def apply_yield(
     for place in list(decisions.place):
         at, job = pos[place.pool_id], pending[place.job_id]
         long = job.spec.expected_hours >= rule.min_hours_left
-        if long and index.marginal[at] == 0 and _may_yield(rule, job.spec, place.nodes, limit_node_hours):
+        fresh = job.attempt == 0 and slowdown_tier(job, now) == 0
+        if (
+            long
+            and fresh
+            and index.marginal[at] == 0
+            and _may_yield(rule, job.spec, place.nodes, limit_node_hours)
+        ):
             gang = _Gang(job.id, job.spec, at, place.nodes, job.spec.expected_hours, place=place)
             _yield(rule, gang, decisions, index, usage, pending, fits)
     stopped = 0
@@ -139,7 +181,7 @@ def _running_gangs(
     gangs: list[_Gang] = []
     for run in running:
         at = index.position_of.get(run.pool_id)
-        if at is None or index.marginal[at] > 0 or run.id in skip:
+        if at is None or index.marginal[at] > 0 or run.id in skip or run.attempt > 1:
             continue
         if not _may_yield(rule, run.spec, run.nodes, limit_node_hours):
             continue

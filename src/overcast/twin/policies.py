@@ -40,6 +40,10 @@ class OvercastPolicy:
             raise ValueError(
                 f"decide_options: decide() takes no {unknown[0]!r} (it takes {sorted(accepted)})"
             )
+        if "burst_yield" in self.options:  # a bad value fails at load time, in one line, not mid-run
+            from overcast.scheduler.yield_room import YieldRule
+
+            YieldRule.of(self.options["burst_yield"])  # type: ignore[arg-type]
 
     def decide(self, snapshot: Snapshot) -> Decisions:
         return self._decide(snapshot, **self.options)
