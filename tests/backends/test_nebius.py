@@ -107,7 +107,9 @@ def test_a_two_node_gang_runs_to_success_in_a_gpu_cluster_of_its_own_deleted_aft
     tmp_path: Path,
 ) -> None:
     backend = backend_for(nebius_fake, vms, tmp_path)
-    run = 'echo "rank $OVERCAST_NODE_RANK head $OVERCAST_HEAD_ADDR"; sleep 0.5'
+    flag = tmp_path / "may-end"  # the job ends only once the test saw STARTED: a slow poll cannot miss it
+    run = 'echo "rank $OVERCAST_NODE_RANK head $OVERCAST_HEAD_ADDR"; '
+    run += f"until [ -e {flag} ]; do sleep 0.05; done"
     request = LaunchRequest("ok", 1, pool_of(backend), 2, gpu_job("ok", run))
     first = backend.launch(request)
     assert backend.launch(request) == first  # the same attempt again launches nothing
@@ -117,7 +119,9 @@ def test_a_two_node_gang_runs_to_success_in_a_gpu_cluster_of_its_own_deleted_aft
     assert {r.spec.gpu_cluster.id for r in nebius_fake.created} == {cluster.metadata.id}
     assert not any(r.spec.HasField("preemptible") for r in nebius_fake.created)  # on-demand
     assert sorted(cluster.status.instances) == sorted(i.metadata.id for i in vms.instances(job="ok"))
-    events = poll_until(backend, {("ok", EventKind.SUCCEEDED)})
+    events = poll_until(backend, {("ok", EventKind.STARTED)})
+    flag.touch()
+    events += poll_until(backend, {("ok", EventKind.SUCCEEDED)})
     assert [e.kind for e in events] == [EventKind.STARTED, EventKind.SUCCEEDED]
     gang = vms.instances(job="ok")
     assert sorted(labels(i)["overcast-exit"] for i in gang) == ["0", "0"]  # written by the agents

@@ -20,6 +20,7 @@ nebius:
     region: eu-north1
     instance_types: [gpu-h100-sxm_8gpu-128vcpu-1600gb]
     subnet_id: vpcsubnet-e00abc
+    service_account_id: serviceaccount-e00abc
 """
 
 

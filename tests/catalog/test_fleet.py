@@ -339,6 +339,7 @@ nebius:
     instance_types: [gpu-h100-sxm_8gpu-128vcpu-1600gb]
     subnet_id: vpcsubnet-e00abc
     infiniband_fabric: fabric-2
+    service_account_id: serviceaccount-e00abc
 """
 
 
@@ -367,3 +368,32 @@ def test_a_nebius_entry_and_its_mistakes_by_file_line_and_field(tmp_path: Path) 
     ]
     with pytest.raises(FleetError, match="nebius names must be unique: fi"):
         parse_fleet(NEBIUS + NEBIUS.removeprefix("nebius:\n"))
+
+
+def test_a_nebius_entry_needs_the_nodes_service_account(tmp_path: Path) -> None:
+    # without it no node gets an identity: its agent never starts and the gang bills for 20 minutes
+    text = NEBIUS.replace("    service_account_id: serviceaccount-e00abc\n", "")
+    message = _error(tmp_path, text)
+    assert f"{tmp_path / 'fleet.yaml'}:2: nebius[0].service_account_id: required field is missing" in message
+    assert "service_account_id" in _error(tmp_path, text + "    service_account_id: ''\n")
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "ok"),
+    [
+        ("127.0.0.1:50051", True),  # the tests' fake
+        ("localhost:50051", True),
+        ("[::1]:50051", True),
+        ("api.eu-north1.nebius.cloud:443", False),  # the controller's token in cleartext
+        ("10.0.0.5:50051", False),
+        (None, False),  # the SDK's own resolution: Nebius itself
+    ],
+)
+def test_a_nebius_insecure_endpoint_is_loopback_only(tmp_path: Path, endpoint: str | None, ok: bool) -> None:
+    text = NEBIUS + "    insecure: true\n" + (f"    endpoint: '{endpoint}'\n" if endpoint else "")
+    if ok:
+        assert load_fleet(write_fleet(tmp_path, text)).nebius[0].insecure
+    else:
+        message = _error(tmp_path, text)
+        assert "nebius[0]" in message and "insecure: true needs an endpoint on a loopback host" in message
+        assert str(endpoint) in message

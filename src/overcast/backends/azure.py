@@ -37,7 +37,7 @@ from overcast.backends.azure_client import (
 from overcast.backends.azure_customdata import custom_data
 from overcast.backends.azure_gangs import Gang, group, power_state, provisioning
 from overcast.backends.azure_vmspec import gang_name, group_body, vm_body, vm_name
-from overcast.backends.base import Allocation, LaunchRequest
+from overcast.backends.base import Allocation, LaunchRequest, ProviderDown
 from overcast.backends.cloud_backend import CloudBackend
 from overcast.backends.cloud_gangs import gang_key, split_key
 from overcast.catalog.offer import Offer
@@ -165,9 +165,12 @@ class AzureBackend(CloudBackend):
     def _clean_up(self, gang: Gang, state: dict[str, Any]) -> None:
         """Delete the VMs that ended (all of a stopped gang), then forget a gang with none left: the
         agents only deallocate, so their exit tags outlive the job until the outcome is delivered."""
-        self._delete(gang, ended_only=gang.key not in state["stopped"])
-        if not gang.vms and gang.key in state["launched"]:
-            self._drop(state, gang.key, gang.nodes)
+        try:
+            self._delete(gang, ended_only=gang.key not in state["stopped"])
+            if not gang.vms and gang.key in state["launched"]:
+                self._drop(state, gang.key, gang.nodes)
+        except (AzureApiError, ProviderDown):  # must not escape the poll (the events before it): next poll
+            return
 
     # -- internals ----------------------------------------------------------------------------------
 

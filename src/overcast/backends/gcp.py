@@ -30,7 +30,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from overcast.backends.base import Allocation, LaunchRequest
+from overcast.backends.base import Allocation, LaunchRequest, ProviderDown
 from overcast.backends.cloud_backend import CloudBackend
 from overcast.backends.cloud_gangs import gang_key, split_key
 from overcast.backends.gcp_client import (
@@ -186,10 +186,14 @@ class GcpBackend(CloudBackend):
         if not gang.instances and gang.key in state["launched"]:
             if gang.nodes > 1:
                 name = gang_name(self.settings.owner, *split_key(gang.key))
-                with contextlib.suppress(GcpError):  # 404: deleted already (or never made)
+                try:
                     call("delete placement policy", self.api["policies"].delete_unary,
                          project=self.settings.project, region=self.settings.region,
                          resource_policy=name)  # fmt: skip
+                except GcpError:  # 404: deleted already (or never made)
+                    pass
+                except ProviderDown:  # must not escape the poll (the events before it): next poll
+                    return
             state["launched"].pop(gang.key, None)
             state["inflight"].pop(gang.key, None)
 
@@ -241,7 +245,9 @@ class GcpBackend(CloudBackend):
 
     def _delete(self, zone: str, name: str) -> None:
         """Delete without waiting: Compute carries on and a later poll no longer lists it."""
-        with contextlib.suppress(GcpError):  # 404: gone already
+        # 404: gone already; an outage must not escape the poll's clean-up, which would lose the events
+        # computed before it: the next poll (or stop's end) tries again
+        with contextlib.suppress(GcpError, ProviderDown):
             call("delete instance", self.api["instances"].delete_unary, project=self.settings.project,
                  zone=zone, instance=name)  # fmt: skip
 

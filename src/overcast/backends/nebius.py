@@ -28,7 +28,7 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from overcast.backends.base import Allocation, LaunchRequest, ProviderDown
+from overcast.backends.base import Allocation, BackendEvent, LaunchRequest, ProviderDown
 from overcast.backends.cloud_backend import CloudBackend
 from overcast.backends.cloud_gangs import gang_key, split_key
 from overcast.backends.nebius_client import TAG, NebiusApi, NebiusError, NebiusSettings, label_value
@@ -57,6 +57,8 @@ class NebiusBackend(CloudBackend):
         if settings.max_nodes < 1 or not settings.instance_types or not settings.subnet_id:
             raise ValueError(f"nebius {settings.name!r}: needs instance_types, subnet_id and max_nodes >= 1")
         self._api, self._credentials = api, credentials
+        self._listed: set[str] = set()  # the keys of the gangs the latest poll listed instances of
+        self._sweep_due = True  # a GPU cluster may be left without its gang (at start: a lost acked.json)
         self._setup(settings, settings.instance_types, home, offers)
 
     @property
@@ -113,6 +115,36 @@ class NebiusBackend(CloudBackend):
 
     # -- stop, poll, active -------------------------------------------------------------------------
 
+    def poll(self) -> list[BackendEvent]:
+        with self._lock:
+            events = super().poll()
+            if self._sweep_due:
+                self._sweep_clusters()
+            return events
+
+    def _sweep_clusters(self) -> None:
+        """Delete our GPU clusters (by their labels) whose gang is not in ``launched`` (the clean-up's
+        charge) and has no instance left: a lost ``acked.json`` would leave them otherwise. The listing
+        goes on each poll while such a cluster exists (its instances still leaving it), then stops.
+        Under the lock, as launch() is: no launch is between creating its cluster and its first rank."""
+        launched = self._state()["launched"]
+        left = False
+        with contextlib.suppress(NebiusError, ProviderDown):  # the next poll tries again
+            for cluster in self.api.list_clusters():
+                labels = dict(cluster.metadata.labels)
+                if labels.get(TAG + "backend") != label_value(self.settings.owner):
+                    continue
+                attempt = labels.get(TAG + "attempt", "")
+                key = gang_key(labels.get(TAG + "job", ""), int(attempt) if attempt.isdigit() else -1)
+                if key in launched:
+                    continue
+                left = True
+                if key not in self._listed:
+                    with contextlib.suppress(NebiusError):  # an instance still leaving it: next poll
+                        self.api.delete_cluster(cluster.metadata.name)
+                        left = False
+            self._sweep_due = left
+
     # stop() labels the gang ``overcast-stop``: each agent reads its instance and SIGTERMs the job; at the
     # end of the grace period the gang's instances are deleted.
 
@@ -137,7 +169,7 @@ class NebiusBackend(CloudBackend):
             if gang.nodes > 1:
                 try:
                     self.api.delete_cluster(gang_name(self.settings.owner, *split_key(gang.key)))
-                except NebiusError:  # an instance is still leaving it: the next poll tries again
+                except (NebiusError, ProviderDown):  # an instance still leaving it, an outage: next poll
                     return
             state["launched"].pop(gang.key, None)
 
@@ -145,7 +177,9 @@ class NebiusBackend(CloudBackend):
 
     def _gangs(self, state: dict[str, Any] | None = None) -> list[Gang]:
         state = state or self._state()
-        return group(self.api.list_instances(), self.settings.owner, self.settings.region, state["launched"])
+        gangs = group(self.api.list_instances(), self.settings.owner, self.settings.region, state["launched"])
+        self._listed = {g.key for g in gangs if g.instances}
+        return gangs
 
     def _gang(self, job_id: str, attempt: int) -> Gang | None:
         found = group(self.api.list_instances(), self.settings.owner, self.settings.region)
@@ -156,7 +190,9 @@ class NebiusBackend(CloudBackend):
         from overcast.backends.nebius_client import state_of
 
         if state_of(instance) != "DELETING":
-            with contextlib.suppress(NebiusError):  # NOT_FOUND: gone already
+            # NOT_FOUND: gone already; an outage must not escape the poll (it would lose the events
+            # computed before this clean-up): the next poll tries again
+            with contextlib.suppress(NebiusError, ProviderDown):
                 self.api.delete(instance.metadata.id)
 
     def _allocation(self, instances: list[Any], request: LaunchRequest) -> Allocation:

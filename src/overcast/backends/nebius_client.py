@@ -178,11 +178,15 @@ class NebiusApi:
         """Every instance of the project (all pages)."""
         from nebius.api.nebius.compute.v1 import ListInstancesRequest
 
+        return self.pages("list instances", self.instances.list, ListInstancesRequest)
+
+    def pages(self, operation: str, method: Any, request_type: Any) -> list[Any]:
+        """Every item of a List of the project, page by page."""
         found: list[Any] = []
         token = ""
         while True:
-            req = ListInstancesRequest(parent_id=self.settings.project_id, page_size=100, page_token=token)
-            page = self.call("list instances", self.instances.list, req)
+            req = request_type(parent_id=self.settings.project_id, page_size=100, page_token=token)
+            page = self.call(operation, method, req)
             found += list(page.items)
             token = page.next_page_token
             if not token:
@@ -257,6 +261,12 @@ class NebiusApi:
         found = self.call("get gpu cluster", self.clusters.get_by_name,
                           GetByNameRequest(parent_id=self.settings.project_id, name=name))  # fmt: skip
         return str(found.metadata.id)
+
+    def list_clusters(self) -> list[Any]:
+        """Every GPU cluster of the project (all pages)."""
+        from nebius.api.nebius.compute.v1 import ListGpuClustersRequest
+
+        return self.pages("list gpu clusters", self.clusters.list, ListGpuClustersRequest)
 
     def delete_cluster(self, name: str) -> None:
         """Delete the GPU cluster ``name`` (nothing when there is none); NebiusError FAILED_PRECONDITION

@@ -5,6 +5,7 @@ type the catalog does not offer in that region is an error naming the entry, wit
 from __future__ import annotations
 
 import difflib
+import ipaddress
 from typing import Annotated, Self
 
 from pydantic import (
@@ -203,14 +204,35 @@ class NebiusAccount(_Account):
     image_family: str = Field(default="ubuntu22.04-cuda12", min_length=1)
     disk_size_gb: int = Field(default=200, gt=0)
     infiniband_fabric: str = ""  # the GPU clusters' fabric (e.g. fabric-2) for gangs of more than one node
-    service_account_id: str = ""  # the nodes' identity: get/list/update/stop instances in the project
+    service_account_id: str = Field(min_length=1)  # the nodes' identity: without it no agent ever starts
     token_endpoint: str | None = Field(default=None, pattern=r"^https?://")  # the nodes' token service
     purchases: Purchases = ["on-demand", "spot"]
     endpoint: str | None = Field(default=None, pattern=r"^[^/]+:[0-9]+$")  # host:port of the API
-    insecure: bool = False  # plaintext gRPC to ``endpoint`` (a local fake or proxy)
+    insecure: bool = False  # plaintext gRPC to a loopback ``endpoint`` (a local fake or proxy)
     credentials_file: str | None = None  # a service account credentials JSON for the controller
 
     @field_validator("instance_types")
     @classmethod
     def _in_catalog(cls, value: list[str], info: ValidationInfo) -> list[str]:
         return _offered(value, info, "nebius", "Nebius offer for instance type")
+
+    @model_validator(mode="after")
+    def _insecure_on_loopback_only(self) -> Self:
+        """Plaintext gRPC would carry the controller's token in cleartext: only to this machine."""
+        if self.insecure and not _loopback(self.endpoint):
+            raise ValueError(
+                f"insecure: true needs an endpoint on a loopback host (127.0.0.1, [::1], localhost), "
+                f"got {self.endpoint!r}: plaintext gRPC would send the token in cleartext"
+            )
+        return self
+
+
+def _loopback(endpoint: str | None) -> bool:
+    """Whether ``host:port`` names this machine."""
+    host = (endpoint or "").rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
