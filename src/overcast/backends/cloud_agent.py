@@ -1,7 +1,8 @@
-"""What the node agents of the clouds (aws_agent, azure_agent, oci_agent, gcp_agent) share: the command
-line (as the boot script writes it and as the agent reads it), the log lines, the gang wait (``GangLook``,
-``wait_for_gang``: aws, azure and gcp so far) and the end of a node (its exit tags, then powering its
-machine off, whatever happened).
+"""What the node agents of the clouds (aws_agent, azure_agent, oci_agent, gcp_agent, lambda_agent,
+nebius_agent) share: the command line (as the boot script writes it and as the agent reads it), the log
+lines, the gang wait (``GangLook``, ``wait_for_gang``: aws, azure, gcp and nebius; lambda and oci wait
+their own way, with ``head_ended``) and the end of a node (its exit tags, then powering its machine off,
+whatever happened).
 
 Each provider's agent finds its rank and head through its own metadata service and API, and says how to
 tag and end its machine.
