@@ -29,8 +29,8 @@ yield holds it back at most that long; a running one is stopped only in its firs
 stops a gang at most once and never again after any restart.
 
 Who calls it: decide(burst_yield=..., burst_limit_node_hours=...). The twin does (a scenario's
-``decide_options``); the control loop calls decide(snapshot) with neither, so in production this does
-nothing today.
+``decide_options``); the control loop calls decide(snapshot) with neither (unless given a decide that
+passes them), so in production this does nothing today.
 """
 
 from __future__ import annotations
