@@ -180,9 +180,12 @@ class GcpBackend(CloudBackend):
         if gang.pending:  # its bulkInsert may still create instances: keep the key until it is DONE
             return
         live = {i.name for i in gang.live} if gang.key not in state["stopped"] else set()
-        for inst in gang.instances:
-            if inst.name not in live:
-                self._delete(_zone(inst), inst.name)
+        try:
+            for inst in gang.instances:
+                if inst.name not in live:
+                    self._delete(_zone(inst), inst.name)
+        except ProviderDown:  # must not escape the poll (the events computed before it): next poll
+            return
         if not gang.instances and gang.key in state["launched"]:
             if gang.nodes > 1:
                 name = gang_name(self.settings.owner, *split_key(gang.key))
@@ -245,9 +248,7 @@ class GcpBackend(CloudBackend):
 
     def _delete(self, zone: str, name: str) -> None:
         """Delete without waiting: Compute carries on and a later poll no longer lists it."""
-        # 404: gone already; an outage must not escape the poll's clean-up, which would lose the events
-        # computed before it: the next poll (or stop's end) tries again
-        with contextlib.suppress(GcpError, ProviderDown):
+        with contextlib.suppress(GcpError):  # 404: gone already
             call("delete instance", self.api["instances"].delete_unary, project=self.settings.project,
                  zone=zone, instance=name)  # fmt: skip
 
