@@ -49,12 +49,13 @@ def an_outcome_outlives_an_outage_in_the_clean_up(
     requeues a succeeded job)."""
     for name, run in (("a", f"until [ -e {flag} ]; do sleep 0.05; done"), ("b", "true")):
         backend.launch(LaunchRequest(name, 1, pool, 1, job(name, run, 1)))
-    wait_events(backend, lambda events: ("b", EventKind.SUCCEEDED) in {(e.job_id, e.kind) for e in events})
+    wanted = {("a", EventKind.STARTED), ("b", EventKind.SUCCEEDED)}  # a's STARTED first: no race with it
+    wait_events(backend, lambda events: wanted <= {(e.job_id, e.kind) for e in events})
     seen: list = []
 
     def a_reported() -> bool:
         seen.extend(backend.poll())
-        return any(e.job_id == "a" for e in seen)
+        return any(e.job_id == "a" and e.kind is not EventKind.STARTED for e in seen)
 
     with outage:
         flag.touch()
