@@ -63,7 +63,8 @@ def test_handed_over_column_generation_reaches_the_same_bound() -> None:
     assert whole.pending is None
     assert split.pending is not None and split.rounds < whole.rounds
     assert split.bound <= whole.bound  # the Lagrangian bound of the earlier round is weaker but valid
-    assert split.final_bound(60.0) == whole.bound
+    # the child's bound arrives in seconds; the wait is long only so a loaded machine cannot fail it
+    assert split.final_bound(200.0) == whole.bound
 
 
 def test_solve_with_the_handover_returns_the_full_lp_bound(monkeypatch: pytest.MonkeyPatch) -> None:
