@@ -81,12 +81,16 @@ def test_a_gpu_cluster_left_by_a_lost_local_state_is_swept_by_its_labels(
     tmp_path: Path,
 ) -> None:
     backend = backend_for(nebius_fake, vms, tmp_path)
+    # e's cluster is listed first and still busy when c's can go: the sweep must go on for e's
+    backend.launch(LaunchRequest("e", 1, pool_of(backend), 2, gpu_job("e", "sleep 60")))
     backend.launch(LaunchRequest("c", 1, pool_of(backend), 2, gpu_job("c", "true")))
     poll_until(backend, {("c", EventKind.SUCCEEDED)})
     (backend.dir / "acked.json").unlink()  # the controller's disk is replaced: the API is the truth
     backend = backend_for(nebius_fake, vms, tmp_path)
     poll_until(backend, {("c", EventKind.SUCCEEDED)})  # replayed, as designed; then deleted
-    all_gone(backend, nebius_fake, vms)  # its GPU cluster too, found by its labels
+    assert eventually(lambda: backend.poll() == [] and len(nebius_fake.clusters) == 1, 10)  # c's
+    backend.stop("e", 1, grace_seconds=0.0)
+    all_gone(backend, nebius_fake, vms)  # e's GPU cluster too, found by its labels
     # another backend's cluster (another owner label) is left alone
     other = backend_for(nebius_fake, vms, tmp_path / "o", name="other")
     other.launch(LaunchRequest("d", 1, pool_of(other), 2, gpu_job("d", "sleep 30")))

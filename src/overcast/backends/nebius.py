@@ -19,7 +19,7 @@ SDK (``nebius``, gRPC: ``nebius_client``), in a GPU cluster of its own (InfiniBa
 - **Crash safety.** What runs is read from Nebius (the project's instances, filtered by our labels).
   Local state (``$OVERCAST_HOME/nebius/<name>/acked.json``): the acknowledged events and the gangs
   launched (Nebius forgets a deleted instance: a gang deleted whole must still be reported, and its GPU
-  cluster deleted).
+  cluster deleted). A GPU cluster whose gang that state lost is found by its labels and deleted.
 """
 
 from __future__ import annotations
@@ -138,11 +138,13 @@ class NebiusBackend(CloudBackend):
                 key = gang_key(labels.get(TAG + "job", ""), int(attempt) if attempt.isdigit() else -1)
                 if key in launched:
                     continue
-                left = True
-                if key not in self._listed:
-                    with contextlib.suppress(NebiusError):  # an instance still leaving it: next poll
+                busy = key in self._listed
+                if not busy:
+                    try:
                         self.api.delete_cluster(cluster.metadata.name)
-                        left = False
+                    except NebiusError:  # an instance still leaving it: the next poll tries again
+                        busy = True
+                left = left or busy
             self._sweep_due = left
 
     # stop() labels the gang ``overcast-stop``: each agent reads its instance and SIGTERMs the job; at the
