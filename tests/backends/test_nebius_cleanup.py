@@ -4,6 +4,8 @@ local state forgot (a lost acked.json) is found by its labels and deleted."""
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -99,3 +101,50 @@ def test_a_gpu_cluster_left_by_a_lost_local_state_is_swept_by_its_labels(
     assert len(nebius_fake.clusters) == 1
     other.stop("d", 1, grace_seconds=0.0)
     all_gone(other, nebius_fake, vms)
+
+
+def test_a_poll_that_raises_in_a_clean_up_delivers_its_outcomes_on_the_next_poll(
+    nebius_fake: FakeNebius,  # noqa: F811
+    vms: NebiusVmHost,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Any error a clean-up lets through (not only an outage) leaves the outcomes that poll computed
+    undelivered, not acknowledged: the next poll hands them over (cloud_backend.poll)."""
+    backend = backend_for(nebius_fake, vms, tmp_path)
+    pool, flag = pool_of(backend, H100_1), tmp_path / "a-may-end"
+    for name, run in (("a", f"until [ -e {flag} ]; do sleep 0.05; done"), ("b", "true")):
+        backend.launch(LaunchRequest(name, 1, pool, 1, gpu_job(name, run, 1)))
+    wanted = {("a", EventKind.STARTED), ("b", EventKind.SUCCEEDED)}
+    wait_events(backend, lambda events: wanted <= {(e.job_id, e.kind) for e in events})
+    real, raised, listed = backend._clean_up, [], []
+
+    def a_ended() -> bool:
+        return any(g.job_id == "a" and g.terminal_event(time.time()) is not None for g in listed)
+
+    def clean_up_once_broken(gang: Any, state: Any) -> None:
+        if gang.job_id == "b" and not raised and a_ended():  # in the poll that computed a's outcome
+            raised.append(gang.key)
+            raise RuntimeError("a bug in a clean-up")
+        real(gang, state)
+
+    flag.touch()
+    seen: list = []
+
+    def a_reported() -> bool:
+        with contextlib.suppress(RuntimeError):
+            seen.extend(backend.poll())
+        return any(e.job_id == "a" and e.kind is EventKind.SUCCEEDED for e in seen)
+
+    gangs = backend._gangs  # a before b: a's outcome is computed, then b's clean-up raises
+
+    def in_order(state: Any) -> list:
+        listed[:] = sorted(gangs(state), key=lambda gang: gang.job_id)
+        return listed
+
+    with (
+        mock.patch.object(backend, "_clean_up", clean_up_once_broken),
+        mock.patch.object(backend, "_gangs", in_order),
+    ):
+        assert eventually(a_reported, 20)
+    assert raised  # the broken clean-up did run
+    all_gone(backend, nebius_fake, vms)

@@ -177,6 +177,7 @@ class CloudBackend:
             self._unacked = []
             gangs = self._gangs(state)
             events: list[BackendEvent] = []
+            unacked: list[tuple[str, str]] = []  # kept only if this poll returns its events
             now = time.time()
             for gang in gangs:
                 quiet = gang.key in state["stopped"] or gang.key in state["stopping"]
@@ -186,21 +187,24 @@ class CloudBackend:
                 event = gang.terminal_event(now)
                 if event is not None:
                     events.append(event)
-                    self._unacked.append(("reported", gang.key))
+                    unacked.append(("reported", gang.key))
                 elif gang.all_running() and gang.key not in state["started"]:
                     events.append(BackendEvent(EventKind.STARTED, gang.job_id, gang.attempt, now))
-                    self._unacked.append(("started", gang.key))
+                    unacked.append(("started", gang.key))
                 elif self._agent_missing(gang, now):
                     # a broken image or boot script: without an agent nothing would ever end these nodes
                     events.append(
                         BackendEvent(EventKind.FAILED, gang.job_id, gang.attempt, now, self.no_agent)
                     )
-                    self._unacked.append(("reported", gang.key))
+                    unacked.append(("reported", gang.key))
             visible = {gang.key for gang in gangs}  # the APIs forget ended machines after a while
             for what in self.state_lists:
                 state[what] = [key for key in state[what] if key in visible]
             state["stopping"] = {k: t for k, t in state["stopping"].items() if k in visible}
             self._save(state)
+            # acknowledged by the next poll: a poll that raises (a clean-up's error, say) after some
+            # outcomes were computed must not have them marked delivered, or the loop never gets them
+            self._unacked = unacked
             return events
 
     def active(self) -> list[tuple[str, int]]:
