@@ -86,8 +86,12 @@ class LateOci(OciVmEmulator):
 
 
 class LateGce(GceVmEmulator):
+    """Rank ``late_rank`` labels its agent up at once but looks for its gang LATE seconds later."""
+
+    late_rank = 1
+
     def _user_data(self, vm: str) -> str | None:
-        if not vm.endswith("-1"):
+        if not vm.endswith(f"-{self.late_rank}"):
             return super()._user_data(vm)
         with self.fake.lock:
             inst = self.fake.find(vm)

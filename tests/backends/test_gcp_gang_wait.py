@@ -13,25 +13,16 @@ from pathlib import Path
 from overcast.backends.base import LaunchRequest
 from tests.backends import test_gcp
 from tests.backends.cloud_checks import gce_gang
-from tests.backends.gcp_vm import GceVmEmulator
 from tests.backends.test_aws_gang_wait import check_late_head
-from tests.backends.test_cloud_head_ended import JOB, late
-from tests.fixtures.gcp_fake import FakeGce, fingerprint
+from tests.backends.test_cloud_head_ended import JOB, LateGce
+from tests.fixtures.gcp_fake import FakeGce
 from tests.fixtures.gcp_http import gce, gce_server  # noqa: F401 (fixtures)
 
 
-class LateHeadGce(GceVmEmulator):
-    """Rank 0 (``oc-...-0``) labels its agent up at once but looks for its gang LATE seconds later."""
+class LateHeadGce(LateGce):
+    """Rank 0 is the late one."""
 
-    def _user_data(self, vm: str) -> str | None:
-        if not vm.endswith("-0"):
-            return super()._user_data(vm)
-        with self.fake.lock:
-            inst = self.fake.find(vm)
-            assert inst is not None
-            inst["labels"] = inst["labels"] | {"overcast-agent": "up"}
-            inst["labelFingerprint"] = fingerprint(inst["labels"])
-        return late(super()._user_data(vm))
+    late_rank = 0
 
 
 def test_gcp_a_late_rank_0_counts_a_rank_whose_quick_job_had_already_ended(

@@ -14,15 +14,16 @@ about what runs; losing the file replays the last outcomes, which the loop ignor
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from overcast.backends.base import BackendEvent, EventKind, LaunchRequest, ProviderDown
+from overcast.backends.base import BackendEvent, CapacityError, EventKind, LaunchRequest, ProviderDown
 from overcast.backends.cloud_gangs import gang_key
 from overcast.backends.local_runner import write_json_atomic
 from overcast.catalog.offer import Offer
@@ -222,6 +223,24 @@ class CloudBackend:
         """The caller could not handle the last poll's events: the next poll reports them again."""
         with self._lock:
             self._unacked = []
+
+    def _rollback_ids(
+        self,
+        request: LaunchRequest,
+        exc: Exception,
+        ids: list[str],
+        answered: tuple[type[Exception], ...],
+        id_of: Callable[[Any], str],
+    ) -> list[str]:
+        """What a launch that failed part-way terminates (no cloud here launches a gang all or nothing):
+        ``ids`` (launched and already live), and, after an error the provider did not answer with
+        (``answered``: its API errors; a timeout, say), what it lists for the gang: it may have made a rank
+        whose call failed."""
+        if not isinstance(exc, (*answered, CapacityError)):
+            with contextlib.suppress(*answered, ProviderDown):
+                found = self._gang(request.job_id, request.attempt)
+                ids += [id_of(i) for i in (found.live if found else []) if id_of(i) not in ids]
+        return ids
 
     # -- local state --------------------------------------------------------------------------------
 

@@ -82,11 +82,7 @@ class LambdaBackend(CloudBackend):
             except Exception as exc:  # Lambda has no all-or-nothing launch: roll back every rank
                 self._silence(request.job_id, request.attempt)  # the loop has the error: no events
                 ids = launched + [str(i["id"]) for i in live]
-                if not isinstance(exc, LambdaError | CapacityError):  # a timeout: Lambda may have made it
-                    with contextlib.suppress(LambdaError, ProviderDown):
-                        found = self._gang(request.job_id, request.attempt)
-                        ids += [str(i["id"]) for i in found.live if i["id"] not in ids] if found else []
-                self._terminate(ids)
+                self._terminate(self._rollback_ids(request, exc, ids, (LambdaError,), lambda i: str(i["id"])))
                 raise
             return self._allocation([*live, *launched], request)
 

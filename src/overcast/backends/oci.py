@@ -119,11 +119,7 @@ class OciBackend(CloudBackend):
                     launched.append(reply.data.id)
             except Exception as exc:  # OCI has no all-or-nothing launch: roll back every rank of this gang
                 self._silence(request.job_id, request.attempt)  # the loop has the error: no events
-                ids = launched + [i.id for i in live]
-                if not isinstance(exc, OciError | CapacityError):  # a timeout: OCI may have made the rank
-                    with contextlib.suppress(OciError, ProviderDown):
-                        found = self._gang(request.job_id, request.attempt)
-                        ids += [i.id for i in found.live if i.id not in ids] if found else []
+                ids = self._rollback_ids(request, exc, launched + [i.id for i in live], (OciError,), _id)
                 for iid in ids:
                     self._terminate(iid)
                 if clustered:  # empty (no rank launched): deleted now; else by the poll, once terminated
@@ -231,3 +227,7 @@ def _terminated(instance: Any) -> bool:
 def _retry_token(backend: str, job_id: str, attempt: int, rank: int) -> str:
     """OCI's idempotency key (at most 64 characters), unique per (backend, job, attempt, rank)."""
     return hashlib.sha256(f"{backend}/{job_id}/{attempt}/{rank}".encode()).hexdigest()[:64]
+
+
+def _id(instance: Any) -> str:
+    return str(instance.id)
