@@ -33,6 +33,7 @@ quotas:                  # at most this many GPUs in use at once
   - {provider: aws, region: us-east-1, max_gpus: 256}
 disabled_providers: [vast]
 spot_preemptions_per_hour: {aws: 0.08}
+scheduler: {burst_limit_node_hours: 64, fair_share: true}  # decide()'s options (scheduler/options.py)
 ```
 
 Every model forbids unknown fields, and ``load_fleet`` reports mistakes as ``file:line: field: problem``
@@ -67,6 +68,7 @@ from overcast.catalog.fleet_clouds import (
     NebiusAccount,
     OciAccount,
 )
+from overcast.scheduler.options import SchedulerOptions
 from overcast.spec.errors import SpecError, not_utf8, shown
 from overcast.spec.infra import KNOWN_PROVIDERS, provider_name
 from overcast.spec.yamldoc import Document, parse_yaml
@@ -211,6 +213,7 @@ class Fleet(_Strict):
     quotas: list[QuotaRule] = []
     disabled_providers: list[Provider] = []
     spot_preemptions_per_hour: dict[Provider, Annotated[float, Field(ge=0)]] = {}
+    scheduler: SchedulerOptions = SchedulerOptions()  # the live control loop's decide() options
 
     @model_validator(mode="after")
     def _unique_cluster_names(self) -> Self:
@@ -338,6 +341,13 @@ def _shared_namespaces(fleet: Fleet) -> list[tuple[tuple[int | str, ...], str]]:
     return out
 
 
+def _idle_yield(fleet: Fleet) -> list[tuple[tuple[int | str, ...], str]]:
+    """burst_yield acts only with the burst limit: alone it would silently do nothing."""
+    if fleet.scheduler.burst_yield is None or fleet.scheduler.burst_limit_node_hours is not None:
+        return []
+    return [(("scheduler", "burst_yield"), "acts only with burst_limit_node_hours: set that too")]
+
+
 def parse_fleet(text: str, path: Path | str = "<fleet>") -> Fleet:
     """Validate fleet YAML text; raise FleetError naming file, line and field of each problem."""
     path = Path(path)
@@ -363,7 +373,7 @@ def parse_fleet(text: str, path: Path | str = "<fleet>") -> Fleet:
             line, field, problem = _describe(error, doc)
             problems.setdefault((line, field), problem)  # one per field: "until" fails date and datetime
     else:
-        for loc, problem in [*_unknown_providers(fleet), *_shared_namespaces(fleet)]:
+        for loc, problem in [*_unknown_providers(fleet), *_shared_namespaces(fleet), *_idle_yield(fleet)]:
             problems.setdefault((doc.line(loc) or 1, _dotted(loc)), problem)
         if not problems:
             return fleet

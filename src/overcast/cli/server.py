@@ -47,6 +47,7 @@ def up(
     from overcast.control.demo import DEMO_CLUSTERS
     from overcast.control.loop import ControlLoop
     from overcast.control.setup import backends_from_fleet
+    from overcast.scheduler.options import SchedulerOptions
     from overcast.serve.supervisor import ServiceSupervisor
     from overcast.serve.upgrade import stop_old_replicas
     from overcast.store import Store, StoreConfigError, StoreUnavailable, overcast_home
@@ -58,9 +59,11 @@ def up(
         store = Store()
     except (StoreConfigError, StoreUnavailable) as exc:  # a bad URL, or a database that does not answer
         _fail(str(exc))
+    options = SchedulerOptions()  # decide()'s defaults, unless the fleet file's ``scheduler:`` says otherwise
     if fleet is not None:
         try:
             fleet_doc = load_fleet(fleet)
+            options = fleet_doc.scheduler
             backends = backends_from_fleet(fleet_doc, home)
         except (FleetError, OSError) as exc:
             _fail(str(exc))
@@ -81,7 +84,7 @@ def up(
     sock = _listen(host, port)  # before any loop starts: a second `up` on the same port stops here
     _admin_token(store, home)
     stop_old_replicas(service_backends, {s.id for s in store.services()}, typer.echo)
-    loop = ControlLoop(store, backends, home=home, grace_seconds=grace)
+    loop = ControlLoop(store, backends, home=home, grace_seconds=grace, decide=options.decide())
     stop = threading.Event()
     thread = threading.Thread(target=loop.run, args=(stop, interval), name="control-loop", daemon=True)
     thread.start()
@@ -93,6 +96,8 @@ def up(
     names = ", ".join(b.name for b in backends)
     # the password stays out of the terminal and of whatever collects the server's output
     typer.echo(f"overcast: http://{host}:{port}  store {safe_url(store.url)}  backends {names}")
+    if options.describe():  # once, at start: what the scheduler does differently from its defaults
+        typer.echo(f"scheduler: {options.describe()}")
     typer.echo(f"admin token in {home / 'token'}")
     try:
         app = create_app(store, LoopController(loop))

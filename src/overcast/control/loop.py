@@ -8,7 +8,8 @@ b. cancel requests -> stop with grace -> cancelled
 c. snapshot: pools from backends + learned health from the store; pending and running jobs; what
    budgeted teams have left this month (spend read every 30 s, running use added in between); jobs'
    expected_hours corrected by what their team's jobs really ran (read every 60 s)
-d. decide(snapshot) -> decisions (the pure scheduler)
+d. decide(snapshot) -> decisions (the pure scheduler; ``overcast up`` passes the fleet file's
+   ``scheduler:`` options, scheduler/options.py)
 e. apply: place (CAS PENDING -> LAUNCHING, record, launch on the backend's launch thread; failover on
    capacity errors), preempt; launches that return later are handled at the start of a later tick
 """
@@ -69,7 +70,7 @@ class ControlLoop:
         reconcile_every: int = 20,
         launch_wait_s: float = 5.0,
         holder: str | None = None,
-        decide: Callable[[Snapshot], Decisions] | None = None,
+        decide: Callable[[Snapshot], Decisions] | None = None,  # default: decide() with its defaults
         clock: Callable[[], float] = time.time,
     ) -> None:
         if decide is None:

@@ -7,7 +7,6 @@ and go through the same backend, so only the deciding differs.
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Callable, Mapping
 from typing import Protocol
@@ -24,29 +23,22 @@ class Policy(Protocol):
 
 
 class OvercastPolicy:
-    """The production decide(): the point of the twin is that this is the same code path."""
+    """The production decide(): the point of the twin is that this is the same code path. Its options
+    are read through the same model as a fleet file's ``scheduler:`` section (scheduler/options.py), so a
+    bad name or value fails when the policy is made, in one line, not mid-run."""
 
     def __init__(self, options: Mapping[str, object] | None = None, name: str = "overcast") -> None:
         self.name = name
+        from overcast.scheduler.options import parse_options
+
+        self.options = parse_options(options or {})
         try:
-            from overcast.scheduler.decide import decide
+            self._decide: Callable[[Snapshot], Decisions] = self.options.decide()
         except ImportError as err:  # the scheduler module is missing from this install
             raise RuntimeError(f"policy 'overcast' needs overcast.scheduler.decide ({err})") from None
-        self._decide: Callable[..., Decisions] = decide
-        self.options = dict(options or {})
-        accepted = set(inspect.signature(decide).parameters) - {"snapshot"}
-        unknown = sorted(set(self.options) - accepted)
-        if unknown:
-            raise ValueError(
-                f"decide_options: decide() takes no {unknown[0]!r} (it takes {sorted(accepted)})"
-            )
-        if "burst_yield" in self.options:  # a bad value fails at load time, in one line, not mid-run
-            from overcast.scheduler.yield_room import YieldRule
-
-            YieldRule.of(self.options["burst_yield"])  # type: ignore[arg-type]
 
     def decide(self, snapshot: Snapshot) -> Decisions:
-        return self._decide(snapshot, **self.options)
+        return self._decide(snapshot)
 
 
 def compatible(pool: Pool, spec: JobSpec) -> bool:
