@@ -120,7 +120,7 @@ def decide(
     #     on the reservation gives its room to jobs this cycle would start at list price. One about to
     #     start is not started; a running one is stopped and, as in step 4, the jobs wait for its nodes.
     #     Only a fresh gang yields (never run and waited under its own hours; running: first attempt).
-    #     Reached from the twin only: the control loop calls decide(snapshot) without these options.
+    #     Set by a twin scenario's decide_options or the fleet file's scheduler: section.
     rule = YieldRule.of(burst_yield)
     if rule is not None and burst_limit_node_hours is not None:
         apply_yield(

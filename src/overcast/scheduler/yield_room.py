@@ -28,9 +28,9 @@ never run (attempt 0) and has waited less than its own expected hours (slowdown 
 yield holds it back at most that long; a running one is stopped only in its first attempt, so yield
 stops a gang at most once and never again after any restart.
 
-Who calls it: decide(burst_yield=..., burst_limit_node_hours=...). The twin does (a scenario's
-``decide_options``); the control loop calls decide(snapshot) with neither (unless given a decide that
-passes them), so in production this does nothing today.
+Who calls it: decide(burst_yield=..., burst_limit_node_hours=...): the twin (a scenario's
+``decide_options``) and the control loop when the fleet file's ``scheduler:`` section sets both
+(scheduler/options.py); off otherwise.
 """
 
 from __future__ import annotations
