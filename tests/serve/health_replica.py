@@ -32,4 +32,6 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"ok")
 
 
-ThreadingHTTPServer(("127.0.0.1", int(os.environ["OVERCAST_REPLICA_PORT"])), Handler).serve_forever()
+# OVERCAST_REPLICA_HOST: the node's own address where it is not 127.0.0.1 (tests/slurm/test_serve_slurm.py)
+HOST = os.environ.get("OVERCAST_REPLICA_HOST", "127.0.0.1")
+ThreadingHTTPServer((HOST, int(os.environ["OVERCAST_REPLICA_PORT"])), Handler).serve_forever()

@@ -133,3 +133,13 @@ class Backend(Protocol):
     def active(self) -> list[tuple[str, int]]:
         """(job_id, attempt) of everything this backend is running now: the truth after a crash."""
         ...
+
+
+class Addressed(Protocol):
+    """Optional: where a launch runs, for services (a replica is reached at ``http://<address>:<port>``).
+    A backend without it runs everything on this host (127.0.0.1)."""
+
+    def address(self, job_id: str, attempt: int) -> str | None:
+        """The host (name or IP) of the launch's first node, once it is placed; None while it is not
+        (queued), or if it is unknown here."""
+        ...

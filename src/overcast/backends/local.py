@@ -226,6 +226,10 @@ class LocalBackend(LocalFaults):
                 or not (self._stopped(launch) or (launch.path / "reported").exists())
             ]
 
+    def address(self, job_id: str, attempt: int) -> str | None:
+        """Every node is a process on this host (``Addressed``: where a service's replica is reached)."""
+        return self.head_addr
+
     def redeliver(self) -> None:
         """The caller could not handle the last poll's events: the next poll reports them again."""
         with self._lock:

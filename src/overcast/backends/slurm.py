@@ -49,8 +49,14 @@ _STOPPED_MEMORY = 10_000  # stopped attempts remembered, in case one shows up ag
 class SlurmBackend:
     """The Backend protocol over one Slurm cluster (make one per cluster)."""
 
-    def __init__(self, cluster: SlurmCluster, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, cluster: SlurmCluster, clock: Callable[[], float] = time.time,
+        owns: Callable[[str], bool] | None = None,
+    ) -> None:  # fmt: skip
+        """``owns``: the job ids this object reports, adopts and lists (None: all of this prefix); the
+        others' jobs only hold nodes (``local_share.py``: the job loop's side and the services')."""
         self.cluster = cluster
+        self.owns = owns
         self.name = f"slurm:{cluster.name}"
         self.cli = SlurmCommands(conf=cluster.conf, timeout_s=cluster.command_timeout_s)
         self.work_dir = Path(cluster.work_dir).expanduser() / cluster.name
@@ -77,7 +83,9 @@ class SlurmBackend:
     def parse_job_name(self, name: object) -> tuple[str, int] | None:
         """(job id, attempt) from an overcast job name of this prefix; None for any other name."""
         m = self._name_re.match(str(name or ""))
-        return (m.group(2), int(m.group(1))) if m else None
+        if m is None or (self.owns is not None and not self.owns(m.group(2))):
+            return None
+        return m.group(2), int(m.group(1))
 
     def attempt_dir(self, job_id: str, attempt: int) -> Path:
         return self.work_dir / _SAFE.sub("_", job_id) / f"attempt-{attempt}"
@@ -216,6 +224,19 @@ class SlurmBackend:
             if key and (is_live(job) or self._unreported_end(key)):
                 found.add(key)
         return sorted(found)
+
+    def address(self, job_id: str, attempt: int) -> str | None:
+        """Where an attempt runs (``Addressed``): its first node's NodeAddr once Slurm has started it;
+        None while it is queued, once it ended, or while the cluster does not answer."""
+        with self._lock:
+            tracked = self._jobs.get((job_id, attempt))
+        if tracked is None or tracked.finished or tracked.stopping:
+            return None
+        try:
+            return self._call(self.cli.node_address, tracked.slurm_id)
+        except (SlurmUnreachable, SlurmError) as e:  # asked again later
+            log.info("address of %s attempt %d on %s: %s", job_id, attempt, self.name, e)
+            return None
 
     def redeliver(self) -> None:
         """The caller could not handle the last poll's events: the next poll reports them again."""

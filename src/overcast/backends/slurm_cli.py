@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from dataclasses import dataclass
@@ -146,15 +147,32 @@ class SlurmCommands:
             found[int(parts[0])] = record
         return found
 
-    def job_state(self, job_id: int) -> str | None:
-        """One job's state (cheaper than the whole queue); None once slurmctld forgot it."""
+    def _job(self, job_id: int, fields: str) -> str | None:
+        """``squeue -o fields`` of one job (cheaper than the whole queue); None once slurmctld forgot it."""
         try:
-            out = self.run("squeue", "-h", "-t", "all", "-j", str(job_id), "-o", "%T")
+            out = self.run("squeue", "-h", "-t", "all", "-j", str(job_id), "-o", fields)
         except SlurmError as e:
             if "invalid job id" in str(e).lower():
                 return None
             raise
         return out.strip() or None
+
+    def job_state(self, job_id: int) -> str | None:
+        """One job's state; None once slurmctld forgot it."""
+        return self._job(job_id, "%T")
+
+    def node_address(self, job_id: int) -> str | None:
+        """The NodeAddr of a running job's first node (its name where the node has no NodeAddr); None
+        while it waits for nodes, once it ended, or once slurmctld forgot it."""
+        state, _, nodes = (self._job(job_id, "%T|%N") or "").partition("|")
+        if state not in ("RUNNING", "CONFIGURING") or not nodes or nodes == "(null)":
+            return None
+        head = nodes
+        if "[" in nodes or "," in nodes:  # a node list: the first host, as the batch script finds it
+            head = self.run("scontrol", "show", "hostnames", nodes).split()[0]
+        node = self.run("scontrol", "show", "node", "-o", head)
+        addr = re.search(r"(?:^|\s)NodeAddr=(\S+)", node)
+        return addr.group(1) if addr else head
 
 
 _TEXT_FIELDS = (

@@ -13,6 +13,10 @@ A backend whose ``active()`` fails is asked again each tick; its recorded replic
 meanwhile but never stopped through it, and ``shutdown()`` stops them (``serve/adoption.py``). A replica
 whose stop fails is kept and retired again next tick: no failure stops the load balancer's update.
 
+A replica is probed and routed to at the address its backend reports (``Addressed.address``: 127.0.0.1 for
+a local provider, the node's NodeAddr for a Slurm job once it runs); until then it is not probed, but its
+readiness deadline runs. The full URL is recorded in the ledger, so a restart adopts it there.
+
 Probes run every ``period_seconds``. A ready replica is replaced after ``failure_threshold`` failed probes
 in a row (one slow probe of a busy replica is not a dead replica), a launching one if it has not passed a
 probe ``timeout_to_ready_seconds`` after its initial delay (a hung model load).
@@ -46,11 +50,23 @@ from overcast.serve.ledger import (
     rid_number,
 )
 from overcast.serve.replicas import LiveReplica, ReplicaState, plan_replicas
+from overcast.serve.shared import address_of
 from overcast.spec.models import JobSpec, ServiceSpec
 from overcast.store import Store
 
-LOST = {EventKind.FAILED, EventKind.PREEMPTED, EventKind.PROVIDER_DOWN, EventKind.SUCCEEDED}
+# CAPACITY_ERROR: a cluster gave up on a replica queued too long (Slurm's pending_timeout_s)
+LOST = {
+    EventKind.FAILED,
+    EventKind.PREEMPTED,
+    EventKind.PROVIDER_DOWN,
+    EventKind.SUCCEEDED,
+    EventKind.CAPACITY_ERROR,
+}
 COOLDOWN_SECONDS = 30.0  # a pool that refused a launch is skipped for this long
+
+
+def replica_url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def free_port() -> int:
@@ -118,7 +134,8 @@ class ServiceController(Adoption):
                 self._adopt(now)  # the same now: adopted replicas are probed in this tick
             elif self._unjudged:
                 self._judge_again(now)
-            self._read_events()
+            self._read_events(now)
+            self._locate()
             self._probe(now)
             scale = autoscale(self.spec.replicas, self.scale, self.lb.rate.rate(now), now)
             moved = scale.target != self.scale.target
@@ -180,7 +197,7 @@ class ServiceController(Adoption):
             self.ledger.unlock()
 
     # -- snapshot -----------------------------------------------------------------------------------
-    def _read_events(self) -> None:
+    def _read_events(self, now: float) -> None:
         by_job = {r.job_id: rid for rid, r in self.replicas.items()}
         for backend in self.backends.values():
             for event in backend.poll():
@@ -191,13 +208,49 @@ class ServiceController(Adoption):
                 self.billing.end(event.job_id, event.attempt, str(event.kind), at=event.at)
                 rid = by_job.get(event.job_id)
                 if rid is not None:
+                    if event.kind is EventKind.CAPACITY_ERROR:  # the pool has no room for it: skip it
+                        self._cooldown[self.replicas[rid].replica.pool_id] = now + COOLDOWN_SECONDS
                     self._mark_failed(rid, f"{event.kind}: {event.detail}")
+
+    def _locate(self) -> None:
+        """Give each launching replica whose address was not known yet its url, once its backend says
+        where it runs (a Slurm job: once it has a node)."""
+        for rid, live in list(self.replicas.items()):
+            if not live.url and live.replica.state is ReplicaState.LAUNCHING and rid not in self._unjudged:
+                self._place(rid, say=True)
+
+    def _place(self, rid: str, *, say: bool) -> None:
+        """Ask ``rid``'s backend where it runs; recorded once known, so a restart adopts it there."""
+        live, rec = self.replicas[rid], self._state.replicas.get(rid)
+        backend = self.backends.get(live.backend)
+        if rec is None or backend is None:
+            return
+        try:
+            host = address_of(backend, live.job_id, rec.attempt)
+        except Exception as exc:  # asked again next tick; the readiness deadline still runs
+            self._say(rid, f"replica {rid}: where it runs is not known yet: {exc}")
+            return
+        if host is None:
+            return
+        url = replica_url(host, rec.port)
+        self.replicas[rid] = replace(live, url=url)
+        self._state.replicas[rid] = replace(rec, url=url)
+        self._persist()
+        if say:
+            self.log(f"replica {rid} runs at {url}")
 
     def _probe(self, now: float) -> None:
         probe = self.spec.readiness_probe
         for rid, live in list(self.replicas.items()):
             state = live.replica.state
             if state is ReplicaState.FAILED or now < live.next_probe:
+                continue
+            if not live.url:  # not placed yet (queued): nothing to probe, but its deadline runs
+                if now >= live.ready_by:
+                    waited = probe.initial_delay_seconds + probe.timeout_to_ready_seconds
+                    self._mark_failed(
+                        rid, f"not running {waited:g} s after its launch (timeout_to_ready_seconds)"
+                    )
                 continue
             try:
                 response = self._http.get(live.url + probe.path, timeout=probe.timeout_seconds)
@@ -239,8 +292,7 @@ class ServiceController(Adoption):
         rid = f"r{self._state.next_rid}"
         self._state.next_rid += 1
         job_id = replica_job_id(self.key, rid)
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
+        port = free_port()  # free here; on a node of a cluster a clash fails its readiness: replaced
         job = JobSpec(
             name=job_id,
             resources=self.spec.resources,
@@ -253,7 +305,7 @@ class ServiceController(Adoption):
         env["OVERCAST_SERVICE_VERSION"] = str(self.version)
         env["OVERCAST_PYTHON"] = sys.executable  # lets a replica's run line use overcast's interpreter
         record = ReplicaRecord(
-            pool.backend, 1, pool.id, pool.provider, str(pool.purchase), url, self.version, fallback, now
+            pool.backend, 1, pool.id, pool.provider, str(pool.purchase), "", self.version, fallback, now, port
         )
         self._state.replicas[rid] = record
         self._persist()  # recorded before it runs: a crash right after the launch cannot orphan it
@@ -274,8 +326,9 @@ class ServiceController(Adoption):
         probe = self.spec.readiness_probe
         first = now + probe.initial_delay_seconds
         ready_by = first + probe.timeout_to_ready_seconds
-        self.replicas[rid] = LiveReplica(record.replica(rid), pool.backend, job_id, url, now, ready_by, first)
+        self.replicas[rid] = LiveReplica(record.replica(rid), pool.backend, job_id, "", now, ready_by, first)
         self.log(f"replica {rid} launching on {pool.provider} (version {self.version})")
+        self._place(rid, say=False)  # a local replica's address is known at once
 
     def _retire_or_keep(self, rid: str) -> None:
         """Retire ``rid`` as the plan says, or keep it for the next tick's plan; never raises."""

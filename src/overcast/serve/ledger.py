@@ -78,6 +78,7 @@ class ReplicaRecord:
     version: int
     fallback: bool
     launched_at: float
+    port: int = 0  # OVERCAST_REPLICA_PORT: the url ("" until the backend says where it runs) ends with it
 
     def replica(self, rid: str) -> Replica:
         """The recorded replica as the plan sees it before a probe has passed: launching."""

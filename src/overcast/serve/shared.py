@@ -3,7 +3,7 @@
 A backend's ``poll()`` hands each event out once, so controllers polling one backend object would steal
 each other's events. ``SharedBackend`` polls the real backend and queues each event for the service its
 replica belongs to (``svc.<key>.<rid>``); each controller gets a ``view`` whose ``poll()`` returns its own.
-Everything else (pools, launch, stop, active) goes straight to the backend.
+Everything else (pools, launch, stop, active, address) goes straight to the backend.
 """
 
 from __future__ import annotations
@@ -14,6 +14,12 @@ from collections import defaultdict
 from overcast.backends.base import Allocation, Backend, BackendEvent, LaunchRequest
 from overcast.placement.pool import Pool
 from overcast.serve.ledger import parse_replica_job_id
+
+
+def address_of(backend: Backend, job_id: str, attempt: int) -> str | None:
+    """Where a launch runs (``Addressed.address``); a backend without the method runs it on this host."""
+    address = getattr(backend, "address", None)
+    return "127.0.0.1" if address is None else address(job_id, attempt)
 
 
 class SharedBackend:
@@ -59,6 +65,9 @@ class BackendView:
 
     def stop(self, job_id: str, attempt: int, grace_seconds: float) -> None:
         self.shared.backend.stop(job_id, attempt, grace_seconds)
+
+    def address(self, job_id: str, attempt: int) -> str | None:
+        return address_of(self.shared.backend, job_id, attempt)
 
     def poll(self) -> list[BackendEvent]:
         return self.shared.poll_for(self.key)

@@ -12,17 +12,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 
-from overcast.backends.base import is_replica_launch
+from overcast.backends.base import Backend, is_replica_launch
 from overcast.backends.local import LocalBackend
 from overcast.serve.ledger import parse_replica_job_id
 
 
 def stop_old_replicas(
-    backends: Sequence[LocalBackend], services: Collection[str], log: Callable[[str], None]
+    backends: Sequence[Backend], services: Collection[str], log: Callable[[str], None]
 ) -> list[str]:
-    """Stop ``services``' replica launches in the old folders beside ``backends``; returns their job ids."""
+    """Stop ``services``' replica launches in the old folders beside ``backends`` (the local ones: no other
+    backend ran replicas then); returns their job ids."""
     stopped = []
     for backend in backends:
+        if not isinstance(backend, LocalBackend):
+            continue
         home = backend.home / "serve"
         if not (home / "local" / backend.cluster.name / "launches").is_dir():
             continue  # never ran there: create nothing
