@@ -81,18 +81,20 @@ class Service:
     """A controller over the services' side of one Slurm backend, its load balancer on its own loop."""
 
     def __init__(self, backend: SlurmBackend, tmp_path: Path, replicas: int) -> None:
-        _, (services,) = split_for_services([backend])
         self.logs: list[str] = []
         self.lb = LoadBalancer("llm")
         self.home = tmp_path / "serve"
-        self.ctl = ServiceController(
-            spec(tmp_path, replicas), [services], self.lb, log=self.logs.append, home=self.home
-        )
+        self.spec = spec(tmp_path, replicas)
+        self.ctl = self.controller(backend)
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
         self.runner, port = asyncio.run_coroutine_threadsafe(serve(self.lb), self.loop).result(10)
         self.url = f"http://127.0.0.1:{port}"
         self.closed = False
+
+    def controller(self, backend: SlurmBackend) -> ServiceController:
+        _, (services,) = split_for_services([backend])
+        return ServiceController(self.spec, [services], self.lb, log=self.logs.append, home=self.home)
 
     def ready(self, n: int) -> dict[str, str] | None:
         urls = {
@@ -160,6 +162,23 @@ def test_two_replicas_on_slurm_become_ready_at_their_node_address_and_serve_thro
     assert all(hits(tmp_path, rid) > before[rid] for rid in urls)  # both replicas served
     service.close()
     assert not running(slurm_clusters["oci-hpc"], oci)  # shutdown() cancelled them
+
+
+@pytest.mark.slurm
+def test_a_restarted_controller_adopts_the_replicas_at_their_recorded_address(
+    oci: SlurmBackend, two_ready: tuple[Service, dict[str, str]], slurm_clusters: dict[str, LocalSlurm]
+) -> None:
+    service, urls = two_ready
+    jobs = running(slurm_clusters["oci-hpc"], oci)
+    service.ctl.detach()  # the controller's process ends; its replicas run on
+    service.logs.clear()
+    service.ctl = service.controller(SlurmBackend(oci.cluster))  # a new process: fresh backend objects
+    service.ctl.tick()
+    assert service.ready(2) == urls  # ready from its first tick, where they run
+    assert sum("adopted" in line for line in service.logs) == 2, service.logs
+    assert not [line for line in service.logs if "launching" in line]
+    assert running(slurm_clusters["oci-hpc"], oci) == jobs  # none launched again, none stopped
+    assert httpx.get(service.url + "/", timeout=5).status_code == 200
 
 
 @pytest.mark.slurm
