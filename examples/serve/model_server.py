@@ -82,13 +82,15 @@ def make_app(warmup_seconds: float, replica: str, token_delay: float) -> web.App
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=int(os.environ.get("OVERCAST_REPLICA_PORT", "8080")))
+    # on a cluster node the load balancer comes from another host: --host 0.0.0.0 (or the node's address)
+    parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--token-delay", type=float, default=0.0)
     args = parser.parse_args()
     replica = os.environ.get("OVERCAST_REPLICA_ID", f"pid-{os.getpid()}")
     web.run_app(
         make_app(args.warmup, replica, args.token_delay),
-        host="127.0.0.1",
+        host=args.host,
         port=args.port,
         access_log=None,
         print=None,
