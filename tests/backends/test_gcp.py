@@ -298,11 +298,15 @@ gcp:
     endpoint: {gce.endpoint}
     credentials_file: {key}
     max_nodes: 2
+    logs_url: file://{tmp_path}/bucket
 """
     job = gpu_job("hello", "echo hello from $OVERCAST_NODE_RANK", 1)
     job_id = run_fleet_job(text, "gcp:usc", tmp_path, job, lambda s: s is not JobState.PENDING)
     (instance,) = [i for i in vms.instances() if items(i)["overcast-job"] == job_id] or [None]
     assert instance is not None and "hello from 0" in vms.console(instance["name"])
+    uploaded = tmp_path / "bucket" / job_id / "1" / "node-0"  # the job's output, as the GCP agent shipped it
+    assert (uploaded / "part-00000000").read_text() == "hello from 0\n"
+    assert (uploaded / "end").read_text() == "1"
     assert gce.anonymous == 0  # the backend and the agents sent bearer tokens the fake issued
 
 

@@ -133,7 +133,7 @@ def main(argv: list[str]) -> int:
         def should_stop() -> str | None:
             return meta.get("tags/instance/overcast:stop") or meta.get("spot/instance-action")
 
-        return run_rank(cmd, me, rank, args.nodes, head, should_stop, args.poll)
+        return run_rank(cmd, me, rank, args.nodes, head, should_stop, args.poll, args.logs)
 
     def tag(new: dict[str, str]) -> None:
         ec2.create_tags(Resources=[me], Tags=[{"Key": k, "Value": v} for k, v in new.items()])

@@ -104,6 +104,7 @@ class AwsSettings:
     key_name: str | None = None
     python: str = "python3"  # the interpreter on the node that runs overcast's agent
     bootstrap: str = ""  # shell run on the node before the agent (e.g. pip install overcast)
+    logs_url: str | None = None  # where the agent uploads the job's output (backends/cloud_logs.py)
     agent_poll_seconds: float = 2.0  # how often the agent looks for a stop request
     agent_timeout_seconds: float = 900.0  # boot + bootstrap: after this, a gang without agents has FAILED
     # Two backends of one account must not see each other's instances (the job loop would stop a

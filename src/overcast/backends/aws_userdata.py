@@ -19,7 +19,9 @@ def user_data(settings: AwsSettings, request: LaunchRequest) -> str:
     last = ["--endpoint-url", settings.endpoint_url] if settings.endpoint_url else []
     module = "overcast.backends.aws_agent"
     first = ["--region", settings.region]
-    agent = agent_command(settings.python, module, request, settings.agent_poll_seconds, first, last)
+    agent = agent_command(
+        settings.python, module, request, settings.agent_poll_seconds, first, last, settings.logs_url
+    )
     text = boot_script(request, settings.bootstrap, agent)
     if len(text.encode()) > USER_DATA_LIMIT:
         raise JobRejected(f"user-data is {len(text.encode())} bytes, EC2 takes at most {USER_DATA_LIMIT}")

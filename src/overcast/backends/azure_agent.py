@@ -130,7 +130,7 @@ def main(argv: list[str]) -> int:
         def should_stop() -> str | None:
             return ("stop tag" if "overcast-stop" in imds.my_tags() else None) or imds.notice(name)
 
-        return run_rank(cmd, name, rank, args.nodes, head, should_stop, args.poll)
+        return run_rank(cmd, name, rank, args.nodes, head, should_stop, args.poll, args.logs)
 
     def tag(tags: dict[str, str]) -> None:
         add_tags(compute, rg, name, tags)

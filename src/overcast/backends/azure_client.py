@@ -93,6 +93,7 @@ class AzureSettings:
     ssh_public_key: str = ""  # none: no key (the node is reached through the agent only)
     python: str = "python3"  # the interpreter on the node that runs overcast's agent
     bootstrap: str = ""  # shell run on the node before the agent (e.g. pip install overcast)
+    logs_url: str | None = None  # where the agent uploads the job's output (backends/cloud_logs.py)
     agent_poll_seconds: float = 2.0  # how often the agent looks for a stop request or a Preempt event
     agent_timeout_seconds: float = 900.0  # boot + bootstrap: after this, a gang without agents has FAILED
     lro_poll_seconds: float = 5.0  # how often the SDK polls a long-running operation (create, delete)

@@ -22,7 +22,9 @@ def custom_data(settings: AzureSettings, request: LaunchRequest) -> str:
     """The script, base64-encoded as ARM's ``osProfile.customData`` wants it."""
     last = ["--arm-endpoint", settings.endpoint] if settings.endpoint else []
     module = "overcast.backends.azure_agent"
-    agent = agent_command(settings.python, module, request, settings.agent_poll_seconds, [], last)
+    agent = agent_command(
+        settings.python, module, request, settings.agent_poll_seconds, [], last, settings.logs_url
+    )
     text = boot_script(request, settings.bootstrap, agent)
     encoded = base64.b64encode(text.encode()).decode()
     if len(encoded) > CUSTOM_DATA_LIMIT:

@@ -1,8 +1,8 @@
 """What the node agents of the clouds (aws_agent, azure_agent, oci_agent, gcp_agent, lambda_agent,
 nebius_agent) share: the command line (as the boot script writes it and as the agent reads it), the log
 lines, the gang wait (``GangLook``, ``wait_for_gang``: aws, azure, gcp and nebius; lambda and oci wait
-their own way, with ``head_ended``) and the end of a node (its exit tags, then powering its machine off,
-whatever happened).
+their own way, with ``head_ended``), the upload of the job's output to the account's ``logs_url``
+(``ship_logs``) and the end of a node (its exit tags, then powering its machine off, whatever happened).
 
 Each provider's agent finds its rank and head through its own metadata service and API, and says how to
 tag and end its machine.
@@ -13,12 +13,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from overcast.backends.base import LaunchRequest
 from overcast.backends.cloud_gangs import ENDED_AT
+from overcast.backends.cloud_logs import UPLOAD_EVERY_S, PartShipper, log_dir, redact, shipping
 from overcast.backends.node_agent import AGENT_FAILED, run_job
 
 ShouldStop = Callable[[], str | None]
@@ -104,20 +107,38 @@ def say(message: str) -> None:
     print(f"overcast-agent: {message}", file=sys.stderr, flush=True)
 
 
+@dataclass(frozen=True, slots=True)
+class LogShipping:
+    """Where the agent uploads the job's output (``cloud_logs``), and how often."""
+
+    url: str
+    every: float
+    job: str
+    attempt: str
+
+
 def agent_command(
-    python: str, module: str, request: LaunchRequest, poll: float, first: list[str], last: list[str]
+    python: str,
+    module: str,
+    request: LaunchRequest,
+    poll: float,
+    first: list[str],
+    last: list[str],
+    logs_url: str | None = None,
 ) -> list[str]:
     """The boot script's command line for the agent ``module``: the provider's ``first`` options, the
     gang's, then the provider's ``last`` ones (what ``parse_args`` reads)."""
     gang = ["--job", request.job_id, "--attempt", str(request.attempt), "--nodes", str(request.num_nodes)]
-    return [python, "-m", module, *first, *gang, "--poll", str(poll), *last]
+    logs = ["--logs-url", logs_url, "--logs-every", str(UPLOAD_EVERY_S)] if logs_url else []
+    return [python, "-m", module, *first, *gang, "--poll", str(poll), *logs, *last]
 
 
 def parse_args(
     module: str, argv: list[str], poll: float, options: list[tuple[str, bool]]
 ) -> tuple[argparse.Namespace, list[str]] | None:
-    """``--job --attempt --nodes --poll`` plus the provider's ``options`` ((flag, required)), then ``--``
-    and the job's command; None (after the usage line) when there is no ``--``."""
+    """``--job --attempt --nodes --poll [--logs-url --logs-every]`` plus the provider's ``options``
+    ((flag, required)), then ``--`` and the job's command; None (after the usage line) when there is no
+    ``--``. ``args.logs`` is the ``LogShipping`` (None without ``--logs-url``)."""
     if "--" not in argv:
         print(f"usage: python -m {module} [options] -- CMD...", file=sys.stderr)
         return None
@@ -129,7 +150,12 @@ def parse_args(
     parser.add_argument("--attempt", required=True)
     parser.add_argument("--nodes", type=int, required=True)
     parser.add_argument("--poll", type=float, default=poll)
-    return parser.parse_args(argv[:split]), argv[split + 1 :]
+    parser.add_argument("--logs-url")
+    parser.add_argument("--logs-every", type=float, default=UPLOAD_EVERY_S)
+    args = parser.parse_args(argv[:split])
+    url, every = args.logs_url, args.logs_every
+    args.logs = LogShipping(url, every, args.job, args.attempt) if url else None
+    return args, argv[split + 1 :]
 
 
 def run_rank(
@@ -140,9 +166,11 @@ def run_rank(
     head: str | HeadEnded,
     should_stop: ShouldStop,
     poll: float,
+    logs: LogShipping | None = None,
 ) -> tuple[int, bool]:
     """Run the job as ``rank`` of ``nodes`` with the head at ``head``: (exit code, got SIGTERM). A head
-    that had already ended decides whether the job runs at all (``HeadEnded.instead``)."""
+    that had already ended decides whether the job runs at all (``HeadEnded.instead``). With ``logs``,
+    its output is uploaded while it runs and once at its end (``ship_logs``)."""
     if isinstance(head, HeadEnded):
         instead = head.instead()
         said = f"rank 0 had already ended (exit {head.code}{', SIGTERM' if head.sigterm else ''})"
@@ -153,7 +181,26 @@ def run_rank(
         head = head.addr
     env = os.environ | {"OVERCAST_NODE_RANK": str(rank), "OVERCAST_HEAD_ADDR": head}
     say(f"{node} is rank {rank} of {nodes}, head {head}")
-    return run_job(cmd, env, should_stop, poll)
+    if logs is None:
+        return run_job(cmd, env, should_stop, poll)
+    return ship_logs(logs, rank, lambda out: run_job(cmd, env, should_stop, poll, out))
+
+
+def ship_logs(
+    logs: LogShipping, rank: int | str, run: Callable[[Path | None], tuple[int, bool]]
+) -> tuple[int, bool]:
+    """``run`` the job with its output in a local file that is uploaded as it grows. Nothing here fails
+    the job: without a safe folder or a local file it runs with its output on the console, as before."""
+    try:
+        folder = log_dir(logs.url, logs.job, logs.attempt, rank)
+        out = Path(tempfile.mkdtemp(prefix="overcast-logs.")) / "job.log"
+        out.touch()
+    except (ValueError, OSError) as exc:
+        say(f"no log upload: {exc}")
+        return run(None)
+    say(f"uploading the job's output to {redact(folder)} every {logs.every:g}s")
+    with shipping(PartShipper(folder, out, sys.stdout.buffer), logs.every):
+        return run(out)
 
 
 def serve(

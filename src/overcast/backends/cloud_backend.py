@@ -1,5 +1,6 @@
 """What the three cloud backends (aws, azure, oci) share: the catalog pools, the acknowledged-event state,
-the poll state machine, stop's grace period, active() and redeliver().
+the poll state machine, stop's grace period, active(), redeliver() and log_path() (the nodes' logs,
+copied from the account's ``logs_url``: ``cloud_logs``).
 
 A provider subclass supplies the API calls through a few hooks (``_gangs``, ``_gang``, ``_ask_stop``,
 ``_end``, ``_clean_up``, ``_in_account``); the gang objects follow ``cloud_gangs`` (``key``, ``live``,
@@ -17,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +27,7 @@ from typing import Any, ClassVar
 
 from overcast.backends.base import BackendEvent, CapacityError, EventKind, LaunchRequest, ProviderDown
 from overcast.backends.cloud_gangs import gang_key
+from overcast.backends.cloud_logs import LogCopies
 from overcast.backends.local_runner import write_json_atomic
 from overcast.catalog.offer import Offer
 from overcast.catalog.pools import offer_pools
@@ -62,8 +65,11 @@ class CloudBackend:
 
             offers = load_offers()
         self._pools = {p.id: p for p in self._catalog_pools(offers, types, fold_case)}
-        self.dir = (home or overcast_home()) / self.provider / settings.name
+        base = home or overcast_home()
+        self.dir = base / self.provider / settings.name
         self.dir.mkdir(parents=True, exist_ok=True)
+        url = getattr(settings, "logs_url", None)
+        self._logs = LogCopies(url, base, logging.getLogger(__name__).warning) if url else None
         self._lock = threading.RLock()
         self._unacked: list[tuple[str, str]] = []  # (what, gang key) delivered by the last poll
 
@@ -167,6 +173,7 @@ class CloudBackend:
                 self._end(gang)
         finally:  # the grace is over (or the API failed): the poll's clean-up ends whatever is left
             self._silence(job_id, attempt)
+            self._settle_logs(job_id, attempt)
 
     def poll(self) -> list[BackendEvent]:
         with self._lock:
@@ -187,6 +194,7 @@ class CloudBackend:
                     continue
                 event = gang.terminal_event(now)
                 if event is not None:
+                    self._settle_logs(gang.job_id, gang.attempt)
                     events.append(event)
                     unacked.append(("reported", gang.key))
                 elif gang.all_running() and gang.key not in state["started"]:
@@ -241,6 +249,25 @@ class CloudBackend:
                 found = self._gang(request.job_id, request.attempt)
                 ids += [id_of(i) for i in (found.live if found else []) if id_of(i) not in ids]
         return ids
+
+    # -- logs ---------------------------------------------------------------------------------------
+
+    def log_path(
+        self, job_id: str, attempt: int, node_rank: int, over: Callable[[], bool] | None = None
+    ) -> Path | None:
+        """The local copy of a node's log (``<home>/logs/<job>/<attempt>/node-<rank>.log``) brought up to
+        date from the account's ``logs_url``; None without one, or when the node has uploaded nothing yet.
+        With ``over`` (whether the attempt has ended), the copy is kept up to date until it has."""
+        if self._logs is None:
+            return None
+        path = self._logs.path(job_id, attempt, node_rank)
+        if over is not None and path is not None:
+            self._logs.follow(job_id, attempt, node_rank, over)
+        return path
+
+    def _settle_logs(self, job_id: str, attempt: int) -> None:
+        if self._logs is not None:
+            self._logs.settle(job_id, attempt)
 
     # -- local state --------------------------------------------------------------------------------
 

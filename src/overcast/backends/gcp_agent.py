@@ -125,7 +125,7 @@ def main(argv: list[str]) -> int:
                 return "stop label"
             return "instance stopping" if inst.status in ("STOPPING", "SUSPENDING") else None
 
-        return run_rank(cmd, name, rank_from_name(name), args.nodes, head, should_stop, args.poll)
+        return run_rank(cmd, name, rank_from_name(name), args.nodes, head, should_stop, args.poll, args.logs)
 
     def stop() -> None:  # not delete: the exit label must outlive the job (see gcp_gangs)
         call("stop instance", client.stop_unary, **where)

@@ -83,6 +83,7 @@ class GcpSettings:
     purchases: tuple[str, ...] = ("on-demand", "spot")
     python: str = "python3"
     bootstrap: str = ""
+    logs_url: str | None = None  # where the agent uploads the job's output (backends/cloud_logs.py)
     agent_poll_seconds: float = 5.0  # the agent reads its stop label through the API
     agent_timeout_seconds: float = 900.0  # boot + bootstrap: after this, a gang without agents has FAILED
     operation_timeout_seconds: float = 300.0  # how long a launch waits for its bulkInsert operation

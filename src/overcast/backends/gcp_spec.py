@@ -39,7 +39,9 @@ def startup_script(settings: GcpSettings, request: LaunchRequest) -> str:
     first = ["--project", settings.project]
     last = ["--endpoint", settings.endpoint] if settings.endpoint else []
     module = "overcast.backends.gcp_agent"
-    agent = agent_command(settings.python, module, request, settings.agent_poll_seconds, first, last)
+    agent = agent_command(
+        settings.python, module, request, settings.agent_poll_seconds, first, last, settings.logs_url
+    )
     text = boot_script(request, settings.bootstrap, agent)
     if len(text.encode()) > METADATA_VALUE_LIMIT:
         raise JobRejected(f"startup script is {len(text.encode())} bytes, a GCP metadata value takes 256 KiB")

@@ -256,7 +256,7 @@ def main(argv: list[str]) -> int:
                 say(f"stop check: {exc}")
                 return None
 
-        return run_rank(cmd, iid, rank, args.nodes, head, should_stop, args.poll)
+        return run_rank(cmd, iid, rank, args.nodes, head, should_stop, args.poll, args.logs)
 
     def end() -> None:
         """Linger for the backend to read the exit and terminate this instance; else terminate it."""

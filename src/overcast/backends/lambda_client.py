@@ -100,6 +100,7 @@ class LambdaSettings:
     purchases: tuple[str, ...] = ("on-demand",)
     python: str = "python3"
     bootstrap: str = ""
+    logs_url: str | None = None  # where the agent uploads the job's output (backends/cloud_logs.py)
     key_path: str = "/run/overcast/lambda-api-key"  # the node's root-only copy of the key (tmpfs)
     launch_interval_seconds: float = 12.0  # between two launch requests (Lambda's rate limit)
     agent_poll_seconds: float = 5.0

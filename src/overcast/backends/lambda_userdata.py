@@ -44,7 +44,9 @@ def user_data(settings: LambdaSettings, request: LaunchRequest, key: str, launch
     first = ["--api", settings.api_url, "--key-file", settings.key_path, "--owner", settings.owner]
     last = ["--launch", launch_id, "--linger", str(settings.agent_linger_seconds)]
     module = "overcast.backends.lambda_agent"
-    agent = agent_command(settings.python, module, request, settings.agent_poll_seconds, first, last)
+    agent = agent_command(
+        settings.python, module, request, settings.agent_poll_seconds, first, last, settings.logs_url
+    )
     bootstrap = key_file_script(settings.key_path, key) + settings.bootstrap
     text = boot_script(request, bootstrap, agent)
     if len(text.encode()) > USER_DATA_LIMIT:

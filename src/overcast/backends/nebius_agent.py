@@ -110,7 +110,7 @@ def main(argv: list[str]) -> int:
                 return "stop label"
             return None if state_of(inst) in LIVE_STATES else f"instance {state_of(inst).lower()}"
 
-        return run_rank(cmd, name, rank_of(me), args.nodes, head, should_stop, args.poll)
+        return run_rank(cmd, name, rank_of(me), args.nodes, head, should_stop, args.poll, args.logs)
 
     try:
         return serve(name, TAG, start, lambda labels: api.set_labels(iid, labels), lambda: api.stop(iid),

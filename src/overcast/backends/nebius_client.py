@@ -69,6 +69,7 @@ class NebiusSettings:
     purchases: tuple[str, ...] = ("on-demand", "spot")
     python: str = "python3"
     bootstrap: str = ""
+    logs_url: str | None = None  # where the agent uploads the job's output (backends/cloud_logs.py)
     agent_poll_seconds: float = 5.0
     agent_timeout_seconds: float = 1200.0  # boot + bootstrap: after this, a gang without agents has FAILED
     operation_timeout_seconds: float = 300.0

@@ -28,7 +28,9 @@ def user_data(settings: NebiusSettings, request: LaunchRequest, name: str) -> st
     if settings.endpoint:
         first += ["--api", settings.endpoint] + (["--insecure", "1"] if settings.insecure else [])
     module = "overcast.backends.nebius_agent"
-    agent = agent_command(settings.python, module, request, settings.agent_poll_seconds, first, [])
+    agent = agent_command(
+        settings.python, module, request, settings.agent_poll_seconds, first, [], settings.logs_url
+    )
     text = boot_script(request, settings.bootstrap, agent)
     if len(text.encode()) > USER_DATA_LIMIT:
         raise JobRejected(

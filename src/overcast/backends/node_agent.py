@@ -14,21 +14,33 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 AGENT_FAILED = 125  # the exit code recorded when the agent itself failed before or around the job
 LEFTOVER_GRACE_S = 30.0  # what the job's leftover processes get after its main process ended
 
 
 def run_job(
-    cmd: list[str], env: dict[str, str], should_stop: Callable[[], str | None], poll: float
+    cmd: list[str],
+    env: dict[str, str],
+    should_stop: Callable[[], str | None],
+    poll: float,
+    output: Path | None = None,
 ) -> tuple[int, bool]:
     """Run the job as a process group under this process (a child subreaper: the node ends when every
     process of the job has ended); when ``should_stop()`` returns a reason, SIGTERM the group once.
+    Its stdout and stderr go to ``output`` when given (a file, not a pipe: a reader that lags or dies
+    never blocks the job, nor do leftover processes that hold it), else to this process's stdout.
     Returns (exit code, whether it was sent SIGTERM)."""
     from overcast.backends.local_runner import become_subreaper
 
     become_subreaper()
-    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, process_group=0)
+    with contextlib.ExitStack() as files:
+        out = files.enter_context(output.open("ab")) if output is not None else None
+        err = subprocess.STDOUT if out is not None else None
+        proc = subprocess.Popen(
+            cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, process_group=0
+        )
     signalled = False
     while True:
         try:

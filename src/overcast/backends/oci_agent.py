@@ -134,7 +134,7 @@ def main(argv: list[str]) -> int:
                 return "stop tag"
             return "instance terminating" if inst.lifecycle_state in ("STOPPING", "TERMINATING") else None
 
-        return run_rank(cmd, iid, rank, args.nodes, head, should_stop, args.poll)
+        return run_rank(cmd, iid, rank, args.nodes, head, should_stop, args.poll, args.logs)
 
     def terminate() -> None:
         call(compute, "terminate_instance", iid, preserve_boot_volume=False)

@@ -74,6 +74,7 @@ class OciSettings:
     ssh_authorized_keys: str = ""
     python: str = "python3"
     bootstrap: str = ""
+    logs_url: str | None = None  # where the agent uploads the job's output (backends/cloud_logs.py)
     agent_poll_seconds: float = 5.0  # the agent reads its stop tag through the API (IMDS lags a minute)
     agent_timeout_seconds: float = 1200.0  # BM.GPU shapes boot slowly: after this, no agent = FAILED
     compute_clusters: bool = True  # multi-node gangs of RDMA shapes launch into a compute cluster

@@ -22,7 +22,9 @@ def user_data(settings: OciSettings, request: LaunchRequest) -> str:
     first = ["--region", settings.region, "--compartment", settings.compartment_id]
     last = ["--endpoint", settings.endpoint] if settings.endpoint else []
     module = "overcast.backends.oci_agent"
-    agent = agent_command(settings.python, module, request, settings.agent_poll_seconds, first, last)
+    agent = agent_command(
+        settings.python, module, request, settings.agent_poll_seconds, first, last, settings.logs_url
+    )
     text = boot_script(request, settings.bootstrap, agent)
     encoded = base64.b64encode(text.encode()).decode()
     if len(encoded) > METADATA_LIMIT - 100:  # room for ssh_authorized_keys' key name etc.

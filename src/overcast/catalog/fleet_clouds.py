@@ -63,6 +63,16 @@ class _Account(_Strict):
     max_nodes: int = Field(default=4, gt=0)
     python: str = "python3"  # the node's Python that runs the overcast agent
     bootstrap: str = ""  # shell run on the node before the agent
+    # an fsspec URL (s3://bucket/prefix, gs://, az://, file:///shared/logs) the nodes upload the jobs'
+    # output to and the server copies it from (backends/cloud_logs.py); none: logs stay on the nodes
+    logs_url: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9+.-]*://\S+$")
+
+    @field_validator("logs_url")
+    @classmethod
+    def _absolute_file_url(cls, value: str | None) -> str | None:
+        if value is not None and value.startswith("file://") and not value.startswith("file:///"):
+            raise ValueError(f"a file:// logs_url needs an absolute path (file:///...), got {value!r}")
+        return value
 
 
 class AwsAccount(_Account):

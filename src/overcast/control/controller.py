@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from overcast.backends.cloud_backend import CloudBackend
 from overcast.backends.local import LocalBackend
 from overcast.control.health import apply_learned
 from overcast.control.loop import ControlLoop
@@ -92,10 +93,35 @@ class LoopController:
     def log_path(self, job_id: str, attempt: int, rank: int) -> Path | None:
         if not job_id or "/" in job_id or job_id.startswith("."):
             return None
+        copied = self._cloud_log(job_id, attempt, rank)
+        if copied is not None:
+            return copied
         # each local cluster writes its logs under its own home (a fleet may give it one)
         homes = [b.home for b in self.loop.rt.backends.values() if isinstance(b, LocalBackend)]
         for home in dict.fromkeys([*homes, self.loop.rt.home]):
             path = home / "logs" / job_id / str(attempt) / f"node-{rank}.log"
             if path.exists():
+                return path
+        return None
+
+    def _cloud_log(self, job_id: str, attempt: int, rank: int) -> Path | None:
+        """A cloud node's log, copied from its account's ``logs_url`` (and kept up to date while the
+        attempt runs). The attempt's own backend when the store knows it (the latest attempt's), else
+        every cloud backend: only the one that ran it has parts to copy."""
+        clouds = [b for b in self.loop.rt.backends.values() if isinstance(b, CloudBackend)]
+        if not clouds:
+            return None
+        store = self.loop.store
+        job = store.get(job_id)
+        if job is not None and job.attempt == attempt:
+            clouds = [b for b in clouds if b.name == job.backend]
+
+        def over() -> bool:
+            now = store.get(job_id)
+            return now is None or now.state.terminal or now.attempt > attempt
+
+        for backend in clouds:
+            path = backend.log_path(job_id, attempt, rank, over)
+            if path is not None:
                 return path
         return None
