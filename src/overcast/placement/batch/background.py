@@ -7,9 +7,16 @@ its generator yields as a length-prefixed pickle through a pipe, in order, and e
 ``os._exit`` (no atexit handlers, no flushing of the parent's buffers). The parent may be a server with
 threads, sockets and database connections, so the child first restores default signal handlers (a
 SIGTERM ends it), stops the cyclic garbage collector (no finaliser of a parent's object, such as a
-database connection's goodbye, runs in it) and closes every inherited descriptor but its pipe (nothing it
-could touch reaches a parent's socket, and a listening port is never held by it). Where ``os.fork`` is
-missing the generator runs inline; where the fork fails, ``next`` returns None.
+database connection's goodbye, runs in it) and closes the descriptors the parent had open just before
+the fork, but its pipe (nothing it could touch reaches a parent's socket, and a listening port is never
+held by it). Where ``os.fork`` is missing the generator runs inline; where the fork fails, ``next``
+returns None.
+
+An epoll set or eventfd among them is not closed but swapped for a new empty one: a library's at-fork
+handler may restart its threads in the child before this code runs, polling the inherited set. gRPC's
+event engine does (the Nebius SDK's, any process that made a gRPC call): when its poller's next
+``epoll_wait`` failed on the closed descriptor gRPC aborted the child (SIGABRT, so no result), often
+within a second. On the empty set the poller waits and never sees the parent's sockets.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ class Background:
                 self._inline = list(fn())
             return
         read, write = os.pipe()
+        inherited = _open_descriptors()
         try:
             pid = os.fork()
         except OSError:  # no memory or no process slot for a child: no result, the caller goes on
@@ -51,7 +59,7 @@ class Background:
         if pid == 0:  # child: never returns
             code = 1
             try:
-                _isolate_child(write)
+                _isolate_child(write, inherited)
                 with os.fdopen(write, "wb", buffering=0) as out:
                     for value in fn():
                         data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
@@ -101,8 +109,18 @@ class Background:
         self.cancel()
 
 
-def _isolate_child(keep: int) -> None:
-    """In the forked child: default signals, no cyclic GC, no inherited descriptor but ``keep``."""
+def _open_descriptors() -> list[int] | None:
+    """This process's open descriptors (None where /proc does not list them)."""
+    try:
+        return [int(fd) for fd in os.listdir("/proc/self/fd")]
+    except OSError:
+        return None
+
+
+def _isolate_child(keep: int, inherited: list[int] | None) -> None:
+    """In the forked child: default signals, no cyclic GC, none of the parent's descriptors ``inherited``
+    (None: all of them) but ``keep``; an epoll set or eventfd among them is swapped for a new empty one.
+    Descriptors opened since, by at-fork handlers, stay: their library's threads in the child use them."""
     gc.disable()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_DFL)
@@ -110,5 +128,25 @@ def _isolate_child(keep: int) -> None:
     for std in (0, 1, 2):  # a solver library printing something must not fail (or reach a parent's pipe)
         if std != keep:
             os.dup2(null, std)
-    os.closerange(3, keep)
-    os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1 << 16)
+    if null > 2:
+        os.close(null)
+    if inherited is None:
+        os.closerange(3, keep)
+        os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1 << 16)
+        return
+    for fd in inherited:
+        if fd <= 2 or fd == keep:
+            continue
+        try:
+            kind = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # the listing's own descriptor, closed since
+            continue
+        if kind == "anon_inode:[eventpoll]":
+            with select.epoll() as empty:
+                os.dup2(empty.fileno(), fd)
+        elif kind == "anon_inode:[eventfd]":
+            empty_fd = os.eventfd(0)
+            os.dup2(empty_fd, fd)
+            os.close(empty_fd)
+        else:
+            os.close(fd)
