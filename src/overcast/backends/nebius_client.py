@@ -118,6 +118,9 @@ def make_sdk(settings: NebiusSettings, credentials: Any = None) -> Any:
     """The SDK channel for ``settings``: ``credentials`` (a token, a bearer) over the settings' file over
     the SDK's own defaults (``NEBIUS_IAM_TOKEN``, the CLI's config). Without the SDK installed, the
     backend's pools are DOWN with a line saying so, and the loop goes on with the other backends."""
+    # gRPC's at-fork handlers restart its threads in a forked child (the batch solver forks: background.py);
+    # off unless the user set it, and it must be set before grpc is first imported
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
     try:
         from nebius.base.options import INSECURE
         from nebius.base.resolver import Constant
