@@ -82,8 +82,8 @@ def make_app(warmup_seconds: float, replica: str, token_delay: float) -> web.App
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=int(os.environ.get("OVERCAST_REPLICA_PORT", "8080")))
-    # on a cluster node the load balancer comes from another host: --host 0.0.0.0 (or the node's address)
-    parser.add_argument("--host", default="127.0.0.1")
+    # on a cluster node the load balancer comes from another host: the controller exports 0.0.0.0 there
+    parser.add_argument("--host", default=os.environ.get("OVERCAST_REPLICA_HOST") or "127.0.0.1")
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--token-delay", type=float, default=0.0)
     args = parser.parse_args()

@@ -88,6 +88,18 @@ scheduler:
             "scheduler:\n  batch_threshold: 2.5\n",
             "F:2: scheduler.batch_threshold: Input should be a valid integer",
         ),
+        (  # before: true was taken for 1 (and 1.0)
+            "scheduler:\n  batch_threshold: true\n",
+            "F:2: scheduler.batch_threshold: Input should be a valid integer",
+        ),
+        (
+            "scheduler:\n  time_budget_s: true\n",
+            "F:2: scheduler.time_budget_s: Input should be a valid number",
+        ),
+        (
+            "scheduler:\n  burst_limit_node_hours: true\n",
+            "F:2: scheduler.burst_limit_node_hours: Input should be a valid number",
+        ),
         (
             "scheduler:\n  burst_limit_node_hours: 8\n  burst_yield: {min_nodes: eight}\n",
             "F:3: scheduler.burst_yield: min_nodes must be a number, got 'eight'",

@@ -7,6 +7,7 @@ balancer reach the replicas over real HTTP."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 import threading
 import time
@@ -253,6 +254,15 @@ def test_jobs_and_replicas_share_the_cluster_and_the_job_loop_never_stops_a_repl
         thread.join(60)
 
 
+def listens(port: int) -> bool:
+    """A connection to 127.0.0.1:port is accepted (no request: the replica counts none)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+    except OSError:
+        return False
+    return True
+
+
 class Unplaced(LocalBackend):
     """A local provider that cannot say where its launches run until ``placed`` (a queued Slurm job)."""
 
@@ -270,7 +280,8 @@ def test_a_replica_is_probed_only_once_placed_and_its_deadline_runs_meanwhile(tm
     ctl = ServiceController(service, [backend], LoadBalancer("llm"), clock=lambda: now[0], log=logs.append)
     try:
         ctl.tick()
-        time.sleep(1.0)  # the replica listens by now (it does in ~0.1 s), but nobody knows where
+        port = ctl._state.replicas["r0"].port
+        wait_for(lambda: listens(port), 20, "r0 listening")  # it runs, but nobody knows where
         for _ in range(4):
             now[0] += 1
             ctl.tick()

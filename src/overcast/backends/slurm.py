@@ -49,6 +49,9 @@ _STOPPED_MEMORY = 10_000  # stopped attempts remembered, in case one shows up ag
 class SlurmBackend:
     """The Backend protocol over one Slurm cluster (make one per cluster)."""
 
+    # a services' replica listens on every interface: it is reached at its node's NodeAddr (``address``)
+    replica_host = "0.0.0.0"
+
     def __init__(
         self, cluster: SlurmCluster, clock: Callable[[], float] = time.time,
         owns: Callable[[str], bool] | None = None,

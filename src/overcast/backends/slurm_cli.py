@@ -163,9 +163,10 @@ class SlurmCommands:
 
     def node_address(self, job_id: int) -> str | None:
         """The NodeAddr of a running job's first node (its name where the node has no NodeAddr); None
-        while it waits for nodes, once it ended, or once slurmctld forgot it."""
+        while it waits for nodes, while they boot (CONFIGURING: a powering-up node's NodeAddr can be a
+        placeholder, and a service asks only until it has one), once it ended, or once slurmctld forgot it."""
         state, _, nodes = (self._job(job_id, "%T|%N") or "").partition("|")
-        if state not in ("RUNNING", "CONFIGURING") or not nodes or nodes == "(null)":
+        if state != "RUNNING" or not nodes or nodes == "(null)":
             return None
         head = nodes
         if "[" in nodes or "," in nodes:  # a node list: the first host, as the batch script finds it

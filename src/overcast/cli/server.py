@@ -78,8 +78,9 @@ def up(
         from overcast.backends.local import LocalBackend
 
         backends = [LocalBackend(cluster, home=home) for cluster in DEMO_CLUSTERS]
-    # services' replicas run on the local providers' nodes beside the jobs: each side counts the other's
-    # launches as used and never reports them (backends/local_share.py)
+    # services' replicas run on the local providers' nodes and Slurm clusters beside the jobs: each side
+    # counts the other's launches as used (and the store's records: control/snapshot.py) and never reports
+    # them (backends/local_share.py)
     backends, service_backends = split_for_services(backends)
     sock = _listen(host, port)  # before any loop starts: a second `up` on the same port stops here
     _admin_token(store, home)

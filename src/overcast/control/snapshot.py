@@ -100,24 +100,56 @@ def build_snapshot(
 
 
 def count_replicas(store: Store, pools: list[Pool], running: list[RunningJob]) -> None:
-    """Services' replicas hold nodes of the local pools beside the jobs (``backends/local_share.py``): one
-    node each, billed as open launches ``svc.<service>.<rid>``. A pool's backend counts what runs, but a
-    replica recorded and not yet started is not there, and decide() counts a pool's use as the larger of
-    the backend's figure and its jobs' nodes, so an unlisted job would hide a replica: a pool is used by
-    at least its jobs and its replicas' records together (never more than it holds)."""
-    if not any(pool.labels.get("local") == "true" for pool in pools):
-        return  # replicas run on local providers only: no need to read every open launch (~20 ms per 10k)
-    replicas = Counter(r.pool_id for r in store.launches(active_only=True) if is_replica_launch(r.job_id))
+    """Services' replicas hold nodes of the local pools and Slurm clusters beside the jobs
+    (``backends/local_share.py``): one node each, billed as open launches ``svc.<service>.<rid>``. A pool's
+    backend counts what runs, but a replica recorded and not yet started (a local one starting, a Slurm job
+    still queued) is not there, and decide() counts a pool's use as the larger of the backend's figure and
+    its jobs' nodes, so an unlisted job would hide a replica: a pool is used by at least its jobs and its
+    replicas' records together (never more than it holds)."""
+    if not any(holds_replicas(pool) for pool in pools):
+        return  # no pool takes replicas: no need to read every open launch (~20 ms per 10k)
+    replicas = replica_records(store)
     if not replicas:
         return
-    held: Counter[str] = Counter()
+    jobs: Counter[str] = Counter()
     for job in running:
-        held[job.pool_id] += job.nodes
+        jobs[job.pool_id] += job.nodes
+    hold_recorded(pools, jobs, replicas)
+
+
+def holds_replicas(pool: Pool) -> bool:
+    """A pool services' replicas run on under ``overcast up`` (``split_for_services``)."""
+    return pool.labels.get("local") == "true" or pool.backend.startswith("slurm:")
+
+
+def replica_records(store: Store) -> Counter[str]:
+    """Each pool's open replica launch records (a replica's, from before its launch until its end)."""
+    return Counter(r.pool_id for r in store.launches(active_only=True) if is_replica_launch(r.job_id))
+
+
+def hold_recorded(pools: list[Pool], jobs: Counter[str], replicas: Counter[str]) -> None:
+    """Raise each pool's use to its jobs' nodes plus its replicas' records (never above what it holds)."""
     for pool in pools:
-        if replicas[pool.id]:
-            used = held[pool.id] + replicas[pool.id]
+        used = jobs[pool.id] + replicas[pool.id]
+        if used:
             top = pool.capacity_nodes if pool.capacity_nodes is not None else used
             pool.used_nodes = max(pool.used_nodes, min(used, top))
+
+
+def hold_stored(store: Store, pools: list[Pool]) -> None:
+    """For the services' replica plan: a Slurm pool's use (``sinfo``: nodes given) raised to what the store
+    holds there, live jobs' nodes and open replica records, so it sees jobs the loop claimed and not yet
+    submitted, jobs and other services' replicas Slurm still queues. Local pools count every launch
+    already (``local_share.py``). Reads the store only when a Slurm pool is offered (~56 ms per 2,000 live
+    jobs in SQLite: the controller asks only before a launch on a Slurm pool)."""
+    slurm = [pool for pool in pools if pool.backend.startswith("slurm:")]
+    if not slurm:
+        return
+    jobs: Counter[str] = Counter()
+    for job in store.list(states=LIVE, limit=MAX_JOBS):
+        if job.pool_id is not None:
+            jobs[job.pool_id] += job.nodes or job.spec.num_nodes
+    hold_recorded(slurm, jobs, replica_records(store))
 
 
 def _running(j: JobRecord, launches: dict[tuple[str, int], OpenLaunch]) -> RunningJob:

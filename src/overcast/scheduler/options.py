@@ -26,6 +26,8 @@ from pydantic import (
     PlainSerializer,
     PlainValidator,
     StrictBool,
+    StrictFloat,
+    StrictInt,
     ValidationError,
 )
 
@@ -63,12 +65,13 @@ class SchedulerOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    batch_threshold: int = Field(default=BATCH_THRESHOLD, ge=0)  # more pending jobs: the batch solver
-    time_budget_s: float = Field(default=TIME_BUDGET_S, gt=0, allow_inf_nan=False)  # for the batch solver
+    # strict numbers: YAML's true is not 1 (an int is a float, a string or a bool is neither)
+    batch_threshold: StrictInt = Field(default=BATCH_THRESHOLD, ge=0)  # more pending jobs: the batch solver
+    time_budget_s: StrictFloat = Field(default=TIME_BUDGET_S, gt=0, allow_inf_nan=False)  # the batch solver's
     fair_share: StrictBool = False
     queue_order: Literal["slowdown", "fifo"] = "slowdown"
     consolidate: StrictBool = True
-    burst_limit_node_hours: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    burst_limit_node_hours: StrictFloat | None = Field(default=None, ge=0, allow_inf_nan=False)
     burst_yield: YieldField = None  # acts only with burst_limit_node_hours
 
     def changed(self) -> dict[str, object]:

@@ -3,7 +3,7 @@
 A backend's ``poll()`` hands each event out once, so controllers polling one backend object would steal
 each other's events. ``SharedBackend`` polls the real backend and queues each event for the service its
 replica belongs to (``svc.<key>.<rid>``); each controller gets a ``view`` whose ``poll()`` returns its own.
-Everything else (pools, launch, stop, active, address) goes straight to the backend.
+Everything else (pools, launch, stop, active, address, replica_host) goes straight to the backend.
 """
 
 from __future__ import annotations
@@ -20,6 +20,12 @@ def address_of(backend: Backend, job_id: str, attempt: int) -> str | None:
     """Where a launch runs (``Addressed.address``); a backend without the method runs it on this host."""
     address = getattr(backend, "address", None)
     return "127.0.0.1" if address is None else address(job_id, attempt)
+
+
+def replica_host(backend: Backend) -> str:
+    """Where a replica listens (``OVERCAST_REPLICA_HOST``): the backend's ``replica_host`` (Slurm: 0.0.0.0,
+    reached at its node's NodeAddr from the controller's host); else 127.0.0.1, a process on this host."""
+    return getattr(backend, "replica_host", None) or "127.0.0.1"
 
 
 class SharedBackend:
@@ -68,6 +74,10 @@ class BackendView:
 
     def address(self, job_id: str, attempt: int) -> str | None:
         return address_of(self.shared.backend, job_id, attempt)
+
+    @property
+    def replica_host(self) -> str:
+        return replica_host(self.shared.backend)
 
     def poll(self) -> list[BackendEvent]:
         return self.shared.poll_for(self.key)
