@@ -9,8 +9,10 @@ ever takes the other's for orphans.
   scheduler and ``overcast pools`` see replicas, and the replica plan sees jobs) and pick nodes under one
   file lock (``launch()``: a node is never given twice, whichever side asks).
 - A Slurm cluster: a replica is a Slurm job of the same prefix; slurmctld counts its node as allocated
-  for both sides (``sinfo``) and gives a node to one job at a time (``--exclusive``), so nothing more
-  is shared. A replica there is reached at its node's NodeAddr (``SlurmBackend.address``).
+  for both sides (``sinfo``) and gives a node to one job at a time (``--exclusive``); what Slurm still
+  queues holds no node, so each side also counts the store's records of the other's queued launches
+  (``control/snapshot.count_replicas``, ``hold_stored``). A replica there is reached at its node's NodeAddr
+  (``SlurmBackend.address``).
 
 Other backends (clouds, Kubernetes) get no services: they cannot yet say where a replica runs.
 """
