@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, status
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from overcast.api import db, metrics, specs
 from overcast.api.auth import Auth, Principal
@@ -145,7 +146,9 @@ async def logs(
     job = await _visible(request, who, job_id)
     attempt = attempt or job.attempt
     controller = request.app.state.controller
-    path = controller.log_path(job_id, attempt, rank) if controller is not None and attempt >= 1 else None
+    path = None
+    if controller is not None and attempt >= 1:  # a cloud log's copy asks its store: not on the loop
+        path = await run_in_threadpool(controller.log_path, job_id, attempt, rank)
     if path is None or not path.exists():
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, detail=f"no log for job {job_id} attempt {attempt} rank {rank} (yet)"

@@ -183,13 +183,17 @@ def run_rank(
     say(f"{node} is rank {rank} of {nodes}, head {head}")
     if logs is None:
         return run_job(cmd, env, should_stop, poll)
-    return ship_logs(logs, rank, lambda out: run_job(cmd, env, should_stop, poll, out))
+    return ship_logs(logs, rank, should_stop, lambda out, stop: run_job(cmd, env, stop, poll, out))
 
 
 def ship_logs(
-    logs: LogShipping, rank: int | str, run: Callable[[Path | None], tuple[int, bool]]
+    logs: LogShipping,
+    rank: int | str,
+    should_stop: ShouldStop,
+    run: Callable[[Path | None, ShouldStop], tuple[int, bool]],
 ) -> tuple[int, bool]:
-    """``run`` the job with its output in a local file that is uploaded as it grows. Nothing here fails
+    """``run`` the job with its output in a local file that is uploaded as it grows, and more often once
+    ``should_stop`` has said stop (``run`` asks it through the ``ShouldStop`` it gets). Nothing here fails
     the job: without a safe folder or a local file it runs with its output on the console, as before."""
     try:
         folder = log_dir(logs.url, logs.job, logs.attempt, rank)
@@ -197,10 +201,17 @@ def ship_logs(
         out.touch()
     except (ValueError, OSError) as exc:
         say(f"no log upload: {exc}")
-        return run(None)
+        return run(None, should_stop)
     say(f"uploading the job's output to {redact(folder)} every {logs.every:g}s")
-    with shipping(PartShipper(folder, out, sys.stdout.buffer), logs.every):
-        return run(out)
+    with shipping(PartShipper(folder, out, sys.stdout.buffer), logs.every) as hurry:
+
+        def stopping() -> str | None:
+            why = should_stop()
+            if why:
+                hurry()
+            return why
+
+        return run(out, stopping)
 
 
 def serve(

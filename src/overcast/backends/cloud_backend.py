@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 from overcast.backends.base import BackendEvent, CapacityError, EventKind, LaunchRequest, ProviderDown
 from overcast.backends.cloud_gangs import gang_key
-from overcast.backends.cloud_logs import LogCopies
+from overcast.backends.cloud_logs import LogCopies, quietly
 from overcast.backends.local_runner import write_json_atomic
 from overcast.catalog.offer import Offer
 from overcast.catalog.pools import offer_pools
@@ -173,48 +173,54 @@ class CloudBackend:
                 self._end(gang)
         finally:  # the grace is over (or the API failed): the poll's clean-up ends whatever is left
             self._silence(job_id, attempt)
-            self._settle_logs(job_id, attempt)
+            self._settle_logs([(job_id, attempt)])
 
     def poll(self) -> list[BackendEvent]:
+        ended: list[tuple[str, int]] = []  # the attempts whose end this poll delivers
         with self._lock:
-            state = self._state()
-            self._stops_overdue(state)
-            for what, key in self._unacked:  # the loop handled last poll's events: acknowledge them
-                if key not in state[what]:
-                    state[what].append(key)
-            self._unacked = []
-            gangs = self._gangs(state)
-            events: list[BackendEvent] = []
-            unacked: list[tuple[str, str]] = []  # kept only if this poll returns its events
-            now = time.time()
-            for gang in gangs:
-                quiet = gang.key in state["stopped"] or gang.key in state["stopping"]
-                if quiet or gang.key in state["reported"] or gang.stop_requested:
-                    self._clean_up(gang, state)
-                    continue
-                event = gang.terminal_event(now)
-                if event is not None:
-                    self._settle_logs(gang.job_id, gang.attempt)
-                    events.append(event)
-                    unacked.append(("reported", gang.key))
-                elif gang.all_running() and gang.key not in state["started"]:
-                    events.append(BackendEvent(EventKind.STARTED, gang.job_id, gang.attempt, now))
-                    unacked.append(("started", gang.key))
-                elif self._agent_missing(gang, now):
-                    # a broken image or boot script: without an agent nothing would ever end these nodes
-                    events.append(
-                        BackendEvent(EventKind.FAILED, gang.job_id, gang.attempt, now, self.no_agent)
-                    )
-                    unacked.append(("reported", gang.key))
-            visible = {gang.key for gang in gangs}  # the APIs forget ended machines after a while
-            for what in self.state_lists:
-                state[what] = [key for key in state[what] if key in visible]
-            state["stopping"] = {k: t for k, t in state["stopping"].items() if k in visible}
-            self._save(state)
-            # acknowledged by the next poll: a poll that raises (a clean-up's error, say) after some
-            # outcomes were computed must not have them marked delivered, or the loop never gets them
-            self._unacked = unacked
-            return events
+            events = self._poll(ended)
+        # their logs' last parts, before the end is delivered; outside the lock, within a time limit: a
+        # store that hangs must not hold up stop(), active() or launches
+        self._settle_logs(ended)
+        return events
+
+    def _poll(self, ended: list[tuple[str, int]]) -> list[BackendEvent]:
+        state = self._state()
+        self._stops_overdue(state)
+        for what, key in self._unacked:  # the loop handled last poll's events: acknowledge them
+            if key not in state[what]:
+                state[what].append(key)
+        self._unacked = []
+        gangs = self._gangs(state)
+        events: list[BackendEvent] = []
+        unacked: list[tuple[str, str]] = []  # kept only if this poll returns its events
+        now = time.time()
+        for gang in gangs:
+            quiet = gang.key in state["stopped"] or gang.key in state["stopping"]
+            if quiet or gang.key in state["reported"] or gang.stop_requested:
+                self._clean_up(gang, state)
+                continue
+            event = gang.terminal_event(now)
+            if event is not None:
+                ended.append((gang.job_id, gang.attempt))
+                events.append(event)
+                unacked.append(("reported", gang.key))
+            elif gang.all_running() and gang.key not in state["started"]:
+                events.append(BackendEvent(EventKind.STARTED, gang.job_id, gang.attempt, now))
+                unacked.append(("started", gang.key))
+            elif self._agent_missing(gang, now):
+                # a broken image or boot script: without an agent nothing would ever end these nodes
+                events.append(BackendEvent(EventKind.FAILED, gang.job_id, gang.attempt, now, self.no_agent))
+                unacked.append(("reported", gang.key))
+        visible = {gang.key for gang in gangs}  # the APIs forget ended machines after a while
+        for what in self.state_lists:
+            state[what] = [key for key in state[what] if key in visible]
+        state["stopping"] = {k: t for k, t in state["stopping"].items() if k in visible}
+        self._save(state)
+        # acknowledged by the next poll: a poll that raises (a clean-up's error, say) after some
+        # outcomes were computed must not have them marked delivered, or the loop never gets them
+        self._unacked = unacked
+        return events
 
     def active(self) -> list[tuple[str, int]]:
         """Gangs with a live node, and ended or lost ones whose outcome has not been delivered yet."""
@@ -261,13 +267,16 @@ class CloudBackend:
         if self._logs is None:
             return None
         path = self._logs.path(job_id, attempt, node_rank)
-        if over is not None and path is not None:
-            self._logs.follow(job_id, attempt, node_rank, over)
+        # a running attempt's copy exists (empty) before its first part: a follow right after the start
+        # waits for the output rather than finding nothing
+        if over is not None and (path is not None or not quietly(over)):
+            with contextlib.suppress(ValueError):  # a name that could leave its folder: no copy
+                path = self._logs.follow(job_id, attempt, node_rank, over)
         return path
 
-    def _settle_logs(self, job_id: str, attempt: int) -> None:
-        if self._logs is not None:
-            self._logs.settle(job_id, attempt)
+    def _settle_logs(self, attempts: list[tuple[str, int]]) -> None:
+        if self._logs is not None and attempts:
+            self._logs.settle(attempts)
 
     # -- local state --------------------------------------------------------------------------------
 

@@ -6,12 +6,14 @@ The agent (``PartShipper``) uploads the new bytes of the job's output file as nu
 each time would be quadratic. After the last part it writes ``end`` (the number of parts). The server
 (``LogCopies``) appends the parts it has not copied yet to ``<home>/logs/<job>/<attempt>/node-<rank>.log``,
 the file the API streams; it asks for part ``n`` by name (one GET, no listing: listings are cached by
-some fsspec stores and grow with the job) and keeps ``n`` next to the copy.
+some fsspec stores and grow with the job) and keeps ``n``, and the copy's size then, next to the copy.
+Nothing the store does (hang, fail) may hold up the job, the console, or the server's control loop.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import sys
 import threading
@@ -19,11 +21,18 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
 UPLOAD_EVERY_S = 15.0  # how often a node uploads its new output (a PUT per node per interval, at most)
+STOPPING_EVERY_S = 1.0  # how often once a stop is asked: the node may be ended before the job's last words
+ECHO_EVERY_S = 0.5  # how often the new output goes to the console (its own thread: the store may hang)
 SYNC_EVERY_S = 2.0  # how often the server asks the store for new parts of one log, at most
-FINISH_WAIT_S = 120.0  # how long the end of a job waits for its last upload
+FINISH_WAIT_S = 120.0  # how long the end of a job waits for its last upload, in all (the node bills)
+RETRY_PAUSE_S = 1.0  # between the end's tries
+FIRST_TRIES = 3  # the end's tries when the store has never taken a part (misconfigured: do not wait)
+SETTLE_WAIT_S = 10.0  # how long an attempt's end waits for its logs' last parts (then it is delivered)
+LOCK_WAIT_S = 1.0  # a read waits this long for a sync of the same copy (stuck on the store?), then skips
+PARTS_PER_SYNC = 64  # parts one sync copies at most (the rest: the next one, or in the background)
 PART_MAX = 16 * 1024 * 1024  # the largest part: what an agent holds in memory at once
 END = "end"
 
@@ -44,8 +53,13 @@ def scrub(text: str, url: str) -> str:
     """``text`` (an error's message, say) without the secrets ``redact`` leaves out of ``url``."""
     with contextlib.suppress(ValueError):
         parts = urlsplit(url)
-        for secret in (parts.netloc.rpartition("@")[0], parts.query):
-            if secret:
+        raw = [parts.netloc.rpartition("@")[0], parts.query, *parts.netloc.rpartition("@")[0].split(":")]
+        raw += parts.query.split("&") + [v.partition("=")[2] for v in parts.query.split("&")]
+        # as written, and decoded (a library's message may show ``p@ss`` for ``p%40ss``): longest first
+        for secret in sorted(
+            {v for r in raw for v in (r, unquote(r), unquote_plus(r))}, key=len, reverse=True
+        ):
+            if len(secret) > 1:
                 text = text.replace(secret, "***")
     return text
 
@@ -93,11 +107,11 @@ class PartShipper:
         self.offset = 0  # bytes of ``source`` read for parts
         self.echoed = 0  # bytes of ``source`` echoed (the console goes on while the store fails)
         self.pending: bytes | None = None  # read, not uploaded yet
+        self.reached = False  # whether the store has taken anything (then the end's upload is retried)
         self._fs: tuple[Any, str] | None = None
 
     def ship(self) -> bool:
         """Upload what is new; whether everything read so far is in the store."""
-        self._echo()
         try:
             while True:
                 if self.pending is None:
@@ -111,17 +125,30 @@ class PartShipper:
             self._said(exc)
             return False
 
-    def finish(self) -> None:
-        """The last upload, then ``end`` (the number of parts): the server stops asking for more."""
-        if self.ship():
-            try:
-                self._put(END, str(self.parts).encode())
-            except Exception as exc:
-                self._said(exc)
+    def finish(self, deadline: float | None = None) -> bool:
+        """The last upload, then ``end`` (the number of parts): the server stops asking for more. Tried
+        again every ``RETRY_PAUSE_S`` until done or ``deadline`` (monotonic; default FINISH_WAIT_S from
+        now): one failed PUT at the end would lose the job's last words, its traceback. A store that
+        has never taken anything (a wrong URL, no access) gets ``FIRST_TRIES`` only: the node bills."""
+        deadline = time.monotonic() + FINISH_WAIT_S if deadline is None else deadline
+        tries = 0
+        while True:
+            tries += 1
+            if self.ship():
+                try:
+                    self._put(END, str(self.parts).encode())
+                    return True
+                except Exception as exc:
+                    self._said(exc)
+            hopeless = not self.reached and tries >= FIRST_TRIES
+            if hopeless or time.monotonic() + RETRY_PAUSE_S > deadline:
+                return False
+            time.sleep(RETRY_PAUSE_S)
 
     def _put(self, name: str, data: bytes) -> None:
         fs, root = self._fs = self._fs or _store(self.url)
         _put(fs, f"{root}/{name}", data)
+        self.reached = True
 
     def _said(self, exc: Exception) -> None:
         said = scrub(repr(exc), self.url)
@@ -134,7 +161,8 @@ class PartShipper:
         self.offset += len(data)
         return data
 
-    def _echo(self) -> None:
+    def echo_new(self) -> None:
+        """The output not echoed yet to ``echo`` (one thread at a time)."""
         if self.echo is None:
             return
         with contextlib.suppress(OSError, ValueError), self.source.open("rb") as fh:
@@ -146,27 +174,54 @@ class PartShipper:
 
 
 @contextlib.contextmanager
-def shipping(shipper: PartShipper, every: float) -> Iterator[None]:
+def shipping(shipper: PartShipper, every: float) -> Iterator[Callable[[], None]]:
     """Ship every ``every`` seconds while the body runs (the job), and once more at its end, however it
-    ended."""
-    stop = threading.Event()
+    ended; echo the output every ``ECHO_EVERY_S`` apart from that (a hanging store must not stop the
+    console). Yields ``hurry``, for when a stop is asked: ship at once, then every ``STOPPING_EVERY_S``
+    (the job's last words may come after the grace, when the node is ended)."""
+    wake, over = threading.Event(), threading.Event()
+    hurried = threading.Event()
 
-    def loop() -> None:
-        while not stop.wait(every):
+    def uploads() -> None:
+        while True:
+            wake.wait(STOPPING_EVERY_S if hurried.is_set() else every)
+            wake.clear()
+            if over.is_set():  # after clear(): an end that set ``wake`` just before is not missed
+                return
             shipper.ship()
 
-    thread = threading.Thread(target=loop, name="overcast-logs", daemon=True)
-    thread.start()
+    def echoes() -> None:
+        while not over.wait(ECHO_EVERY_S):
+            shipper.echo_new()
+
+    def hurry() -> None:
+        if not hurried.is_set():
+            hurried.set()
+            wake.set()
+
+    threads = [
+        threading.Thread(target=f, name=f"overcast-logs-{f.__name__}", daemon=True) for f in (uploads, echoes)
+    ]
+    for thread in threads:
+        thread.start()
     try:
-        yield
+        yield hurry
     finally:
-        stop.set()
-        thread.join(FINISH_WAIT_S)  # a store that hangs must not keep the node up (and billing)
-        last = threading.Thread(target=shipper.finish, name="overcast-logs-end", daemon=True)
-        if not thread.is_alive():
+        deadline = time.monotonic() + FINISH_WAIT_S  # one deadline for the whole end (the node bills)
+        over.set()
+        wake.set()
+        uploader, echoer = threads
+        echoer.join(ECHO_EVERY_S + 5.0)
+        if not echoer.is_alive():  # the console shows the last lines, whatever the store does
+            shipper.echo_new()
+        uploader.join(max(0.0, deadline - time.monotonic()))
+        last = threading.Thread(
+            target=shipper.finish, args=(deadline,), name="overcast-logs-end", daemon=True
+        )
+        if not uploader.is_alive():
             last.start()
-            last.join(FINISH_WAIT_S)
-        if thread.is_alive() or last.is_alive():
+            last.join(max(0.0, deadline - time.monotonic()))
+        if uploader.is_alive() or last.is_alive():
             print("overcast-agent: log upload hangs: the last output stays on the node", file=sys.stderr)
 
 
@@ -188,95 +243,143 @@ class LogCopies:
         return self.home / "logs" / job_id / str(attempt) / f"node-{rank}.log"
 
     def path(self, job_id: str, attempt: int, rank: int) -> Path | None:
-        """The local copy, brought up to date; None when the node has uploaded nothing (yet)."""
+        """The local copy, brought up to date (``PARTS_PER_SYNC`` parts now, the rest in the background);
+        None when the node has uploaded nothing (yet)."""
         try:
             remote = log_dir(self.url, job_id, attempt, rank)
         except ValueError:
             return None
         local = self.local(job_id, attempt, rank)
-        self.sync(local, remote)
+        if self.sync(local, remote):
+            self.follow(job_id, attempt, rank, lambda: True)
         return local if local.exists() else None
 
-    def follow(self, job_id: str, attempt: int, rank: int, over: Callable[[], bool]) -> None:
-        """Keep the copy up to date while the attempt runs (until ``over()`` or the node's ``end``); one
-        thread per copy."""
+    def follow(self, job_id: str, attempt: int, rank: int, over: Callable[[], bool]) -> Path:
+        """Keep the copy up to date while the attempt runs (until ``over()`` or the node's ``end``), then
+        copy what is left; one thread per copy. The copy exists from now on, empty until the first part
+        (a follow of a job that has printed nothing yet waits for its output)."""
         local, remote = self.local(job_id, attempt, rank), log_dir(self.url, job_id, attempt, rank)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.touch()
         with self._guard:
-            if local in self._followed or _ended(local):
-                return
+            if local in self._followed or _progress(local)[2]:
+                return local
             self._followed[local] = (job_id, attempt, remote)
 
         def loop() -> None:
             try:
-                while not _ended(local) and not _quietly(over):
-                    time.sleep(SYNC_EVERY_S)
-                    self.sync(local, remote)
-                self.sync(local, remote, force=True)
+                more = False
+                while not _progress(local)[2] and not quietly(over):
+                    if not more:
+                        time.sleep(SYNC_EVERY_S)
+                    more = self.sync(local, remote, force=more)
+                while self.sync(local, remote, force=True):
+                    pass  # each round copied PARTS_PER_SYNC parts: it ends
             finally:
                 with self._guard:
                     self._followed.pop(local, None)
 
         threading.Thread(target=loop, name=f"overcast-logs-{job_id}", daemon=True).start()
+        return local
 
-    def settle(self, job_id: str, attempt: int) -> None:
-        """The attempt has ended: its followed copies get their last parts now, before its end is
-        delivered (a follow stops at the end: it must find them there)."""
+    def settle(self, attempts: list[tuple[str, int]]) -> None:
+        """These attempts have ended: their followed copies get their last parts now, before their end
+        is delivered (a follow stops at the end: it must find them there); at most ``SETTLE_WAIT_S`` in
+        all (a store that hangs must not hold up the caller: the follows go on copying)."""
         with self._guard:
-            mine = [(p, r) for p, (j, a, r) in self._followed.items() if (j, a) == (job_id, attempt)]
-        for local, remote in mine:
-            self.sync(local, remote, force=True)
+            mine = [(p, r) for p, (j, a, r) in self._followed.items() if (j, a) in attempts]
+        if not mine:
+            return
 
-    def sync(self, local: Path, remote: str, force: bool = False) -> None:
-        """Append the parts not copied yet (``<copy>.parts`` holds how many were, then ``end`` once the
-        node has written it)."""
-        with self._locks[hash(local) % len(self._locks)]:
+        def last_parts() -> None:
+            for local, remote in mine:
+                while self.sync(local, remote, force=True):
+                    pass
+
+        thread = threading.Thread(target=last_parts, name="overcast-logs-settle", daemon=True)
+        thread.start()
+        thread.join(SETTLE_WAIT_S)
+        if thread.is_alive():
+            self.warn(f"log copy from {redact(self.url)}: the store is slow; the last parts come later")
+
+    def sync(self, local: Path, remote: str, force: bool = False) -> bool:
+        """Append the parts not copied yet, ``PARTS_PER_SYNC`` at most (``<copy>.parts`` holds how many
+        were and the copy's size then, and ``end`` once the node has written it); whether there may be
+        more. A sync of the same copy that takes more than ``LOCK_WAIT_S`` (a store that hangs) makes
+        this one skip: the copy stays as it is."""
+        lock = self._locks[hash(local) % len(self._locks)]
+        if not lock.acquire(timeout=LOCK_WAIT_S):
+            return False
+        try:
+            count, size, ended = _progress(local)
             now = time.monotonic()
-            if _ended(local) or (not force and now - self._synced.get(local, -1e9) < SYNC_EVERY_S):
-                return
+            if ended or (not force and now - self._synced.get(local, -1e9) < SYNC_EVERY_S):
+                return False
             self._synced[local] = now
-            count = _copied(local)
             try:
-                fs, root = _store(remote)
-                while True:
-                    try:
-                        data = fs.cat_file(f"{root}/{part_name(count)}")
-                    except FileNotFoundError:
-                        break
-                    local.parent.mkdir(parents=True, exist_ok=True)
-                    with local.open("ab") as fh:  # appended in place: a follow holds the file open
-                        fh.write(data)
-                    count += 1
-                    _mark(local, str(count))
-                with contextlib.suppress(FileNotFoundError):
-                    if int(fs.cat_file(f"{root}/{END}")) == count:
-                        _mark(local, f"{count} {END}")
-            except Exception as exc:  # the store is down, or refuses: the copy stays as it is
+                return self._copy(local, remote, *_trimmed(local, count, size))
+            except Exception as exc:  # the store is down, or refuses, or the disk is full: as it is
                 self.warn(f"log copy from {redact(remote)}: {scrub(repr(exc), remote)}")
+                return False
+        finally:
+            lock.release()
+
+    def _copy(self, local: Path, remote: str, count: int, size: int) -> bool:
+        fs, root = _store(remote)
+        for _ in range(PARTS_PER_SYNC):
+            try:
+                data = fs.cat_file(f"{root}/{part_name(count)}")
+            except FileNotFoundError:
+                break
+            local.parent.mkdir(parents=True, exist_ok=True)
+            with local.open("ab") as fh:  # appended in place: a follow holds the file open
+                fh.write(data)
+            count, size = count + 1, size + len(data)
+            _mark(local, count, size)
+        else:
+            return True
+        with contextlib.suppress(FileNotFoundError):
+            if int(fs.cat_file(f"{root}/{END}")) == count:
+                _mark(local, count, size, ended=True)
+        return False
 
 
 def _marker(local: Path) -> Path:
     return local.with_name(local.name + ".parts")
 
 
-def _copied(local: Path) -> int:
+def _progress(local: Path) -> tuple[int, int, bool]:
+    """(parts copied, the copy's size then, whether the node's ``end`` was) from the marker."""
     try:
-        return int(_marker(local).read_text().split()[0])
+        words = _marker(local).read_text().split()
+        return int(words[0]), int(words[1]), words[2:] == [END]
     except (OSError, ValueError, IndexError):
-        return 0
+        return 0, 0, False
 
 
-def _ended(local: Path) -> bool:
+def _trimmed(local: Path, count: int, size: int) -> tuple[int, int]:
+    """The copy as its marker counts it: bytes past ``size`` (appended, not counted: a crash, a full disk)
+    are cut, or they would show twice; a copy shorter than counted (removed?) starts over."""
     try:
-        return _marker(local).read_text().split()[1:] == [END]
-    except OSError:
-        return False
+        actual = local.stat().st_size
+    except FileNotFoundError:
+        return 0, 0
+    if actual == size:
+        return count, size
+    keep = (count, size) if actual > size else (0, 0)
+    os.truncate(local, keep[1])
+    return keep
 
 
-def _mark(local: Path, text: str) -> None:
-    _marker(local).write_text(text)
+def _mark(local: Path, count: int, size: int, ended: bool = False) -> None:
+    """Written aside and renamed: a full disk or a crash leaves the old count, never an empty one."""
+    marker = _marker(local)
+    aside = marker.with_name(marker.name + ".tmp")
+    aside.write_text(f"{count} {size}{' ' + END if ended else ''}")
+    os.replace(aside, marker)
 
 
-def _quietly(over: Callable[[], bool]) -> bool:
+def quietly(over: Callable[[], bool]) -> bool:
     try:
         return over()
     except Exception:  # the store hiccuped: the attempt may well go on

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import re
 from typing import Annotated, Self
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -65,13 +67,28 @@ class _Account(_Strict):
     bootstrap: str = ""  # shell run on the node before the agent
     # an fsspec URL (s3://bucket/prefix, gs://, az://, file:///shared/logs) the nodes upload the jobs'
     # output to and the server copies it from (backends/cloud_logs.py); none: logs stay on the nodes
-    logs_url: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9+.-]*://\S+$")
+    logs_url: str | None = None
 
     @field_validator("logs_url")
     @classmethod
-    def _absolute_file_url(cls, value: str | None) -> str | None:
-        if value is not None and value.startswith("file://") and not value.startswith("file:///"):
-            raise ValueError(f"a file:// logs_url needs an absolute path (file:///...), got {value!r}")
+    def _plain_url(cls, value: str | None) -> str | None:
+        """A URL without secrets (a user, password or query: keys come from the nodes' identity), never
+        echoed: what it holds may be a key all the same."""
+        if value is None:
+            return None
+        try:
+            parts = urlsplit(value)
+        except ValueError:
+            raise ValueError("logs_url is not a URL (protocol://...)") from None
+        if not re.fullmatch(r"[a-z][a-z0-9+.-]*://\S+", value):
+            raise ValueError("logs_url must be an fsspec URL (s3://bucket/prefix, file:///shared/logs ...)")
+        if "@" in parts.netloc or parts.query or "?" in value or "#" in value:
+            raise ValueError(
+                "logs_url must not hold a user, password, query or fragment (the nodes and the server "
+                "reach the store through their own identity)"
+            )
+        if parts.scheme == "file" and not value.startswith("file:///"):
+            raise ValueError("a file:// logs_url needs an absolute path (file:///...)")
         return value
 
 

@@ -106,8 +106,9 @@ class LoopController:
 
     def _cloud_log(self, job_id: str, attempt: int, rank: int) -> Path | None:
         """A cloud node's log, copied from its account's ``logs_url`` (and kept up to date while the
-        attempt runs). The attempt's own backend when the store knows it (the latest attempt's), else
-        every cloud backend: only the one that ran it has parts to copy."""
+        attempt runs). The attempt's own backend when the store knows it (the job's, for its latest
+        attempt; its launch record's, for an earlier one), else every cloud backend: only the one that
+        ran it has parts to copy."""
         clouds = [b for b in self.loop.rt.backends.values() if isinstance(b, CloudBackend)]
         if not clouds:
             return None
@@ -115,6 +116,13 @@ class LoopController:
         job = store.get(job_id)
         if job is not None and job.attempt == attempt:
             clouds = [b for b in clouds if b.name == job.backend]
+        elif job is not None:  # an earlier attempt: the backend its launch record names
+            ran = {
+                r.backend
+                for r in store.launches(active_only=False)
+                if (r.job_id, r.attempt) == (job_id, attempt)
+            }
+            clouds = [b for b in clouds if b.name in ran] or clouds
 
         def over() -> bool:
             now = store.get(job_id)
