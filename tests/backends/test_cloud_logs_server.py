@@ -11,6 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import fsspec
 import pytest
 from fastapi.testclient import TestClient
 
@@ -91,7 +92,8 @@ def test_an_attempt_s_end_waits_a_bounded_time_for_a_store_that_hangs(
     monkeypatch.setattr(cloud_logs, "LOCK_WAIT_S", 0.1)
     warned: list[str] = []
     copies = LogCopies("hang://bucket", tmp_path / "home", warned.append)
-    copies.follow("j", 1, 0, lambda: False)
+    running = [True]
+    copies.follow("j", 1, 0, lambda: not running[0])
     settle = threading.Thread(target=copies.settle, args=([("j", 1)],), daemon=True)
     settle.start()
     settle.join(10)
@@ -101,6 +103,25 @@ def test_an_attempt_s_end_waits_a_bounded_time_for_a_store_that_hangs(
     read.start()
     read.join(10)
     assert not read.is_alive()
+    running[0] = False  # the follow ends (once the store answers)
+
+
+def test_a_read_s_background_copy_goes_on_as_a_follow_once_the_running_attempt_is_read(
+    tmp_path: Path,
+    hang: type[Hang],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(cloud_logs, "SYNC_EVERY_S", 0.01)
+    copies = LogCopies("hang://bucket", tmp_path / "home", print)
+    local = copies.follow("f", 1, 0, None)  # a read's catch-up of a long log, stuck on the store
+    assert eventually(hang.entered.is_set)
+    running = [True]
+    copies.follow("f", 1, 0, lambda: not running[0])  # then a read (a follow) of the running attempt
+    hang.release.set()
+    fsspec.filesystem("hang").pipe_file("hang://bucket/f/1/node-0/part-00000000", b"later\n")
+    assert eventually(lambda: local.read_bytes() == b"later\n")  # printed after the catch-up had caught up
+    running[0] = False
+    assert eventually(lambda: not copies._followed)
 
 
 def test_the_poll_settles_the_logs_outside_the_backend_s_lock(

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 from overcast.backends.base import BackendEvent, CapacityError, EventKind, LaunchRequest, ProviderDown
 from overcast.backends.cloud_gangs import gang_key
-from overcast.backends.cloud_logs import LogCopies, quietly
+from overcast.backends.cloud_logs import LogCopies
 from overcast.backends.local_runner import write_json_atomic
 from overcast.catalog.offer import Offer
 from overcast.catalog.pools import offer_pools
@@ -266,13 +266,9 @@ class CloudBackend:
         With ``over`` (whether the attempt has ended), the copy is kept up to date until it has."""
         if self._logs is None:
             return None
-        path = self._logs.path(job_id, attempt, node_rank)
         # a running attempt's copy exists (empty) before its first part: a follow right after the start
         # waits for the output rather than finding nothing
-        if over is not None and (path is not None or not quietly(over)):
-            with contextlib.suppress(ValueError):  # a name that could leave its folder: no copy
-                path = self._logs.follow(job_id, attempt, node_rank, over)
-        return path
+        return self._logs.path(job_id, attempt, node_rank, over)
 
     def _settle_logs(self, attempts: list[tuple[str, int]]) -> None:
         if self._logs is not None and attempts:

@@ -53,14 +53,12 @@ def scrub(text: str, url: str) -> str:
     """``text`` (an error's message, say) without the secrets ``redact`` leaves out of ``url``."""
     with contextlib.suppress(ValueError):
         parts = urlsplit(url)
-        raw = [parts.netloc.rpartition("@")[0], parts.query, *parts.netloc.rpartition("@")[0].split(":")]
-        raw += parts.query.split("&") + [v.partition("=")[2] for v in parts.query.split("&")]
+        user, query = parts.netloc.rpartition("@")[0], parts.query.split("&")
+        raw = [user, parts.query, *user.split(":"), *query, *(v.partition("=")[2] for v in query)]
         # as written, and decoded (a library's message may show ``p@ss`` for ``p%40ss``): longest first
-        for secret in sorted(
-            {v for r in raw for v in (r, unquote(r), unquote_plus(r))}, key=len, reverse=True
-        ):
-            if len(secret) > 1:
-                text = text.replace(secret, "***")
+        found = {v for r in raw for v in (r, unquote(r), unquote_plus(r)) if len(v) > 1}
+        for secret in sorted(found, key=len, reverse=True):
+            text = text.replace(secret, "***")
     return text
 
 
@@ -126,9 +124,8 @@ class PartShipper:
             return False
 
     def finish(self, deadline: float | None = None) -> bool:
-        """The last upload, then ``end`` (the number of parts): the server stops asking for more. Tried
-        again every ``RETRY_PAUSE_S`` until done or ``deadline`` (monotonic; default FINISH_WAIT_S from
-        now): one failed PUT at the end would lose the job's last words, its traceback. A store that
+        """The last upload, then ``end`` (the number of parts), tried until done or ``deadline`` (monotonic;
+        default FINISH_WAIT_S from now): a failed PUT here would lose the job's last words. A store that
         has never taken anything (a wrong URL, no access) gets ``FIRST_TRIES`` only: the node bills."""
         deadline = time.monotonic() + FINISH_WAIT_S if deadline is None else deadline
         tries = 0
@@ -179,8 +176,7 @@ def shipping(shipper: PartShipper, every: float) -> Iterator[Callable[[], None]]
     ended; echo the output every ``ECHO_EVERY_S`` apart from that (a hanging store must not stop the
     console). Yields ``hurry``, for when a stop is asked: ship at once, then every ``STOPPING_EVERY_S``
     (the job's last words may come after the grace, when the node is ended)."""
-    wake, over = threading.Event(), threading.Event()
-    hurried = threading.Event()
+    wake, over, hurried = threading.Event(), threading.Event(), threading.Event()
 
     def uploads() -> None:
         while True:
@@ -200,10 +196,9 @@ def shipping(shipper: PartShipper, every: float) -> Iterator[Callable[[], None]]
             wake.set()
 
     threads = [
-        threading.Thread(target=f, name=f"overcast-logs-{f.__name__}", daemon=True) for f in (uploads, echoes)
+        threading.Thread(target=f, name=f"overcast-{f.__name__}", daemon=True) for f in (uploads, echoes)
     ]
-    for thread in threads:
-        thread.start()
+    [thread.start() for thread in threads]
     try:
         yield hurry
     finally:
@@ -238,49 +233,67 @@ class LogCopies:
         self.url, self.home, self.warn = url, home, warn
         self._synced: dict[Path, float] = {}  # copy -> monotonic time of its last sync
         self._followed: dict[Path, tuple[str, int, str]] = {}  # copy -> (job, attempt, remote folder)
+        self._over: dict[Path, Callable[[], bool]] = {}  # copy -> whether its attempt has ended
 
     def local(self, job_id: str, attempt: int, rank: int) -> Path:
         return self.home / "logs" / job_id / str(attempt) / f"node-{rank}.log"
 
-    def path(self, job_id: str, attempt: int, rank: int) -> Path | None:
+    def path(
+        self, job_id: str, attempt: int, rank: int, over: Callable[[], bool] | None = None
+    ) -> Path | None:
         """The local copy, brought up to date (``PARTS_PER_SYNC`` parts now, the rest in the background);
-        None when the node has uploaded nothing (yet)."""
+        None when the node has uploaded nothing (yet). With ``over`` (whether the attempt has ended) the
+        copy is kept up to date until it has (``follow``), and exists, empty, before the first part."""
         try:
             remote = log_dir(self.url, job_id, attempt, rank)
         except ValueError:
             return None
         local = self.local(job_id, attempt, rank)
-        if self.sync(local, remote):
-            self.follow(job_id, attempt, rank, lambda: True)
+        more = self.sync(local, remote)  # more parts: the rest in the background
+        if more or (over is not None and (local.exists() or not quietly(over))):
+            return self.follow(job_id, attempt, rank, over)
         return local if local.exists() else None
 
-    def follow(self, job_id: str, attempt: int, rank: int, over: Callable[[], bool]) -> Path:
+    def follow(self, job_id: str, attempt: int, rank: int, over: Callable[[], bool] | None) -> Path:
         """Keep the copy up to date while the attempt runs (until ``over()`` or the node's ``end``), then
-        copy what is left; one thread per copy. The copy exists from now on, empty until the first part
-        (a follow of a job that has printed nothing yet waits for its output)."""
+        copy what is left (``over`` None: only that); one thread per copy (a later ``over`` keeps it going).
+        The copy exists from now on, empty until the first part: a follow waits for the job's output."""
         local, remote = self.local(job_id, attempt, rank), log_dir(self.url, job_id, attempt, rank)
         local.parent.mkdir(parents=True, exist_ok=True)
         local.touch()
         with self._guard:
-            if local in self._followed or _progress(local)[2]:
+            if local not in self._followed and _progress(local)[2]:
+                return local
+            if over is not None:
+                self._over[local] = over
+            if local in self._followed:
                 return local
             self._followed[local] = (job_id, attempt, remote)
 
         def loop() -> None:
+            more = False
             try:
-                more = False
-                while not _progress(local)[2] and not quietly(over):
-                    if not more:
+                while True:
+                    with self._guard:
+                        over_now = self._over.get(local)
+                    live = over_now is not None and not quietly(over_now) and not _progress(local)[2]
+                    if live and not more:
                         time.sleep(SYNC_EVERY_S)
-                    more = self.sync(local, remote, force=more)
-                while self.sync(local, remote, force=True):
-                    pass  # each round copied PARTS_PER_SYNC parts: it ends
-            finally:
+                    more = self.sync(local, remote, force=more or not live)
+                    with self._guard:  # done, unless a read of the running attempt came meanwhile
+                        if not live and not more and self._over.get(local) is over_now:
+                            return self._forget(local)
+            except BaseException:
                 with self._guard:
-                    self._followed.pop(local, None)
+                    self._forget(local)
+                raise
 
         threading.Thread(target=loop, name=f"overcast-logs-{job_id}", daemon=True).start()
         return local
+
+    def _forget(self, local: Path) -> None:
+        self._followed.pop(local, None)
+        self._over.pop(local, None)
 
     def settle(self, attempts: list[tuple[str, int]]) -> None:
         """These attempts have ended: their followed copies get their last parts now, before their end
