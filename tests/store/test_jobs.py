@@ -147,6 +147,8 @@ def test_launches_record_update_and_end(store: Store) -> None:
     assert [rec.job_id for rec in store.launches()] == ["j-b"]
     ended = [rec for rec in store.launches(active_only=False) if rec.job_id == "j-a"]
     assert ended[0].ended is True
+    assert [(r.job_id, r.ended) for r in store.launches(active_only=False, job_id="j-a")] == [("j-a", True)]
+    assert store.launches(job_id="j-a") == [] and store.launches(job_id="j-b")[0].handle == "42"
 
 
 def test_pool_health_upserts(store: Store) -> None:

@@ -115,12 +115,13 @@ class NebiusBackend(CloudBackend):
 
     # -- stop, poll, active -------------------------------------------------------------------------
 
-    def poll(self) -> list[BackendEvent]:
-        with self._lock:
-            events = super().poll()
-            if self._sweep_due:
-                self._sweep_clusters()
-            return events
+    def _poll(self, ended: list[tuple[str, int]]) -> list[BackendEvent]:
+        """The shared poll (under the lock), then the cluster sweep, still under it; the ended attempts'
+        logs are copied by poll() after the lock is released."""
+        events = super()._poll(ended)
+        if self._sweep_due:
+            self._sweep_clusters()
+        return events
 
     def _sweep_clusters(self) -> None:
         """Delete our GPU clusters (by their labels) whose gang is not in ``launched`` (the clean-up's

@@ -178,11 +178,12 @@ class OciBackend(CloudBackend):
             self._terminate(inst.id)
         self._sweep_due |= gang.nodes > 1  # its compute cluster: the poll deletes it once OCI has ended them
 
-    def poll(self) -> list[BackendEvent]:
-        with self._lock:
-            events = super().poll()
-            self._sweep_clusters()
-            return events
+    def _poll(self, ended: list[tuple[str, int]]) -> list[BackendEvent]:
+        """The shared poll (under the lock), then the cluster sweep, still under it; the ended attempts'
+        logs are copied by poll() after the lock is released."""
+        events = super()._poll(ended)
+        self._sweep_clusters()
+        return events
 
     def _sweep_clusters(self) -> None:
         """Delete the compute clusters whose gangs have no instance left but TERMINATED ones (or none at

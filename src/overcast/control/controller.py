@@ -117,11 +117,8 @@ class LoopController:
         if job is not None and job.attempt == attempt:
             clouds = [b for b in clouds if b.name == job.backend]
         elif job is not None:  # an earlier attempt: the backend its launch record names
-            ran = {
-                r.backend
-                for r in store.launches(active_only=False)
-                if (r.job_id, r.attempt) == (job_id, attempt)
-            }
+            records = store.launches(active_only=False, job_id=job_id)
+            ran = {r.backend for r in records if r.attempt == attempt}
             clouds = [b for b in clouds if b.name in ran] or clouds
 
         def over() -> bool:

@@ -65,13 +65,16 @@ class ControlStateMethods:
                 .values(handle=handle)
             )
 
-    def launches(self, *, active_only: bool = True) -> list[LaunchRecord]:
+    def launches(self, *, active_only: bool = True, job_id: str | None = None) -> list[LaunchRecord]:
+        """Launch records in launch order: the open ones (or all), of every job (or of ``job_id``)."""
         query = select(
             launches.c.job_id, launches.c.attempt, launches.c.pool_id, launches.c.backend,
             launches.c.handle, launches.c.ended,
         ).order_by(launches.c.launched_at, launches.c.job_id, launches.c.attempt)  # fmt: skip
         if active_only:
             query = query.where(launches.c.ended.is_(False))
+        if job_id is not None:
+            query = query.where(launches.c.job_id == job_id)
         with self._read() as conn:
             return [LaunchRecord(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in conn.execute(query)]
 
