@@ -11,10 +11,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from overcast.api.app import create_app
-from overcast.backends import cloud_logs
+from overcast.backends import cloud_log_copies
 from overcast.backends.aws import AwsBackend
 from overcast.backends.base import EventKind, LaunchRequest
-from overcast.backends.cloud_logs import LogCopies, PartShipper, log_dir, part_name, redact
+from overcast.backends.cloud_log_copies import LogCopies
+from overcast.backends.cloud_logs import PartShipper, log_dir, part_name, redact
 from overcast.catalog.fleet import parse_fleet
 from overcast.control.controller import LoopController
 from overcast.control.setup import backends_from_fleet
@@ -68,7 +69,7 @@ def test_a_failed_upload_is_retried_as_the_same_part_with_the_same_bytes(
 def test_copies_append_new_parts_in_order_fetch_each_once_and_stop_at_end(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cloud_logs, "SYNC_EVERY_S", 3600.0)  # only forced syncs after the first
+    monkeypatch.setattr(cloud_log_copies, "SYNC_EVERY_S", 3600.0)  # only forced syncs after the first
     bucket = tmp_path / "bucket"
     remote = bucket / "j1" / "2" / "node-1"
     warned: list[str] = []
@@ -94,7 +95,7 @@ def test_copies_append_new_parts_in_order_fetch_each_once_and_stop_at_end(
     for p in remote.iterdir():
         p.unlink()
     remote.rmdir()
-    monkeypatch.setattr(cloud_logs, "SYNC_EVERY_S", 0.0)
+    monkeypatch.setattr(cloud_log_copies, "SYNC_EVERY_S", 0.0)
     assert copies.path("j1", 2, 1) == local and local.read_bytes() == b"a\nb\nc\nd\n"
     assert warned == []
 
@@ -146,7 +147,7 @@ aws:
 def quick(monkeypatch: pytest.MonkeyPatch) -> None:
     """Agents upload every 0.2 s, the server copies every 0.1 s (15 s and 2 s in production)."""
     monkeypatch.setattr("overcast.backends.cloud_agent.UPLOAD_EVERY_S", 0.2)
-    monkeypatch.setattr(cloud_logs, "SYNC_EVERY_S", 0.1)
+    monkeypatch.setattr(cloud_log_copies, "SYNC_EVERY_S", 0.1)
 
 
 def test_the_api_shows_each_rank_of_a_cloud_job_and_a_follow_sees_what_is_printed_later(

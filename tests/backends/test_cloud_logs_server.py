@@ -1,4 +1,4 @@
-"""The server's side of cloud logs (backends/cloud_logs.py LogCopies, CloudBackend.log_path, the
+"""The server's side of cloud logs (backends/cloud_log_copies.py LogCopies, CloudBackend.log_path, the
 controller's and the API's reads, the fleet file's ``logs_url``) when things go wrong: a full disk, a
 crash, a store that hangs, a long log, a follow before the first output, an old attempt."""
 
@@ -16,11 +16,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from overcast.api.app import create_app
-from overcast.backends import cloud_logs
+from overcast.backends import cloud_log_copies, cloud_logs
 from overcast.backends.aws import AwsBackend
 from overcast.backends.base import EventKind, LaunchRequest
 from overcast.backends.cloud_backend import CloudBackend
-from overcast.backends.cloud_logs import LogCopies, log_dir, part_name
+from overcast.backends.cloud_log_copies import LogCopies
+from overcast.backends.cloud_logs import log_dir, part_name
 from overcast.catalog.fleet import parse_fleet
 from overcast.control.controller import LoopController
 from overcast.placement.pool import Purchase
@@ -72,7 +73,7 @@ def test_a_full_disk_or_a_crash_never_copies_a_part_twice(
 def test_a_sync_copies_a_bounded_number_of_parts_and_a_read_the_rest_in_the_background(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cloud_logs, "PARTS_PER_SYNC", 3)
+    monkeypatch.setattr(cloud_log_copies, "PARTS_PER_SYNC", 3)
     texts = [b"step %d\n" % n for n in range(8)]
     copies, local, remote = uploaded(tmp_path, texts)
     assert copies.sync(local, remote, force=True) is True  # more to come
@@ -88,8 +89,8 @@ def test_an_attempt_s_end_waits_a_bounded_time_for_a_store_that_hangs(
     hang: type[Hang],  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(cloud_logs, "SETTLE_WAIT_S", 0.1)
-    monkeypatch.setattr(cloud_logs, "LOCK_WAIT_S", 0.1)
+    monkeypatch.setattr(cloud_log_copies, "SETTLE_WAIT_S", 0.1)
+    monkeypatch.setattr(cloud_log_copies, "LOCK_WAIT_S", 0.1)
     warned: list[str] = []
     copies = LogCopies("hang://bucket", tmp_path / "home", warned.append)
     running = [True]
@@ -111,7 +112,7 @@ def test_a_read_s_background_copy_goes_on_as_a_follow_once_the_running_attempt_i
     hang: type[Hang],  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(cloud_logs, "SYNC_EVERY_S", 0.01)
+    monkeypatch.setattr(cloud_log_copies, "SYNC_EVERY_S", 0.01)
     copies = LogCopies("hang://bucket", tmp_path / "home", print)
     local = copies.follow("f", 1, 0, None)  # a read's catch-up of a long log, stuck on the store
     assert eventually(hang.entered.is_set)
@@ -161,7 +162,7 @@ def test_a_follow_right_after_the_start_waits_for_the_first_output(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr("overcast.backends.cloud_agent.UPLOAD_EVERY_S", 0.2)
-    monkeypatch.setattr(cloud_logs, "SYNC_EVERY_S", 0.1)
+    monkeypatch.setattr(cloud_log_copies, "SYNC_EVERY_S", 0.1)
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
     go = tmp_path / "go"
     backend = AwsBackend(settings(moto_ec2, logs_url=f"file://{tmp_path / 'bucket'}"), home=tmp_path)

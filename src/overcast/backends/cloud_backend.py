@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 from overcast.backends.base import BackendEvent, CapacityError, EventKind, LaunchRequest, ProviderDown
 from overcast.backends.cloud_gangs import gang_key
-from overcast.backends.cloud_logs import LogCopies
+from overcast.backends.cloud_log_copies import LogCopies
 from overcast.backends.local_runner import write_json_atomic
 from overcast.catalog.offer import Offer
 from overcast.catalog.pools import offer_pools

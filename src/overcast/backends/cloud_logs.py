@@ -4,16 +4,16 @@ fsspec URL: ``s3://``, ``gs://``, ``az://``, ``file://`` on a shared filesystem)
 The agent (``PartShipper``) uploads the new bytes of the job's output file as numbered parts under
 ``<logs_url>/<job>/<attempt>/node-<rank>/``: object stores cannot append, and re-uploading the whole file
 each time would be quadratic. After the last part it writes ``end`` (the number of parts). The server
-(``LogCopies``) appends the parts it has not copied yet to ``<home>/logs/<job>/<attempt>/node-<rank>.log``,
-the file the API streams; it asks for part ``n`` by name (one GET, no listing: listings are cached by
-some fsspec stores and grow with the job) and keeps ``n``, and the copy's size then, next to the copy.
+(``LogCopies``, cloud_log_copies.py) appends the parts it has not copied yet to
+``<home>/logs/<job>/<attempt>/node-<rank>.log``, the file the API streams; it asks for part ``n`` by name
+(one GET, no listing: listings are cached by some fsspec stores and grow with the job) and keeps ``n``, and
+the copy's size then, next to the copy.
 Nothing the store does (hang, fail) may hold up the job, the console, or the server's control loop.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import sys
 import threading
@@ -26,13 +26,9 @@ from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 UPLOAD_EVERY_S = 15.0  # how often a node uploads its new output (a PUT per node per interval, at most)
 STOPPING_EVERY_S = 1.0  # how often once a stop is asked: the node may be ended before the job's last words
 ECHO_EVERY_S = 0.5  # how often the new output goes to the console (its own thread: the store may hang)
-SYNC_EVERY_S = 2.0  # how often the server asks the store for new parts of one log, at most
 FINISH_WAIT_S = 120.0  # how long the end of a job waits for its last upload, in all (the node bills)
 RETRY_PAUSE_S = 1.0  # between the end's tries
 FIRST_TRIES = 3  # the end's tries when the store has never taken a part (misconfigured: do not wait)
-SETTLE_WAIT_S = 10.0  # how long an attempt's end waits for its logs' last parts (then it is delivered)
-LOCK_WAIT_S = 1.0  # a read waits this long for a sync of the same copy (stuck on the store?), then skips
-PARTS_PER_SYNC = 64  # parts one sync copies at most (the rest: the next one, or in the background)
 PART_MAX = 16 * 1024 * 1024  # the largest part: what an agent holds in memory at once
 END = "end"
 
@@ -74,7 +70,7 @@ def part_name(n: int) -> str:
     return f"part-{n:08d}"  # fixed width: the store's listing order is the parts' order
 
 
-def _store(url: str) -> tuple[Any, str]:
+def open_store(url: str) -> tuple[Any, str]:
     """fsspec's filesystem and path for ``url`` (imported late: the agent needs it only with a URL)."""
     import fsspec
 
@@ -143,7 +139,7 @@ class PartShipper:
             time.sleep(RETRY_PAUSE_S)
 
     def _put(self, name: str, data: bytes) -> None:
-        fs, root = self._fs = self._fs or _store(self.url)
+        fs, root = self._fs = self._fs or open_store(self.url)
         _put(fs, f"{root}/{name}", data)
         self.reached = True
 
@@ -218,182 +214,3 @@ def shipping(shipper: PartShipper, every: float) -> Iterator[Callable[[], None]]
             last.join(max(0.0, deadline - time.monotonic()))
         if uploader.is_alive() or last.is_alive():
             print("overcast-agent: log upload hangs: the last output stays on the node", file=sys.stderr)
-
-
-class LogCopies:
-    """The server's side: local copies of the nodes' logs under ``<home>/logs``, brought up to date from
-    the store at most every ``SYNC_EVERY_S`` per log, and kept up to date while an attempt runs for the
-    logs someone asked for (``follow``)."""
-
-    # in this process, no part is appended twice (two accounts may share one logs_url and one home)
-    _locks = tuple(threading.Lock() for _ in range(64))
-    _guard = threading.Lock()
-
-    def __init__(self, url: str, home: Path, warn: Callable[[str], None]) -> None:
-        self.url, self.home, self.warn = url, home, warn
-        self._synced: dict[Path, float] = {}  # copy -> monotonic time of its last sync
-        self._followed: dict[Path, tuple[str, int, str]] = {}  # copy -> (job, attempt, remote folder)
-        self._over: dict[Path, Callable[[], bool]] = {}  # copy -> whether its attempt has ended
-
-    def local(self, job_id: str, attempt: int, rank: int) -> Path:
-        return self.home / "logs" / job_id / str(attempt) / f"node-{rank}.log"
-
-    def path(
-        self, job_id: str, attempt: int, rank: int, over: Callable[[], bool] | None = None
-    ) -> Path | None:
-        """The local copy, brought up to date (``PARTS_PER_SYNC`` parts now, the rest in the background);
-        None when the node has uploaded nothing (yet). With ``over`` (whether the attempt has ended) the
-        copy is kept up to date until it has (``follow``), and exists, empty, before the first part."""
-        try:
-            remote = log_dir(self.url, job_id, attempt, rank)
-        except ValueError:
-            return None
-        local = self.local(job_id, attempt, rank)
-        more = self.sync(local, remote)  # more parts: the rest in the background
-        if more or (over is not None and (local.exists() or not quietly(over))):
-            return self.follow(job_id, attempt, rank, over)
-        return local if local.exists() else None
-
-    def follow(self, job_id: str, attempt: int, rank: int, over: Callable[[], bool] | None) -> Path:
-        """Keep the copy up to date while the attempt runs (until ``over()`` or the node's ``end``), then
-        copy what is left (``over`` None: only that); one thread per copy (a later ``over`` keeps it going).
-        The copy exists from now on, empty until the first part: a follow waits for the job's output."""
-        local, remote = self.local(job_id, attempt, rank), log_dir(self.url, job_id, attempt, rank)
-        local.parent.mkdir(parents=True, exist_ok=True)
-        local.touch()
-        with self._guard:
-            if local not in self._followed and _progress(local)[2]:
-                return local
-            if over is not None:
-                self._over[local] = over
-            if local in self._followed:
-                return local
-            self._followed[local] = (job_id, attempt, remote)
-
-        def loop() -> None:
-            more = False
-            try:
-                while True:
-                    with self._guard:
-                        over_now = self._over.get(local)
-                    live = over_now is not None and not quietly(over_now) and not _progress(local)[2]
-                    if live and not more:
-                        time.sleep(SYNC_EVERY_S)
-                    more = self.sync(local, remote, force=more or not live)
-                    with self._guard:  # done, unless a read of the running attempt came meanwhile
-                        if not live and not more and self._over.get(local) is over_now:
-                            return self._forget(local)
-            except BaseException:
-                with self._guard:
-                    self._forget(local)
-                raise
-
-        threading.Thread(target=loop, name=f"overcast-logs-{job_id}", daemon=True).start()
-        return local
-
-    def _forget(self, local: Path) -> None:
-        self._followed.pop(local, None)
-        self._over.pop(local, None)
-
-    def settle(self, attempts: list[tuple[str, int]]) -> None:
-        """These attempts have ended: their followed copies get their last parts now, before their end
-        is delivered (a follow stops at the end: it must find them there); at most ``SETTLE_WAIT_S`` in
-        all (a store that hangs must not hold up the caller: the follows go on copying)."""
-        with self._guard:
-            mine = [(p, r) for p, (j, a, r) in self._followed.items() if (j, a) in attempts]
-        if not mine:
-            return
-
-        def last_parts() -> None:
-            for local, remote in mine:
-                while self.sync(local, remote, force=True):
-                    pass
-
-        thread = threading.Thread(target=last_parts, name="overcast-logs-settle", daemon=True)
-        thread.start()
-        thread.join(SETTLE_WAIT_S)
-        if thread.is_alive():
-            self.warn(f"log copy from {redact(self.url)}: the store is slow; the last parts come later")
-
-    def sync(self, local: Path, remote: str, force: bool = False) -> bool:
-        """Append the parts not copied yet, ``PARTS_PER_SYNC`` at most (``<copy>.parts`` holds how many
-        were and the copy's size then, and ``end`` once the node has written it); whether there may be
-        more. A sync of the same copy that takes more than ``LOCK_WAIT_S`` (a store that hangs) makes
-        this one skip: the copy stays as it is."""
-        lock = self._locks[hash(local) % len(self._locks)]
-        if not lock.acquire(timeout=LOCK_WAIT_S):
-            return False
-        try:
-            count, size, ended = _progress(local)
-            now = time.monotonic()
-            if ended or (not force and now - self._synced.get(local, -1e9) < SYNC_EVERY_S):
-                return False
-            self._synced[local] = now
-            try:
-                return self._copy(local, remote, *_trimmed(local, count, size))
-            except Exception as exc:  # the store is down, or refuses, or the disk is full: as it is
-                self.warn(f"log copy from {redact(remote)}: {scrub(repr(exc), remote)}")
-                return False
-        finally:
-            lock.release()
-
-    def _copy(self, local: Path, remote: str, count: int, size: int) -> bool:
-        fs, root = _store(remote)
-        for _ in range(PARTS_PER_SYNC):
-            try:
-                data = fs.cat_file(f"{root}/{part_name(count)}")
-            except FileNotFoundError:
-                break
-            local.parent.mkdir(parents=True, exist_ok=True)
-            with local.open("ab") as fh:  # appended in place: a follow holds the file open
-                fh.write(data)
-            count, size = count + 1, size + len(data)
-            _mark(local, count, size)
-        else:
-            return True
-        with contextlib.suppress(FileNotFoundError):
-            if int(fs.cat_file(f"{root}/{END}")) == count:
-                _mark(local, count, size, ended=True)
-        return False
-
-
-def _marker(local: Path) -> Path:
-    return local.with_name(local.name + ".parts")
-
-
-def _progress(local: Path) -> tuple[int, int, bool]:
-    """(parts copied, the copy's size then, whether the node's ``end`` was) from the marker."""
-    try:
-        words = _marker(local).read_text().split()
-        return int(words[0]), int(words[1]), words[2:] == [END]
-    except (OSError, ValueError, IndexError):
-        return 0, 0, False
-
-
-def _trimmed(local: Path, count: int, size: int) -> tuple[int, int]:
-    """The copy as its marker counts it: bytes past ``size`` (appended, not counted: a crash, a full disk)
-    are cut, or they would show twice; a copy shorter than counted (removed?) starts over."""
-    try:
-        actual = local.stat().st_size
-    except FileNotFoundError:
-        return 0, 0
-    if actual == size:
-        return count, size
-    keep = (count, size) if actual > size else (0, 0)
-    os.truncate(local, keep[1])
-    return keep
-
-
-def _mark(local: Path, count: int, size: int, ended: bool = False) -> None:
-    """Written aside and renamed: a full disk or a crash leaves the old count, never an empty one."""
-    marker = _marker(local)
-    aside = marker.with_name(marker.name + ".tmp")
-    aside.write_text(f"{count} {size}{' ' + END if ended else ''}")
-    os.replace(aside, marker)
-
-
-def quietly(over: Callable[[], bool]) -> bool:
-    try:
-        return over()
-    except Exception:  # the store hiccuped: the attempt may well go on
-        return False
