@@ -9,7 +9,7 @@ threads, sockets and database connections, so the child first restores default s
 SIGTERM ends it), stops the cyclic garbage collector (no finaliser of a parent's object, such as a
 database connection's goodbye, runs in it) and closes the descriptors the parent had open just before
 the fork, but its pipe (nothing it could touch reaches a parent's socket, and a listening port is never
-held by it). Where ``os.fork`` is missing the generator runs inline; where the fork fails, ``next``
+held by it): see "Which descriptors are the parent's" below. Where ``os.fork`` is missing the generator runs inline; where the fork fails, ``next``
 returns None.
 
 An epoll set or eventfd among them is not closed but swapped for a new empty one: a library's at-fork
@@ -17,6 +17,19 @@ handler may restart its threads in the child before this code runs, polling the 
 event engine does (the Nebius SDK's, any process that made a gRPC call): when its poller's next
 ``epoll_wait`` failed on the closed descriptor gRPC aborted the child (SIGABRT, so no result), often
 within a second. On the empty set the poller waits and never sees the parent's sockets.
+
+Which descriptors are the parent's: the parent records each descriptor's link target
+(``/proc/self/fd/N``: ``socket:[inode]``, ``pipe:[inode]``, a path, ``anon_inode:[eventfd]``) just before
+``os.fork``; the child lists its own descriptors and closes (or swaps) those whose number and target
+match that record, and any socket or pipe missing from it. Listing in the parent alone was not sound:
+at-fork handlers run between the listing and the fork. A number freed there is reused in the child by a
+handler's new descriptor (real gRPC: fd 7 a socket at the listing, an eventfd in the child), which the
+child must keep, hence the target check; one opened there (a listening socket) is inherited unlisted,
+hence closing unlisted sockets and pipes, which are what could hold a port or a parent's peer. Listing
+in the child alone cannot tell a handler's descriptor from an inherited one. What is left: an unlisted
+file stays open (it holds no port), and a handler's epoll set or eventfd that reuses the number of a
+parent's one is swapped too, as every one was when the child listed alone (the reviewer's measurement:
+40 of 40 gRPC children returned results).
 """
 
 from __future__ import annotations
@@ -49,7 +62,7 @@ class Background:
                 self._inline = list(fn())
             return
         read, write = os.pipe()
-        inherited = _open_descriptors()
+        inherited = _descriptor_targets()
         try:
             pid = os.fork()
         except OSError:  # no memory or no process slot for a child: no result, the caller goes on
@@ -109,18 +122,24 @@ class Background:
         self.cancel()
 
 
-def _open_descriptors() -> list[int] | None:
-    """This process's open descriptors (None where /proc does not list them)."""
+def _descriptor_targets() -> dict[int, str] | None:
+    """This process's open descriptors and their link targets (None where /proc does not list them)."""
     try:
-        return [int(fd) for fd in os.listdir("/proc/self/fd")]
+        listed = os.listdir("/proc/self/fd")
     except OSError:
         return None
+    targets = {}
+    for name in listed:
+        with contextlib.suppress(OSError):  # the listing's own descriptor, closed since
+            targets[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+    return targets
 
 
-def _isolate_child(keep: int, inherited: list[int] | None) -> None:
-    """In the forked child: default signals, no cyclic GC, none of the parent's descriptors ``inherited``
-    (None: all of them) but ``keep``; an epoll set or eventfd among them is swapped for a new empty one.
-    Descriptors opened since, by at-fork handlers, stay: their library's threads in the child use them."""
+def _isolate_child(keep: int, inherited: dict[int, str] | None) -> None:
+    """In the forked child: default signals, no cyclic GC, none of the parent's descriptors but ``keep``
+    (``inherited``: the parent's targets just before the fork; None: close all); an epoll set or eventfd
+    among them is swapped for a new empty one. A descriptor an at-fork handler opened (a number not
+    listed, or listed with another target) stays, unless a socket or pipe: its library's threads use it."""
     gc.disable()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_DFL)
@@ -130,16 +149,13 @@ def _isolate_child(keep: int, inherited: list[int] | None) -> None:
             os.dup2(null, std)
     if null > 2:
         os.close(null)
-    if inherited is None:
+    now = _descriptor_targets() if inherited is not None else None
+    if inherited is None or now is None:
         os.closerange(3, keep)
         os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1 << 16)
         return
-    for fd in inherited:
-        if fd <= 2 or fd == keep:
-            continue
-        try:
-            kind = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:  # the listing's own descriptor, closed since
+    for fd, kind in now.items():
+        if fd <= 2 or fd == keep or not _parents(kind, inherited.get(fd)):
             continue
         if kind == "anon_inode:[eventpoll]":
             with select.epoll() as empty:
@@ -150,3 +166,10 @@ def _isolate_child(keep: int, inherited: list[int] | None) -> None:
             os.close(empty_fd)
         else:
             os.close(fd)
+
+
+def _parents(kind: str, listed: str | None) -> bool:
+    """Whether a child's descriptor with target ``kind`` is the parent's, listed with ``listed``."""
+    if listed is None:  # opened after the listing: by a before-fork handler if it could hold a port
+        return kind.startswith(("socket:", "pipe:"))
+    return kind == listed
