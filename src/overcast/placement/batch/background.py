@@ -9,8 +9,8 @@ threads, sockets and database connections, so the child first restores default s
 SIGTERM ends it), stops the cyclic garbage collector (no finaliser of a parent's object, such as a
 database connection's goodbye, runs in it) and closes the descriptors the parent had open just before
 the fork, but its pipe (nothing it could touch reaches a parent's socket, and a listening port is never
-held by it): see "Which descriptors are the parent's" below. Where ``os.fork`` is missing the generator runs inline; where the fork fails, ``next``
-returns None.
+held by it): see "Which descriptors are the parent's" below. Where ``os.fork`` is missing the generator
+runs inline; where the fork fails, ``next`` returns None.
 
 An epoll set or eventfd among them is not closed but swapped for a new empty one: a library's at-fork
 handler may restart its threads in the child before this code runs, polling the inherited set. gRPC's
