@@ -41,7 +41,7 @@ class RecordingController:
     def providers(self) -> list[dict[str, Any]]:
         return [{"name": p, "up": up} for p, up in self.providers_up.items()]
 
-    def log_path(self, job_id: str, attempt: int, rank: int) -> Path | None:
+    def log_path(self, job_id: str, attempt: int, rank: int, follow: bool = False) -> Path | None:
         path = self.log_dir / job_id / str(attempt) / f"rank{rank}.log"
         return path if path.exists() else None
 

@@ -191,13 +191,15 @@ def test_a_follow_right_after_the_start_waits_for_the_first_output(
 
 
 class Probe:
-    """A controller whose log_path says whether it ran on the event loop."""
+    """A controller whose log_path says whether it ran on the event loop, and whether to follow."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.on_loop: list[bool] = []
+        self.follow: list[bool] = []
 
-    def log_path(self, job_id: str, attempt: int, rank: int) -> Path:
+    def log_path(self, job_id: str, attempt: int, rank: int, follow: bool = False) -> Path:
+        self.follow.append(follow)
         try:
             asyncio.get_running_loop()
             self.on_loop.append(True)
@@ -216,7 +218,12 @@ def test_the_api_reads_a_log_off_the_event_loop(tmp_path: Path) -> None:
         resp = client.get(
             f"/v1/jobs/{record.id}/logs?attempt=1", headers={"Authorization": f"Bearer {token}"}
         )
-    assert resp.text == "hi\n" and probe.on_loop == [False]
+        store.transition(record.id, [JobState.PENDING], JobState.CANCELLED)  # a follow ends at once
+        followed = client.get(
+            f"/v1/jobs/{record.id}/logs?attempt=1&follow=true", headers={"Authorization": f"Bearer {token}"}
+        )
+    assert resp.text == followed.text == "hi\n" and probe.on_loop == [False, False]
+    assert probe.follow == [False, True]  # only a follow keeps a copy up to date
 
 
 class Cloud(CloudBackend):

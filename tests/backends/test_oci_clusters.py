@@ -5,6 +5,7 @@ gone, also after a rollback or a crash."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import oci
@@ -210,3 +211,30 @@ def test_the_fake_refuses_launches_into_an_unknown_cluster_or_another_ad(
     compute.delete_compute_cluster(made.id)
     assert compute.get_compute_cluster(made.id).data.lifecycle_state == "DELETED"
     assert launch(made.id, AD1) == 404  # a deleted cluster takes no instance
+
+
+def test_a_sweep_that_fails_loses_none_of_the_poll_s_events(
+    oci_fake: FakeOci,  # noqa: F811
+    config: Path,  # noqa: F811
+    vms: OciVmEmulator,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    backend = OciBackend(settings(oci_fake, config), home=tmp_path)
+    tried: list[bool] = []
+
+    def down(*args: object) -> bool:
+        tried.append(True)
+        raise oci.exceptions.ServiceError(503, "ServiceUnavailable", {}, "down for a while")
+
+    monkeypatch.setattr("overcast.backends.oci.oci_clusters.sweep", down)
+    backend.launch(LaunchRequest("s", 1, pool_of(backend, AD2), 2, gpu_job("s", "echo hi")))
+    backend._sweep_due = True  # each poll sweeps, and each sweep fails
+    events: list = []
+
+    def succeeded() -> bool:
+        with contextlib.suppress(Exception):  # as the loop does: the next poll goes on
+            events.extend(backend.poll())
+        return ("s", EventKind.SUCCEEDED) in {(e.job_id, e.kind) for e in events}
+
+    assert eventually(succeeded, timeout=20.0) and tried

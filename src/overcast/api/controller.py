@@ -33,6 +33,7 @@ class Controller(Protocol):
         """One dict per provider: at least ``name``; whatever else the loop knows (status, pools...)."""
         ...
 
-    def log_path(self, job_id: str, attempt: int, rank: int) -> Path | None:
-        """The log file of ``rank`` in ``attempt`` of the job, or None if there is none (yet)."""
+    def log_path(self, job_id: str, attempt: int, rank: int, follow: bool = False) -> Path | None:
+        """The log file of ``rank`` in ``attempt`` of the job, or None if there is none (yet); ``follow``:
+        the caller streams it until the attempt ends (so keep it up to date meanwhile)."""
         ...

@@ -5,10 +5,10 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated
 
+import anyio.to_thread
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, status
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
-from starlette.concurrency import run_in_threadpool
 
 from overcast.api import db, metrics, specs
 from overcast.api.auth import Auth, Principal
@@ -23,6 +23,9 @@ from overcast.store import JobRecord, JobState, Store
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERRORS)
 JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="a job id such as j-4kq2m9x7ab")]
 NOT_FOUND = {404: {"model": ErrorOut, "description": "no such job (or another team's)"}}
+# log reads wait on the nodes' log store: their own threads, so a store that hangs never takes the
+# default limiter's 40, which every PostgreSQL store call shares (api/db.py)
+LOG_READS = anyio.CapacityLimiter(8)
 
 
 def _store(request: Request) -> Store:
@@ -148,7 +151,8 @@ async def logs(
     controller = request.app.state.controller
     path = None
     if controller is not None and attempt >= 1:  # a cloud log's copy asks its store: not on the loop
-        path = await run_in_threadpool(controller.log_path, job_id, attempt, rank)
+        read = partial(controller.log_path, job_id, attempt, rank, follow=follow)
+        path = await anyio.to_thread.run_sync(read, limiter=LOG_READS)
     if path is None or not path.exists():
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, detail=f"no log for job {job_id} attempt {attempt} rank {rank} (yet)"

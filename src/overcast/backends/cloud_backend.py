@@ -263,7 +263,8 @@ class CloudBackend:
     ) -> Path | None:
         """The local copy of a node's log (``<home>/logs/<job>/<attempt>/node-<rank>.log``) brought up to
         date from the account's ``logs_url``; None without one, or when the node has uploaded nothing yet.
-        With ``over`` (whether the attempt has ended), the copy is kept up to date until it has."""
+        With ``over`` (whether the attempt has ended; a follow's read only), the copy is kept up to date
+        until it has."""
         if self._logs is None:
             return None
         # a running attempt's copy exists (empty) before its first part: a follow right after the start

@@ -50,16 +50,19 @@ class LogCopies:
         self, job_id: str, attempt: int, rank: int, over: Callable[[], bool] | None = None
     ) -> Path | None:
         """The local copy, brought up to date (``PARTS_PER_SYNC`` parts now, the rest in the background);
-        None when the node has uploaded nothing (yet). With ``over`` (whether the attempt has ended) the
-        copy is kept up to date until it has (``follow``), and exists, empty, before the first part."""
+        None when the node has uploaded nothing (yet). With ``over`` (whether the attempt has ended: only
+        a follow passes it) the copy of a running attempt is kept up to date until it has, and exists,
+        empty, before the first part; an ended attempt's read is one sync, throttled, and no thread."""
         try:
             remote = log_dir(self.url, job_id, attempt, rank)
         except ValueError:
             return None
         local = self.local(job_id, attempt, rank)
         more = self.sync(local, remote)  # more parts: the rest in the background
-        if more or (over is not None and (local.exists() or not quietly(over))):
+        if over is not None and not quietly(over):
             return self.follow(job_id, attempt, rank, over)
+        if more:
+            return self.follow(job_id, attempt, rank, None)
         return local if local.exists() else None
 
     def follow(self, job_id: str, attempt: int, rank: int, over: Callable[[], bool] | None) -> Path:
@@ -88,8 +91,8 @@ class LogCopies:
                     if live and not more:
                         time.sleep(SYNC_EVERY_S)
                     more = self.sync(local, remote, force=more or not live)
-                    with self._guard:  # done, unless a read of the running attempt came meanwhile
-                        if not live and not more and self._over.get(local) is over_now:
+                    with self._guard:  # done (not skipped), unless a follow came meanwhile
+                        if not live and more is False and self._over.get(local) is over_now:
                             return self._forget(local)
             except BaseException:
                 with self._guard:
@@ -106,31 +109,37 @@ class LogCopies:
     def settle(self, attempts: list[tuple[str, int]]) -> None:
         """These attempts have ended: their followed copies get their last parts now, before their end
         is delivered (a follow stops at the end: it must find them there); at most ``SETTLE_WAIT_S`` in
-        all (a store that hangs must not hold up the caller: the follows go on copying)."""
+        all, waiting for a sync of the same copy (a follow's tick) within that (a store that hangs must
+        not hold up the caller: the follows go on copying)."""
         with self._guard:
             mine = [(p, r) for p, (j, a, r) in self._followed.items() if (j, a) in attempts]
         if not mine:
             return
 
+        deadline = time.monotonic() + SETTLE_WAIT_S
+        skipped: list[Path] = []
+
         def last_parts() -> None:
             for local, remote in mine:
-                while self.sync(local, remote, force=True):
+                while more := self.sync(local, remote, force=True, wait=deadline - time.monotonic()):
                     pass
+                if more is None:  # another sync held the copy all along: the follow copies the rest
+                    skipped.append(local)
 
         thread = threading.Thread(target=last_parts, name="overcast-logs-settle", daemon=True)
         thread.start()
         thread.join(SETTLE_WAIT_S)
-        if thread.is_alive():
+        if thread.is_alive() or skipped:
             self.warn(f"log copy from {redact(self.url)}: the store is slow; the last parts come later")
 
-    def sync(self, local: Path, remote: str, force: bool = False) -> bool:
+    def sync(self, local: Path, remote: str, force: bool = False, wait: float | None = None) -> bool | None:
         """Append the parts not copied yet, ``PARTS_PER_SYNC`` at most (``<copy>.parts`` holds how many
         were and the copy's size then, and ``end`` once the node has written it); whether there may be
-        more. A sync of the same copy that takes more than ``LOCK_WAIT_S`` (a store that hangs) makes
-        this one skip: the copy stays as it is."""
+        more. A sync of the same copy that takes more than ``wait`` (default ``LOCK_WAIT_S``: a store
+        that hangs) makes this one skip: None, the copy stays as it is."""
         lock = self._locks[hash(local) % len(self._locks)]
-        if not lock.acquire(timeout=LOCK_WAIT_S):
-            return False
+        if not lock.acquire(timeout=max(0.0, LOCK_WAIT_S if wait is None else wait)):
+            return None
         try:
             count, size, ended = _progress(local)
             now = time.monotonic()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ from overcast.backends.oci_userdata import user_data
 from overcast.catalog.offer import Offer
 from overcast.placement.pool import Pool, Purchase
 
+log = logging.getLogger(__name__)
 NO_AGENT = "the node agent never started (does the image have python3 and overcast? see the console)"
 
 
@@ -182,7 +184,10 @@ class OciBackend(CloudBackend):
         """The shared poll (under the lock), then the cluster sweep, still under it; the ended attempts'
         logs are copied by poll() after the lock is released."""
         events = super()._poll(ended)
-        self._sweep_clusters()
+        try:  # the events are this poll's to deliver (and the next one's to acknowledge): never lost
+            self._sweep_clusters()
+        except Exception as exc:  # the next poll sweeps again (_sweep_due and _swept are left as they were)
+            log.warning("%s: sweeping compute clusters failed, the next poll tries again: %r", self.name, exc)
         return events
 
     def _sweep_clusters(self) -> None:

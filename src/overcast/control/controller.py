@@ -90,10 +90,10 @@ class LoopController:
             rows.append(row)
         return rows
 
-    def log_path(self, job_id: str, attempt: int, rank: int) -> Path | None:
+    def log_path(self, job_id: str, attempt: int, rank: int, follow: bool = False) -> Path | None:
         if not job_id or "/" in job_id or job_id.startswith("."):
             return None
-        copied = self._cloud_log(job_id, attempt, rank)
+        copied = self._cloud_log(job_id, attempt, rank, follow)
         if copied is not None:
             return copied
         # each local cluster writes its logs under its own home (a fleet may give it one)
@@ -104,11 +104,11 @@ class LoopController:
                 return path
         return None
 
-    def _cloud_log(self, job_id: str, attempt: int, rank: int) -> Path | None:
-        """A cloud node's log, copied from its account's ``logs_url`` (and kept up to date while the
-        attempt runs). The attempt's own backend when the store knows it (the job's, for its latest
-        attempt; its launch record's, for an earlier one), else every cloud backend: only the one that
-        ran it has parts to copy."""
+    def _cloud_log(self, job_id: str, attempt: int, rank: int, follow: bool) -> Path | None:
+        """A cloud node's log, copied from its account's ``logs_url`` (and, for a follow, kept up to date
+        while the attempt runs: a one-off read starts no thread). The attempt's own backend when the
+        store knows it (the job's, for its latest attempt; its launch record's, for an earlier one), else
+        every cloud backend: only the one that ran it has parts to copy."""
         clouds = [b for b in self.loop.rt.backends.values() if isinstance(b, CloudBackend)]
         if not clouds:
             return None
@@ -126,7 +126,7 @@ class LoopController:
             return now is None or now.state.terminal or now.attempt > attempt
 
         for backend in clouds:
-            path = backend.log_path(job_id, attempt, rank, over)
+            path = backend.log_path(job_id, attempt, rank, over if follow else None)
             if path is not None:
                 return path
         return None
