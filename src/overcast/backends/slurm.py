@@ -33,9 +33,9 @@ from overcast.backends.base import (
 from overcast.backends.slurm_cli import SlurmCommands, SlurmError, SlurmUnreachable
 from overcast.backends.slurm_config import SAFE_NAME, SlurmCluster, slurm_cluster_from_fleet
 from overcast.backends.slurm_events import Tracked, attempt_events, event, vanished_event
-from overcast.backends.slurm_pools import pools_from_nodes
+from overcast.backends.slurm_pools import expand_hostlist, members_by_pool, pools_from_nodes
 from overcast.backends.slurm_script import job_env, sbatch_args, write_attempt
-from overcast.backends.slurm_states import LIVE_STATES, base_state, is_live
+from overcast.backends.slurm_states import LIVE_STATES, RUNNING_STATES, base_state, is_live
 from overcast.placement.pool import Health, Pool
 
 __all__ = ["SlurmBackend", "SlurmCluster", "slurm_cluster_from_fleet"]
@@ -71,6 +71,10 @@ class SlurmBackend:
         self._abandoned: dict[tuple[str, int], int] = {}  # reported PROVIDER_DOWN; cancel if seen again
         self._stopped: dict[tuple[str, int], None] = {}  # attempts overcast stopped (oldest first)
         self._pools: list[Pool] = []
+        self._members: dict[str, set[str]] = {}  # pool id -> its nodes' names (the last sinfo)
+        self._started: set[str] = (
+            set()
+        )  # nodes this prefix's started jobs hold, either side's (the last squeue)
         self._down_until = 0.0
         self._unreachable_since: float | None = None  # first failed poll of the current outage
         self._down_reason = ""
@@ -144,7 +148,16 @@ class SlurmBackend:
             accelerator_names=c.accelerator_names,
             partitions=c.partitions,
         )
+        self._members = members_by_pool(nodes, c.name, c.partitions)
         return list(self._pools)
+
+    def started_nodes(self) -> dict[str, int]:
+        """Pool id -> how many of its nodes overcast's started jobs of this prefix hold (the job loop's and
+        the services' alike), as the last ``squeue`` showed them: the part of sinfo's use that the store's
+        records also count (``control/snapshot.hold_recorded``), so queued ones can be added to it."""
+        with self._lock:
+            started = self._started
+            return {pool_id: len(names & started) for pool_id, names in self._members.items()}
 
     def launch(self, request: LaunchRequest) -> Allocation:
         check_gang(self.name, request)
@@ -265,6 +278,12 @@ class SlurmBackend:
                 return []
             return self._provider_down(str(e))
         self._unreachable_since = None
+        self._started = {
+            host
+            for job in jobs
+            if self._name_re.match(str(job.get("name") or "")) and base_state(job) in RUNNING_STATES
+            for host in expand_hostlist(str(job.get("nodes") or ""))
+        }
         events: list[BackendEvent] = []
         seen: set[tuple[str, int]] = set()
         to_cancel: list[int] = []

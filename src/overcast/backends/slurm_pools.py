@@ -3,6 +3,8 @@
 A gang is placed inside one pool, and a Slurm partition of one node shape is one scheduling domain, so
 that is the pool. Capacity counts usable nodes only (not down, drained, failed or unresponsive); a node
 with any allocation counts as used, because overcast places whole nodes (jobs run ``--exclusive``).
+``members_by_pool`` names each pool's nodes, so the backend can tell how many of a pool's used nodes are
+overcast's own started jobs' (``expand_hostlist`` reads squeue's node lists).
 """
 
 from __future__ import annotations
@@ -69,19 +71,13 @@ def pools_from_nodes(
     accelerator_names: dict[str, str] | None = None,
     partitions: tuple[str, ...] = (),
 ) -> list[Pool]:
-    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
-    for node in nodes:
-        gres = parse_gpu_gres(str(node.get("gres") or ""))
-        for partition in node.get("partitions") or []:
-            if partitions and partition not in partitions:
-                continue
-            groups[(partition, gres.type, gres.count)].append(node)
+    groups = _groups(nodes, partitions)
     pools = []
     partition_names = {p for p, _, _ in groups}
     for (partition, gres_type, gpus), members in sorted(groups.items()):
         usable = [n for n in members if node_usable(n)]
         accelerator = accelerator_name(gres_type, accelerator_names or {})
-        shape = f"{gres_type}x{gpus}" if gpus else "cpu"
+        shape = _shape(gres_type, gpus)
         cpus = [n["cpus"] for n in members if n.get("cpus")]
         memory = [n["real_memory"] for n in members if n.get("real_memory")]
         pools.append(
@@ -104,6 +100,60 @@ def pools_from_nodes(
             )
         )
     return pools
+
+
+def members_by_pool(
+    nodes: list[dict[str, Any]], cluster: str, partitions: tuple[str, ...] = ()
+) -> dict[str, set[str]]:
+    """Each pool's node names (the ids ``pools_from_nodes`` gives the same nodes)."""
+    groups = _groups(nodes, partitions)
+    names = {p for p, _, _ in groups}
+    return {
+        _pool_id(cluster, partition, _shape(gres_type, gpus), names, groups): {
+            str(n.get("name") or "") for n in members
+        }
+        for (partition, gres_type, gpus), members in groups.items()
+    }
+
+
+def expand_hostlist(text: str) -> list[str]:
+    """Slurm's compressed node list ``gpu[01-03,07],cpu1`` -> gpu01 gpu02 gpu03 gpu07 cpu1 (one bracket per
+    name; "" or "(null)" -> none)."""
+    names: list[str] = []
+    for m in _HOST.finditer(text or ""):
+        prefix, ranges, suffix = m.group("prefix"), m.group("ranges"), m.group("suffix") or ""
+        if ranges is None:
+            if prefix and prefix not in ("(null)", "None"):
+                names.append(prefix + suffix)
+            continue
+        for part in ranges.split(","):
+            low, _, high = part.partition("-")
+            if not low.isdigit() or (high and not high.isdigit()):
+                continue
+            for i in range(int(low), int(high or low) + 1):
+                names.append(f"{prefix}{i:0{len(low)}d}{suffix}")
+    return names
+
+
+_HOST = re.compile(r"(?P<prefix>[^,\[\]]+)(?:\[(?P<ranges>[^\]]*)\](?P<suffix>[^,\[\]]*))?")
+
+
+def _groups(
+    nodes: list[dict[str, Any]], partitions: tuple[str, ...]
+) -> dict[tuple[str, str, int], list[dict]]:
+    """Nodes by (partition, GRES type, GPUs per node): one pool each."""
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
+    for node in nodes:
+        gres = parse_gpu_gres(str(node.get("gres") or ""))
+        for partition in node.get("partitions") or []:
+            if partitions and partition not in partitions:
+                continue
+            groups[(partition, gres.type, gres.count)].append(node)
+    return groups
+
+
+def _shape(gres_type: str, gpus: int) -> str:
+    return f"{gres_type}x{gpus}" if gpus else "cpu"
 
 
 def _pool_id(cluster: str, partition: str, shape: str, partitions: set[str], groups: dict) -> str:

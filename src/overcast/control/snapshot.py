@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Iterable, Mapping
 
-from overcast.backends.base import is_replica_launch
+from overcast.backends.base import REPLICA_PREFIX
 from overcast.control.estimates import EstimateCache
 from overcast.control.health import apply_learned
 from overcast.control.runtime import LIVE, Runtime
@@ -91,7 +92,7 @@ def build_snapshot(
     launches = store.open_launches()
     live = store.list(states=LIVE, limit=MAX_JOBS)
     running = [_running(j, launches) for j in live if j.pool_id is not None]
-    count_replicas(store, pools, running)
+    count_replicas(store, pools, running, rt.backends.values())
     # running jobs too: the budget holds and consolidation weighs what they would be priced at once
     # pending again (a move priced lower than that would strand the job on its budget)
     pending, running = (estimates or EstimateCache(ttl=0.0)).correct(store, now, pending, running)
@@ -99,22 +100,21 @@ def build_snapshot(
     return Snapshot(now=now, pools=pools, pending=pending, running=running, team_budgets=left)
 
 
-def count_replicas(store: Store, pools: list[Pool], running: list[RunningJob]) -> None:
+def count_replicas(
+    store: Store, pools: list[Pool], running: list[RunningJob], backends: Iterable[object]
+) -> None:
     """Services' replicas hold nodes of the local pools and Slurm clusters beside the jobs
     (``backends/local_share.py``): one node each, billed as open launches ``svc.<service>.<rid>``. A pool's
     backend counts what runs, but a replica recorded and not yet started (a local one starting, a Slurm job
-    still queued) is not there, and decide() counts a pool's use as the larger of the backend's figure and
-    its jobs' nodes, so an unlisted job would hide a replica: a pool is used by at least its jobs and its
-    replicas' records together (never more than it holds)."""
+    still queued) is not there, nor is a job claimed and not yet submitted, or one Slurm still queues:
+    ``hold_recorded`` adds them. ``running``: the loop's live jobs (their nodes), ``backends``: the loop's."""
     if not any(holds_replicas(pool) for pool in pools):
-        return  # no pool takes replicas: no need to read every open launch (~20 ms per 10k)
-    replicas = replica_records(store)
-    if not replicas:
-        return
+        return  # no pool takes replicas: no need to ask the store
+    _, replicas = store.pool_holds((), REPLICA_PREFIX)
     jobs: Counter[str] = Counter()
     for job in running:
         jobs[job.pool_id] += job.nodes
-    hold_recorded(pools, jobs, replicas)
+    hold_recorded(pools, jobs, Counter(replicas), started_nodes(backends))
 
 
 def holds_replicas(pool: Pool) -> bool:
@@ -122,34 +122,48 @@ def holds_replicas(pool: Pool) -> bool:
     return pool.labels.get("local") == "true" or pool.backend.startswith("slurm:")
 
 
-def replica_records(store: Store) -> Counter[str]:
-    """Each pool's open replica launch records (a replica's, from before its launch until its end)."""
-    return Counter(r.pool_id for r in store.launches(active_only=True) if is_replica_launch(r.job_id))
+def started_nodes(backends: Iterable[object]) -> dict[str, int]:
+    """Pool id -> nodes overcast's started Slurm jobs hold there (``SlurmBackend.started_nodes``)."""
+    started: dict[str, int] = {}
+    for backend in backends:
+        of = getattr(backend, "started_nodes", None)
+        if callable(of):
+            started.update(of())
+    return started
 
 
-def hold_recorded(pools: list[Pool], jobs: Counter[str], replicas: Counter[str]) -> None:
-    """Raise each pool's use to its jobs' nodes plus its replicas' records (never above what it holds)."""
+def hold_recorded(
+    pools: list[Pool], jobs: Mapping[str, int], replicas: Mapping[str, int], started: Mapping[str, int]
+) -> None:
+    """Raise each pool's use by its jobs' nodes and its replicas' records, never above what it holds.
+
+    A local pool's backend counts every launch of its own (``local_share.py``): its use is the larger
+    figure. A Slurm pool's (sinfo: nodes allocated) counts other users' jobs too, so the larger figure
+    would hide overcast's queued work behind theirs: there the records are added, less those whose jobs
+    Slurm has started (``started``: already in sinfo's count). What is added is what neither sinfo nor a
+    started job shows: jobs and replicas Slurm still queues, and launches claimed and not yet submitted."""
     for pool in pools:
-        used = jobs[pool.id] + replicas[pool.id]
-        if used:
-            top = pool.capacity_nodes if pool.capacity_nodes is not None else used
-            pool.used_nodes = max(pool.used_nodes, min(used, top))
+        held = jobs.get(pool.id, 0) + replicas.get(pool.id, 0)
+        if not held:
+            continue
+        if pool.backend.startswith("slurm:"):
+            used = pool.used_nodes + max(held - started.get(pool.id, 0), 0)
+        else:
+            used = max(pool.used_nodes, held)
+        top = pool.capacity_nodes if pool.capacity_nodes is not None else used
+        pool.used_nodes = max(pool.used_nodes, min(used, top))
 
 
-def hold_stored(store: Store, pools: list[Pool]) -> None:
-    """For the services' replica plan: a Slurm pool's use (``sinfo``: nodes given) raised to what the store
-    holds there, live jobs' nodes and open replica records, so it sees jobs the loop claimed and not yet
-    submitted, jobs and other services' replicas Slurm still queues. Local pools count every launch
-    already (``local_share.py``). Reads the store only when a Slurm pool is offered (~56 ms per 2,000 live
-    jobs in SQLite: the controller asks only before a launch on a Slurm pool)."""
+def hold_stored(store: Store, pools: list[Pool], backends: Iterable[object]) -> None:
+    """For the services' replica plan: a Slurm pool's use raised by what the store holds there that Slurm
+    does not run yet (``hold_recorded``): live jobs' nodes and open replica records, summed per pool in SQL
+    (~1 ms per 2,000 live jobs: the controller asks only before a launch on a Slurm pool). Local pools count
+    every launch already (``local_share.py``)."""
     slurm = [pool for pool in pools if pool.backend.startswith("slurm:")]
     if not slurm:
         return
-    jobs: Counter[str] = Counter()
-    for job in store.list(states=LIVE, limit=MAX_JOBS):
-        if job.pool_id is not None:
-            jobs[job.pool_id] += job.nodes or job.spec.num_nodes
-    hold_recorded(slurm, jobs, replica_records(store))
+    jobs, replicas = store.pool_holds(LIVE, REPLICA_PREFIX)
+    hold_recorded(slurm, jobs, replicas, started_nodes(backends))
 
 
 def _running(j: JobRecord, launches: dict[tuple[str, int], OpenLaunch]) -> RunningJob:

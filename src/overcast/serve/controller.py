@@ -149,7 +149,7 @@ class ServiceController(Adoption):
             by_id = {pool.id: pool for pool in pools}
             slurm = any(by_id[launch.pool_id].backend.startswith("slurm:") for launch in plan.launch)
             if slurm and self.billing.store is not None:  # sinfo misses what Slurm queues: the store has it
-                hold_stored(self.billing.store, pools)  # read only to launch there (~56 ms per 2,000 jobs)
+                hold_stored(self.billing.store, pools, self.backends.values())  # only to launch there
                 plan = plan_replicas(self.spec, self.scale.target, self.version, replicas, pools)
             for rid in plan.retire:
                 self._retire_or_keep(rid)

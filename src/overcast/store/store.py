@@ -231,6 +231,20 @@ class Store(ServiceMethods, ControlStateMethods, UsageMethods, BudgetMethods, Es
             rows = conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state)).all()
         return {JobState(state): count for state, count in rows}
 
+    def pool_holds(self, states: Iterable[JobState], prefix: str) -> tuple[dict[str, int], dict[str, int]]:
+        """Per pool: the nodes of jobs in ``states`` placed there, and its open launch records whose job id
+        starts with ``prefix`` (services' replicas, a node each). Grouped in SQL: a caller asking every tick
+        must not load each live job (51 ms per 2,000 in SQLite)."""
+        values = [JobState(s).value for s in states]
+        nodes = func.sum(func.coalesce(jobs.c.nodes, 1))  # set with pool_id when a job is claimed
+        by_jobs = select(jobs.c.pool_id, nodes).where(jobs.c.state.in_(values), jobs.c.pool_id.is_not(None))
+        c = launches.c
+        by_prefix = select(c.pool_id, func.count()).where(c.ended.is_(False), c.job_id.startswith(prefix))
+        with self._read() as conn:
+            held = dict(conn.execute(by_jobs.group_by(jobs.c.pool_id)).all()) if values else {}
+            records = dict(conn.execute(by_prefix.group_by(c.pool_id)).all())
+        return {k: int(v) for k, v in held.items()}, {k: int(v) for k, v in records.items()}
+
     def request_cancel(self, job_id: str, *, team: str | None = None) -> JobRecord | None:
         """Flag the job for cancellation; a PENDING job (nothing launched) is cancelled at once.
 
