@@ -10,6 +10,7 @@ import pytest
 from overcast.control.snapshot import count_replicas, hold_stored
 from overcast.placement.pool import Pool, Purchase
 from overcast.scheduler.snapshot import RunningJob
+from overcast.serve.shared import SharedBackend
 from overcast.store import JobState, Store
 from overcast.store.records import LaunchTerms
 from tests.slurm.helpers import shell_spec
@@ -124,6 +125,21 @@ def test_a_started_job_or_replica_is_not_counted_twice(store_url: str) -> None:
         slurm.used_nodes = 9
         hold_stored(store, [slurm], [Started(c1=2)])
         assert slurm.used_nodes == 10  # never more than it holds
+    finally:
+        store.close()
+
+
+def test_the_services_view_of_a_slurm_backend_says_what_it_started(store_url: str) -> None:
+    """Each service's controller reads the backend through a SharedBackend view: the view must pass on
+    ``started_nodes``, or a started replica counts twice (sinfo's and the store's) for the services."""
+    store = Store(store_url)
+    try:
+        slurm = slurm_pool(used=2, capacity=10)  # sinfo: 1 node of another user's, replica r0's
+        store.record_launch("svc.llm.r0", 1, slurm.id, slurm.backend, "", team="default", terms=TERMS)
+        backend = Started(c1=1)
+        backend.name = "slurm:c1"  # type: ignore[attr-defined]
+        hold_stored(store, [slurm], [SharedBackend(backend).view("llm")])  # type: ignore[arg-type]
+        assert slurm.used_nodes == 2  # before: 3 (the view had no started_nodes)
     finally:
         store.close()
 

@@ -27,6 +27,9 @@ def before():  # a before-fork handler opens a listening socket, or frees a list
         state["sock"] = socket.create_server(("127.0.0.1", 0))
     elif state.get("mode") == "free":
         os.close(state["victim"])
+    elif state.get("mode") == "reuse":  # another thread: a listed socket closed, a new one on its number
+        state["client"].close()
+        state["sock"] = socket.create_server(("127.0.0.1", 0))
 
 
 def after_in_child():  # a library's handler makes its own wakeup pipe: the freed number again
@@ -68,6 +71,17 @@ state["mode"] = None
 got = child.next(30.0)
 child.cancel()
 assert got == state["victim"], (got, state["victim"])
+
+state["client"] = socket.socket()
+number = state["client"].fileno()
+state["mode"] = "reuse"
+child = Background(targets)
+state["mode"] = None
+assert state["sock"].fileno() == number  # the new socket took the listed number
+sock = os.readlink(f"/proc/self/fd/{number}")
+seen = child.next(30.0)
+child.cancel()
+assert seen is not None and sock not in seen, (sock, seen)
 print("ok", flush=True)
 """
 

@@ -54,3 +54,24 @@ def test_expand_hostlist() -> None:
     assert expand_hostlist("gpu[01-03,07],cpu1") == ["gpu01", "gpu02", "gpu03", "gpu07", "cpu1"]
     assert expand_hostlist("rack-[8-10]-ib") == ["rack-8-ib", "rack-9-ib", "rack-10-ib"]
     assert expand_hostlist("") == expand_hostlist("(null)") == []
+
+
+def test_a_stopped_or_completing_job_is_not_counted_as_started() -> None:
+    """Their store records have ended (or are ending): counted as started, they would cancel out queued
+    work in the store's holds and the pool would look emptier than it is."""
+    cluster = Cluster([node(f"a{i:02d}", "a") for i in range(1, 5)])
+    cluster.jobs = [
+        job(1, "ovc.1.j1", "RUNNING", "a01"),
+        job(2, "ovc.1.j2", "RUNNING", "a02"),  # overcast stops it below; squeue still shows it running
+        job(3, "ovc.1.j3", "COMPLETING", "a03"),
+    ]
+    backend = SlurmBackend(SlurmCluster("c", down_retry_s=0))
+    backend.cli = cluster  # type: ignore[assignment]
+    backend.pools()
+    backend.poll()
+    backend.stop("j2", 1, 0)
+    for record in cluster.jobs:  # the cancel not seen yet by the next squeue
+        if record["job_id"] == 2:
+            record["job_state"] = "RUNNING"
+    backend.poll()
+    assert backend.started_nodes() == {"slurm/c": 1}  # before: 3 (j2 and j3 too)

@@ -52,7 +52,8 @@ class LogCopies:
         """The local copy, brought up to date (``PARTS_PER_SYNC`` parts now, the rest in the background);
         None when the node has uploaded nothing (yet). With ``over`` (whether the attempt has ended: only
         a follow passes it) the copy of a running attempt is kept up to date until it has, and exists,
-        empty, before the first part; an ended attempt's read is one sync, throttled, and no thread."""
+        empty, before the first part; an ended attempt's read is one sync, throttled, and no thread unless
+        more than ``PARTS_PER_SYNC`` parts wait (one background copy of the rest, ending when done)."""
         try:
             remote = log_dir(self.url, job_id, attempt, rank)
         except ValueError:

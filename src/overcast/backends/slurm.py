@@ -151,6 +151,16 @@ class SlurmBackend:
         self._members = members_by_pool(nodes, c.name, c.partitions)
         return list(self._pools)
 
+    def _holds_for_store(self, job: dict[str, Any]) -> bool:
+        """A started job of this prefix (either side's) whose nodes the store's live records count: not one
+        overcast stopped or gave up on (its record has ended) nor one completing. Leaving those out errs
+        towards counting a pool fuller, never emptier."""
+        m = self._name_re.match(str(job.get("name") or ""))
+        if m is None or base_state(job) not in RUNNING_STATES or base_state(job) == "COMPLETING":
+            return False
+        key = (m.group(2), int(m.group(1)))
+        return key not in self._stopped and self._abandoned.get(key) != int(job.get("job_id") or -1)
+
     def started_nodes(self) -> dict[str, int]:
         """Pool id -> how many of its nodes overcast's started jobs of this prefix hold (the job loop's and
         the services' alike), as the last ``squeue`` showed them: the part of sinfo's use that the store's
@@ -281,7 +291,7 @@ class SlurmBackend:
         self._started = {
             host
             for job in jobs
-            if self._name_re.match(str(job.get("name") or "")) and base_state(job) in RUNNING_STATES
+            if self._holds_for_store(job)
             for host in expand_hostlist(str(job.get("nodes") or ""))
         }
         events: list[BackendEvent] = []

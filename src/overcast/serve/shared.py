@@ -66,6 +66,11 @@ class BackendView:
     def pools(self) -> list[Pool]:
         return self.shared.backend.pools()
 
+    def started_nodes(self) -> dict[str, int]:
+        """The backend's (control/snapshot.hold_stored subtracts them from the store's holds)."""
+        of = getattr(self.shared.backend, "started_nodes", None)
+        return of() if callable(of) else {}
+
     def launch(self, request: LaunchRequest) -> Allocation:
         return self.shared.backend.launch(request)
 

@@ -21,11 +21,14 @@ within a second. On the empty set the poller waits and never sees the parent's s
 Which descriptors are the parent's: the parent records each descriptor's link target
 (``/proc/self/fd/N``: ``socket:[inode]``, ``pipe:[inode]``, a path, ``anon_inode:[eventfd]``) just before
 ``os.fork``; the child lists its own descriptors and closes (or swaps) those whose number and target
-match that record, and any socket or pipe missing from it. Listing in the parent alone was not sound:
+match that record, every socket whatever its number, and any pipe missing from it. Listing in the parent
+alone was not sound:
 at-fork handlers run between the listing and the fork. A number freed there is reused in the child by a
 handler's new descriptor (real gRPC: fd 7 a socket at the listing, an eventfd in the child), which the
 child must keep, hence the target check; one opened there (a listening socket) is inherited unlisted,
-hence closing unlisted sockets and pipes, which are what could hold a port or a parent's peer. Listing
+and another thread may close a listed number and open a socket on it before the fork: sockets (a port, a
+parent's peer) are closed on any number (the handlers we know keep epoll sets and eventfds, not sockets),
+unlisted pipes too. Listing
 in the child alone cannot tell a handler's descriptor from an inherited one. What is left: an unlisted
 file stays open (it holds no port), and a handler's epoll set or eventfd that reuses the number of a
 parent's one is swapped too, as every one was when the child listed alone (the reviewer's measurement:
@@ -170,6 +173,8 @@ def _isolate_child(keep: int, inherited: dict[int, str] | None) -> None:
 
 def _parents(kind: str, listed: str | None) -> bool:
     """Whether a child's descriptor with target ``kind`` is the parent's, listed with ``listed``."""
-    if listed is None:  # opened after the listing: by a before-fork handler if it could hold a port
-        return kind.startswith(("socket:", "pipe:"))
+    if kind.startswith("socket:"):  # a port or a parent's peer, on a new number or a reused one
+        return True
+    if listed is None:  # opened after the listing: by a before-fork handler if it could hold a pipe's end
+        return kind.startswith("pipe:")
     return kind == listed
