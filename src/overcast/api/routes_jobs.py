@@ -157,10 +157,5 @@ async def logs(
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, detail=f"no log for job {job_id} attempt {attempt} rank {rank} (yet)"
         )
-    store = _store(request)
-
-    def attempt_over() -> bool:
-        now = store.get(job_id)
-        return now is None or now.state.terminal or now.attempt > attempt
-
-    return StreamingResponse(stream_log(path, follow=follow, done=attempt_over), media_type="text/plain")
+    done = partial(_store(request).attempt_over, job_id, attempt)
+    return StreamingResponse(stream_log(path, follow=follow, done=done), media_type="text/plain")

@@ -72,9 +72,8 @@ class SlurmBackend:
         self._stopped: dict[tuple[str, int], None] = {}  # attempts overcast stopped (oldest first)
         self._pools: list[Pool] = []
         self._members: dict[str, set[str]] = {}  # pool id -> its nodes' names (the last sinfo)
-        self._started: set[str] = (
-            set()
-        )  # nodes this prefix's started jobs hold, either side's (the last squeue)
+        # nodes this prefix's started jobs hold, either side's (the last squeue)
+        self._started: set[str] = set()
         self._down_until = 0.0
         self._unreachable_since: float | None = None  # first failed poll of the current outage
         self._down_reason = ""
@@ -156,7 +155,7 @@ class SlurmBackend:
         overcast stopped or gave up on (its record has ended) nor one completing. Leaving those out errs
         towards counting a pool fuller, never emptier."""
         m = self._name_re.match(str(job.get("name") or ""))
-        if m is None or base_state(job) not in RUNNING_STATES or base_state(job) == "COMPLETING":
+        if m is None or base_state(job) not in RUNNING_STATES - {"COMPLETING"}:
             return False
         key = (m.group(2), int(m.group(1)))
         return key not in self._stopped and self._abandoned.get(key) != int(job.get("job_id") or -1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -120,13 +121,9 @@ class LoopController:
             records = store.launches(active_only=False, job_id=job_id)
             ran = {r.backend for r in records if r.attempt == attempt}
             clouds = [b for b in clouds if b.name in ran] or clouds
-
-        def over() -> bool:
-            now = store.get(job_id)
-            return now is None or now.state.terminal or now.attempt > attempt
-
+        over = partial(store.attempt_over, job_id, attempt) if follow else None
         for backend in clouds:
-            path = backend.log_path(job_id, attempt, rank, over if follow else None)
+            path = backend.log_path(job_id, attempt, rank, over)
             if path is not None:
                 return path
         return None

@@ -119,7 +119,11 @@ def count_replicas(
 
 def holds_replicas(pool: Pool) -> bool:
     """A pool services' replicas run on under ``overcast up`` (``split_for_services``)."""
-    return pool.labels.get("local") == "true" or pool.backend.startswith("slurm:")
+    return pool.labels.get("local") == "true" or on_slurm(pool)
+
+
+def on_slurm(pool: Pool) -> bool:
+    return pool.backend.startswith("slurm:")
 
 
 def started_nodes(backends: Iterable[object]) -> dict[str, int]:
@@ -146,7 +150,7 @@ def hold_recorded(
         held = jobs.get(pool.id, 0) + replicas.get(pool.id, 0)
         if not held:
             continue
-        if pool.backend.startswith("slurm:"):
+        if on_slurm(pool):
             used = pool.used_nodes + max(held - started.get(pool.id, 0), 0)
         else:
             used = max(pool.used_nodes, held)
@@ -159,7 +163,7 @@ def hold_stored(store: Store, pools: list[Pool], backends: Iterable[object]) -> 
     does not run yet (``hold_recorded``): live jobs' nodes and open replica records, summed per pool in SQL
     (~1 ms per 2,000 live jobs: the controller asks only before a launch on a Slurm pool). Local pools count
     every launch already (``local_share.py``)."""
-    slurm = [pool for pool in pools if pool.backend.startswith("slurm:")]
+    slurm = [pool for pool in pools if on_slurm(pool)]
     if not slurm:
         return
     jobs, replicas = store.pool_holds(LIVE, REPLICA_PREFIX)

@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 
 from overcast.backends.base import Backend, CapacityError, EventKind, LaunchRequest, ProviderDown
-from overcast.control.snapshot import hold_stored
+from overcast.control.snapshot import hold_stored, on_slurm
 from overcast.placement.pool import Pool
 from overcast.serve.adoption import Adoption
 from overcast.serve.autoscaler import ScaleState, autoscale
@@ -147,7 +147,7 @@ class ServiceController(Adoption):
             replicas = [r.replica for r in self.replicas.values()]
             plan = plan_replicas(self.spec, self.scale.target, self.version, replicas, pools)
             by_id = {pool.id: pool for pool in pools}
-            slurm = any(by_id[launch.pool_id].backend.startswith("slurm:") for launch in plan.launch)
+            slurm = any(on_slurm(by_id[launch.pool_id]) for launch in plan.launch)
             if slurm and self.billing.store is not None:  # sinfo misses what Slurm queues: the store has it
                 hold_stored(self.billing.store, pools, self.backends.values())  # only to launch there
                 plan = plan_replicas(self.spec, self.scale.target, self.version, replicas, pools)

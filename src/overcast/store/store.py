@@ -203,6 +203,12 @@ class Store(ServiceMethods, ControlStateMethods, UsageMethods, BudgetMethods, Es
             row = conn.execute(query).first()
         return None if row is None else job_record(row._mapping)
 
+    def attempt_over(self, job_id: str, attempt: int) -> bool:
+        """Whether ``attempt`` of the job is over: the job is gone, has ended or has moved to a later one
+        (where a follow of that attempt's log stops)."""
+        job = self.get(job_id)
+        return job is None or job.state.terminal or job.attempt > attempt
+
     def list(
         self,
         *,
